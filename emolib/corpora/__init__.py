@@ -1,0 +1,146 @@
+"""Corpora: the common ``Utterance`` record and ``load_corpus(spec)``.
+
+=====================  =====================================================
+spec                   corpus
+=====================  =====================================================
+``synth``              the built-in espeak-ng corpus (generated, cached)
+``iemocap:PATH``       IEMOCAP release tree (4 classes, excited -> happy)
+``ravdess:PATH``       RAVDESS ``Actor_XX/*.wav``
+``cremad:PATH``        CREMA-D ``AudioWAV/`` (+ ``VideoFlash/``)
+``emodb:PATH``         Berlin EmoDB ``wav/``
+``PATH.csv|.jsonl``    a manifest (any other corpus)
+=====================  =====================================================
+
+Every loader returns a :class:`Corpus`. Bad input raises :class:`CorpusError`
+naming the file (and line), or is skipped with a reason counted in
+``Corpus.skipped`` and printed once; nothing is dropped silently.
+"""
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..config import CLASSES
+
+
+class CorpusError(ValueError):
+    """A corpus file is missing or malformed; the message names the file (and line)."""
+
+
+@dataclass
+class Utterance:
+    id: str
+    label: str
+    speaker: str
+    session: str
+    path: Path | None = None  # audio (16 kHz after emolib.audio.read_audio); None for a text-only corpus
+    text: str | None = None  # transcript; None when the corpus has none
+    duration: float | None = None  # seconds, when known without reading the audio
+    video: Path | None = None  # the matching video file, when the corpus has one
+    meta: dict[str, Any] = field(default_factory=dict)  # corpus-specific: native label, gender, synth cues
+
+
+@dataclass
+class Corpus:
+    name: str
+    utterances: list[Utterance]
+    classes: tuple[str, ...] = CLASSES
+    #: False when transcripts are absent or carry no signal (a few fixed sentences).
+    has_transcripts: bool = False
+    has_audio: bool = True
+    root: Path | None = None
+    #: Facts a user must know (e.g. why there is no linguistic teacher on this corpus).
+    notes: list[str] = field(default_factory=list)
+    #: reason -> number of items skipped by the loader (documented skips).
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted({u.label for u in self.utterances} - set(self.classes))
+        if unknown:
+            raise CorpusError(f"{self.name}: labels {unknown} are not in the class set {list(self.classes)}")
+        ids = collections.Counter(u.id for u in self.utterances)
+        dup = [i for i, n in ids.items() if n > 1]
+        if dup:
+            raise CorpusError(f"{self.name}: duplicate utterance ids, e.g. {dup[:3]}")
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __iter__(self):
+        return iter(self.utterances)
+
+    @property
+    def ids(self) -> list[str]:
+        return [u.id for u in self.utterances]
+
+    def by_id(self) -> dict[str, Utterance]:
+        return {u.id: u for u in self.utterances}
+
+    def label_index(self, label: str) -> int:
+        return self.classes.index(label)
+
+    def labels(self, ids: Iterable[str] | None = None) -> list[int]:
+        table = self.by_id()
+        chosen = self.utterances if ids is None else [table[i] for i in ids]
+        return [self.classes.index(u.label) for u in chosen]
+
+    def subset(self, ids: Iterable[str]) -> "Corpus":
+        table = self.by_id()
+        return Corpus(
+            name=self.name, utterances=[table[i] for i in ids], classes=self.classes,
+            has_transcripts=self.has_transcripts, has_audio=self.has_audio, root=self.root,
+            notes=list(self.notes), skipped=dict(self.skipped),
+        )
+
+    def frame(self):
+        """One row per utterance (id, label, speaker, session, path, text, duration, meta columns)."""
+        import pandas as pd
+
+        rows = []
+        for u in self.utterances:
+            row = {"id": u.id, "label": u.label, "speaker": u.speaker, "session": u.session,
+                   "path": str(u.path) if u.path else None, "text": u.text, "duration": u.duration}
+            row.update({f"meta.{k}": v for k, v in u.meta.items()})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def report_skips(self) -> None:
+        """Print the documented skips once (a loader calls this before returning)."""
+        for reason, n in sorted(self.skipped.items()):
+            print(f"[{self.name}] skipped {n} item(s): {reason}")
+
+
+def load_corpus(spec: str, **options: Any) -> Corpus:
+    """Load a corpus by spec (see the module docstring). ``options`` go to the loader,
+    e.g. ``labels="native"`` or ``synth=SynthConfig(...)``."""
+    spec = str(spec)
+    name, _, rest = spec.partition(":")
+    if name == "synth" and not rest:
+        from . import synth
+
+        return synth.load(**options)
+    loaders = {"iemocap": "iemocap", "ravdess": "ravdess", "cremad": "cremad", "emodb": "emodb", "manifest": "manifest"}
+    if name in loaders and rest:
+        import importlib
+
+        module = importlib.import_module(f".{loaders[name]}", __name__)
+        return module.load(Path(rest).expanduser(), **options)
+    path = Path(spec).expanduser()
+    if path.suffix.lower() in (".csv", ".jsonl", ".json"):
+        from . import manifest
+
+        return manifest.load(path, **options)
+    raise CorpusError(
+        f"unknown corpus spec {spec!r}: use synth, iemocap:PATH, ravdess:PATH, cremad:PATH, emodb:PATH, "
+        "or the path of a .csv/.jsonl manifest"
+    )
+
+
+def load_from_config(data_cfg) -> Corpus:
+    """The corpus a ``DataConfig`` names, with its options (label set, synth parameters)."""
+    options: dict[str, Any] = {"labels": data_cfg.labels}
+    if data_cfg.corpus == "synth":
+        options = {"synth": data_cfg.synth}
+    return load_corpus(data_cfg.corpus, **options)

@@ -1,0 +1,63 @@
+"""Every path the project uses comes from here (cookiecutter-data-science style).
+
+Defaults live inside the checkout; on a shared GPU server each root can be moved
+with an environment variable, e.g. ``EMOLIB_CACHE=/scratch/emolib-cache``:
+
+=================  =====================  ===========================================
+variable           default                holds
+=================  =====================  ===========================================
+``EMOLIB_ROOT``    the checkout           notebooks, figures (the project itself)
+``EMOLIB_DATA``    ``<root>/data``        generated corpora (the built-in ``synth``)
+``EMOLIB_CACHE``   ``<root>/cache``       eGeMAPS descriptors, backbone states
+``EMOLIB_RUNS``    ``<root>/runs``        result files and executed notebooks
+``EMOLIB_FIGURES`` ``<root>/figures``     the report's tables and figures
+=================  =====================  ===========================================
+
+Functions, not constants, so that a test (or a user) can redirect a root by
+setting the variable at any time.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def project_root() -> Path:
+    return Path(os.environ.get("EMOLIB_ROOT", _PACKAGE_DIR.parent)).resolve()
+
+
+def _root(var: str, default: str) -> Path:
+    value = os.environ.get(var)
+    return Path(value).resolve() if value else project_root() / default
+
+
+def data_dir() -> Path:
+    """Generated corpora (the built-in ``synth`` corpus lives here)."""
+    return _root("EMOLIB_DATA", "data")
+
+
+def cache_dir() -> Path:
+    """Feature caches keyed by audio content and settings."""
+    return _root("EMOLIB_CACHE", "cache")
+
+
+def runs_dir() -> Path:
+    """One folder per run: ``<stage>/<name>/fold<k>/`` with its result files."""
+    return _root("EMOLIB_RUNS", "runs")
+
+
+def executed_notebooks_dir() -> Path:
+    """Notebooks executed by papermill (never paired with the sources)."""
+    return runs_dir() / "notebooks"
+
+
+def figures_dir() -> Path:
+    """The report's tables and figures (committed for the default preset)."""
+    return _root("EMOLIB_FIGURES", "figures")
+
+
+def notebooks_dir() -> Path:
+    """The jupytext ``.py`` notebook sources."""
+    return project_root() / "notebooks"

@@ -1,0 +1,180 @@
+"""A run's identity and its result files.
+
+Every trained thing (a teacher for one fold, a student variant for one fold, the
+data probes for one fold) is a *run*: a folder
+
+    runs/<stage>/<label>-<config hash>/fold<k>/
+        config.json        the resolved config (written first)
+        resume.pt          training state after the last finished epoch (while running)
+        best.safetensors   the weights selected on the validation speakers
+        history.csv        one row per epoch
+        predictions.csv    one row per test utterance
+        outputs.safetensors  (teachers) logits and embeddings for every utterance
+        metrics.json       written last: its presence marks the run complete
+
+Every write is atomic (a temporary file in the same folder, then ``os.replace``),
+so a run killed at any moment leaves either the old file or the new one, never a
+torn one. A complete run is reused; a partial one is detected (no
+``metrics.json``) and redone, resuming from ``resume.pt`` when that exists.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from . import paths
+from .config import Config, config_hash, stage_hash
+
+COMPLETE_MARKER = "metrics.json"
+
+
+# -- atomic writes -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
+
+    For writers that want a file name (``safetensors.save_file``, ``fig.savefig``,
+    ``df.to_csv``). On an exception the temporary file is removed and ``path`` is
+    untouched. The suffix defaults to the target's, for writers that infer the format.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _jsonable(obj: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+# -- runs ----------------------------------------------------------------------------
+
+
+class Run:
+    """One run's folder. ``Run("prosodic_teacher", cfg, fold=1)``.
+
+    ``label`` is a readable prefix of the folder name (e.g. the student variant and
+    temperatures); the hash after it covers every config section that can change
+    the result (:data:`emolib.config.STAGE_SECTIONS`) plus ``extra`` when given.
+    """
+
+    def __init__(self, stage: str, cfg: Config, fold: int, label: str | None = None, extra: dict | None = None):
+        self.stage = stage
+        self.cfg = cfg
+        self.fold = int(fold)
+        key = stage_hash(cfg, stage.split("/")[0]) if stage.split("/")[0] in _stage_names() else cfg.hash()
+        if extra:
+            key = config_hash({"stage": key, "extra": extra})
+        self.key = key
+        self.name = f"{label}-{key}" if label else key
+        self.dir = paths.runs_dir() / stage / self.name / f"fold{self.fold}"
+
+    def __repr__(self) -> str:
+        state = "complete" if self.is_complete() else ("partial" if self.dir.exists() else "new")
+        return f"Run({self.stage}/{self.name}/fold{self.fold}, {state})"
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def is_complete(self) -> bool:
+        return (self.dir / COMPLETE_MARKER).is_file()
+
+    def is_partial(self) -> bool:
+        return self.dir.exists() and not self.is_complete()
+
+    def start(self) -> "Run":
+        """Prepare the folder for (re)doing the run; keeps ``resume.pt`` of a partial run
+        of the same config so that training continues where it stopped."""
+        if self.is_partial():
+            saved = self.dir / "config.json"
+            same = saved.is_file() and read_json(saved) == json.loads(json.dumps(self.cfg.to_dict(), default=_jsonable))
+            if not same:  # a stale partial run of another config under this hash cannot be resumed
+                shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.dir / "config.json", self.cfg.to_dict())
+        return self
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        return atomic_write_json(self.dir / name, obj)
+
+    def write_csv(self, name: str, frame) -> Path:
+        with atomic_path(self.dir / name) as tmp:
+            frame.to_csv(tmp, index=False)
+        return self.dir / name
+
+    def finish(self, metrics: dict[str, Any], predictions=None) -> None:
+        """Write the predictions, then ``metrics.json`` last: the run is complete."""
+        if predictions is not None:
+            self.write_csv("predictions.csv", predictions)
+        with contextlib.suppress(FileNotFoundError):
+            (self.dir / "resume.pt").unlink()
+        self.write_json(COMPLETE_MARKER, metrics)
+
+    def metrics(self) -> dict[str, Any]:
+        return read_json(self.dir / COMPLETE_MARKER)
+
+    def predictions(self):
+        import pandas as pd
+
+        return pd.read_csv(self.dir / "predictions.csv")
+
+    def history(self):
+        import pandas as pd
+
+        return pd.read_csv(self.dir / "history.csv")
+
+
+def _stage_names() -> tuple[str, ...]:
+    from .config import STAGE_SECTIONS
+
+    return tuple(STAGE_SECTIONS)
