@@ -92,6 +92,8 @@ class LinguisticTeacherConfig:
     pooling: str = "mean"  # "mean" over real tokens or "cls"; see teachers.py for why mean
     max_tokens: int = 64  # IEMOCAP turns: 95% are under ~45 word pieces; 64 is the common SER choice
     dropout: float = 0.1  # BERT's own classifier dropout
+    freeze_embeddings: bool = True  # keep the word-embedding matrix fixed: half the CPU cost per step, and words
+    # unseen in a small training set keep their pre-trained neighbourhood (a common low-resource fine-tuning choice)
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(lr=5e-5, weight_decay=0.01, epochs=6, batch_size=32, patience=0)
     )  # Devlin et al. 2019 grid: lr {2,3,5}e-5, batch {16,32}, 2-4 epochs; a 6-layer model takes the high lr
@@ -209,6 +211,7 @@ def _paper() -> Config:
     cfg.data.corpus = "iemocap:/data/IEMOCAP_full_release"
     cfg.linguistic_teacher.model = "bert-base-uncased"
     cfg.linguistic_teacher.pooling = "cls"
+    cfg.linguistic_teacher.freeze_embeddings = False  # full fine-tuning, as BERT-base on a GPU affords
     cfg.linguistic_teacher.max_tokens = 128
     cfg.linguistic_teacher.optim = OptimConfig(lr=2e-5, epochs=4, batch_size=128, warmup_ratio=0.1)
     cfg.prosodic_teacher.channels = (32, 64, 128, 256)  # ResNet-18 widths halved

@@ -1,0 +1,289 @@
+"""The one training loop, shared by both teachers and every student.
+
+Readable top to bottom on purpose (it is what a course on distillation teaches):
+
+    for epoch:
+        for batch in shuffled training data:
+            loss, terms = loss_fn(model, batch)        # CE for teachers, Eq. 5 for students
+            backward, clip gradients, AdamW step, scheduler step
+        validation UA on held-out *training* speakers -> keep the best weights
+        early stopping after `patience` epochs without improvement
+        save the resume state (a killed run continues from here)
+
+Models take a batch (a dict of tensors) and return a dict with at least ``logits``.
+AdamW with linear warm-up and linear decay (the BERT fine-tuning schedule, Devlin
+et al. 2019); no weight decay on biases and normalisation weights; optional bf16
+autocast (GPU servers; it also runs on CPU, which is how it is tested).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .config import OptimConfig, TrainingConfig
+from .metrics import unweighted_accuracy, weighted_accuracy
+from .progress import mode as progress_mode
+from .runs import Run, atomic_path
+
+LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+# -- environment ---------------------------------------------------------------------------
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
+    return device
+
+
+def setup(training: TrainingConfig) -> torch.device:
+    """Threads, seeds and determinism for a run; returns the device."""
+    threads = training.num_threads or int(os.environ.get("EMOLIB_THREADS", "0"))
+    if threads > 0:
+        torch.set_num_threads(threads)
+    seed_everything(training.seed)
+    device = resolve_device(training.device)
+    if training.deterministic and device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast when asked for (on GPU servers; runs on CPU too), else a no-op."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision != "fp32":
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    return contextlib.nullcontext()
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+# -- evaluation ------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, dataset: Dataset, collate: Callable | None, batch_size: int,
+            device: torch.device, precision: str = "fp32", num_workers: int = 0) -> dict[str, np.ndarray]:
+    """Every output of the model (logits, embeddings) for ``dataset``, in its order, as float32."""
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers)
+    chunks: dict[str, list[np.ndarray]] = {}
+    for batch in loader:
+        batch = to_device(batch, device)
+        with autocast(device, precision):
+            out = model(batch)
+        for key, value in out.items():
+            chunks.setdefault(key, []).append(value.float().cpu().numpy())
+        chunks.setdefault("labels", []).append(batch["labels"].cpu().numpy())
+    return {k: np.concatenate(v) for k, v in chunks.items()}
+
+
+# -- the loop -------------------------------------------------------------------------------
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, Any]]
+    best_epoch: int
+    best_val_ua: float | None
+    stopped_early: bool = False
+    resumed_from: int = 0
+    seconds: float = 0.0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.history)
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _schedule(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
+    warmup = int(round(warmup_ratio * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return factor
+
+
+def _save_weights(model: torch.nn.Module, path) -> None:
+    from safetensors.torch import save_model
+
+    with atomic_path(path) as tmp:
+        save_model(model, str(tmp))
+
+
+def load_weights(model: torch.nn.Module, path) -> None:
+    from safetensors.torch import load_model
+
+    load_model(model, str(path), strict=True)
+
+
+def fit(
+    model: torch.nn.Module,
+    train_set: Dataset,
+    val_set: Dataset | None,
+    loss_fn: LossFn,
+    optim: OptimConfig,
+    training: TrainingConfig,
+    collate: Callable | None = None,
+    run: Run | None = None,
+    desc: str = "model",
+    device: torch.device | None = None,
+) -> FitResult:
+    """Train ``model`` with early stopping on validation UA; resumable through ``run``.
+
+    The best weights (on the validation speakers) are loaded into ``model`` at the end
+    and saved as ``best.safetensors`` in the run folder; ``resume.pt`` holds the state
+    after the last finished epoch so that a killed run continues exactly there.
+    """
+    device = device or resolve_device(training.device)
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{desc}: no trainable parameters")
+    optimizer = torch.optim.AdamW(_param_groups(model, optim.weight_decay), lr=optim.lr)
+    steps_per_epoch = math.ceil(len(train_set) / optim.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(optim.epochs * steps_per_epoch,
+                                                                       optim.warmup_ratio))
+    history: list[dict[str, Any]] = []
+    best_ua, best_epoch, start_epoch, resumed_from = -1.0, 0, 1, 0
+    best_path = run.path("best.safetensors") if run else None
+    best_state: dict[str, torch.Tensor] | None = None
+
+    resume_path = run.path("resume.pt") if run else None
+    if resume_path is not None and resume_path.is_file():
+        state = torch.load(resume_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, best_ua, best_epoch = state["history"], state["best_ua"], state["best_epoch"]
+        start_epoch = resumed_from = state["epoch"] + 1
+        torch.set_rng_state(state["rng"])
+        print(f"{desc}: resuming after epoch {state['epoch']} (best val UA {100 * best_ua:.2f} at epoch {best_epoch})",
+              flush=True)
+
+    show = progress_mode(training.progress)
+    epochs = range(start_epoch, optim.epochs + 1)
+    bar = None
+    if show == "bar":
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=optim.epochs, initial=start_epoch - 1, desc=desc, leave=False)
+    stopped_early = False
+    started = time.perf_counter()
+    for epoch in epochs:
+        if best_epoch and optim.patience and epoch - best_epoch > optim.patience:
+            stopped_early = True
+            break
+        t0 = time.perf_counter()
+        model.train()
+        if hasattr(train_set, "set_epoch"):
+            train_set.set_epoch(epoch)  # e.g. a new random crop per epoch, reproducible on resume
+        generator = torch.Generator().manual_seed(training.seed * 100_003 + epoch)
+        loader = DataLoader(train_set, batch_size=optim.batch_size, shuffle=True, collate_fn=collate,
+                            generator=generator, num_workers=training.num_workers, drop_last=False)
+        sums: dict[str, float] = {}
+        seen = 0
+        for batch in loader:
+            batch = to_device(batch, device)
+            with autocast(device, training.precision):
+                loss, terms = loss_fn(model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if optim.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, optim.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            n = len(batch["labels"])
+            seen += n
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * n
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach()) * n
+        row: dict[str, Any] = {"epoch": epoch, **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()},
+                               "lr": scheduler.get_last_lr()[0]}
+        if val_set is not None and len(val_set):
+            out = predict(model, val_set, collate, optim.batch_size, device, training.precision, training.num_workers)
+            pred = out["logits"].argmax(-1)
+            row["val_ua"] = unweighted_accuracy(out["labels"], pred)
+            row["val_wa"] = weighted_accuracy(out["labels"], pred)
+            improved = row["val_ua"] > best_ua
+        else:  # no validation speakers: the last epoch is the selected one
+            improved = True
+        if improved:
+            best_ua, best_epoch = row.get("val_ua", float("nan")), epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if best_path is not None:
+                _save_weights(model, best_path)
+        row["seconds"] = time.perf_counter() - t0
+        history.append(row)
+        if run is not None:
+            with atomic_path(resume_path) as tmp:
+                torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "history": history, "best_ua": best_ua,
+                            "best_epoch": best_epoch, "rng": torch.get_rng_state()}, tmp)
+        _report(desc, row, optim.epochs, improved, show, bar)
+    if bar is not None:
+        bar.close()
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    elif best_path is not None and best_path.is_file():  # resumed after the last improvement
+        load_weights(model, best_path)
+    if run is not None:
+        import pandas as pd
+
+        run.write_csv("history.csv", pd.DataFrame(history))
+    return FitResult(history=history, best_epoch=best_epoch, best_val_ua=None if best_ua < 0 else best_ua,
+                     stopped_early=stopped_early, resumed_from=resumed_from,
+                     seconds=time.perf_counter() - started)
+
+
+def _report(desc: str, row: dict, epochs: int, improved: bool, show: str, bar) -> None:
+    val = f" val UA {100 * row['val_ua']:.2f} WA {100 * row['val_wa']:.2f}" if "val_ua" in row else ""
+    if show == "log":
+        print(f"{desc} epoch {row['epoch']:>3}/{epochs} loss {row['train_loss']:.4f}{val} "
+              f"lr {row['lr']:.2e} ({row['seconds']:.1f} s){' *' if improved else ''}", flush=True)
+    elif bar is not None:
+        bar.update(1)
+        bar.set_postfix_str(f"loss {row['train_loss']:.3f}{val}")
+
+
+def per_epoch_terms(history: Iterable[dict]) -> list[str]:
+    """The loss-term columns present in a history (for plots)."""
+    names: list[str] = []
+    for row in history:
+        names += [k for k in row if k.startswith("train_") and k not in names]
+    return names

@@ -1,0 +1,58 @@
+"""UA / WA / macro-F1: hand-computed cases and parity with scikit-learn."""
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+from emolib.metrics import (classification_metrics, format_mean_line, macro_f1, summarize_folds,
+                            unweighted_accuracy, weighted_accuracy)
+
+CLASSES = ("neutral", "angry", "sad", "happy")
+
+
+def test_hand_computed_ua_differs_from_wa_on_imbalanced_classes():
+    # 8 neutral (6 right), 2 angry (both right): WA = 8/10, UA = (6/8 + 2/2) / 2 = 0.875
+    y_true = [0] * 8 + [1] * 2
+    y_pred = [0] * 6 + [1] * 2 + [1] * 2
+    assert weighted_accuracy(y_true, y_pred) == pytest.approx(0.8)
+    assert unweighted_accuracy(y_true, y_pred) == pytest.approx(0.875)
+    # F1: neutral p=6/6 r=6/8 -> 6/7; angry p=2/4 r=1 -> 2/3; macro = (6/7 + 2/3)/2
+    assert macro_f1(y_true, y_pred) == pytest.approx((6 / 7 + 2 / 3) / 2)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_parity_with_scikit_learn(seed):
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, 4, 200)
+    y_pred = np.where(rng.random(200) < 0.6, y_true, rng.integers(0, 4, 200))
+    m = classification_metrics(y_true, y_pred, CLASSES)
+    assert m["ua"] == pytest.approx(balanced_accuracy_score(y_true, y_pred))
+    assert m["wa"] == pytest.approx(accuracy_score(y_true, y_pred))
+    assert m["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))
+    assert np.array(m["confusion"]).sum() == 200
+    assert np.trace(np.array(m["confusion"])) == int((y_true == y_pred).sum())
+
+
+def test_absent_class_has_no_recall_and_does_not_count_in_ua():
+    m = classification_metrics([0, 0, 1], [0, 1, 1], CLASSES)
+    assert m["recall"]["sad"] is None and m["recall"]["neutral"] == pytest.approx(0.5)
+    assert m["ua"] == pytest.approx(0.75)
+
+
+def test_fold_summary_mean_std_and_pooled():
+    fold1 = ([0, 0, 1, 1], [0, 0, 1, 1])  # UA 1.0, WA 1.0
+    fold2 = ([0, 0, 0, 1], [0, 1, 1, 1])  # UA (1/3 + 1)/2 = 2/3, WA 0.5
+    s = summarize_folds([fold1, fold2], CLASSES)
+    assert s["ua_mean"] == pytest.approx((1 + 2 / 3) / 2)
+    assert s["wa_mean"] == pytest.approx(0.75)
+    assert s["wa_std"] == pytest.approx(np.std([1.0, 0.5], ddof=1))
+    # pooled: neutral 3/5 right, angry 3/3 -> UA 0.8; WA 6/8
+    assert s["ua_pooled"] == pytest.approx(0.8)
+    assert s["wa_pooled"] == pytest.approx(0.75)
+    assert format_mean_line(s).startswith("mean UA 83.33 WA 75.00 (pooled UA 80.00 WA 75.00")
+
+
+def test_empty_input_is_an_error():
+    with pytest.raises(ValueError):
+        weighted_accuracy([], [])
+    with pytest.raises(ValueError):
+        summarize_folds([], CLASSES)
