@@ -248,3 +248,140 @@ def timed(fn, *args, **kwargs):
     start = time.perf_counter()
     value = fn(*args, **kwargs)
     return value, time.perf_counter() - start
+
+
+# -- students --------------------------------------------------------------------------------
+
+
+def effective_variant(cfg: Config, corpus: Corpus):
+    """The variant's terms, minus the linguistic teacher's on a corpus without transcripts."""
+    import dataclasses
+
+    from .losses import get_variant
+
+    variant = get_variant(cfg.distill.variant)
+    if not corpus.has_transcripts and variant.needs_linguistic_teacher:
+        return dataclasses.replace(variant, logit_linguistic=False, embedding_linguistic=False), (
+            f"corpus {corpus.name!r} has no usable transcripts: the linguistic teacher's terms are switched off")
+    return variant, None
+
+
+def canonical_student_config(cfg: Config) -> Config:
+    """Temperatures a variant does not use are set to 0, so that e.g. ``no_teachers`` is
+    one run whatever the temperatures (no duplicated training in the sweep)."""
+    from .losses import get_variant
+
+    variant = get_variant(cfg.distill.variant)
+    changes = {}
+    if not variant.logit_linguistic:
+        changes["distill.tau_linguistic"] = 0.0
+    if not variant.logit_prosodic:
+        changes["distill.tau_prosodic"] = 0.0
+    return cfg.replace(changes) if changes else cfg
+
+
+def student_run(cfg: Config, fold: int) -> Run:
+    cfg = canonical_student_config(cfg)
+    d = cfg.distill
+    return Run("student", cfg, fold, label=f"{d.variant}-tl{d.tau_linguistic:g}-tp{d.tau_prosodic:g}")
+
+
+def text_embedding_dim(cfg: Config) -> int:
+    """Width of the linguistic teacher's embedding, without loading its weights."""
+    name = cfg.linguistic_teacher.model
+    if name == "tiny-random":
+        return 32
+    from transformers import AutoConfig
+
+    from .teachers import packaged_minilm_path
+
+    return AutoConfig.from_pretrained(packaged_minilm_path() if name == "minilm" else name).hidden_size
+
+
+def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: bool = True) -> Run:
+    """Distil the variant ``cfg.distill.variant`` into a student for one fold.
+
+    Trains (or reuses) the teachers the variant needs, reads their cached outputs,
+    trains the student on the shared loop and writes its result files."""
+    from . import student as st
+    from .losses import distillation_loss
+    from .train import fit, predict, setup
+
+    data = data or load_data(cfg)
+    cfg = canonical_student_config(cfg)
+    variant, note = effective_variant(cfg, data.corpus)
+    if note and verbose:
+        print(note, flush=True)
+    run = student_run(cfg, fold)
+    if run.is_complete():
+        if verbose:
+            print(f"student {cfg.distill.variant} fold {fold}: reusing {run.dir}", flush=True)
+        return run
+    if not data.corpus.has_audio:
+        raise ValueError(f"the student needs audio, and corpus {data.corpus.name!r} is text-only")
+    f = data.fold(fold)
+
+    teacher: dict[str, dict[str, np.ndarray]] = {}
+    for kind, needed in (("linguistic", variant.needs_linguistic_teacher), ("prosodic", variant.needs_prosodic_teacher)):
+        if not needed:
+            continue
+        ids, outputs = load_outputs(train_teacher(kind, cfg, fold, data, verbose=verbose))
+        pos = {uid: i for i, uid in enumerate(ids)}
+        if getattr(variant, f"logit_{kind}"):
+            teacher[f"teacher_logits_{kind}"] = {u: outputs["logits"][pos[u]] for u in ids}
+        if getattr(variant, f"embedding_{kind}"):
+            teacher[f"teacher_embedding_{kind}"] = {u: outputs["embedding"][pos[u]] for u in ids}
+    run.start()
+    device = setup(cfg.training)
+    s = cfg.student
+    labels = dict(zip(data.corpus.ids, data.corpus.labels()))
+    paths_by_id = {u.id: u.path for u in data.corpus}
+    if s.freeze == "all":
+        mode, inputs, backbone, index = "pooled", st.cached_inputs(cfg, data.corpus, progress=verbose), None, None
+        first = next(iter(inputs["pooled"].values()))
+        num_states, hidden = first.shape
+    else:
+        from .backbones import load_backbone
+
+        backbone = load_backbone(s.backbone, freeze=s.freeze, max_seconds=s.max_seconds)
+        num_states, hidden = backbone.num_hidden_states, backbone.hidden_size
+        if s.freeze.startswith("top:"):
+            mode, inputs = "frames", st.cached_inputs(cfg, data.corpus, progress=verbose)
+            index = inputs["index"]
+        else:
+            mode, inputs, index = "waveform", {}, None
+    prosodic_dim = cfg.prosodic_teacher.embedding_dim
+    model = st.EmoDistillStudent(num_states, hidden, len(data.corpus.classes), text_embedding_dim(cfg), prosodic_dim,
+                                 s, backbone=backbone, input_index=index)
+
+    def make(ids, with_teacher=True):
+        return st.StudentDataset(ids, [labels[i] for i in ids], inputs, teacher if with_teacher else {}, mode,
+                                 paths_by_id, s.max_seconds)
+
+    collate = st.make_collate(mode, backbone)
+    d = cfg.distill
+
+    def loss_fn(model, batch):
+        return distillation_loss(model(batch), batch, variant, d.tau_linguistic, d.tau_prosodic, d.alpha, d.beta,
+                                 d.gamma, s.optim.label_smoothing)
+
+    result = fit(model, make(f.train_ids), make(f.val_ids, with_teacher=False) if f.val_ids else None, loss_fn,
+                 s.optim, cfg.training, collate=collate, run=run, desc=f"student {d.variant} fold {fold}",
+                 device=device)
+    out = predict(model, make(f.test_ids, with_teacher=False), collate, s.optim.batch_size, device,
+                  cfg.training.precision)
+    y_true = data.corpus.labels(f.test_ids)
+    metrics = classification_metrics(y_true, out["logits"].argmax(-1), data.corpus.classes)
+    weights = model.layer_weights()
+    metrics.update({"stage": "student", "variant": d.variant, "terms": list(variant.enabled()),
+                    "tau_linguistic": d.tau_linguistic, "tau_prosodic": d.tau_prosodic, "fold": fold,
+                    "best_epoch": result.best_epoch, "best_val_ua": result.best_val_ua,
+                    "epochs_run": len(result.history), "stopped_early": result.stopped_early,
+                    "train_seconds": result.seconds, "corpus": data.corpus.name, "note": note,
+                    "n_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                    "layer_weights": None if weights is None else [round(float(w), 4) for w in weights]})
+    run.finish(metrics, _prediction_frame(data.corpus, f.test_ids, out["logits"]))
+    if verbose:
+        print(f"student {d.variant} fold {fold}: test UA {100 * metrics['ua']:.2f} WA {100 * metrics['wa']:.2f} "
+              f"(best epoch {result.best_epoch}, {result.seconds:.1f} s)", flush=True)
+    return run

@@ -1,0 +1,161 @@
+"""The EmoDistill student (Sec. 3, "Student KD"): speech in, emotion out.
+
+    speech backbone -> per-layer hidden states -> mean over real frames
+        -> (learned softmax-weighted sum of layers, SUPERB style, or the top layer)
+        -> linguistic projection head  -> e_L  (matched to T_L's embedding)
+        -> prosodic projection head    -> e_P  (matched to T_P's embedding)
+        -> FFN(concat(e_L, e_P)) -> logits
+
+The two heads are disjoint (no shared parameters) GELU feed-forward projections,
+each sized to its teacher's embedding so the cosine of Eq. 4 needs no extra
+projection. At inference the student needs audio only.
+
+Three ways to feed it, chosen by ``student.freeze``:
+
+* ``all``: the backbone is frozen, so its pooled per-layer states are computed once
+  (``backbones.pooled_states``) and cached; training touches only the heads.
+  Exact, because mean pooling and the layer-weighted sum are both linear. This is
+  the CPU default.
+* ``top:K``: the input of the first trainable layer is cached frame by frame and
+  only the top K layers run in training.
+* ``none`` / ``feature_encoder``: waveforms through the whole backbone (GPU servers;
+  the ``paper`` preset fine-tunes HuBERT-base with its CNN encoder frozen).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from .config import Config, StudentConfig
+
+
+class EmoDistillStudent(nn.Module):
+    def __init__(self, num_states: int, hidden_size: int, n_classes: int, linguistic_dim: int, prosodic_dim: int,
+                 cfg: StudentConfig, backbone: nn.Module | None = None, input_index: int | None = None):
+        super().__init__()
+        self.backbone = backbone  # None when the inputs are cached pooled states
+        self.input_index = input_index  # top:K - index of the cached hidden state the top layers start from
+        self.layer_logits = nn.Parameter(torch.zeros(num_states)) if cfg.layer_weights else None
+
+        def head(out_dim: int) -> nn.Sequential:
+            return nn.Sequential(nn.Linear(hidden_size, cfg.head_hidden), nn.GELU(), nn.Dropout(cfg.dropout),
+                                 nn.Linear(cfg.head_hidden, out_dim))
+
+        self.linguistic_head = head(linguistic_dim)
+        self.prosodic_head = head(prosodic_dim)
+        self.ffn = nn.Sequential(nn.Linear(linguistic_dim + prosodic_dim, cfg.ffn_hidden), nn.GELU(),
+                                 nn.Dropout(cfg.dropout), nn.Linear(cfg.ffn_hidden, n_classes))
+
+    def pooled_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, layers, D): every hidden state mean-pooled over the real frames only."""
+        from .backbones import masked_mean
+
+        if "pooled_states" in batch:
+            return batch["pooled_states"]
+        if "frame_states" in batch:  # top:K - run only the trainable top of the stack
+            states = self.backbone.forward_from(self.input_index, batch["frame_states"], batch["frame_mask"])
+            top = [masked_mean(h, batch["frame_mask"]) for h in states[1:]]
+            return torch.cat([batch["pooled_lower"], torch.stack(top, dim=1)], dim=1)
+        inputs = {k[len("backbone."):]: v for k, v in batch.items() if k.startswith("backbone.")}
+        out = self.backbone(**inputs)
+        return torch.stack([masked_mean(h, out.frame_mask) for h in out.hidden_states], dim=1)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        states = self.pooled_states(batch).float()
+        # Each layer is layer-normalised (no parameters) before weighting, as in SUPERB's
+        # featurizer: layers of a speech model differ in scale by orders of magnitude.
+        states = F.layer_norm(states, states.shape[-1:])
+        if self.layer_logits is not None:
+            x = (torch.softmax(self.layer_logits, 0)[None, :, None] * states).sum(1)
+        else:
+            x = states[:, -1]
+        e_l, e_p = self.linguistic_head(x), self.prosodic_head(x)
+        return {"logits": self.ffn(torch.cat([e_l, e_p], dim=-1)), "embedding_linguistic": e_l,
+                "embedding_prosodic": e_p}
+
+    def layer_weights(self) -> np.ndarray | None:
+        if self.layer_logits is None:
+            return None
+        return torch.softmax(self.layer_logits.detach(), 0).cpu().numpy()
+
+
+# -- inputs -------------------------------------------------------------------------------------
+
+
+def cached_inputs(cfg: Config, corpus, progress: bool = True) -> dict:
+    """The frozen part of the backbone's work for every utterance, from the feature cache.
+
+    ``freeze=all``: ``{"pooled": {id: (layers, D)}}``; ``top:K``: also the frame-level
+    input of the first trainable layer, ``{"frames": {id: (T, D)}, "index": i}``."""
+    from .backbones import frame_states, load_backbone, pooled_states
+
+    s = cfg.student
+    items = [(u.id, u.path) for u in corpus]
+    out: dict = {"pooled": pooled_states(s.backbone, items, max_seconds=s.max_seconds, progress=progress)}
+    if s.freeze.startswith("top:"):
+        backbone = load_backbone(s.backbone, freeze=s.freeze, max_seconds=s.max_seconds)
+        index = backbone.first_trainable_state - 1
+        out["index"] = index
+        out["frames"] = frame_states(s.backbone, items, index, max_seconds=s.max_seconds, progress=progress)
+    return out
+
+
+class StudentDataset(Dataset):
+    """One item per utterance: the student's input (cached or raw), the label, and the
+    cached teacher outputs the variant needs (``teacher_logits_linguistic``, ...)."""
+
+    def __init__(self, ids: Sequence[str], labels: Sequence[int], inputs: dict, teacher: dict[str, dict],
+                 mode: str, audio_paths: dict | None = None, max_seconds: float | None = None):
+        self.ids, self.labels = list(ids), list(labels)
+        self.inputs, self.teacher, self.mode = inputs, teacher, mode
+        self.audio_paths, self.max_seconds = audio_paths, max_seconds
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict:
+        uid = self.ids[i]
+        item: dict = {"labels": self.labels[i]}
+        for key, table in self.teacher.items():
+            item[key] = torch.from_numpy(table[uid])
+        if self.mode == "pooled":
+            item["pooled_states"] = torch.from_numpy(self.inputs["pooled"][uid])
+        elif self.mode == "frames":
+            index = self.inputs["index"]
+            item["pooled_lower"] = torch.from_numpy(self.inputs["pooled"][uid][: index + 1])
+            item["frame_states"] = torch.from_numpy(self.inputs["frames"][uid].astype(np.float32))
+        else:
+            from .audio import read_audio
+
+            item["waveform"] = read_audio(self.audio_paths[uid], 16000, self.max_seconds)
+        return item
+
+
+def make_collate(mode: str, backbone=None):
+    """Stack fixed-size fields; pad frames (with a mask) or let the backbone prepare waveforms."""
+
+    def collate(items: list[dict]) -> dict:
+        batch: dict = {"labels": torch.tensor([it["labels"] for it in items], dtype=torch.long)}
+        for key in items[0]:
+            if key.startswith("teacher_") or key in ("pooled_states", "pooled_lower"):
+                batch[key] = torch.stack([it[key] for it in items])
+        if mode == "frames":
+            t = max(it["frame_states"].shape[0] for it in items)
+            d = items[0]["frame_states"].shape[1]
+            frames = torch.zeros(len(items), t, d)
+            mask = torch.zeros(len(items), t, dtype=torch.bool)
+            for i, it in enumerate(items):
+                n = it["frame_states"].shape[0]
+                frames[i, :n], mask[i, :n] = it["frame_states"], True
+            batch["frame_states"], batch["frame_mask"] = frames, mask
+        elif mode == "waveform":
+            prepared = backbone.prepare([it["waveform"] for it in items])
+            batch.update({f"backbone.{k}": v for k, v in prepared.items()})
+        return batch
+
+    return collate

@@ -1,0 +1,146 @@
+"""Teachers: the ResNet's shapes and masking, learning a separable toy set, resuming a killed
+run exactly, the cache reused, a local save_pretrained text model, refusal without transcripts."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from emolib import pipeline, prosody, train
+from emolib.config import get_config
+from emolib.corpora import Corpus, Utterance
+from emolib.teachers import LinguisticTeacher, ProsodicResNet, collate_lld, load_text_encoder
+
+from toy import toy_data
+
+
+@pytest.fixture
+def roots(tmp_path, monkeypatch):
+    for var in ("RUNS", "CACHE", "DATA"):
+        monkeypatch.setenv(f"EMOLIB_{var}", str(tmp_path / var.lower()))
+    return tmp_path
+
+
+def _cfg(**overrides):
+    base = {"training.progress": "none", "prosodic_teacher.optim.epochs": 15, "prosodic_teacher.optim.lr": 1e-2,
+            "prosodic_teacher.crop_frames": 40, "linguistic_teacher.optim.epochs": 15,
+            "linguistic_teacher.optim.lr": 3e-3}
+    return get_config("tiny", {**base, **overrides})
+
+
+def test_resnet_shapes_and_padding_invariance():
+    cfg = get_config("tiny").prosodic_teacher
+    model = ProsodicResNet(25, 4, cfg).eval()
+    torch.manual_seed(0)
+    a, b = torch.randn(37, 25), torch.randn(80, 25)
+    batch = collate_lld([(a, 0), (b, 1)])
+    assert batch["lld"].shape == (2, 80, 25) and batch["lld_mask"].sum().item() == 117
+    out = model(batch)
+    assert out["logits"].shape == (2, 4) and out["embedding"].shape == (2, cfg.embedding_dim)
+    alone = model(collate_lld([(a, 0)]))
+    # the short utterance's output is the same alone and padded to 80 frames in a batch
+    torch.testing.assert_close(out["logits"][0], alone["logits"][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["embedding"][0], alone["embedding"][0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="descriptors"):
+        model({"lld": torch.zeros(1, 10, 24), "lld_mask": torch.ones(1, 10, dtype=torch.bool)})
+
+
+def test_prosodic_teacher_learns_separable_toy_set_and_writes_results(roots):
+    data = toy_data(roots / "toy", per_class=4)
+    cfg = _cfg()
+    run = pipeline.train_teacher("prosodic", cfg, 1, data, verbose=False)
+    m = run.metrics()
+    assert run.is_complete() and m["ua"] >= 0.75, m
+    for name in ("config.json", "best.safetensors", "history.csv", "predictions.csv", "outputs.safetensors"):
+        assert run.path(name).is_file(), name
+    assert not run.path("resume.pt").exists()
+    ids, outputs = pipeline.load_outputs(run)
+    assert ids == data.corpus.ids and outputs["logits"].shape == (len(ids), 4)
+    assert outputs["embedding"].shape == (len(ids), cfg.prosodic_teacher.embedding_dim)
+    assert len(run.predictions()) == len(data.fold(1).test_ids)
+    # reused, not retrained
+    assert pipeline.train_teacher("prosodic", cfg, 1, data, verbose=False).metrics() == m
+
+
+def test_lld_cache_reused_on_second_call(roots, monkeypatch):
+    data = toy_data(roots / "toy", sessions=3, per_class=1)
+    items = pipeline.audio_items(data.corpus)
+    first = prosody.features(items, "lld", progress=False, processes=1)
+    monkeypatch.setattr(prosody, "extract", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    second = prosody.features(items, "lld", progress=False, processes=1)
+    for uid, _ in items:
+        np.testing.assert_array_equal(first[uid], second[uid])
+        assert first[uid].shape[1] == 25
+
+
+def test_killed_teacher_run_resumes_to_the_same_result(roots, monkeypatch):
+    data = toy_data(roots / "toy", per_class=2)
+    cfg = _cfg(**{"prosodic_teacher.optim.epochs": 4})
+    reference = pipeline.train_teacher("prosodic", cfg, 2, data, verbose=False)
+    ref_metrics, ref_hist = reference.metrics(), reference.history()
+    import shutil
+
+    shutil.rmtree(reference.dir.parent.parent)
+
+    calls = {"n": 0}
+    real_report = train._report
+
+    def killing_report(*args, **kwargs):
+        real_report(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("killed after epoch 2")
+
+    monkeypatch.setattr(train, "_report", killing_report)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.train_teacher("prosodic", cfg, 2, data, verbose=False)
+    run = pipeline.teacher_run("prosodic", cfg, 2)
+    assert run.is_partial() and run.path("resume.pt").is_file()
+    monkeypatch.setattr(train, "_report", real_report)
+    resumed = pipeline.train_teacher("prosodic", cfg, 2, data, verbose=False)
+    hist = resumed.history()
+    assert list(hist["epoch"]) == [1, 2, 3, 4]
+    np.testing.assert_allclose(hist["train_loss"], ref_hist["train_loss"], rtol=1e-6)
+    assert resumed.metrics()["ua"] == ref_metrics["ua"] and resumed.metrics()["confusion"] == ref_metrics["confusion"]
+
+
+def test_linguistic_teacher_from_local_save_pretrained_dir_learns_toy_words(roots):
+    tokenizer, encoder = load_text_encoder("tiny-random", seed=0)
+    local = roots / "my-bert"
+    tokenizer.save_pretrained(local)
+    encoder.save_pretrained(local)
+    data = toy_data(roots / "toy", per_class=4)
+    cfg = _cfg(**{"linguistic_teacher.model": str(local), "linguistic_teacher.freeze_embeddings": False})
+    run = pipeline.train_teacher("linguistic", cfg, 1, data, verbose=False)
+    m = run.metrics()
+    assert m["ua"] >= 0.75, m
+    assert m["embedding_dim"] == 32
+    assert json.loads(run.path("config.json").read_text())["linguistic_teacher"]["model"] == str(local)
+
+
+def test_frozen_word_embeddings_are_not_trained():
+    cfg = get_config("tiny").linguistic_teacher
+    _, encoder = load_text_encoder("tiny-random")
+    model = LinguisticTeacher(encoder, 4, cfg)
+    assert not model.encoder.get_input_embeddings().weight.requires_grad
+    assert any(p.requires_grad for p in model.encoder.encoder.parameters())
+
+
+def test_linguistic_teacher_refuses_corpus_without_transcripts(roots):
+    corpus = Corpus("ravdess-like", [Utterance(id=f"u{i}", label="neutral", speaker=f"A{i % 4}",
+                                               session=f"A{i % 4}") for i in range(8)],
+                    has_transcripts=False, notes=["Two fixed sentences carry no emotion signal."])
+    data = pipeline.Data(corpus, pipeline.make_folds(corpus, "session", validation_speakers=1))
+    with pytest.raises(ValueError, match="linguistic teacher cannot be trained on corpus 'ravdess-like'.*fixed"):
+        pipeline.train_teacher("linguistic", get_config("tiny"), 1, data)
+
+
+def test_bf16_autocast_path_runs_on_cpu(roots):
+    data = toy_data(roots / "toy", sessions=3, per_class=1)
+    cfg = _cfg(**{"training.precision": "bf16", "prosodic_teacher.optim.epochs": 1,
+                  })
+    run = pipeline.train_teacher("prosodic", cfg, 1, data, verbose=False)
+    assert run.is_complete()
+    assert train.resolve_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match="precision"):
+        train.autocast(torch.device("cpu"), "fp16")
