@@ -1,0 +1,189 @@
+"""Reading speech audio the way every model in the paper sees it: 16 kHz mono float32.
+
+The student (HuBERT in the paper, Sec. 3) and the prosodic teacher's eGeMAPS
+descriptors (openSMILE) both expect 16 kHz mono, so every clip goes through
+:func:`read_audio`: soundfile decodes it, channels are averaged, and a file at
+another rate is resampled with soxr (libsoxr's "HQ" recipe, not a
+hand-written filter). torchaudio is deliberately not used (see ENVIRONMENT.md).
+
+Bad audio raises :class:`AudioError` naming the file and the problem:
+
+===========================  ==================================================
+problem                      behaviour
+===========================  ==================================================
+missing file                 ``AudioError`` ("no such audio file")
+unreadable / corrupt file    ``AudioError`` (libsndfile's reason; a git-lfs
+                             pointer stub is recognised and named as such)
+empty (0 samples)            ``AudioError``
+NaN or infinite samples      ``AudioError`` (possible in float WAVs)
+silent                       ``AudioError`` unless ``allow_silent=True``;
+                             :func:`is_silent` is the test (peak below
+                             :data:`SILENCE_PEAK`)
+===========================  ==================================================
+
+Silence is an error by default because a silent clip carries no evidence for
+its emotion label: training on it teaches the label prior, and evaluating on it
+scores a guess. A caller that wants to keep it (e.g. to count such clips before
+deciding) passes ``allow_silent=True`` and calls :func:`is_silent` itself.
+
+Corpus loaders read headers only (:func:`audio_info`, :func:`probe_corpus_file`):
+listing thousands of files must take about a second.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from .runs import atomic_path
+
+#: The rate of every model input: HuBERT, wav2vec2, WavLM and Whisper are all trained at 16 kHz.
+SAMPLE_RATE = 16000
+
+#: Peak absolute amplitude (full scale = 1.0) below which a clip counts as silent:
+#: -80 dBFS, about 3 least significant bits of 16-bit PCM (1 LSB = 3.05e-5), i.e. only
+#: digital silence or dither. Speech recorded at any usable level peaks far above it.
+SILENCE_PEAK = 1e-4
+
+#: Resampling quality: soxr's "HQ" (20-bit precision), its own default.
+RESAMPLE_QUALITY = "HQ"
+
+#: The first bytes of a git-lfs pointer file: what a clone without ``git lfs pull`` holds
+#: instead of audio (a known trap with CREMA-D's repository).
+_GIT_LFS_POINTER = b"version https://git-lfs"
+
+
+class AudioError(ValueError):
+    """An audio file is missing, unreadable, empty, silent or holds non-finite samples."""
+
+
+class AudioInfo(NamedTuple):
+    """What a file's header says, without decoding the samples."""
+
+    duration: float  # seconds
+    sample_rate: int  # Hz
+    channels: int
+
+
+def _unreadable(path: Path, err: Exception) -> AudioError:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_GIT_LFS_POINTER))
+    except OSError:
+        head = b""
+    if head == _GIT_LFS_POINTER:
+        return AudioError(f"{path}: a git-lfs pointer file, not audio (fetch the audio with `git lfs pull`)")
+    return AudioError(f"{path}: unreadable audio file ({err})")
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise AudioError(f"{path}: no such audio file")
+    if not path.is_file():
+        raise AudioError(f"{path}: not a file")
+
+
+def _frames_and_header(path: Path) -> tuple[int, int, int]:
+    _check_exists(path)
+    try:
+        with sf.SoundFile(path) as f:
+            return f.frames, f.samplerate, f.channels
+    except sf.SoundFileError as err:
+        raise _unreadable(path, err) from err
+
+
+def audio_info(path: str | os.PathLike) -> AudioInfo:
+    """Duration, sample rate and channel count from the header alone (about 30 us a file)."""
+    path = Path(path)
+    frames, rate, channels = _frames_and_header(path)
+    return AudioInfo(frames / rate, rate, channels)
+
+
+def probe_corpus_file(path: str | os.PathLike) -> AudioInfo | None:
+    """For loaders: the header of a corpus file, or ``None`` when it holds no samples.
+
+    A loader skips a ``None`` with a counted reason ("empty audio"); a missing or
+    unreadable file raises :class:`AudioError`, because that is a broken copy of the
+    corpus the user has to fix, not a property of the corpus.
+    """
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        return None
+    frames, rate, channels = _frames_and_header(path)
+    return AudioInfo(frames / rate, rate, channels) if frames > 0 else None
+
+
+def is_silent(audio: np.ndarray, threshold: float = SILENCE_PEAK) -> bool:
+    """True when the peak absolute amplitude is below ``threshold`` (see :data:`SILENCE_PEAK`)."""
+    return audio.size == 0 or float(np.max(np.abs(audio))) < threshold
+
+
+def resample(audio: np.ndarray, orig_rate: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Band-limited resampling with soxr (e.g. RAVDESS's 48 kHz, espeak-ng's 22,050 Hz -> 16 kHz)."""
+    if orig_rate == target_rate:
+        return np.asarray(audio, dtype=np.float32)
+    return soxr.resample(np.asarray(audio, dtype=np.float32), orig_rate, target_rate, quality=RESAMPLE_QUALITY)
+
+
+def read_audio(
+    path: str | os.PathLike,
+    sample_rate: int = SAMPLE_RATE,
+    max_seconds: float | None = None,
+    allow_silent: bool = False,
+) -> np.ndarray:
+    """The clip as a 1-D float32 array in [-1, 1] at ``sample_rate``, mono.
+
+    Channels are averaged (a stereo recording of one speaker holds the same speech in
+    both channels). ``max_seconds`` keeps the first that many seconds (the config's
+    ``data.max_seconds``: longer clips are cut, not dropped); only that part is decoded.
+    Raises :class:`AudioError` for every problem listed in the module docstring.
+    """
+    path = Path(path)
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    if max_seconds is not None and max_seconds <= 0:
+        raise ValueError(f"max_seconds must be positive, got {max_seconds}")
+    _check_exists(path)
+    try:
+        with sf.SoundFile(path) as f:
+            rate = f.samplerate
+            frames = f.frames if max_seconds is None else min(f.frames, math.ceil(max_seconds * rate))
+            data = f.read(frames, dtype="float32", always_2d=True)
+    except sf.SoundFileError as err:
+        raise _unreadable(path, err) from err
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: empty audio (0 samples)")
+    if not np.isfinite(data).all():
+        raise AudioError(f"{path}: contains NaN or infinite samples")
+    mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    if not allow_silent and is_silent(mono):
+        peak = float(np.max(np.abs(mono)))
+        raise AudioError(f"{path}: silent audio (peak {peak:.2g} below {SILENCE_PEAK:g} of full scale)")
+    mono = resample(mono, rate, sample_rate)
+    if max_seconds is not None:
+        mono = mono[: round(max_seconds * sample_rate)]
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
+    """Write mono 16-bit PCM atomically (a killed writer never leaves a torn file).
+
+    ``audio`` is float in [-1, 1]; values outside raise instead of being clipped or
+    wrapped silently, so a too-loud generator is noticed.
+    """
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 1:
+        raise ValueError(f"{path}: write_wav takes mono 1-D audio, got shape {audio.shape}")
+    if not np.isfinite(audio).all():
+        raise ValueError(f"{path}: audio contains NaN or infinite samples")
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if peak > 1.0:
+        raise ValueError(f"{path}: audio peak {peak:.3f} exceeds full scale 1.0 (it would clip)")
+    with atomic_path(path, suffix=".wav") as tmp:
+        sf.write(tmp, audio, sample_rate, subtype="PCM_16", format="WAV")
+    return Path(path)

@@ -1,0 +1,145 @@
+"""CREMA-D (Cao et al. 2014): one of LiSER's two benchmarks (NOTES.md).
+
+Layout: ``AudioWAV/<actor>_<sentence>_<emotion>_<level>.wav`` (e.g.
+``1001_DFA_ANG_XX.wav``; 91 actors 1001-1091, 12 sentences, 16 kHz), the videos
+in ``VideoFlash/<same stem>.flv`` and the actors' age and sex in
+``VideoDemographics.csv``, all optional except ``AudioWAV/``.
+
+* Emotions ANG DIS FEA HAP NEU SAD -> ``labels="native"``: angry, disgusted,
+  fearful, happy, neutral, sad; ``labels="iemocap4"``: ANG, HAP, NEU, SAD map to
+  angry, happy, neutral, sad, and DIS and FEA (no IEMOCAP-4 class) are skipped
+  with a count.
+* Level LO / MD / HI / XX (low, medium, high, unspecified) goes to
+  ``meta["level"]``. Older copies name one file ``1040_ITH_SAD_X.wav``; it is
+  read as level XX (the repository has since renamed it).
+* Speaker = session = actor id (each actor is recorded alone).
+* Skipped with a count: the known bad file ``1076_MTI_SAD_XX`` (no audio; listed
+  in the corpus's issue tracker) whatever its size, and every other file with
+  no samples. Files not named by the scheme are skipped with a count; a name
+  that follows it with an unknown sentence, emotion or level raises.
+* A git-lfs pointer instead of audio (a clone without ``git lfs pull``) raises
+  :class:`CorpusError` saying so.
+* No transcripts (``has_transcripts=False``): 12 fixed sentences carry no
+  emotion signal; the linguistic teacher refuses this corpus. The sentence code
+  is in ``meta["sentence"]`` (:data:`SENTENCES` has their texts). Licence: ODbL.
+"""
+from __future__ import annotations
+
+import collections
+import csv
+import os
+import re
+from pathlib import Path
+
+from ..audio import AudioError, probe_corpus_file
+from ..config import CLASSES
+from . import Corpus, CorpusError, Utterance
+
+EMOTIONS = {"ANG": "angry", "DIS": "disgusted", "FEA": "fearful", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
+NATIVE_CLASSES = tuple(EMOTIONS.values())
+TO_IEMOCAP4 = {"angry": "angry", "happy": "happy", "neutral": "neutral", "sad": "sad"}
+LEVELS = {"LO": "low", "MD": "medium", "HI": "high", "XX": "unspecified"}
+SENTENCES = {
+    "IEO": "It's eleven o'clock.", "TIE": "That is exactly what happened.", "IOM": "I'm on my way to the meeting.",
+    "IWW": "I wonder what this is about.", "TAI": "The airplane is almost full.",
+    "MTI": "Maybe tomorrow it will be cold.", "IWL": "I would like a new alarm clock.",
+    "ITH": "I think I have a doctor's appointment.", "DFA": "Don't forget a jacket.",
+    "ITS": "I think I've seen this before.", "TSI": "The surface is slick.",
+    "WSI": "We'll stop in a couple of minutes.",
+}
+#: Files that are broken in the release itself: stem -> why.
+KNOWN_BAD = {"1076_MTI_SAD_XX": "known bad file 1076_MTI_SAD_XX (no audio)"}
+#: Misnamed files of older copies: stem -> the level it stands for.
+KNOWN_MISNAMED = {"1040_ITH_SAD_X": "XX"}
+
+_NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{1,2})$")
+SKIP_MISNAMED = "files in AudioWAV/ not named <actor>_<sentence>_<emotion>_<level>.wav"
+SKIP_EMPTY = "empty audio (0 samples)"
+
+
+def _demographics(path: Path) -> dict[str, dict[str, object]]:
+    """actor id -> {"gender", "age"} from VideoDemographics.csv (empty when absent)."""
+    if not path.is_file():
+        return {}
+    out: dict[str, dict[str, object]] = {}
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        missing = {"ActorID", "Age", "Sex"} - set(reader.fieldnames or ())
+        if missing:
+            raise CorpusError(f"{path}: missing column(s) {sorted(missing)}")
+        for row in reader:
+            try:
+                out[row["ActorID"].strip()] = {"gender": row["Sex"].strip().lower(), "age": int(row["Age"])}
+            except (ValueError, AttributeError) as err:
+                raise CorpusError(f"{path}:{reader.line_num}: malformed row ({err})") from err
+    return out
+
+
+def load(root: Path, labels: str = "iemocap4") -> Corpus:
+    """CREMA-D under ``root`` as a :class:`Corpus` (see the module docstring)."""
+    root = Path(root)
+    if labels == "iemocap4":
+        mapping, classes = TO_IEMOCAP4, CLASSES
+    elif labels == "native":
+        mapping, classes = {name: name for name in NATIVE_CLASSES}, NATIVE_CLASSES
+    else:
+        raise CorpusError(f"cremad: unknown labels={labels!r}; choose iemocap4 or native")
+    audio_dir = root / "AudioWAV"
+    if not audio_dir.is_dir():
+        raise CorpusError(f"{root}: no AudioWAV/ folder (expected the CREMA-D folder holding AudioWAV/)")
+    video_dir = root / "VideoFlash"
+    videos = {e.name for e in os.scandir(video_dir)} if video_dir.is_dir() else set()
+    people = _demographics(root / "VideoDemographics.csv")
+
+    skipped: collections.Counter = collections.Counter()
+    utterances: list[Utterance] = []
+    for name in sorted(e.name for e in os.scandir(audio_dir)):
+        path = audio_dir / name
+        if name.startswith(".") or path.suffix.lower() != ".wav":
+            continue
+        stem = path.stem
+        m = _NAME.match(stem)
+        if m is None:
+            skipped[SKIP_MISNAMED] += 1
+            continue
+        actor, sentence, emotion, level = m.groups()
+        level = KNOWN_MISNAMED.get(stem, level)
+        problems = [f"{kind} {code!r} (valid {', '.join(table)})"
+                    for kind, code, table in (("sentence", sentence, SENTENCES), ("emotion", emotion, EMOTIONS),
+                                              ("level", level, LEVELS)) if code not in table]
+        if problems:
+            raise CorpusError(f"{path}: not a valid CREMA-D name: {'; '.join(problems)}")
+        if stem in KNOWN_BAD:
+            skipped[KNOWN_BAD[stem]] += 1
+            continue
+        native = EMOTIONS[emotion]
+        if native not in mapping:
+            skipped[f"emotion '{native}' has no class in labels='{labels}'"] += 1
+            continue
+        try:
+            info = probe_corpus_file(path)
+        except AudioError as err:
+            raise CorpusError(str(err)) from err
+        if info is None:
+            skipped[SKIP_EMPTY] += 1
+            continue
+        meta: dict[str, object] = {"native": native, "sentence": sentence, "level": LEVELS[level]}
+        meta.update(people.get(actor, {}))
+        utterances.append(Utterance(
+            id=stem, label=mapping[native], speaker=actor, session=actor, path=path, text=None,
+            duration=info.duration, video=video_dir / f"{stem}.flv" if f"{stem}.flv" in videos else None, meta=meta,
+        ))
+    if not utterances:
+        raise CorpusError(f"{audio_dir}: no CREMA-D utterances left with labels='{labels}'")
+    corpus = Corpus(
+        name="cremad", utterances=utterances, classes=classes, has_transcripts=False, has_audio=True, root=root,
+        notes=[
+            "No transcripts: every clip says one of 12 fixed sentences, so the words carry no emotion signal and "
+            "the linguistic teacher refuses this corpus. meta['sentence'] says which.",
+            {"native": "CREMA-D native classes (6).",
+             "iemocap4": "IEMOCAP-4 classes; disgusted and fearful skipped."}[labels],
+        ],
+        skipped=dict(skipped),
+    )
+    corpus.report_skips()
+    return corpus

@@ -1,0 +1,183 @@
+"""A manifest: any other corpus, as a CSV, JSON Lines or JSON file with one record per utterance.
+
+=============  ========  =================================================================
+column         required  meaning
+=============  ========  =================================================================
+``label``      yes       the emotion class
+``speaker``    yes       who speaks (folds hold speakers out)
+``session``    no        recording session; defaults to the speaker
+``path``       no        the audio file; a relative path resolves against the manifest's folder
+``text``       no        the transcript (an empty cell is an empty transcript)
+``id``         no        defaults to the audio file's stem, or the line number without ``path``
+=============  ========  =================================================================
+
+Every other column goes to ``Utterance.meta`` as it is. Without a ``path`` column
+the corpus is text-only (``has_audio=False``: only a linguistic teacher can use
+it); without ``text`` it is audio-only (``has_transcripts=False``). A column
+either exists for every record or for none (a JSONL record missing a key others
+have raises).
+
+``labels="iemocap4"`` requires every label to be one of neutral, angry, sad,
+happy; ``labels="native"`` takes the manifest's own labels (classes = their
+sorted unique values).
+
+Formats: ``.csv`` (UTF-8, header row), ``.jsonl`` (one JSON object per line,
+blank lines allowed), ``.json`` (one array of objects; messages and default ids
+then use the record's 1-based position instead of a line number). Errors name
+the manifest and line: a malformed JSON line, a missing required column or
+value, an unknown label (with the valid ones), an audio file that does not exist
+or cannot be read, duplicate ids. Audio files with no samples are skipped with a
+printed count. Only headers are read (durations).
+"""
+from __future__ import annotations
+
+import collections
+import csv
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..audio import AudioError, probe_corpus_file
+from ..config import CLASSES
+from . import Corpus, CorpusError, Utterance
+
+REQUIRED = ("label", "speaker")
+KNOWN = ("label", "speaker", "session", "path", "text", "id")
+LABEL_SETS = ("iemocap4", "native")
+SKIP_EMPTY = "empty audio (0 samples)"
+
+
+def _read(path: Path) -> tuple[list[str], Iterator[tuple[str, int, dict[str, Any]]]]:
+    """(columns, iterator of (where, number, record)): ``where`` names the file and line
+    (or record) for messages, ``number`` is that line or record number."""
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise CorpusError(f"{path}: not UTF-8 text ({err})") from err
+
+    if suffix == ".csv":
+        reader = csv.DictReader(text.splitlines(keepends=True))
+        columns = [c.strip() for c in reader.fieldnames or ()]
+        if len(set(columns)) != len(columns):
+            raise CorpusError(f"{path}:1: repeated column names in the header {columns}")
+
+        def rows() -> Iterator[tuple[str, int, dict[str, Any]]]:
+            for row in reader:
+                extra = row.pop(None, None) or []  # DictReader keeps surplus fields under None
+                found = sum(v is not None for v in row.values()) + len(extra)
+                if found != len(columns):
+                    raise CorpusError(f"{path}:{reader.line_num}: {found} fields, the header has {len(columns)}")
+                yield f"{path}:{reader.line_num}", reader.line_num, {k.strip(): v for k, v in row.items()}
+
+        return columns, rows()
+
+    if suffix == ".jsonl":
+        records = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise CorpusError(f"{path}:{lineno}: malformed JSON ({err.msg} at column {err.colno})") from err
+            records.append((f"{path}:{lineno}", lineno, record))
+    elif suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise CorpusError(f"{path}:{err.lineno}: malformed JSON ({err.msg})") from err
+        if not isinstance(data, list):
+            raise CorpusError(f"{path}: a .json manifest must hold one array of objects")
+        records = [(f"{path} record {i}", i, record) for i, record in enumerate(data, 1)]
+    else:
+        raise CorpusError(f"{path}: a manifest must be .csv, .jsonl or .json")
+    for where, _, record in records:
+        if not isinstance(record, dict):
+            raise CorpusError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    columns = list(dict.fromkeys(k for _, _, record in records for k in record))
+    return columns, iter(records)
+
+
+def _value(where: str, record: dict[str, Any], column: str) -> Any:
+    if column not in record:
+        raise CorpusError(f"{where}: no {column!r} (other records have one)")
+    return record[column]
+
+
+def _nonempty(where: str, record: dict[str, Any], column: str) -> str:
+    value = _value(where, record, column)
+    if value is None or str(value).strip() == "":
+        raise CorpusError(f"{where}: empty {column!r}")
+    return str(value).strip()
+
+
+def load(path: Path, labels: str = "iemocap4") -> Corpus:
+    """The manifest at ``path`` as a :class:`Corpus` (see the module docstring)."""
+    path = Path(path)
+    if labels not in LABEL_SETS:
+        raise CorpusError(f"manifest: unknown labels={labels!r}; choose {' or '.join(LABEL_SETS)}")
+    if not path.is_file():
+        raise CorpusError(f"{path}: no such manifest file")
+    columns, records = _read(path)
+    missing = [c for c in REQUIRED if c not in columns]
+    if missing:
+        raise CorpusError(f"{path}: missing required column(s) {missing}; columns found: {columns}")
+    has_audio, has_text = "path" in columns, "text" in columns
+    if not (has_audio or has_text):
+        raise CorpusError(f"{path}: needs a 'path' column (audio) or a 'text' column (transcripts), or both")
+
+    skipped: collections.Counter = collections.Counter()
+    first_seen: dict[str, str] = {}
+    utterances: list[Utterance] = []
+    for where, number, record in records:
+        label = _nonempty(where, record, "label")
+        if labels == "iemocap4" and label not in CLASSES:
+            raise CorpusError(
+                f"{where}: unknown label {label!r}; valid labels for labels='iemocap4': {', '.join(CLASSES)} "
+                "(labels='native' keeps the manifest's own labels)"
+            )
+        speaker = _nonempty(where, record, "speaker")
+        session = record.get("session")
+        session = speaker if session is None or str(session).strip() == "" else str(session).strip()
+        audio, duration = None, None
+        if has_audio:
+            audio = Path(_nonempty(where, record, "path")).expanduser()
+            if not audio.is_absolute():
+                audio = path.parent / audio
+            if not audio.is_file():
+                raise CorpusError(f"{where}: audio file {audio} does not exist")
+            try:
+                info = probe_corpus_file(audio)
+            except AudioError as err:
+                raise CorpusError(f"{where}: {err}") from err
+            if info is None:
+                skipped[SKIP_EMPTY] += 1
+                continue
+            duration = info.duration
+        text = None
+        if has_text:
+            value = _value(where, record, "text")
+            text = "" if value is None else str(value)
+        given = record.get("id")
+        if given is not None and str(given).strip() != "":
+            uid = str(given).strip()
+        else:
+            uid = audio.stem if audio is not None else str(number)
+        if uid in first_seen:
+            raise CorpusError(f"{where}: duplicate id {uid!r} (first at {first_seen[uid]})")
+        first_seen[uid] = where
+        utterances.append(Utterance(
+            id=uid, label=label, speaker=speaker, session=session, path=audio, text=text, duration=duration,
+            meta={k: v for k, v in record.items() if k not in KNOWN},
+        ))
+    if not utterances:
+        raise CorpusError(f"{path}: no utterances")
+    classes = CLASSES if labels == "iemocap4" else tuple(sorted({u.label for u in utterances}))
+    kind = "audio and transcripts" if has_audio and has_text else ("text only" if has_text else "audio only")
+    corpus = Corpus(
+        name=path.stem, utterances=utterances, classes=classes, has_transcripts=has_text, has_audio=has_audio,
+        root=path.parent, notes=[f"Manifest {path.name}: {kind}; labels={labels}."], skipped=dict(skipped),
+    )
+    corpus.report_skips()
+    return corpus

@@ -1,0 +1,174 @@
+"""RAVDESS (Livingstone & Russo 2018): one of LiSER's two benchmarks (NOTES.md).
+
+Files are named ``MM-VV-EE-II-SS-RR-AA.ext``: modality (01 audio-visual, 02
+video-only, 03 audio-only), vocal channel (01 speech, 02 song), emotion (01
+neutral, 02 calm, 03 happy, 04 sad, 05 angry, 06 fearful, 07 disgust, 08
+surprised), intensity (01 normal, 02 strong), statement (01 "Kids are talking by
+the door", 02 "Dogs are sitting by the door"), repetition (01, 02), actor (01-24;
+odd = male). The loader walks ``root`` at any depth, so both the per-actor
+``Actor_XX/`` folders and the release's ``Audio_Speech_Actors_01-24/Actor_XX/``
+work.
+
+* Utterances are the audio-only ``03-*.wav`` files (48 kHz; :func:`emolib.audio.read_audio`
+  resamples them). ``id`` is the file stem.
+* Speech (vocal channel 01) by default; ``include_song=True`` adds the sung
+  clips, otherwise they are skipped with a count.
+* ``video``: the matching audio-visual ``01-*.mp4`` (same codes after the
+  modality), else the video-only ``02-*.mp4``, when present. A video without a
+  matching audio file is counted, not loaded: audio is never extracted from video.
+* Labels: ``labels="native"`` keeps the 8 classes. ``labels="iemocap4"`` maps
+  neutral, happy, sad and angry to themselves and, with ``calm_as_neutral=True``
+  (default), calm to neutral: IEMOCAP has no calm category, and its annotators
+  label calm, low-arousal delivery as neutral; RAVDESS's neutral has only normal
+  intensity (96 clips) and calm fills the low-arousal corner the 4-class task
+  calls neutral. ``calm_as_neutral=False`` skips calm with a count instead.
+  Fearful, disgust and surprised have no IEMOCAP-4 class: skipped with a count.
+* Speaker = session = ``Actor_XX`` (each actor is recorded alone, so
+  leave-one-session-out is leave-one-speaker-out).
+* No transcripts (``text=None``, ``has_transcripts=False``): every clip says one
+  of two fixed sentences, so the words carry no emotion signal and the
+  linguistic teacher refuses this corpus. The statement number is kept in
+  ``meta["statement"]``.
+
+A ``.wav`` or ``.mp4`` not named by the scheme is skipped with a count; one named
+by the scheme with an impossible code (e.g. emotion 09, or a ``.wav`` of
+modality 01) raises :class:`CorpusError`. Empty audio is skipped with a count. Other
+files and names starting with ``.`` are ignored. Licence: CC BY-NC-SA 4.0.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import re
+from pathlib import Path
+
+from ..audio import AudioError, probe_corpus_file
+from ..config import CLASSES
+from . import Corpus, CorpusError, Utterance
+
+#: Emotion codes and names (RAVDESS's own words, as adjectives like IEMOCAP's classes).
+EMOTIONS = {
+    "01": "neutral", "02": "calm", "03": "happy", "04": "sad",
+    "05": "angry", "06": "fearful", "07": "disgusted", "08": "surprised",
+}
+NATIVE_CLASSES = tuple(EMOTIONS.values())
+STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
+_CODES = {
+    "vocal channel": {"01": "speech", "02": "song"},
+    "intensity": {"01": "normal", "02": "strong"},
+    "statement": STATEMENTS,
+    "repetition": {"01": 1, "02": 2},
+}
+_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
+_MODALITY = {".wav": {"03"}, ".mp4": {"01", "02"}}
+
+SKIP_SONG = "song clips (vocal channel 02; include_song=False)"
+SKIP_MISNAMED = "files not named MM-VV-EE-II-SS-RR-AA"
+SKIP_VIDEO_ONLY = "videos without a matching audio-only .wav (audio is read from the 03-*.wav files only)"
+SKIP_EMPTY = "empty audio (0 samples)"
+
+
+def _scan(root: Path, skipped: collections.Counter) -> tuple[dict[str, Path], dict[str, Path]]:
+    """(audio stem -> path, video stem -> path) for every file named by the scheme."""
+    audio: dict[str, Path] = {}
+    video: dict[str, Path] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            ext = path.suffix.lower()
+            if name.startswith(".") or ext not in _MODALITY:
+                continue
+            m = _NAME.match(path.stem)
+            if m is None:
+                skipped[SKIP_MISNAMED] += 1
+                continue
+            modality, channel, emotion, intensity, statement, repetition, actor = m.groups()
+            problems = []
+            if modality not in _MODALITY[ext]:
+                problems.append(f"modality {modality} in a {ext} file (expected {' or '.join(sorted(_MODALITY[ext]))})")
+            if emotion not in EMOTIONS:
+                problems.append(f"emotion {emotion} (valid 01-08)")
+            for field, code in zip(_CODES, (channel, intensity, statement, repetition)):
+                if code not in _CODES[field]:
+                    problems.append(f"{field} {code} (valid {', '.join(_CODES[field])})")
+            if actor == "00":
+                problems.append("actor 00 (actors are numbered from 01)")
+            if problems:
+                raise CorpusError(f"{path}: not a valid RAVDESS name: {'; '.join(problems)}")
+            table = audio if ext == ".wav" else video
+            if path.stem in table:
+                raise CorpusError(f"{path}: the same recording is also at {table[path.stem]}")
+            table[path.stem] = path
+    return audio, video
+
+
+def load(root: Path, labels: str = "iemocap4", include_song: bool = False, calm_as_neutral: bool = True) -> Corpus:
+    """RAVDESS under ``root`` as a :class:`Corpus` (see the module docstring)."""
+    root = Path(root)
+    if labels == "iemocap4":
+        mapping = {"neutral": "neutral", "happy": "happy", "sad": "sad", "angry": "angry"}
+        if calm_as_neutral:
+            mapping["calm"] = "neutral"
+        classes = CLASSES
+    elif labels == "native":
+        mapping, classes = {name: name for name in NATIVE_CLASSES}, NATIVE_CLASSES
+    else:
+        raise CorpusError(f"ravdess: unknown labels={labels!r}; choose iemocap4 or native")
+    if not root.is_dir():
+        raise CorpusError(f"{root}: no such directory (expected the RAVDESS folder holding Actor_XX/)")
+
+    skipped: collections.Counter = collections.Counter()
+    audio, video = _scan(root, skipped)
+    if not audio:
+        raise CorpusError(f"{root}: no RAVDESS audio files (03-VV-EE-II-SS-RR-AA.wav) at any depth")
+    by_codes = {stem[3:]: stem for stem in audio}
+    unmatched_videos = sum(1 for stem in video if stem[3:] not in by_codes)
+    if unmatched_videos:
+        skipped[SKIP_VIDEO_ONLY] = unmatched_videos
+
+    utterances: list[Utterance] = []
+    for stem in sorted(audio):
+        _, channel, emotion, intensity, statement, repetition, actor = stem.split("-")
+        if channel == "02" and not include_song:
+            skipped[SKIP_SONG] += 1
+            continue
+        native = EMOTIONS[emotion]
+        if native not in mapping:
+            skipped[f"emotion '{native}' has no class in labels='{labels}'"] += 1
+            continue
+        try:
+            info = probe_corpus_file(audio[stem])
+        except AudioError as err:
+            raise CorpusError(str(err)) from err
+        if info is None:
+            skipped[SKIP_EMPTY] += 1
+            continue
+        codes = stem[3:]
+        clip = video.get(f"01-{codes}") or video.get(f"02-{codes}")
+        speaker = f"Actor_{actor}"
+        utterances.append(Utterance(
+            id=stem, label=mapping[native], speaker=speaker, session=speaker, path=audio[stem],
+            text=None, duration=info.duration, video=clip,
+            meta={
+                "native": native, "gender": "male" if int(actor) % 2 else "female",
+                "vocal_channel": _CODES["vocal channel"][channel], "intensity": _CODES["intensity"][intensity],
+                "statement": int(statement), "repetition": int(repetition),
+                "video_modality": None if clip is None else ("audio-visual" if clip.stem[:2] == "01" else "video-only"),
+            },
+        ))
+    if not utterances:
+        raise CorpusError(f"{root}: no RAVDESS utterances left with labels='{labels}', include_song={include_song}")
+    corpus = Corpus(
+        name="ravdess", utterances=utterances, classes=classes, has_transcripts=False, has_audio=True, root=root,
+        notes=[
+            "No transcripts: every clip says one of two fixed sentences ('Kids are talking by the door', "
+            "'Dogs are sitting by the door'), so the words carry no emotion signal and the linguistic teacher "
+            "refuses this corpus. meta['statement'] says which sentence.",
+            {"native": "RAVDESS native classes (8).",
+             "iemocap4": f"IEMOCAP-4 classes; calm {'merged into neutral' if calm_as_neutral else 'skipped'}."}[labels],
+        ],
+        skipped=dict(skipped),
+    )
+    corpus.report_skips()
+    return corpus

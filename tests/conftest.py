@@ -1,0 +1,39 @@
+"""Shared pytest fixtures. Keep this file generic: corpus fixture trees are built by
+``tests/fixtures/trees.py`` (import it as ``from fixtures import trees``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    """``tests/fixtures``: small data files the tests need (see its README)."""
+    return FIXTURES
+
+
+@pytest.fixture
+def make_wav(tmp_path):
+    """Write a WAV under ``tmp_path`` and return its path.
+
+    ``make_wav("a.wav", seconds=0.1, sample_rate=16000, channels=1)`` writes low Gaussian
+    noise; ``data=`` (frames, or frames x channels) writes exactly those samples;
+    ``subtype="FLOAT"`` keeps float samples (NaN included) unquantised.
+    """
+
+    def make(name: str = "clip.wav", seconds: float = 0.1, sample_rate: int = 16000, channels: int = 1,
+             data: np.ndarray | None = None, subtype: str = "PCM_16", seed: int = 0) -> Path:
+        if data is None:
+            rng = np.random.default_rng(seed)
+            data = rng.normal(0.0, 0.01, size=(round(seconds * sample_rate), channels)).astype(np.float32)
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, data, sample_rate, subtype=subtype, format="WAV")
+        return path
+
+    return make

@@ -1,0 +1,178 @@
+"""emolib.audio: 16 kHz mono float32 reading, resampling, header probes and clear errors."""
+import numpy as np
+import pytest
+import soundfile as sf
+
+from emolib.audio import (
+    SILENCE_PEAK, AudioError, AudioInfo, audio_info, is_silent, probe_corpus_file, read_audio, resample, write_wav,
+)
+
+
+def _sine(seconds, rate, freq=440.0, amp=0.5):
+    t = np.arange(round(seconds * rate)) / rate
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def test_reads_16k_mono_as_float32(make_wav):
+    x = _sine(0.25, 16000)
+    path = make_wav("a.wav", data=x, subtype="FLOAT")
+    y = read_audio(path)
+    assert y.dtype == np.float32 and y.ndim == 1 and y.shape == (4000,)
+    np.testing.assert_array_equal(y, x)
+
+
+def test_pcm16_is_scaled_to_unit_range(make_wav):
+    x = _sine(0.1, 16000, amp=0.5)
+    y = read_audio(make_wav("a.wav", data=x, subtype="PCM_16"))
+    assert np.max(np.abs(y - x)) <= 1 / 32768
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(AudioError, match=r"nothere\.wav: no such audio file"):
+        read_audio(tmp_path / "nothere.wav")
+
+
+def test_directory_is_not_a_file(tmp_path):
+    with pytest.raises(AudioError, match="not a file"):
+        read_audio(tmp_path)
+
+
+def test_corrupt_file(tmp_path):
+    path = tmp_path / "broken.wav"
+    path.write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk" + bytes(range(200)))
+    with pytest.raises(AudioError, match=r"broken\.wav: unreadable audio file"):
+        read_audio(path)
+    with pytest.raises(AudioError, match=r"broken\.wav: unreadable audio file"):
+        audio_info(path)
+
+
+def test_git_lfs_pointer_is_named(tmp_path):
+    path = tmp_path / "1001_DFA_ANG_XX.wav"
+    path.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 12345\n")
+    with pytest.raises(AudioError, match="git-lfs pointer file, not audio"):
+        read_audio(path)
+
+
+def test_empty_audio(make_wav):
+    path = make_wav("empty.wav", data=np.zeros((0, 1), np.float32))
+    with pytest.raises(AudioError, match=r"empty\.wav: empty audio \(0 samples\)"):
+        read_audio(path)
+
+
+def test_silent_audio_is_an_error_unless_allowed(make_wav):
+    path = make_wav("silent.wav", data=np.zeros(1600, np.float32))
+    with pytest.raises(AudioError, match=r"silent\.wav: silent audio \(peak 0 below 0\.0001 of full scale\)"):
+        read_audio(path)
+    y = read_audio(path, allow_silent=True)
+    assert y.shape == (1600,) and not y.any()
+
+
+def test_is_silent_threshold():
+    assert SILENCE_PEAK == 1e-4
+    assert is_silent(np.full(10, 0.9e-4, np.float32))
+    assert not is_silent(np.array([0.0, -1.1e-4], np.float32))
+    assert is_silent(np.zeros(0, np.float32))
+
+
+def test_nan_samples(make_wav):
+    x = _sine(0.1, 16000)
+    x[100] = np.nan
+    path = make_wav("nan.wav", data=x, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"nan\.wav: contains NaN or infinite samples"):
+        read_audio(path)
+
+
+def test_infinite_samples(make_wav):
+    x = _sine(0.1, 16000)
+    x[5] = np.inf
+    with pytest.raises(AudioError, match="NaN or infinite"):
+        read_audio(make_wav("inf.wav", data=x, subtype="FLOAT"))
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
+def test_other_sample_rates_are_resampled(make_wav, rate):
+    path = make_wav(f"r{rate}.wav", data=_sine(0.5, rate), sample_rate=rate, subtype="FLOAT")
+    y = read_audio(path)
+    assert y.shape == (8000,)  # 0.5 s at 16 kHz
+    # the same tone, away from the filter's edge effects at both ends
+    ref = _sine(0.5, 16000)
+    assert np.max(np.abs(y[400:-400] - ref[400:-400])) < 2e-3
+
+
+def test_resample_to_other_target_rate(make_wav):
+    path = make_wav("a.wav", data=_sine(0.5, 16000), subtype="FLOAT")
+    assert read_audio(path, sample_rate=8000).shape == (4000,)
+
+
+def test_resample_function_is_identity_at_same_rate():
+    x = _sine(0.1, 16000)
+    np.testing.assert_array_equal(resample(x, 16000, 16000), x)
+    assert resample(_sine(1.0, 22050), 22050).shape == (16000,)
+
+
+def test_stereo_is_downmixed_to_the_channel_mean(make_wav):
+    left, right = _sine(0.2, 16000, 440.0, 0.5), _sine(0.2, 16000, 660.0, 0.25)
+    path = make_wav("stereo.wav", data=np.stack([left, right], axis=1), subtype="FLOAT")
+    y = read_audio(path)
+    np.testing.assert_allclose(y, (left + right) / 2, atol=1e-7)
+
+
+def test_stereo_48k_is_downmixed_and_resampled(make_wav):
+    path = make_wav("s48.wav", seconds=0.3, sample_rate=48000, channels=2)
+    assert read_audio(path).shape == (4800,)
+
+
+def test_max_seconds_keeps_the_start(make_wav):
+    x = _sine(1.0, 16000)
+    path = make_wav("long.wav", data=x, subtype="FLOAT")
+    y = read_audio(path, max_seconds=0.25)
+    np.testing.assert_array_equal(y, x[:4000])
+    assert read_audio(make_wav("long48.wav", data=_sine(1.0, 48000), sample_rate=48000), max_seconds=0.25).shape == (4000,)
+    assert read_audio(path, max_seconds=5.0).shape == (16000,)  # shorter clips are untouched
+
+
+def test_bad_arguments(make_wav):
+    path = make_wav()
+    with pytest.raises(ValueError, match="max_seconds must be positive"):
+        read_audio(path, max_seconds=0)
+    with pytest.raises(ValueError, match="sample_rate must be positive"):
+        read_audio(path, sample_rate=0)
+
+
+def test_audio_info_reads_the_header(make_wav):
+    info = audio_info(make_wav("s.wav", seconds=0.1, sample_rate=48000, channels=2))
+    assert info == AudioInfo(0.1, 48000, 2)
+    duration, rate, channels = info
+    assert (duration, rate, channels) == (0.1, 48000, 2)
+    with pytest.raises(AudioError, match="no such audio file"):
+        audio_info(make_wav().parent / "missing.wav")
+
+
+def test_probe_corpus_file(make_wav, tmp_path):
+    assert probe_corpus_file(make_wav("a.wav", seconds=0.5)) == AudioInfo(0.5, 16000, 1)
+    assert probe_corpus_file(make_wav("header_only.wav", data=np.zeros((0, 1), np.float32))) is None
+    (tmp_path / "zero.wav").write_bytes(b"")
+    assert probe_corpus_file(tmp_path / "zero.wav") is None
+    (tmp_path / "junk.wav").write_bytes(b"not audio at all")
+    with pytest.raises(AudioError, match="unreadable"):
+        probe_corpus_file(tmp_path / "junk.wav")
+
+
+def test_write_wav_round_trip_is_16bit_pcm(tmp_path):
+    x = _sine(0.2, 16000, amp=0.8)
+    path = write_wav(tmp_path / "sub" / "out.wav", x)
+    info = sf.info(path)
+    assert (info.samplerate, info.channels, info.subtype, info.frames) == (16000, 1, "PCM_16", 3200)
+    assert np.max(np.abs(read_audio(path) - x)) <= 1 / 32768
+    assert sorted(p.name for p in path.parent.iterdir()) == ["out.wav"]  # no temporary file left
+
+
+def test_write_wav_refuses_what_would_clip_or_corrupt(tmp_path):
+    target = tmp_path / "out.wav"
+    with pytest.raises(ValueError, match="exceeds full scale"):
+        write_wav(target, np.array([0.5, 1.5], np.float32))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        write_wav(target, np.array([0.5, np.nan], np.float32))
+    with pytest.raises(ValueError, match="mono 1-D"):
+        write_wav(target, np.zeros((10, 2), np.float32))
+    assert not target.exists() and list(tmp_path.iterdir()) == []

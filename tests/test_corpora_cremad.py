@@ -1,0 +1,87 @@
+"""CREMA-D loader on a fixture tree (AudioWAV/, VideoFlash/, VideoDemographics.csv)."""
+import collections
+
+import pytest
+
+from emolib.corpora import CorpusError, load_corpus
+from emolib.corpora import cremad
+from fixtures import trees
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return trees.build_cremad(tmp_path_factory.mktemp("cremad"))
+
+
+def test_iemocap4_counts_and_skips(root, capsys):
+    corpus = load_corpus(f"cremad:{root}")
+    # 3 actors x 90 files (15 per emotion) + 1040_ITH_SAD_X; DIS and FEA dropped;
+    # 1076_MTI_SAD_XX (known bad) and the 0-byte 1002_DFA_NEU_XX skipped
+    assert len(corpus) == 179
+    assert collections.Counter(u.label for u in corpus) == {"angry": 45, "happy": 45, "sad": 45, "neutral": 44}
+    assert corpus.skipped == {
+        "emotion 'disgusted' has no class in labels='iemocap4'": 45,
+        "emotion 'fearful' has no class in labels='iemocap4'": 45,
+        "known bad file 1076_MTI_SAD_XX (no audio)": 1,
+        cremad.SKIP_EMPTY: 1,
+    }
+    out = capsys.readouterr().out
+    assert "[cremad] skipped 1 item(s): known bad file 1076_MTI_SAD_XX (no audio)" in out
+    assert "[cremad] skipped 1 item(s): empty audio (0 samples)" in out
+    assert "[cremad] skipped 45 item(s): emotion 'fearful' has no class in labels='iemocap4'" in out
+
+
+def test_native_classes(root):
+    corpus = cremad.load(root, labels="native")
+    assert corpus.classes == ("angry", "disgusted", "fearful", "happy", "neutral", "sad")
+    assert len(corpus) == 270 + 1 - 2
+    assert corpus.skipped == {"known bad file 1076_MTI_SAD_XX (no audio)": 1, cremad.SKIP_EMPTY: 1}
+
+
+def test_speakers_meta_and_videos(root):
+    corpus = cremad.load(root)
+    assert sorted({u.speaker for u in corpus}) == ["1001", "1002", "1040", "1076"]
+    assert all(u.session == u.speaker for u in corpus)
+    u = corpus.by_id()["1001_IEO_HAP_HI"]
+    assert u.meta == {"native": "happy", "sentence": "IEO", "level": "high", "gender": "male", "age": 51}
+    assert u.video == root / "VideoFlash" / "1001_IEO_HAP_HI.flv"
+    assert sum(u.video is not None for u in corpus) == 60  # actor 1001's kept clips
+    assert u.duration == pytest.approx(0.1) and u.text is None
+    assert not corpus.has_transcripts and "12 fixed sentences" in corpus.notes[0]
+
+
+def test_misnamed_file_of_older_copies_is_level_xx(root):
+    u = cremad.load(root).by_id()["1040_ITH_SAD_X"]
+    assert (u.label, u.meta["level"], u.meta["gender"]) == ("sad", "unspecified", "male")
+
+
+def test_known_bad_file_is_skipped_whatever_its_size(tmp_path):
+    trees.write(tmp_path / "AudioWAV" / "1076_MTI_SAD_XX.wav", trees.wav_bytes(1.0))
+    trees.write(tmp_path / "AudioWAV" / "1076_MTI_NEU_XX.wav", trees.wav_bytes(1.0))
+    corpus = cremad.load(tmp_path)
+    assert corpus.ids == ["1076_MTI_NEU_XX"] and corpus.skipped == {"known bad file 1076_MTI_SAD_XX (no audio)": 1}
+
+
+def test_git_lfs_pointers_are_named(tmp_path):
+    trees.write(tmp_path / "AudioWAV" / "1001_DFA_ANG_XX.wav", "version https://git-lfs.github.com/spec/v1\n")
+    with pytest.raises(CorpusError, match=r"1001_DFA_ANG_XX\.wav: a git-lfs pointer file, not audio"):
+        cremad.load(tmp_path)
+
+
+def test_unknown_codes_are_errors(tmp_path):
+    trees.write(tmp_path / "AudioWAV" / "1001_DFA_JOY_ZZ.wav", trees.wav_bytes())
+    with pytest.raises(CorpusError, match=r"1001_DFA_JOY_ZZ\.wav: not a valid CREMA-D name: emotion 'JOY' .*; level 'ZZ'"):
+        cremad.load(tmp_path)
+
+
+def test_misnamed_files_are_counted(tmp_path):
+    trees.write(tmp_path / "AudioWAV" / "1001_DFA_ANG_XX.wav", trees.wav_bytes())
+    trees.write(tmp_path / "AudioWAV" / "notes.wav", trees.wav_bytes())
+    trees.write(tmp_path / "AudioWAV" / "readme.txt", "not audio")
+    corpus = cremad.load(tmp_path)
+    assert len(corpus) == 1 and corpus.skipped == {cremad.SKIP_MISNAMED: 1}
+
+
+def test_missing_audio_folder(tmp_path):
+    with pytest.raises(CorpusError, match="no AudioWAV/ folder"):
+        cremad.load(tmp_path)

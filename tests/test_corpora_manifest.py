@@ -1,0 +1,141 @@
+"""Manifest loader (CSV, JSONL, JSON): any other corpus, audio and/or text."""
+import json
+
+import pytest
+
+from emolib.corpora import CorpusError, load_corpus
+from emolib.corpora import manifest
+from fixtures import trees
+
+
+def test_csv_manifest(tmp_path):
+    path = trees.build_manifest_csv(tmp_path)
+    corpus = load_corpus(str(path))
+    assert corpus.name == "corpus" and corpus.has_audio and corpus.has_transcripts
+    assert corpus.ids == ["a", "b", "c", "d", "e-absolute", "f"]
+    assert [u.label for u in corpus] == ["neutral", "angry", "sad", "happy", "happy", "neutral"]
+    assert [u.session for u in corpus] == ["spk1", "spk1", "spk2", "spk2", "day2", "day2"]  # defaults to the speaker
+    assert corpus.utterances[0].path == tmp_path / "clips" / "a.wav"  # relative to the manifest's folder
+    assert corpus.utterances[4].path == tmp_path / "clips" / "e.wav"  # absolute
+    assert corpus.utterances[3].text == 'What a lovely day, "truly".'
+    assert corpus.utterances[5].text == ""  # an empty cell is an empty transcript
+    assert corpus.utterances[0].meta == {"gender": "f"}
+    assert corpus.utterances[0].duration == pytest.approx(0.2)
+    assert corpus.classes == ("neutral", "angry", "sad", "happy") and corpus.skipped == {}
+    assert load_corpus(f"manifest:{path}").ids == corpus.ids  # the explicit spec
+
+
+def test_text_only_jsonl_with_native_labels(tmp_path):
+    path = trees.build_manifest_jsonl(tmp_path)
+    corpus = load_corpus(str(path), labels="native")
+    assert not corpus.has_audio and corpus.has_transcripts
+    assert corpus.classes == ("anger", "calm", "joy")
+    assert corpus.ids == ["1", "2", "3", "5", "custom-id"]  # line numbers (line 4 is blank)
+    assert [u.speaker for u in corpus] == ["s1", "s1", "s2", "7", "s2"]
+    assert [u.session for u in corpus] == ["s1", "s1", "A", "7", "A"]
+    assert all(u.path is None and u.duration is None for u in corpus)
+    assert corpus.by_id()["custom-id"].text == "Stop it."
+
+
+def test_audio_only_json_array(tmp_path):
+    trees.write(tmp_path / "x.wav", trees.wav_bytes(0.1))
+    trees.write(tmp_path / "y.wav", trees.wav_bytes(0.1))
+    records = [{"path": "x.wav", "label": "sad", "speaker": "p"}, {"path": "y.wav", "label": "happy", "speaker": "q"}]
+    path = trees.write(tmp_path / "list.json", json.dumps(records))
+    corpus = manifest.load(path)
+    assert corpus.ids == ["x", "y"] and corpus.has_audio and not corpus.has_transcripts
+    assert all(u.text is None for u in corpus)
+
+
+def test_unknown_label_names_line_and_valid_labels(tmp_path):
+    path = trees.write(tmp_path / "m.csv", "label,speaker,text\nneutral,a,Hi.\nexcited,a,Wow!\n")
+    with pytest.raises(CorpusError, match=r"m\.csv:3: unknown label 'excited'; valid labels for labels='iemocap4': "
+                                          r"neutral, angry, sad, happy"):
+        manifest.load(path)
+    assert manifest.load(path, labels="native").classes == ("excited", "neutral")
+
+
+def test_missing_required_column(tmp_path):
+    path = trees.write(tmp_path / "m.csv", "path,label,text\na.wav,sad,Hi.\n")
+    with pytest.raises(CorpusError, match=r"m\.csv: missing required column\(s\) \['speaker'\]"):
+        manifest.load(path)
+
+
+def test_missing_value(tmp_path):
+    path = trees.write(tmp_path / "m.csv", "label,speaker,text\nsad,,Hi.\n")
+    with pytest.raises(CorpusError, match=r"m\.csv:2: empty 'speaker'"):
+        manifest.load(path)
+
+
+def test_malformed_json_line(tmp_path):
+    path = trees.write(tmp_path / "m.jsonl", '{"label": "sad", "speaker": "a", "text": "x"}\n{"label": "sad",\n')
+    with pytest.raises(CorpusError, match=r"m\.jsonl:2: malformed JSON"):
+        manifest.load(path)
+
+
+def test_json_line_that_is_not_an_object(tmp_path):
+    path = trees.write(tmp_path / "m.jsonl", '["sad", "a"]\n')
+    with pytest.raises(CorpusError, match=r"m\.jsonl:1: expected a JSON object, got list"):
+        manifest.load(path)
+
+
+def test_jsonl_record_missing_a_column_others_have(tmp_path):
+    lines = [{"label": "sad", "speaker": "a", "text": "x"}, {"label": "sad", "speaker": "b"}]
+    path = trees.write(tmp_path / "m.jsonl", "\n".join(json.dumps(r) for r in lines))
+    with pytest.raises(CorpusError, match=r"m\.jsonl:2: no 'text' \(other records have one\)"):
+        manifest.load(path)
+
+
+def test_malformed_csv_row(tmp_path):
+    path = trees.write(tmp_path / "m.csv", "label,speaker,text\nsad,a,Hi.\nsad,a,Hi,again\n")
+    with pytest.raises(CorpusError, match=r"m\.csv:3: 4 fields, the header has 3"):
+        manifest.load(path)
+
+
+def test_missing_audio_file_names_line_and_path(tmp_path):
+    path = trees.write(tmp_path / "m.csv", "path,label,speaker\nclips/nothere.wav,sad,a\n")
+    with pytest.raises(CorpusError, match=rf"m\.csv:2: audio file {tmp_path}/clips/nothere\.wav does not exist"):
+        manifest.load(path)
+
+
+def test_unreadable_audio_names_line_and_file(tmp_path):
+    trees.write(tmp_path / "bad.wav", b"nonsense" * 10)
+    path = trees.write(tmp_path / "m.csv", "path,label,speaker\nbad.wav,sad,a\n")
+    with pytest.raises(CorpusError, match=r"m\.csv:2: .*bad\.wav: unreadable audio file"):
+        manifest.load(path)
+
+
+def test_empty_audio_is_a_counted_skip(tmp_path, capsys):
+    trees.write(tmp_path / "ok.wav", trees.wav_bytes())
+    trees.write(tmp_path / "empty.wav", trees.wav_bytes(0.0))
+    path = trees.write(tmp_path / "m.csv", "path,label,speaker\nok.wav,sad,a\nempty.wav,sad,a\n")
+    corpus = manifest.load(path)
+    assert corpus.ids == ["ok"] and corpus.skipped == {manifest.SKIP_EMPTY: 1}
+    assert "[m] skipped 1 item(s): empty audio (0 samples)" in capsys.readouterr().out
+
+
+def test_duplicate_ids(tmp_path):
+    trees.write(tmp_path / "a" / "x.wav", trees.wav_bytes())
+    trees.write(tmp_path / "b" / "x.wav", trees.wav_bytes())
+    path = trees.write(tmp_path / "m.csv", "path,label,speaker\na/x.wav,sad,p\nb/x.wav,sad,q\n")
+    with pytest.raises(CorpusError, match=r"m\.csv:3: duplicate id 'x' \(first at .*m\.csv:2\)"):
+        manifest.load(path)
+
+
+def test_neither_audio_nor_text(tmp_path):
+    path = trees.write(tmp_path / "m.csv", "label,speaker\nsad,a\n")
+    with pytest.raises(CorpusError, match="needs a 'path' column .* or a 'text' column"):
+        manifest.load(path)
+
+
+def test_bad_files_and_options(tmp_path):
+    with pytest.raises(CorpusError, match="no such manifest file"):
+        manifest.load(tmp_path / "none.csv")
+    path = trees.write(tmp_path / "m.tsv", "label\tspeaker\n")
+    with pytest.raises(CorpusError, match=r"must be \.csv, \.jsonl or \.json"):
+        manifest.load(path)
+    with pytest.raises(CorpusError, match="unknown labels='iemocap6'; choose iemocap4 or native"):
+        manifest.load(path, labels="iemocap6")
+    empty = trees.write(tmp_path / "e.csv", "label,speaker,text\n")
+    with pytest.raises(CorpusError, match=r"e\.csv: no utterances"):
+        manifest.load(empty)
