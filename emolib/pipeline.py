@@ -79,7 +79,8 @@ def prepare(cfg: Config, progress: bool = True) -> list[int]:
     so that folds never race to extract the same features."""
     data = load_data(cfg)
     if data.corpus.has_audio:
-        prosody.features(audio_items(data.corpus), "lld", cfg.data.max_seconds, progress=progress)
+        for level in ("lld", "functionals"):
+            prosody.features(audio_items(data.corpus), level, cfg.data.max_seconds, progress=progress)
         if cfg.student.freeze == "all" or cfg.student.freeze.startswith("top:"):
             from . import student
 
@@ -384,4 +385,35 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
     if verbose:
         print(f"student {d.variant} fold {fold}: test UA {100 * metrics['ua']:.2f} WA {100 * metrics['wa']:.2f} "
               f"(best epoch {result.best_epoch}, {result.seconds:.1f} s)", flush=True)
+    return run
+
+
+# -- data probes -----------------------------------------------------------------------------
+
+
+def data_run(cfg: Config, fold: int) -> Run:
+    return Run("data", cfg, fold, label="probes")
+
+
+def run_probes(cfg: Config, fold: int, data: Data | None = None, verbose: bool = True) -> Run:
+    """The classical baselines of ``baselines.py`` on one fold (the data notebook's result files)."""
+    from .baselines import run_probes as fit_probes
+
+    data = data or load_data(cfg)
+    run = data_run(cfg, fold)
+    if run.is_complete():
+        return run
+    run.start()
+    functionals = None
+    if data.corpus.has_audio:
+        functionals = prosody.features(audio_items(data.corpus), "functionals", cfg.data.max_seconds,
+                                       progress=verbose).arrays
+    metrics, frame = fit_probes(data.corpus, data.fold(fold), functionals, seed=cfg.training.seed)
+    f = data.fold(fold)
+    run.finish({"stage": "data", "fold": fold, "corpus": data.corpus.name, "probes": metrics,
+                "n_train": len(f.train_ids) + len(f.val_ids), "n_test": len(f.test_ids),
+                "test_speakers": list(f.test_speakers)}, frame)
+    if verbose:
+        line = ", ".join(f"{k} UA {100 * v['ua']:.2f}" for k, v in metrics.items())
+        print(f"probes fold {fold}: {line}", flush=True)
     return run

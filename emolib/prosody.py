@@ -16,9 +16,11 @@ inside a batch):
   replaced by 0 *after* z-normalisation, i.e. by the training mean; counted.
 * **Too short** utterances (fewer than ``MIN_FRAMES`` LLD frames, 0.1 s): padded
   with the training mean up to ``MIN_FRAMES`` so every network layer sees a valid
-  map; counted. openSMILE returns no frame at all below ~60 ms of audio.
-* **Silent** audio: openSMILE returns valid descriptors (loudness ~0, unvoiced F0 =
-  0); kept as they are, and the corpus loaders report silent files.
+  map; counted. Below ~60 ms openSMILE returns a single all-NaN frame (with a
+  "Segment too short" warning), which the NaN rule above turns into the mean.
+* **Silent** audio (peak below -80 dBFS): openSMILE returns valid descriptors
+  (loudness ~0, unvoiced F0 = 0); kept as they are (a silent turn is still a turn),
+  and counted.
 """
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ def extract(path: str | os.PathLike, level: str = "lld", max_seconds: float | No
     """eGeMAPSv02 of one file: ``(frames, 25)`` LLDs or ``(88,)`` functionals, float32."""
     from .audio import read_audio
 
-    signal = read_audio(path, sample_rate=SAMPLE_RATE, max_seconds=max_seconds)
+    signal = read_audio(path, sample_rate=SAMPLE_RATE, max_seconds=max_seconds, allow_silent=True)
     frame = _smile(level).process_signal(signal, SAMPLE_RATE)
     values = frame.to_numpy(dtype=np.float32)
     if level == "lld":
@@ -157,8 +159,13 @@ def prepare_lld(arrays: dict[str, np.ndarray], normaliser: Normaliser) -> tuple[
     """Normalise, repair NaN/inf and pad too-short maps (see the module docstring).
 
     Returns the ready arrays and the counts of each treatment."""
-    out, counts = {}, {"nan_frames_replaced": 0, "short_utterances_padded": 0, "utterances": len(arrays)}
+    out = {}
+    counts = {"nan_frames_replaced": 0, "short_utterances_padded": 0, "silent_utterances": 0, "utterances": len(arrays)}
+    loudness = LLD_NAMES.index("Loudness_sma3")
     for uid, x in arrays.items():
+        loud = x[:, loudness][np.isfinite(x[:, loudness])]
+        if loud.size == 0 or np.abs(loud).max() < 1e-3:  # silent, or too short for any frame
+            counts["silent_utterances"] += 1
         z = normaliser(x)
         bad = ~np.isfinite(z)
         if bad.any():

@@ -1,0 +1,46 @@
+"""eGeMAPS descriptors: shapes, the documented treatment of silent / short / NaN input, normalisation."""
+import numpy as np
+import pytest
+import soundfile as sf
+
+from emolib import prosody
+
+
+def test_lld_and_functionals_shapes(tmp_path):
+    t = np.arange(16000) / 16000
+    path = tmp_path / "tone.wav"
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32), 16000)
+    lld = prosody.extract(path, "lld")
+    assert lld.shape[1] == 25 and 95 <= lld.shape[0] <= 100  # 10 ms hop over 1 s
+    assert prosody.extract(path, "functionals").shape == (88,)
+
+
+def test_silent_and_too_short_audio_are_kept_and_counted(tmp_path):
+    silent, short = tmp_path / "silent.wav", tmp_path / "short.wav"
+    sf.write(silent, np.zeros(8000, np.float32), 16000)
+    sf.write(short, (0.1 * np.random.default_rng(0).normal(size=400)).astype(np.float32), 16000)  # 25 ms
+    arrays = {"silent": prosody.extract(silent), "short": prosody.extract(short)}
+    assert arrays["short"].shape[0] < prosody.MIN_FRAMES
+    norm = prosody.Normaliser(np.zeros(25, np.float32), np.ones(25, np.float32))
+    ready, counts = prosody.prepare_lld(arrays, norm)
+    assert counts["silent_utterances"] >= 1 and counts["short_utterances_padded"] == 1
+    assert all(x.shape[0] >= prosody.MIN_FRAMES and np.isfinite(x).all() for x in ready.values())
+
+
+def test_normaliser_uses_given_arrays_only_and_repairs_nan():
+    a = np.array([[1.0, 5.0], [3.0, 5.0]], np.float32)
+    b = np.array([[5.0, 5.0]], np.float32)
+    norm = prosody.Normaliser.fit([a, b])
+    np.testing.assert_allclose(norm.mean, [3.0, 5.0])
+    np.testing.assert_allclose(norm.std, [np.std([1, 3, 5]), 1.0])  # a constant descriptor keeps std 1
+    x = np.array([[3.0, np.nan], [np.inf, 5.0]], np.float32)
+    ready, counts = prosody.prepare_lld({"x": x[:, :2]}, norm)
+    assert counts["nan_frames_replaced"] == 2
+    np.testing.assert_allclose(ready["x"][:2], [[0.0, 0.0], [0.0, 0.0]])
+
+
+def test_unknown_level_is_an_error(tmp_path):
+    path = tmp_path / "x.wav"
+    sf.write(path, np.full(1600, 0.1, np.float32), 16000)
+    with pytest.raises(KeyError):
+        prosody.extract(path, "frames")
