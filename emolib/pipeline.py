@@ -411,9 +411,18 @@ def run_probes(cfg: Config, fold: int, data: Data | None = None, verbose: bool =
     metrics, frame = fit_probes(data.corpus, data.fold(fold), functionals, seed=cfg.training.seed)
     f = data.fold(fold)
     run.finish({"stage": "data", "fold": fold, "corpus": data.corpus.name, "probes": metrics,
+                "classes": list(data.corpus.classes), "n_folds": len(data.folds),
+                "has_transcripts": data.corpus.has_transcripts,
                 "n_train": len(f.train_ids) + len(f.val_ids), "n_test": len(f.test_ids),
                 "test_speakers": list(f.test_speakers)}, frame)
     if verbose:
         line = ", ".join(f"{k} UA {100 * v['ua']:.2f}" for k, v in metrics.items())
         print(f"probes fold {fold}: {line}", flush=True)
     return run
+
+
+def fold_figure_path(cfg: Config, name: str, fold: int):
+    """Where a per-fold diagnostic figure goes (beside the runs, not in ``figures/``)."""
+    from . import paths
+
+    return paths.runs_dir() / "fold-figures" / f"{cfg.preset}-{cfg.hash()}" / f"{name}_fold{fold}"

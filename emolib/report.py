@@ -155,6 +155,28 @@ def probe_summary(cfg: Config, folds: Sequence[int]) -> pd.DataFrame:
     return frame.groupby("probe", sort=False)[["ua", "wa"]].agg(["mean", "std"]).round(2)
 
 
+@dataclass
+class Study:
+    """What the report needs to know about the corpus, read from the data stage's result files
+    (so the report never loads or regenerates the corpus)."""
+
+    corpus: str
+    classes: tuple[str, ...]
+    folds: tuple[int, ...]
+    has_transcripts: bool
+
+
+def discover(cfg: Config) -> Study:
+    from .pipeline import data_run
+
+    first = data_run(cfg, 1)
+    if not first.is_complete():
+        raise MissingResults(f"no data results for preset {cfg.preset!r} at {first.dir}: run the notebooks first "
+                             "(make report, or python -m emolib run)")
+    m = first.metrics()
+    return Study(m["corpus"], tuple(m["classes"]), tuple(range(1, m["n_folds"] + 1)), m["has_transcripts"])
+
+
 # -- tables ------------------------------------------------------------------------------------------
 
 
@@ -193,6 +215,45 @@ def table1(cfg: Config, folds: Sequence[int], classes, corpus_name: str) -> pd.D
         rows.append({"source": "this re-implementation", "ref": "ours", "method": method, "backbone": bb,
                      "inference input": modality, "corpus": corpus_name,
                      "WA": round(s.pct("wa_mean"), 2), "UA": round(s.pct("ua_mean"), 2)})
+    return pd.DataFrame(rows)
+
+
+def teachers_vs_baselines(cfg: Config, folds: Sequence[int], classes, study: "Study") -> pd.DataFrame:
+    """Each teacher beside the logistic-regression probe of its channel (and, on the
+    built-in corpus, the channel's Bayes ceiling from the corpus card)."""
+    from .pipeline import data_run
+
+    probe_runs = [data_run(cfg, k) for k in folds]
+    missing = [str(r.dir) for r in probe_runs if not r.is_complete()]
+    if missing:
+        raise MissingResults(f"data probes missing, e.g. {missing[0]}")
+    probes = [r.metrics()["probes"] for r in probe_runs]
+    ceilings = None
+    if study.corpus == "synth":
+        from .corpora.synth import bayes_ceilings
+
+        ceilings = bayes_ceilings(cfg.data.synth.p_lexical_cue, cfg.data.synth.p_vocal_cue)
+
+    def stats(values):
+        v = 100 * np.asarray(values, dtype=float)
+        return _fmt(v.mean(), v.std(ddof=1) if len(v) > 1 else None)
+
+    rows = []
+    channels = [("voice", "prosodic teacher (2D ResNet on eGeMAPS LLDs)", "prosodic"),
+                ("text", "linguistic teacher (fine-tuned on transcripts)", "linguistic"),
+                ("both", None, None)]
+    for channel, teacher_name, kind in channels:
+        if channel not in probes[0]:
+            continue
+        ceiling = "-" if ceilings is None else f"{100 * ceilings[channel]['UA']:.2f}"
+        rows.append({"channel": channel, "model": "logistic regression probe",
+                     "UA": stats([p[channel]["ua"] for p in probes]), "WA": stats([p[channel]["wa"] for p in probes]),
+                     "Bayes ceiling UA": ceiling})
+        if kind is not None:
+            s = teacher_summary(kind, cfg, folds, classes)
+            rows.append({"channel": channel, "model": teacher_name,
+                         "UA": _fmt(s.pct("ua_mean"), s.pct("ua_std")), "WA": _fmt(s.pct("wa_mean"), s.pct("wa_std")),
+                         "Bayes ceiling UA": ceiling})
     return pd.DataFrame(rows)
 
 
@@ -259,13 +320,15 @@ def display_table2(frame: pd.DataFrame) -> pd.DataFrame:
 # -- Figure 2 ------------------------------------------------------------------------------------------
 
 
-def temperature_sweep(cfg: Config, folds: Sequence[int], classes, taus: Sequence[float] | None = None) -> pd.DataFrame:
+SWEEPS = (("prosodic", "no_linguistic_logit_kd", "tau_prosodic"),
+          ("linguistic", "no_prosodic_logit_kd", "tau_linguistic"))
+
+
+def temperature_sweep(cfg: Config, folds: Sequence[int], classes) -> pd.DataFrame:
     """Long table: teacher swept, tau, fold, UA, WA (from the sweep's result files)."""
-    taus = tuple(taus or cfg.sweep.taus)
     rows = []
-    for teacher, variant, key in (("prosodic", "no_linguistic_logit_kd", "tau_prosodic"),
-                                  ("linguistic", "no_prosodic_logit_kd", "tau_linguistic")):
-        for tau in taus:
+    for teacher, variant, key in SWEEPS:
+        for tau in getattr(cfg.sweep, f"taus_{teacher}"):
             s = student_summary(cfg, folds, classes, variant=variant, **{key: tau})
             for k, m in zip(folds, s.per_fold):
                 rows.append({"teacher": teacher, "tau": tau, "fold": k, "ua": 100 * m["ua"], "wa": 100 * m["wa"]})

@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import paths
-from .config import Config, config_hash, stage_hash
+from .config import STAGE_SECTIONS, Config, config_hash, from_dict, stage_hash
 
 COMPLETE_MARKER = "metrics.json"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 # -- atomic writes -------------------------------------------------------------------
@@ -49,6 +51,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp")
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; a shared cache must follow the umask
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -112,11 +115,9 @@ class Run:
         self.stage = stage
         self.cfg = cfg
         self.fold = int(fold)
-        key = stage_hash(cfg, stage.split("/")[0]) if stage.split("/")[0] in _stage_names() else cfg.hash()
-        if extra:
-            key = config_hash({"stage": key, "extra": extra})
-        self.key = key
-        self.name = f"{label}-{key}" if label else key
+        self.extra = extra
+        self.key = _run_key(stage, cfg, extra)
+        self.name = f"{label}-{self.key}" if label else self.key
         self.dir = paths.runs_dir() / stage / self.name / f"fold{self.fold}"
 
     def __repr__(self) -> str:
@@ -134,15 +135,26 @@ class Run:
 
     def start(self) -> "Run":
         """Prepare the folder for (re)doing the run; keeps ``resume.pt`` of a partial run
-        of the same config so that training continues where it stopped."""
-        if self.is_partial():
-            saved = self.dir / "config.json"
-            same = saved.is_file() and read_json(saved) == json.loads(json.dumps(self.cfg.to_dict(), default=_jsonable))
-            if not same:  # a stale partial run of another config under this hash cannot be resumed
-                shutil.rmtree(self.dir)
+        of the same config so that training continues where it stopped.
+
+        "The same" means the same key: settings that cannot change this run's result
+        (``training.num_threads``, another stage's sections) may differ, so a teacher
+        still resumes after a student setting changed."""
+        if self.is_partial() and not self._saved_config_matches():
+            # e.g. a folder written by an older version of the hashing: its state is not ours to resume
+            shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.dir / "config.json", self.cfg.to_dict())
         return self
+
+    def _saved_config_matches(self) -> bool:
+        saved = self.dir / "config.json"
+        if not saved.is_file():
+            return False
+        try:
+            return _run_key(self.stage, from_dict(read_json(saved)), self.extra) == self.key
+        except (ValueError, TypeError, KeyError):  # unreadable, or fields this version does not know
+            return False
 
     def write_json(self, name: str, obj: Any) -> Path:
         return atomic_write_json(self.dir / name, obj)
@@ -174,7 +186,9 @@ class Run:
         return pd.read_csv(self.dir / "history.csv")
 
 
-def _stage_names() -> tuple[str, ...]:
-    from .config import STAGE_SECTIONS
-
-    return tuple(STAGE_SECTIONS)
+def _run_key(stage: str, cfg: Config, extra: dict | None) -> str:
+    """The hash in a run's folder name: the config sections its stage depends on
+    (:data:`emolib.config.STAGE_SECTIONS`; the whole config for other stages) plus ``extra``."""
+    base = stage.split("/")[0]
+    key = stage_hash(cfg, base) if base in STAGE_SECTIONS else cfg.hash()
+    return config_hash({"stage": key, "extra": extra}) if extra else key

@@ -1,0 +1,389 @@
+"""emolib.backbones: speech encoders by name, exact padding, freezing modes, forward_from
+and the on-disk caches of frozen states. Tiny local models only (plus the packaged
+Whisper tiny.en, 8 M parameters)."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from emolib import backbones as B
+from emolib.audio import read_audio
+from emolib.backbones import load_backbone, masked_mean
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7,
+             num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)
+
+
+@pytest.fixture(scope="module")
+def speech():
+    return read_audio(FIXTURES / "whisper_clip.wav")  # 4.7 s of espeak-ng speech
+
+
+@pytest.fixture(scope="module")
+def whisper_tiny():
+    return load_backbone("whisper-tiny.en")
+
+
+def _noise(seconds: float, seed: int) -> np.ndarray:
+    return (np.random.default_rng(seed).normal(size=round(seconds * 16000)) * 0.1).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def local_dirs(tmp_path_factory):
+    """save_pretrained directories of tiny random models, one per supported family."""
+    from transformers import (HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model,
+                              WavLMConfig, WavLMModel, WhisperConfig, WhisperFeatureExtractor, WhisperModel)
+
+    wavlm = dict(num_buckets=16, max_bucket_distance=32)
+    models = {
+        # hubert-base layout: group-norm CNN, post-norm layers (2 layers x 64, conv_dim=(32,)*7)
+        "hubert": HubertModel(HubertConfig(**{**SMALL, "hidden_size": 64, "conv_dim": (32,) * 7,
+                                              "intermediate_size": 128}, feat_extract_norm="group")),
+        # hubert-large layout: layer-norm CNN, pre-norm layers, final layer norm
+        "hubert_large": HubertModel(HubertConfig(**SMALL, feat_extract_norm="layer", do_stable_layer_norm=True)),
+        "wav2vec2": Wav2Vec2Model(Wav2Vec2Config(**SMALL, feat_extract_norm="group")),
+        "wavlm": WavLMModel(WavLMConfig(**SMALL, **wavlm, feat_extract_norm="layer")),
+        "whisper": WhisperModel(WhisperConfig(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
+                                              decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                                              vocab_size=100, max_target_positions=16, pad_token_id=0, bos_token_id=0,
+                                              eos_token_id=0, decoder_start_token_id=1)),
+    }
+    dirs = {}
+    for name, model in models.items():
+        d = tmp_path_factory.mktemp(name)
+        model.eval().save_pretrained(d)
+        extractor = WhisperFeatureExtractor() if name == "whisper" else Wav2Vec2FeatureExtractor(
+            do_normalize=True, return_attention_mask=True)
+        extractor.save_pretrained(d)
+        dirs[name] = (d, model)
+    return dirs
+
+
+# -- pooling -------------------------------------------------------------------------------------
+
+
+def test_masked_mean_ignores_padding_even_nan():
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [float("nan"), 9.0]]])
+    mask = torch.tensor([[True, True, False]])
+    assert masked_mean(hidden, mask).tolist() == [[2.0, 3.0]]
+
+
+def test_pad_frames():
+    frames, mask = B.pad_frames([np.ones((2, 3), np.float16), np.full((4, 3), 2, np.float16)])
+    assert frames.dtype == torch.float32 and frames.shape == (2, 4, 3)
+    assert mask.tolist() == [[True, True, False, False], [True] * 4]
+    assert frames[0, 2:].abs().sum() == 0 and frames[1].sum() == 24
+
+
+# -- names and hub-style loading -------------------------------------------------------------------
+
+
+def test_tiny_random_is_seeded_and_leaves_the_global_rng_alone():
+    state = torch.random.get_rng_state()
+    a, b = load_backbone("tiny-random"), load_backbone("tiny-random")
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert (a.num_hidden_states, a.hidden_size, a.frame_rate, a.first_trainable_state) == (3, 64, 50.0, 3)
+
+
+@pytest.mark.parametrize("family", ["hubert", "hubert_large", "wav2vec2", "wavlm"])
+def test_local_dirs_match_transformers_own_forward(local_dirs, speech, family):
+    path, model = local_dirs[family]
+    backbone = load_backbone(str(path))
+    batch = backbone.prepare([speech])
+    with torch.no_grad():
+        ours = backbone(**batch)
+        ref = model(batch["inputs"], output_hidden_states=True)
+    assert backbone.num_hidden_states == len(ref.hidden_states) == 3
+    for mine, theirs in zip(ours.hidden_states[:-1], ref.hidden_states[:-1]):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-6)
+    # the last state is the stack's output (after hubert-large's final layer norm)
+    torch.testing.assert_close(ours.hidden_states[-1], ref.last_hidden_state, rtol=0, atol=1e-6)
+    assert ours.frame_mask.shape == (1, ours.hidden_states[0].shape[1]) and ours.frame_mask.all()
+
+
+def test_local_whisper_dir_matches_transformers_encoder_with_cut_positions(local_dirs, speech):
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    path, model = local_dirs["whisper"]
+    backbone = load_backbone(str(path), max_seconds=6.0)
+    assert backbone.net.embed_positions.weight.shape == (300, 32)  # 6 s = 300 frames of 20 ms
+    batch = backbone.prepare([speech])
+    frames = batch["inputs"].shape[-1] // 2
+    encoder = WhisperEncoder(WhisperConfig(**{**model.config.to_dict(), "max_source_positions": frames}))
+    state = model.encoder.state_dict()
+    state["embed_positions.weight"] = state["embed_positions.weight"][:frames]
+    encoder.load_state_dict(state)
+    with torch.no_grad():
+        ours = backbone(**batch)
+        ref = encoder.eval()(batch["inputs"], output_hidden_states=True)
+    for mine, theirs in zip(ours.hidden_states, ref.hidden_states, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-6)
+
+
+def test_a_ctranslate2_whisper_directory_is_a_backbone(whisper_tiny, speech):
+    from emolib.whisper_ct2 import packaged_model
+
+    backbone = load_backbone(str(packaged_model("tiny.en")[0]), max_seconds=5.0)
+    with torch.no_grad():
+        a = backbone(**backbone.prepare([speech]))
+        b = whisper_tiny(**whisper_tiny.prepare([speech]))
+    for x, y in zip(a.hidden_states, b.hidden_states, strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+def test_unknown_names_fail_with_a_clear_message(tmp_path):
+    with pytest.raises(OSError, match="cannot load speech backbone .*Offline, use 'whisper-tiny.en'"):
+        load_backbone(str(tmp_path / "no-such-model"))
+
+
+# -- exact padding ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["tiny-random", "hubert_large", "wavlm", "whisper-tiny.en"])
+def test_padding_a_clip_does_not_change_its_pooled_vector(local_dirs, speech, name):
+    backbone = load_backbone(str(local_dirs[name][0]) if name in local_dirs else name)
+    clip = speech[:30000]
+    with torch.no_grad():
+        alone = backbone(**backbone.prepare([clip]))
+        batch = backbone(**backbone.prepare([_noise(3.7, 1), clip, speech]))
+    assert batch.frame_mask[1].sum() == alone.frame_mask[0].sum() < batch.frame_mask.shape[1]
+    for a, b in zip(alone.hidden_states, batch.hidden_states, strict=True):
+        torch.testing.assert_close(masked_mean(b, batch.frame_mask)[1], masked_mean(a, alone.frame_mask)[0],
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_whisper_clip_alone_equals_clip_inside_a_masked_30s_window(whisper_tiny, speech):
+    """The exact relation behind cutting positions: a clip padded to Whisper's full 30 s
+    window (padding = mel 0.0, masked out of attention) gets the states it gets alone."""
+    with torch.no_grad():
+        alone = whisper_tiny(**whisper_tiny.prepare([speech]))
+        window = whisper_tiny(**whisper_tiny.prepare([speech, _noise(30.0, 2)]))
+    n = int(alone.frame_mask.sum())
+    assert window.hidden_states[0].shape[1] == 1500 and n == 237
+    for a, w in zip(alone.hidden_states, window.hidden_states, strict=True):
+        torch.testing.assert_close(w[0, :n], a[0], rtol=1e-4, atol=1e-4)
+
+
+def test_whisper_cuts_clips_to_max_seconds(speech):
+    backbone = load_backbone("whisper-tiny.en", max_seconds=2.0)
+    batch = backbone.prepare([speech])
+    assert batch["lengths"].tolist() == [200] and batch["inputs"].shape == (1, 80, 200)  # 100 frames of 20 ms
+    with pytest.raises(ValueError, match="exceeds Whisper's 30 s window"):
+        load_backbone("whisper-tiny.en", max_seconds=31)
+
+
+def test_prepare_rejects_bad_waveforms():
+    backbone = load_backbone("tiny-random")
+    with pytest.raises(ValueError, match=r"waveform 0: expected 1-D 16 kHz mono audio, got shape \(2, 100\)"):
+        backbone.prepare([np.zeros((2, 100), np.float32)])
+    with pytest.raises(ValueError, match="waveform 1: 300 samples is shorter than the 400 samples"):
+        backbone.prepare([_noise(1, 0), _noise(300 / 16000, 1)])
+
+
+# -- freezing -------------------------------------------------------------------------------------------
+
+
+def _trainable(backbone) -> int:
+    return sum(p.numel() for p in backbone.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("freeze, trainable, first", [
+    ("none", 102544, 0), ("feature_encoder", 102544 - 16768, 0), ("all", 0, 3), ("top:1", 33472, 2),
+    ("top:2", 2 * 33472, 1)])
+def test_freeze_modes_tiny_random(freeze, trainable, first):
+    backbone = load_backbone("tiny-random", freeze=freeze)
+    assert _trainable(backbone) == trainable and backbone.first_trainable_state == first
+    names = {n for n, p in backbone.net.named_parameters() if p.requires_grad}
+    if freeze == "feature_encoder":
+        assert not any(n.startswith("feature_extractor.") for n in names)
+        assert {n.split(".")[0] for n in names} == {"feature_projection", "encoder", "masked_spec_embed"}
+    if freeze == "top:1":
+        assert {n.split(".")[2] for n in names} == {"1"}  # encoder.layers.1.* only
+
+
+# Whisper tiny.en encoder: 8,208,384 parameters, of which 576,000 are the fixed positions;
+# conv front end 535,296; one layer 1,774,080; final layer norm 768.
+@pytest.mark.parametrize("freeze, trainable, first", [
+    ("none", 8208384 - 576000, 0), ("feature_encoder", 8208384 - 576000 - 535296, 1), ("all", 0, 5),
+    ("top:1", 1774080 + 768, 4), ("top:4", 4 * 1774080 + 768, 1)])
+def test_freeze_modes_whisper(freeze, trainable, first):
+    backbone = load_backbone("whisper-tiny.en", freeze=freeze)
+    assert sum(p.numel() for p in backbone.parameters()) == 8208384
+    assert _trainable(backbone) == trainable and backbone.first_trainable_state == first
+    assert not backbone.net.embed_positions.weight.requires_grad
+
+
+def test_invalid_freeze_modes():
+    for bad, message in [("top:0", "K must be an integer in 1..2"), ("top:3", "in 1..2"), ("top:x", "in 1..2"),
+                         ("bottom", "unknown freeze mode 'bottom'")]:
+        with pytest.raises(ValueError, match=message):
+            load_backbone("tiny-random", freeze=bad)
+
+
+def test_frozen_parts_stay_in_eval_mode_while_training():
+    backbone = load_backbone("tiny-random", freeze="top:1").train()
+    assert backbone.training and backbone.net.encoder.layers[1].training
+    assert not backbone.net.encoder.layers[0].training
+    assert not backbone.net.feature_extractor.training and not backbone.net.feature_projection.training
+
+
+# -- forward_from ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["tiny-random", "whisper-tiny.en"])
+def test_forward_from_reproduces_the_later_states(speech, name):
+    backbone = load_backbone(name)
+    with torch.no_grad():
+        full = backbone(**backbone.prepare([speech[:20000], speech]))
+        for i in range(backbone.num_hidden_states):
+            states = backbone.forward_from(i, full.hidden_states[i], full.frame_mask)
+            assert len(states) == backbone.num_hidden_states - i
+            for a, b in zip(states, full.hidden_states[i:], strict=True):
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
+        upto = backbone(**backbone.prepare([speech]), up_to=2)
+    assert len(upto.hidden_states) == 3
+
+
+def test_gradients_reach_only_the_trainable_top(speech):
+    backbone = load_backbone("whisper-tiny.en", freeze="top:1").train()
+    index = backbone.first_trainable_state - 1
+    with torch.no_grad():
+        full = backbone(**backbone.prepare([speech]))
+    states = backbone.forward_from(index, full.hidden_states[index], full.frame_mask)
+    masked_mean(states[-1], full.frame_mask).sum().backward()
+    with_grad = {n.split(".")[0] + ("." + n.split(".")[1] if n.startswith("layers") else "")
+                 for n, p in backbone.net.named_parameters() if p.grad is not None}
+    assert with_grad == {"layers.3", "layer_norm"}
+
+
+def test_bf16_autocast_runs_on_cpu(speech):
+    fp32 = load_backbone("tiny-random")
+    bf16 = load_backbone("tiny-random", precision="bf16")
+    batch = fp32.prepare([speech])
+    with torch.no_grad():
+        ref = fp32(**batch)
+        a = masked_mean(ref.hidden_states[-1], ref.frame_mask)
+        out = bf16(**batch)
+        b = masked_mean(out.hidden_states[-1], out.frame_mask)
+    assert torch.nn.functional.cosine_similarity(a, b).item() > 0.99
+    with pytest.raises(ValueError, match="precision must be fp32 or bf16"):
+        load_backbone("tiny-random", precision="fp16")
+
+
+# -- caches of frozen states -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def items(tmp_path, monkeypatch, speech):
+    import soundfile as sf
+
+    monkeypatch.setenv("EMOLIB_CACHE", str(tmp_path / "cache"))
+    out = []
+    for i, seconds in enumerate([1.0, 2.5, 0.7, 1.6, 3.0]):
+        path = tmp_path / f"u{i}.wav"
+        start = 4000 * i
+        sf.write(path, speech[start : start + round(seconds * 16000)], 16000, subtype="FLOAT")
+        out.append((f"u{i}", path))
+    return out
+
+
+class _Counting:
+    """Wraps load_backbone: counts the clips each backbone encodes."""
+
+    def __init__(self, monkeypatch):
+        self.clips, self.loads = 0, 0
+        real = B.load_backbone
+
+        def load(*args, **kwargs):
+            self.loads += 1
+            backbone = real(*args, **kwargs)
+            prepare = backbone.prepare
+
+            def counted(waveforms):
+                self.clips += len(waveforms)
+                return prepare(waveforms)
+
+            backbone.prepare = counted
+            return backbone
+
+        monkeypatch.setattr(B, "load_backbone", load)
+
+
+def test_pooled_states_are_cached_reused_and_resumed(items, monkeypatch):
+    count = _Counting(monkeypatch)
+    first = B.pooled_states("tiny-random", items, max_seconds=2.0, batch_size=2, progress=False)
+    assert (count.loads, count.clips) == (1, 5)
+    assert all(v.shape == (3, 64) and v.dtype == np.float32 for v in first.values())
+    # the same values as encoding each clip alone (batching by length changes nothing)
+    backbone = load_backbone("tiny-random")
+    with torch.no_grad():
+        out = backbone(**backbone.prepare([read_audio(items[1][1], max_seconds=2.0)]))
+    expected = torch.cat([masked_mean(h, out.frame_mask) for h in out.hidden_states]).numpy()
+    np.testing.assert_allclose(first["u1"], expected, rtol=1e-5, atol=1e-6)
+    # second call: everything from the cache, no backbone loaded
+    again = B.pooled_states("tiny-random", items, max_seconds=2.0, batch_size=2, progress=False)
+    assert (count.loads, count.clips) == (1, 5)
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    # a lost entry (a run killed before writing it) is the only one computed again
+    cache = B._cache("tiny-random", "pooled", 2.0, "fp32")
+    from emolib.cache import file_digest
+
+    cache.path(file_digest(items[3][1])).unlink()
+    resumed = B.pooled_states("tiny-random", items, max_seconds=2.0, batch_size=2, progress=False)
+    assert (count.loads, count.clips) == (2, 6)
+    np.testing.assert_allclose(resumed["u3"], first["u3"], rtol=1e-5, atol=1e-6)  # alone now, batched before
+    # other settings are another cache
+    B.pooled_states("tiny-random", items[:1], max_seconds=1.0, progress=False)
+    assert count.clips == 7
+
+
+def test_a_killed_run_resumes_with_the_missing_clips(items, monkeypatch):
+    import emolib.backbones
+
+    real = emolib.backbones.read_audio
+    reads = []
+
+    def dies_on_third(path, *args):
+        reads.append(path)
+        if len(reads) == 3:
+            raise KeyboardInterrupt  # the user stops the run
+        return real(path, *args)
+
+    monkeypatch.setattr(emolib.backbones, "read_audio", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        B.pooled_states("tiny-random", items, batch_size=1, progress=False)
+    monkeypatch.setattr(emolib.backbones, "read_audio", real)
+    count = _Counting(monkeypatch)
+    states = B.pooled_states("tiny-random", items, batch_size=1, progress=False)
+    assert count.clips == 3 and len(states) == 5
+
+
+def test_duplicate_audio_is_encoded_once_and_duplicate_ids_refused(items, monkeypatch):
+    count = _Counting(monkeypatch)
+    states = B.pooled_states("tiny-random", items[:2] + [("copy", items[0][1])], progress=False)
+    assert count.clips == 2 and np.array_equal(states["copy"], states["u0"])
+    with pytest.raises(ValueError, match="duplicate utterance ids"):
+        B.pooled_states("tiny-random", items[:1] + items[:1], progress=False)
+
+
+def test_frame_states_feed_forward_from(items):
+    backbone = load_backbone("tiny-random", freeze="top:1")
+    index = backbone.first_trainable_state - 1
+    frames = B.frame_states("tiny-random", items, index, batch_size=3, progress=False)
+    pooled = B.pooled_states("tiny-random", items, progress=False)
+    assert isinstance(frames["u0"], np.memmap) and frames["u0"].dtype == np.float16
+    assert frames["u0"].shape == (49, 64)  # 1 s at 50 frames/s: (16000 - 400) // 320 + 1
+    hidden, mask = B.pad_frames([frames[k] for k, _ in items])
+    with torch.no_grad():
+        states = backbone.forward_from(index, hidden, mask)
+    top = masked_mean(states[-1], mask).numpy()
+    np.testing.assert_allclose(top, np.stack([pooled[k][-1] for k, _ in items]), atol=2e-2)
+    np.testing.assert_allclose(masked_mean(states[0], mask).numpy(),
+                               np.stack([pooled[k][index] for k, _ in items]), atol=2e-3)
+    with pytest.raises(ValueError, match="index must be in 0..2"):
+        B.frame_states("tiny-random", items[:1], 3, max_seconds=1.0, progress=False)
