@@ -1,0 +1,66 @@
+# EmoDistill as a notebook report. `make help` lists the targets.
+#
+# Environment: a virtualenv in .venv. torch is installed first, at the exact pin read
+# from pyproject.toml, so that nothing later resolves an open torch range to the newest
+# CUDA build (several GB); then the package with its test extra. The stamp
+# .venv/.installed-<sha1 of pyproject.toml> marks a finished install: later runs
+# reinstall nothing until pyproject.toml changes. conda users: see environment.yml.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PRESET ?= default
+JOBS ?= 1
+
+PY := $(VENV)/bin/python
+PYPROJECT_SHA := $(shell $(PYTHON) -c 'import hashlib; print(hashlib.sha1(open("pyproject.toml", "rb").read()).hexdigest()[:12])')
+STAMP := $(VENV)/.installed-$(PYPROJECT_SHA)
+TORCH_PIN := $(shell grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')
+
+# JupyterLab: double-clicking a .py file opens it with jupytext's notebook view (the
+# "Jupytext Notebook" viewer) instead of the text editor. Set as an application-level
+# override inside .venv, so the user's own JupyterLab settings stay untouched; sources
+# are never paired to .ipynb files.
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+.DEFAULT_GOAL := help
+.PHONY: help venv report figures test lab clean distclean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-10s %s\n", $$1, $$2 }'
+	@echo "  variables: PRESET=$(PRESET) (tiny, default, paper)  JOBS=$(JOBS) (folds in parallel)"
+
+venv: $(STAMP) ## create .venv and install the package (torch pin first); a no-op when up to date
+
+$(STAMP):
+	@test -n "$(TORCH_PIN)" || { echo "error: pyproject.toml has no exact \"torch==X\" pin" >&2; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check '$(TORCH_PIN)'
+	$(PY) -m pip install --disable-pip-version-check -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+report: $(STAMP) ## every notebook for every fold, then the tables and figures (PRESET, JOBS)
+	$(PY) -m emolib run --preset $(PRESET) --jobs $(JOBS)
+
+figures: $(STAMP) ## rebuild tables and figures from result files only (05_report, no training)
+	$(PY) -m emolib figures --preset $(PRESET)
+
+test: $(STAMP) ## run the test suite
+	$(PY) -m pytest -q
+
+$(LAB_OVERRIDES): | $(STAMP)
+	mkdir -p $(@D)
+	echo '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"python": "Jupytext Notebook"}}}' > $@
+
+lab: $(STAMP) $(LAB_OVERRIDES) ## JupyterLab on 127.0.0.1, opening notebooks/ (.py files open as notebooks)
+	$(PY) -m jupyter lab --no-browser --ip 127.0.0.1 $(ALLOW_ROOT) --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks
+
+# Only the checkout's own folders: roots moved elsewhere with EMOLIB_DATA / EMOLIB_CACHE /
+# EMOLIB_RUNS (e.g. a shared cache on a GPU server) are left alone.
+clean: ## remove generated data, caches, runs and executed notebooks (keeps .venv and figures/)
+	rm -rf data cache runs .pytest_cache
+
+distclean: clean ## clean, and remove .venv too
+	rm -rf $(VENV)

@@ -1,0 +1,620 @@
+"""The run driver: executes the report's notebooks with papermill, once per fold
+(``python -m emolib run``; ``make report`` calls it).
+
+The notebooks are jupytext percent ``.py`` files in :func:`emolib.paths.notebooks_dir`,
+in the paper's order (:data:`NOTEBOOKS`). A notebook whose parameters cell declares
+``fold`` runs once per fold; one without (``05_report``) runs once after every fold
+has finished, and receives ``folds`` (the folds run) if its parameters cell declares it. Each fold's notebooks run in order; with ``jobs > 1`` different folds
+run at the same time in separate processes.
+
+What the driver guarantees:
+
+* **Parameters are checked before anything runs.** Every name it passes (``preset``,
+  ``overrides``, ``fold`` and ``-p`` extras) must be declared in the notebook's
+  parameters cell (``papermill.inspect_notebook``; papermill itself only warns), and
+  ``overrides`` must build a config (:func:`emolib.config.get_config` raises on an
+  unknown dotted name).
+* **Outputs are atomic.** A notebook executes into a temporary file beside its target
+  ``runs/notebooks/<preset>-<config hash>/<notebook>/fold<k>.ipynb``; only a successful
+  execution is renamed into place, followed by a sidecar ``fold<k>.json`` (source sha1,
+  parameters, wall time). The sidecar is written last, so it marks completion.
+* **Re-running skips what is complete**: a notebook whose output and sidecar exist with
+  the same source hash and parameters, unless a notebook before it in its chain (the
+  same fold; any fold for a once-only notebook) executed in this run, since its inputs
+  may then have changed. The skip does not see changes to the ``emolib`` package: use
+  ``--force`` after editing the package (the notebooks' own runs still reuse every
+  complete result, :mod:`emolib.runs`).
+* **A failure stops the run.** No new notebook starts; notebooks already running in
+  other processes finish (their outputs are kept and reused next time) rather than
+  being killed mid-cell. The partial notebook is kept as ``fold<k>.failed.ipynb`` and
+  :class:`NotebookFailed` names it with the failing cell's error.
+* **Parallel folds do not oversubscribe the CPU**: each worker process sets
+  ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` and ``EMOLIB_THREADS`` to
+  ``cores // workers`` before it starts kernels (the kernels inherit them).
+* **Shared work happens once**: before the fold loop :func:`emolib.pipeline.prepare`
+  builds the corpus and the feature caches every fold reads, so parallel folds never
+  race to write them; it also says which folds exist.
+* **Time is accounted**: the run ends with the wall time per stage (summed over folds)
+  and in total, also written to ``timing.json`` beside the executed notebooks (it
+  describes the last invocation; each notebook's own time stays in its sidecar).
+
+The same execution by hand, for a GPU server (one notebook, one fold)::
+
+    jupytext --to ipynb --set-kernel python3 -o - notebooks/00_data.py \\
+        | papermill - out.ipynb -p preset paper -p fold 2
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import contextlib
+import hashlib
+import importlib.util
+import json
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, TextIO
+
+import jupytext
+import nbformat
+import papermill
+import zmq
+from jupyter_client import KernelManager
+from traitlets.config import Config as TraitletsConfig
+
+from . import paths
+from .config import Config, get_config
+from .runs import atomic_path, atomic_write_json, read_json
+
+#: The report's notebooks in the paper's order: data, the two teachers, distillation,
+#: the temperature sweep (Fig. 2), the ablations (Table 2), then tables and figures.
+NOTEBOOKS = ("00_data", "01_teachers", "02_distill", "03_temperature_sweep", "04_ablations", "05_report")
+
+#: Parameters the driver passes to every notebook; ``fold`` goes to per-fold ones only.
+DRIVER_PARAMETERS = ("preset", "overrides")
+
+#: The jupytext sources carry no kernelspec; papermill needs a kernel and a language.
+KERNEL = "python3"
+KERNELSPEC = {"name": KERNEL, "display_name": "Python 3", "language": "python"}
+
+#: Environment variables that bound a kernel's CPU threads (torch reads OMP/MKL at
+#: import; ``EMOLIB_THREADS`` is the project's own, for code that sets threads itself).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "EMOLIB_THREADS")
+
+Prepare = Callable[[Config], list[int]]
+
+
+class DriverError(Exception):
+    """The request cannot run as given (unknown notebook, parameter or override); nothing was executed."""
+
+
+class NotebookFailed(Exception):
+    """One or more notebooks raised; the message names each partial notebook and error."""
+
+    def __init__(self, failures: list["Outcome"]):
+        self.failures = failures
+        super().__init__("\n".join(f.describe_failure() for f in failures))
+
+
+# -- notebooks -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Notebook:
+    """A jupytext source and the parameter names its parameters cell declares."""
+
+    name: str
+    path: Path
+    sha1: str
+    parameters: tuple[str, ...]
+
+    @property
+    def per_fold(self) -> bool:
+        return "fold" in self.parameters
+
+
+def read_notebook(text: str) -> nbformat.NotebookNode:
+    """A percent-format source as a notebook papermill can execute.
+
+    It gets a kernelspec (papermill needs kernel and language) and loses its jupytext
+    metadata, so that the executed copy can never be paired back onto the source."""
+    nb = jupytext.reads(text, fmt="py:percent")
+    nb.metadata.pop("jupytext", None)
+    nb.metadata.setdefault("kernelspec", dict(KERNELSPEC))
+    return nb
+
+
+def declared_parameters(nb: nbformat.NotebookNode) -> tuple[str, ...]:
+    """The names in the notebook's parameters cell, as papermill sees them."""
+    # inspect_notebook reads only from a path; a temporary .ipynb is the cheapest one.
+    with tempfile.TemporaryDirectory(prefix="emolib-inspect-") as tmp:
+        path = Path(tmp) / "notebook.ipynb"
+        nbformat.write(nb, path)
+        return tuple(sorted(papermill.inspect_notebook(str(path))))
+
+
+def load_notebook(path: Path) -> Notebook:
+    data = path.read_bytes()
+    return Notebook(
+        name=path.stem,
+        path=path,
+        sha1=hashlib.sha1(data).hexdigest(),
+        parameters=declared_parameters(read_notebook(data.decode("utf-8"))),
+    )
+
+
+def select_notebooks(names: Iterable[str] | None = None) -> list[Notebook]:
+    """The notebooks to run, in the paper's order.
+
+    ``None``: every notebook of :data:`NOTEBOOKS` that exists (later issues add them).
+    Explicit names (``00_data``, ``00_data.py`` or ``notebooks/00_data.py``) must all
+    exist; they run sorted by name, which is the paper's order for the numbered ones.
+    """
+    folder = paths.notebooks_dir()
+    if names is None:
+        chosen = [n for n in NOTEBOOKS if (folder / f"{n}.py").is_file()]
+        if not chosen:
+            raise DriverError(f"no notebooks to run: none of {', '.join(NOTEBOOKS)} exists in {folder}")
+    else:
+        chosen = sorted({Path(n).name.removesuffix(".py") for n in names})
+        missing = [n for n in chosen if not (folder / f"{n}.py").is_file()]
+        if missing:
+            available = sorted(p.stem for p in folder.glob("*.py"))
+            raise DriverError(
+                f"no notebook {', '.join(missing)} in {folder}; available: {', '.join(available) or 'none'}"
+            )
+    return [load_notebook(folder / f"{n}.py") for n in chosen]
+
+
+def check_parameters(notebooks: list[Notebook], extra: dict[str, Any]) -> None:
+    """Raise :class:`DriverError` unless every notebook declares every name it will be given."""
+    reserved = sorted(set(extra) & {"preset", "overrides", "fold", "folds"})
+    if reserved:
+        raise DriverError(f"-p {reserved[0]}=...: use --preset, --set and --folds for the driver's own parameters")
+    for nb in notebooks:
+        if not nb.parameters:
+            raise DriverError(f"{nb.path}: no parameters cell (a cell headed # %% tags=[\"parameters\"])")
+        missing = [p for p in DRIVER_PARAMETERS if p not in nb.parameters]
+        if missing:
+            raise DriverError(
+                f"{nb.path}: its parameters cell lacks {', '.join(missing)}; it declares: {', '.join(nb.parameters)}"
+            )
+    for name in extra:
+        if not any(name in nb.parameters for nb in notebooks):
+            valid = "; ".join(f"{nb.name}: {', '.join(nb.parameters)}" for nb in notebooks)
+            raise DriverError(f"unknown parameter {name!r} (-p): no selected notebook declares it. Valid names: {valid}")
+
+
+# -- one execution -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Task:
+    """One notebook for one fold (``fold=None``: once after all folds). Picklable: it
+    crosses into worker processes."""
+
+    notebook: str
+    source: Path
+    sha1: str
+    fold: int | None
+    parameters: dict[str, Any]
+    output: Path
+
+    @property
+    def label(self) -> str:
+        return self.notebook if self.fold is None else f"{self.notebook} fold {self.fold}"
+
+    @property
+    def sidecar(self) -> Path:
+        return self.output.with_suffix(".json")
+
+    @property
+    def failed_output(self) -> Path:
+        return self.output.with_name(f"{self.output.stem}.failed.ipynb")
+
+    def is_complete(self) -> bool:
+        """The executed notebook exists and its sidecar matches this source and these parameters."""
+        if not self.output.is_file() or not self.sidecar.is_file():
+            return False
+        try:
+            record = read_json(self.sidecar)
+        except (OSError, ValueError):
+            return False
+        return record.get("source_sha1") == self.sha1 and record.get("parameters") == self.parameters
+
+
+@dataclass
+class Outcome:
+    task: Task
+    status: str  # "done", "skipped" or "failed"
+    seconds: float = 0.0
+    error: str = ""  # "RuntimeError: ..." for a failure
+    cell: str = ""  # where it failed: "In [3]" and the cell's first line
+
+    def describe_failure(self) -> str:
+        where = f" in cell {self.cell}" if self.cell else ""
+        partial = self.task.failed_output
+        kept = f"\n  executed notebook (partial): {_show(partial)}" if partial.is_file() else ""
+        return f"{self.task.label} failed{where}\n  {self.error}{kept}"
+
+
+def kernel_config() -> TraitletsConfig:
+    """Encrypted kernel traffic (CurveZMQ) where jupyter_client and pyzmq support it.
+
+    Kernels listen on localhost TCP ports, which other users of a shared server can
+    reach; ipykernel >= 7.4 also prints a warning per unencrypted kernel, which would
+    interleave with the progress lines."""
+    if "transport_encryption" in KernelManager.class_trait_names() and zmq.has("curve"):
+        return TraitletsConfig({"KernelManager": {"transport_encryption": "auto"}})
+    return TraitletsConfig()
+
+
+def execute(task: Task) -> Outcome:
+    """Execute one notebook into its output file (atomically) and write its sidecar.
+
+    Never raises for a failing notebook: the :class:`Outcome` carries the error, so
+    that it crosses process boundaries intact."""
+    data = task.source.read_bytes()
+    sha1 = hashlib.sha1(data).hexdigest()  # what actually ran, should the file change mid-run
+    nb = read_notebook(data.decode("utf-8"))
+    task.output.parent.mkdir(parents=True, exist_ok=True)
+    for stale in task.output.parent.glob(f".{task.output.name}.*"):
+        stale.unlink()  # temporary files of an execution that was killed (SIGKILL leaves them)
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    try:
+        with atomic_path(task.output) as tmp:
+            try:
+                papermill.execute_notebook(
+                    nb,
+                    str(tmp),
+                    parameters=task.parameters,
+                    kernel_name=KERNEL,
+                    language="python",
+                    progress_bar=False,
+                    cwd=str(task.source.parent),  # as in JupyterLab: the notebook's own folder
+                    config=kernel_config(),
+                )
+            except BaseException:
+                if tmp.is_file():  # papermill saves after every cell: keep the partial notebook
+                    os.replace(tmp, task.failed_output)
+                raise
+    except papermill.PapermillExecutionError as e:
+        first_line = next((line for line in e.source.splitlines() if line.strip()), "")
+        return Outcome(
+            task, "failed", time.perf_counter() - t0, error=f"{e.ename}: {e.evalue}", cell=f"In [{e.exec_count}]: {first_line}"
+        )
+    except Exception as e:  # the kernel died, would not start, ...
+        return Outcome(task, "failed", time.perf_counter() - t0, error=f"{type(e).__name__}: {e}")
+    seconds = time.perf_counter() - t0
+    atomic_write_json(
+        task.sidecar,
+        {
+            "notebook": task.notebook,
+            "source": str(task.source),
+            "source_sha1": sha1,
+            "fold": task.fold,
+            "parameters": task.parameters,
+            "kernel": KERNEL,
+            "started": started.isoformat(timespec="milliseconds"),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "seconds": round(seconds, 3),
+        },
+    )
+    with contextlib.suppress(FileNotFoundError):
+        task.failed_output.unlink()  # an earlier failure of this notebook is now stale
+    return Outcome(task, "done", seconds)
+
+
+# -- scheduling ----------------------------------------------------------------------
+
+
+class _Progress:
+    """One line per notebook: ``[ 3/26] 01_teachers fold 2 ... done in 41.2 s``.
+
+    Run sequentially, the line starts when the notebook starts and ends when it ends;
+    with parallel folds, whole lines are printed as notebooks finish."""
+
+    def __init__(self, total: int, out: TextIO, sequential: bool):
+        self.total, self.out, self.sequential = total, out, sequential
+        self.count = 0
+        self.width = len(str(total))
+
+    def _prefix(self, task: Task) -> str:
+        self.count += 1
+        return f"[{self.count:>{self.width}}/{self.total}] {task.label} ... "
+
+    def start(self, task: Task) -> None:
+        if self.sequential:
+            print(self._prefix(task), end="", file=self.out, flush=True)
+
+    def finish(self, outcome: Outcome) -> None:
+        status = {
+            "done": f"done in {outcome.seconds:.1f} s",
+            "skipped": "skip (complete)",
+            "failed": f"FAILED after {outcome.seconds:.1f} s",
+        }[outcome.status]
+        started = self.sequential and outcome.status != "skipped"
+        print(("" if started else self._prefix(outcome.task)) + status, file=self.out, flush=True)
+
+
+def _limit_threads(threads: int) -> None:
+    """Worker-process initialiser: kernels started from here inherit the thread limits."""
+    for var in THREAD_VARIABLES:
+        os.environ[var] = str(threads)
+
+
+def available_cores() -> int:
+    with contextlib.suppress(AttributeError):
+        return len(os.sched_getaffinity(0))  # honours taskset / container CPU sets
+    return os.cpu_count() or 1
+
+
+def _run_folds(chains: dict[int, list[Task]], jobs: int, force: bool, progress: _Progress) -> list[Outcome]:
+    """Run every fold's chain of notebooks in order, ``jobs`` folds at a time."""
+    outcomes: list[Outcome] = []
+    failures: list[Outcome] = []
+    pending = {fold: collections.deque(tasks) for fold, tasks in chains.items()}
+    executed = dict.fromkeys(chains, False)  # a notebook of this fold ran: re-run the rest of its chain
+
+    def record(outcome: Outcome) -> None:
+        outcomes.append(outcome)
+        progress.finish(outcome)
+        if outcome.status == "failed":
+            failures.append(outcome)
+        elif outcome.status == "done":
+            executed[outcome.task.fold] = True
+
+    def next_task(fold: int) -> Task | None:
+        while pending[fold]:
+            task = pending[fold].popleft()
+            if force or executed[fold] or not task.is_complete():
+                return task
+            record(Outcome(task, "skipped"))
+        return None
+
+    workers = min(jobs, len(chains))
+    if workers <= 1:
+        for fold in chains:
+            while not failures and (task := next_task(fold)) is not None:
+                progress.start(task)
+                record(execute(task))
+        return outcomes
+
+    # Spawned (not forked) workers: forking a process that may hold torch's OpenMP threads
+    # (prepare ran here) is unsafe. A worker costs 2-3 s of imports (nbformat, papermill).
+    # Scripts calling run(jobs > 1) therefore need the usual `if __name__ == "__main__":` guard.
+    threads = max(1, available_cores() // workers)
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_limit_threads,
+        initargs=(threads,),
+    ) as pool:
+        running: dict[concurrent.futures.Future, Task] = {}
+        waiting = collections.deque(chains)
+
+        def submit(fold: int) -> None:
+            task = next_task(fold)
+            if task is not None:
+                running[pool.submit(execute, task)] = task
+
+        def fill() -> None:
+            while not failures and waiting and len(running) < workers:
+                submit(waiting.popleft())
+
+        fill()
+        while running:
+            finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in finished:
+                task = running.pop(future)
+                try:
+                    outcome = future.result()
+                except Exception as e:  # the worker process itself died (e.g. out of memory)
+                    outcome = Outcome(task, "failed", error=f"{type(e).__name__}: {e}")
+                record(outcome)
+                if outcome.status == "done" and not failures:
+                    submit(task.fold)
+            fill()
+    return outcomes
+
+
+# -- the run -------------------------------------------------------------------------
+
+
+def default_prepare() -> Prepare | None:
+    """``emolib.pipeline.prepare`` (corpus and shared feature caches, returns the folds),
+    or ``None`` while that module does not exist."""
+    if importlib.util.find_spec("emolib.pipeline") is None:
+        return None
+    from . import pipeline
+
+    return pipeline.prepare
+
+
+def _plain(obj: Any, what: str) -> Any:
+    """JSON-shaped parameters (tuples become lists): what papermill can inject and a
+    sidecar can record and compare exactly."""
+    try:
+        return json.loads(json.dumps(obj))
+    except (TypeError, ValueError) as e:
+        raise DriverError(f"{what}: {e}") from None
+
+
+def _build_config(preset: str, overrides: dict[str, Any]) -> tuple[Config, dict[str, Any]]:
+    """The config the notebooks will build, and the overrides with their values coerced
+    to the config's types (so ``"1e-4"`` and ``0.0001`` are the same request)."""
+    try:
+        cfg = get_config(preset, overrides)
+    except KeyError as e:
+        raise DriverError(f"--set: {e.args[0]}") from None
+    except ValueError as e:
+        raise DriverError(str(e)) from None
+    resolved = {}
+    for name in overrides:
+        value: Any = cfg
+        for part in name.split("."):
+            value = getattr(value, part)
+        resolved[name] = value
+    return cfg, _plain(resolved, "--set")
+
+
+def _resolve_folds(cfg: Config, folds: list[int] | None, prepare: Prepare | None, out: TextIO) -> tuple[list[int], float | None]:
+    """The folds to run and the preparation time (``None`` when there was no hook)."""
+    requested = sorted({int(f) for f in folds}) if folds else None
+    if prepare is None:
+        if requested is None:
+            raise DriverError("emolib.pipeline.prepare does not exist yet, so the folds are unknown: pass --folds")
+        if min(requested) < 1:
+            raise DriverError(f"folds are numbered from 1, got {requested}")
+        return requested, None
+    print("prepare: corpus and shared features", file=out, flush=True)  # prepare prints its own progress
+    t0 = time.perf_counter()
+    available = [int(f) for f in prepare(cfg)]
+    seconds = time.perf_counter() - t0
+    print(f"prepare: done in {seconds:.1f} s ({len(available)} folds)", file=out, flush=True)
+    if requested is None:
+        return available, seconds
+    unknown = [f for f in requested if f not in available]
+    if unknown:
+        raise DriverError(f"no fold {unknown} in this corpus; folds: {available}")
+    return requested, seconds
+
+
+@dataclass
+class Summary:
+    run_dir: Path
+    outcomes: list[Outcome]
+    timing: dict[str, Any]
+
+
+def run(
+    preset: str = "default",
+    *,
+    folds: list[int] | None = None,
+    notebooks: list[str] | None = None,
+    jobs: int = 1,
+    overrides: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    force: bool = False,
+    prepare: Prepare | None = None,
+    out: TextIO | None = None,
+) -> Summary:
+    """Execute the notebooks for every fold, then the once-only ones; see the module doc.
+
+    ``prepare`` defaults to :func:`default_prepare`; tests pass their own. Raises
+    :class:`DriverError` before executing anything when the request is invalid, and
+    :class:`NotebookFailed` when a notebook raised.
+    """
+    out = out or sys.stdout
+    t0 = time.perf_counter()
+    if jobs < 1:
+        raise DriverError(f"--jobs must be at least 1, got {jobs}")
+    cfg, overrides = _build_config(preset, dict(overrides or {}))
+    extra = _plain(dict(extra or {}), "-p")
+    selected = select_notebooks(notebooks)
+    check_parameters(selected, extra)
+
+    per_fold = [nb for nb in selected if nb.per_fold]
+    once = [nb for nb in selected if not nb.per_fold]
+    fold_list: list[int] = []
+    prepare_seconds = None
+    if per_fold:
+        fold_list, prepare_seconds = _resolve_folds(cfg, folds, prepare or default_prepare(), out)
+    # A once-only notebook that declares `folds` learns which folds this run covered
+    # (a report over `--folds 1 2` must not look for folds 3-5); otherwise it keeps its default.
+    report_folds = fold_list or (sorted({int(f) for f in folds}) if folds else None)
+
+    run_dir = paths.executed_notebooks_dir() / f"{preset}-{cfg.hash()}"
+
+    def task(nb: Notebook, fold: int | None) -> Task:
+        params: dict[str, Any] = {"preset": preset, "overrides": overrides}
+        if fold is not None:
+            params["fold"] = fold
+        elif "folds" in nb.parameters and report_folds is not None:
+            params["folds"] = report_folds
+        params.update({k: v for k, v in extra.items() if k in nb.parameters})
+        name = f"fold{fold}.ipynb" if fold is not None else "all.ipynb"
+        return Task(nb.name, nb.path, nb.sha1, fold, params, run_dir / nb.name / name)
+
+    chains = {fold: [task(nb, fold) for nb in per_fold] for fold in fold_list}
+    finals = [task(nb, None) for nb in once]
+    total = sum(map(len, chains.values())) + len(finals)
+    print(
+        f"emolib run: preset {preset}, config {cfg.hash()}, {len(fold_list)} folds x {len(per_fold)} notebooks"
+        f" + {len(once)} once, jobs {jobs} -> {_show(run_dir)}",
+        file=out,
+        flush=True,
+    )
+    progress = _Progress(total, out, sequential=min(jobs, len(chains)) <= 1)
+    outcomes = _run_folds(chains, jobs, force, progress)
+    failures = [o for o in outcomes if o.status == "failed"]
+    if failures:
+        raise NotebookFailed(failures)
+
+    upstream_ran = any(o.status == "done" for o in outcomes)  # new fold results: rebuild the report
+    for t in finals:
+        if not force and not upstream_ran and t.is_complete():
+            outcome = Outcome(t, "skipped")
+        else:
+            progress.start(t)
+            outcome = execute(t)
+        progress.finish(outcome)
+        outcomes.append(outcome)
+        if outcome.status == "failed":
+            raise NotebookFailed([outcome])
+        upstream_ran = upstream_ran or outcome.status == "done"
+
+    timing = _timing(preset, cfg, fold_list, jobs, outcomes, prepare_seconds, time.perf_counter() - t0)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "timing.json", timing)
+    print(format_timing(timing), file=out)
+    print(f"timing written to {_show(run_dir / 'timing.json')}", file=out, flush=True)
+    return Summary(run_dir, outcomes, timing)
+
+
+# -- timing --------------------------------------------------------------------------
+
+
+def _timing(
+    preset: str, cfg: Config, folds: list[int], jobs: int, outcomes: list[Outcome], prepare_seconds: float | None, wall: float
+) -> dict[str, Any]:
+    """Per-stage wall time (summed over folds), for the report's time budget."""
+    stages: dict[str, dict[str, Any]] = {}
+    if prepare_seconds is not None:
+        stages["prepare"] = {"seconds": round(prepare_seconds, 3), "executed": 1, "skipped": 0}
+    for o in outcomes:
+        s = stages.setdefault(o.task.notebook, {"seconds": 0.0, "executed": 0, "skipped": 0})
+        s["seconds"] = round(s["seconds"] + o.seconds, 3)
+        s["executed" if o.status == "done" else "skipped"] += 1
+    return {
+        "preset": preset,
+        "config_hash": cfg.hash(),
+        "folds": folds,
+        "jobs": jobs,
+        "stages": stages,
+        "wall_seconds": round(wall, 3),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+    }
+
+
+def format_timing(timing: dict[str, Any]) -> str:
+    width = max([len("total (wall)")] + [len(name) for name in timing["stages"]])
+    lines = ["time per stage (notebook wall time summed over folds):"]
+    for name, s in timing["stages"].items():
+        lines.append(f"  {name:<{width}} {s['seconds']:8.1f} s   {s['executed']} executed, {s['skipped']} skipped")
+    lines.append(f"  {'total (wall)':<{width}} {timing['wall_seconds']:8.1f} s   jobs {timing['jobs']}")
+    return "\n".join(lines)
+
+
+def _show(path: Path) -> str:
+    """A path relative to the working directory when it lies below it (shorter to read)."""
+    with contextlib.suppress(ValueError):
+        return str(path.resolve().relative_to(Path.cwd()))
+    return str(path)

@@ -1,0 +1,111 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · The teachers
+#
+# EmoDistill learns from two teachers, each fine-tuned for emotion recognition on the
+# training speakers of the fold and then **frozen** (Sec. 3 of the paper):
+#
+# * the **prosodic teacher** $T_P$: a 2D ResNet over the openSMILE eGeMAPSv02 low-level
+#   descriptors (25 values every 10 ms: loudness, pitch, jitter, shimmer, formants, ...),
+#   trained on random 3-second crops and evaluated on whole utterances;
+# * the **linguistic teacher** $T_L$: a BERT-family encoder fine-tuned on the transcripts
+#   (BERT-base in the paper; offline, the 6-layer all-MiniLM-L6-v2 shipped in a pip
+#   package).
+#
+# Both are trained by the same loop as the student (`emolib/train.py`): AdamW, warm-up then
+# linear decay, early stopping on the **validation speakers'** UA. Each teacher's logits
+# and embedding for every utterance are cached beside its result files, so the student
+# never runs a teacher.
+
+# %% tags=["parameters"]
+preset = "default"  # tiny | default | paper
+overrides = {}  # dotted config overrides, e.g. {"linguistic_teacher.model": "bert-base-uncased"}
+fold = 1  # the test fold of this run
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import display
+
+from emolib import pipeline, plots, report
+from emolib.config import get_config
+
+cfg = get_config(preset, overrides)
+data = pipeline.load_data(cfg)
+print(data.fold(fold).summary())
+kinds = [k for k in pipeline.TEACHER_KINDS if k != "linguistic" or data.corpus.has_transcripts]
+if "linguistic" not in kinds:
+    print(f"no linguistic teacher: {' '.join(data.corpus.notes)}")
+
+# %% [markdown]
+# ## Training (or reusing) the teachers
+#
+# A complete run is reused; a run killed midway resumes from its last finished epoch.
+
+# %%
+runs = {kind: pipeline.train_teacher(kind, cfg, fold, data) for kind in kinds}
+
+# %% [markdown]
+# ## Learning curves
+#
+# Training loss per epoch and the validation UA that selects the checkpoint.
+
+# %%
+plots.paper_style()
+fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 2.8), squeeze=False)
+for ax, (kind, run) in zip(axes[0], runs.items()):
+    plots.learning_curves(ax, run.history(), ["train_loss"], title=f"{kind} teacher, fold {fold}")
+fig.tight_layout()
+prov = report.provenance(cfg, data.corpus.name, fold=fold)
+plots.save_figure(fig, pipeline.fold_figure_path(cfg, "teacher_learning_curves", fold), prov)
+
+# %% [markdown]
+# ## Confusion matrices on the test speakers
+#
+# Rows are the true classes, cells the share of each row. Expect the prosodic teacher to
+# separate arousal (angry and happy vs sad) better than valence (angry vs happy), as on
+# real speech.
+
+# %%
+fig, axes = plt.subplots(1, len(runs), figsize=(3.4 * len(runs), 3.0), squeeze=False)
+for ax, (kind, run) in zip(axes[0], runs.items()):
+    m = run.metrics()
+    plots.confusion_matrix(ax, m["confusion"], m["classes"], title=f"{kind}: UA {100 * m['ua']:.1f}")
+fig.tight_layout()
+plots.save_figure(fig, pipeline.fold_figure_path(cfg, "teacher_confusion", fold), prov)
+
+# %% [markdown]
+# ## Against the baselines and the ceilings
+#
+# The prosodic teacher should beat logistic regression on the eGeMAPS functionals (the
+# usual acoustic baseline, the `voice` probe of notebook 00), and the linguistic teacher the
+# TF-IDF probe of the words. On the built-in corpus the card's Bayes ceiling bounds each
+# channel.
+
+# %%
+probes = pipeline.run_probes(cfg, fold, data).metrics()["probes"]
+channel = {"prosodic": "voice", "linguistic": "text"}
+rows = []
+for kind, run in runs.items():
+    m, p = run.metrics(), probes.get(channel[kind])
+    row = {"teacher": kind, "UA": 100 * m["ua"], "WA": 100 * m["wa"], "macro-F1": 100 * m["macro_f1"],
+           "best epoch": m["best_epoch"], "train s": m["train_seconds"],
+           f"LR probe UA": None if p is None else 100 * p["ua"]}
+    if data.corpus.name == "synth":
+        from emolib.corpora import synth
+
+        ceiling = synth.bayes_ceilings(cfg.data.synth.p_lexical_cue, cfg.data.synth.p_vocal_cue)
+        row["Bayes ceiling UA"] = 100 * ceiling[channel[kind]]["UA"]
+    rows.append(row)
+display(pd.DataFrame(rows).set_index("teacher").round(2))

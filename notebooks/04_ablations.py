@@ -1,0 +1,76 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Ablations (Table 2)
+#
+# Which parts of EmoDistill matter? The paper (Table 2) removes one part at a time:
+#
+# | row | variant | what is removed |
+# |---|---|---|
+# | 1 | `full` | nothing |
+# | 2 | `no_logit_kd` | both logit-level KD terms |
+# | 3 | `no_embedding_kd` | both embedding-level KD terms |
+# | 4 | `no_prosodic_teacher` | both of the prosodic teacher's terms |
+# | 5 | `no_linguistic_teacher` | both of the linguistic teacher's terms |
+# | 6 | `no_teachers` | every KD term: plain fine-tuning |
+# | 7 | prosodic teacher alone | (the teacher's own result) |
+# | 8 | linguistic teacher alone | (the teacher's own result) |
+#
+# On IEMOCAP the linguistic teacher matters most (row 5 falls 9 UA below row 1), and each
+# KD level adds 1-2 points.
+
+# %% tags=["parameters"]
+preset = "default"  # tiny | default | paper
+overrides = {}  # dotted config overrides
+fold = 1  # the test fold of this run
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import display
+
+from emolib import pipeline, plots, report
+from emolib.config import get_config
+from emolib.losses import ABLATION_VARIANTS
+
+cfg = get_config(preset, overrides)
+data = pipeline.load_data(cfg)
+print(data.fold(fold).summary())
+
+# %% [markdown]
+# ## The six student variants and the two teachers (this fold)
+#
+# Every variant shares the architecture, the data and the training loop; only the loss
+# terms differ (`emolib/losses.py`). A term switched off is not computed at all.
+
+# %%
+results = {}
+for variant in ABLATION_VARIANTS:
+    results[variant] = pipeline.train_student(cfg.replace({"distill.variant": variant}), fold, data).metrics()
+for kind in pipeline.TEACHER_KINDS:
+    if kind == "linguistic" and not data.corpus.has_transcripts:
+        continue
+    results[f"{kind} teacher alone"] = pipeline.train_teacher(kind, cfg, fold, data).metrics()
+table = pd.DataFrame({name: {"UA": 100 * m["ua"], "WA": 100 * m["wa"], "macro-F1": 100 * m["macro_f1"],
+                             "terms": ", ".join(m.get("terms", ["(teacher)"]))} for name, m in results.items()}).T
+display(table)
+
+# %%
+plots.paper_style()
+fig, ax = plt.subplots(figsize=(6, 2.8))
+names = list(table.index)
+ax.barh(names[::-1], table["UA"].astype(float)[::-1], color="0.55", edgecolor="black", hatch="//")
+ax.set_xlabel(f"UA (%), fold {fold}")
+fig.tight_layout()
+plots.save_figure(fig, pipeline.fold_figure_path(cfg, "ablations", fold),
+                  report.provenance(cfg, data.corpus.name, fold=fold))

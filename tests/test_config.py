@@ -1,0 +1,148 @@
+"""Configs: presets, dotted overrides, the stable hash and the per-stage hashes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from emolib.config import (
+    PRESETS,
+    STAGE_SECTIONS,
+    Config,
+    config_hash,
+    from_dict,
+    get_config,
+    stage_hash,
+    valid_names,
+)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_build_and_round_trip(preset):
+    cfg = get_config(preset)
+    assert cfg.preset == preset
+    assert from_dict(cfg.to_dict()) == cfg
+    # config.json goes through JSON, where tuples become lists: still the same config and hash
+    again = from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg and again.hash() == cfg.hash()
+    assert isinstance(again.prosodic_teacher.channels, tuple)
+
+
+def test_presets_differ_where_documented():
+    tiny, default, paper = (get_config(p) for p in ("tiny", "default", "paper"))
+    assert (tiny.student.backbone, default.student.backbone, paper.student.backbone) == (
+        "tiny-random",
+        "whisper-tiny.en",
+        "facebook/hubert-base-ls960",
+    )
+    assert paper.linguistic_teacher.model == "bert-base-uncased"
+    assert (paper.student.optim.batch_size, paper.training.precision) == (128, "bf16")
+    assert default == Config()  # the default preset is the dataclass defaults
+    assert len({tiny.hash(), default.hash(), paper.hash()}) == 3
+
+
+def test_dotted_overrides_coerce_strings_from_the_command_line():
+    cfg = get_config(
+        "default",
+        {
+            "student.optim.lr": "1e-4",
+            "training.seed": "3",
+            "data.max_seconds": "8",
+            "training.deterministic": "false",
+            "student.layer_weights": "True",
+            "prosodic_teacher.channels": "(8, 16)",
+            "sweep.taus_prosodic": "[0.5, 2]",
+            "data.corpus": "iemocap:/data/IEMOCAP",
+            "linguistic_teacher.model": "1",
+        },
+    )
+    assert cfg.student.optim.lr == 1e-4 and type(cfg.student.optim.lr) is float
+    assert cfg.training.seed == 3 and type(cfg.training.seed) is int
+    assert cfg.data.max_seconds == 8.0 and type(cfg.data.max_seconds) is float
+    assert cfg.training.deterministic is False and cfg.student.layer_weights is True
+    assert cfg.prosodic_teacher.channels == (8, 16)
+    assert cfg.sweep.taus_prosodic == (0.5, 2.0) and [type(t) for t in cfg.sweep.taus_prosodic] == [float, float]
+    assert cfg.data.corpus == "iemocap:/data/IEMOCAP"
+    assert cfg.linguistic_teacher.model == "1"  # a string field keeps a string that looks like a number
+    # other sections and the preset itself are untouched
+    assert cfg.prosodic_teacher.optim.lr == 1e-3 and get_config("default").student.optim.lr == 1e-3
+    # a grid given with integers is the same grid, with the same hash
+    assert get_config("tiny", {"sweep.taus_prosodic": [0.5, 2]}).hash() == get_config("tiny").hash()
+    assert cfg.replace(**{"training.seed": 4}).training.seed == 4
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("training.seed", "2.5", "config training.seed: expected an integer, got 2.5"),
+        ("training.deterministic", "1", "config training.deterministic: expected true/false, got 1"),
+        ("data.max_seconds", "long", "config data.max_seconds: cannot read 'long' as float"),
+        ("data.corpus", 5, "config data.corpus: expected a string, got 5"),
+        ("prosodic_teacher.channels", "[8, 16.5]", "config prosodic_teacher.channels[1]: expected an integer, got 16.5"),
+    ],
+)
+def test_badly_typed_override_is_an_error(name, value, message):
+    with pytest.raises(ValueError) as err:
+        get_config("default", {name: value})
+    assert str(err.value) == message
+
+
+def test_unknown_name_lists_the_valid_ones():
+    with pytest.raises(KeyError) as err:
+        get_config("default", {"student.optim.learning_rate": 1e-4})
+    message = err.value.args[0]
+    assert message.startswith("unknown config name 'student.optim.learning_rate'. Valid names: preset, data.corpus, ")
+    assert all(name in message for name in valid_names())
+    assert "(sections: data, data.synth, distill, linguistic_teacher," in message
+    with pytest.raises(KeyError, match=r"Did you mean prosodic_teacher.optim.lr, linguistic_teacher.optim.lr, student.optim.lr\?"):
+        get_config("default", {"optim.lr": 1e-4})
+    with pytest.raises(ValueError, match=r"^unknown preset 'large'; valid presets: tiny, default, paper$"):
+        get_config("large")
+
+
+def test_hash_is_insensitive_to_key_order_and_sees_every_result_setting():
+    assert config_hash({"a": 1, "b": {"c": 2, "d": 3}}) == config_hash({"b": {"d": 3, "c": 2}, "a": 1})
+    base = get_config("default")
+    assert len(base.hash()) == 10 and base.hash() == get_config("default").hash()
+    changed = {name: base.replace({name: value}).hash() for name, value in [
+        ("student.optim.lr", 5e-4),
+        ("data.synth.seed", 1),
+        ("distill.tau_linguistic", 2.0),
+        ("sweep.taus_linguistic", (1.0,)),
+    ]}
+    assert base.hash() not in changed.values() and len(set(changed.values())) == 4
+    # settings that cannot change a result are left out
+    for name, value in [("training.num_threads", 2), ("training.num_workers", 4), ("training.progress", "log"), ("preset", "x")]:
+        assert base.replace({name: value}).hash() == base.hash(), name
+
+
+def test_hash_is_the_same_in_another_process():
+    code = "from emolib.config import get_config; print(get_config('paper', {'student.optim.lr': '1e-4'}).hash())"
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip() == get_config("paper", {"student.optim.lr": 1e-4}).hash()
+
+
+def test_stage_hashes_cover_only_their_sections():
+    base = get_config("tiny")
+    stages = list(STAGE_SECTIONS)
+    assert stages == ["data", "prosodic_teacher", "linguistic_teacher", "student"]
+
+    def changed_stages(name, value):
+        other = base.replace({name: value})
+        return [s for s in stages if stage_hash(other, s) != stage_hash(base, s)]
+
+    assert changed_stages("student.optim.lr", 1e-2) == ["student"]
+    assert changed_stages("distill.tau_prosodic", 2.0) == ["student"]
+    assert changed_stages("prosodic_teacher.dropout", 0.1) == ["prosodic_teacher", "student"]
+    assert changed_stages("linguistic_teacher.max_tokens", 32) == ["linguistic_teacher", "student"]
+    assert changed_stages("data.max_seconds", 4.0) == stages
+    assert changed_stages("training.seed", 1) == ["prosodic_teacher", "linguistic_teacher", "student"]
+    assert changed_stages("training.num_threads", 2) == []
+    assert changed_stages("sweep.taus_linguistic", (1.0,)) == []  # the grid names runs, it does not change one
+    assert base.hash("student") == stage_hash(base, "student")
+    with pytest.raises(KeyError, match="unknown stage 'teacher'; stages: data, prosodic_teacher"):
+        stage_hash(base, "teacher")

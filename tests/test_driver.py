@@ -1,0 +1,203 @@
+"""The papermill run driver on the small notebooks in ``tests/fixtures/notebooks``.
+
+``EMOLIB_ROOT`` points the driver at the fixture notebooks and ``EMOLIB_RUNS`` at a
+temporary folder; the kernels inherit both. Each executed notebook costs about a
+second, so every test executes as few as it can.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from emolib import __main__ as cli
+from emolib import driver
+from emolib.config import Config, get_config
+
+FIXTURES = Path(__file__).parent / "fixtures"
+NOTEBOOKS = FIXTURES / "notebooks"
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMOLIB_ROOT", str(FIXTURES))
+    for var, sub in [("EMOLIB_RUNS", "runs"), ("EMOLIB_DATA", "data"), ("EMOLIB_CACHE", "cache"), ("EMOLIB_FIGURES", "figures")]:
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    for var in driver.THREAD_VARIABLES:
+        monkeypatch.delenv(var, raising=False)
+    # No corpus here: folds are passed explicitly unless a test injects a hook.
+    monkeypatch.setattr(driver, "default_prepare", lambda: None)
+    return tmp_path / "runs"
+
+
+def _out_dir(runs: Path, preset: str, overrides: dict | None = None) -> Path:
+    return runs / "notebooks" / f"{preset}-{get_config(preset, overrides).hash()}"
+
+
+def _probe(runs: Path, name: str) -> dict:
+    return json.loads((runs / "probe" / f"{name}.json").read_text())
+
+
+def test_parameters_are_injected_and_a_second_run_skips(runs, capsys):
+    out = _out_dir(runs, "tiny", {"training.seed": 3}) / "00_data"
+    out.mkdir(parents=True)
+    (out / ".fold2.ipynb.killed.ipynb").write_text("{")  # left behind by a SIGKILLed execution
+
+    driver.run("tiny", folds=[2], notebooks=["00_data"], overrides={"training.seed": "3"}, extra={"message": "hi"})
+    first = capsys.readouterr().out
+    assert re.search(r"^\[1/1\] 00_data fold 2 \.\.\. done in \d+\.\d s$", first, re.M), first
+
+    nb = nbformat.read(out / "fold2.ipynb", as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert [c.source for c in injected] == [
+        '# Parameters\npreset = "tiny"\noverrides = {"training.seed": 3}\nfold = 2\nmessage = "hi"\n'
+    ]
+    printed = [o["text"] for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.get("name") == "stdout"]
+    assert printed == ["fold=2 preset=tiny seed=3 message=hi\n"]
+    assert "jupytext" not in nb.metadata  # the executed copy can never pair back onto the source
+    assert _probe(runs, "fold2") == {"fold": 2, "message": "hi", "seed": 3, "threads": None}
+
+    sidecar = json.loads((out / "fold2.json").read_text())
+    assert sidecar["source_sha1"] == hashlib.sha1((NOTEBOOKS / "00_data.py").read_bytes()).hexdigest()
+    assert sidecar["parameters"] == {"preset": "tiny", "overrides": {"training.seed": 3}, "fold": 2, "message": "hi"}
+    assert sorted(p.name for p in out.iterdir()) == ["fold2.ipynb", "fold2.json"]  # the stale temporary is gone
+
+    # The same request again: nothing executes. "3" and 3 are the same override.
+    mtime = (out / "fold2.ipynb").stat().st_mtime_ns
+    summary = driver.run("tiny", folds=[2], notebooks=["00_data"], overrides={"training.seed": 3}, extra={"message": "hi"})
+    second = capsys.readouterr().out
+    assert "[1/1] 00_data fold 2 ... skip (complete)\n" in second
+    assert (out / "fold2.ipynb").stat().st_mtime_ns == mtime
+    assert [o.status for o in summary.outcomes] == ["skipped"]
+    assert summary.timing["stages"] == {"00_data": {"seconds": 0.0, "executed": 0, "skipped": 1}}
+    assert "time per stage" in second and re.search(r"^  00_data +0\.0 s   0 executed, 1 skipped$", second, re.M)
+    assert json.loads((out.parent / "timing.json").read_text())["stages"] == summary.timing["stages"]
+
+    # A changed parameter is a different request: it executes again.
+    driver.run("tiny", folds=[2], notebooks=["00_data"], overrides={"training.seed": 3}, extra={"message": "bye"})
+    assert "00_data fold 2 ... done in" in capsys.readouterr().out
+    assert _probe(runs, "fold2")["message"] == "bye"
+
+
+def test_unknown_parameter_is_rejected_before_execution(runs, capsys):
+    with pytest.raises(driver.DriverError) as err:
+        driver.run("tiny", folds=[1], notebooks=["00_data", "05_report"], extra={"mesage": "hi"})
+    assert str(err.value) == (
+        "unknown parameter 'mesage' (-p): no selected notebook declares it. "
+        "Valid names: 00_data: fold, message, overrides, preset, wait_for_folds; 05_report: folds, overrides, preset"
+    )
+    code = cli.main(["run", "--preset", "tiny", "--folds", "1", "--notebooks", "00_data", "-p", "fold=3"])
+    assert code == 2
+    assert "error: -p fold=...: use --preset, --set and --folds" in capsys.readouterr().err
+    assert not runs.exists()  # nothing was executed
+
+
+def test_unknown_or_malformed_override_is_rejected(runs):
+    with pytest.raises(driver.DriverError) as err:
+        driver.run("tiny", folds=[1], notebooks=["00_data"], overrides={"student.optim.lrr": "1e-4"})
+    message = str(err.value)
+    assert message.startswith("--set: unknown config name 'student.optim.lrr'. Valid names: preset, data.corpus, ")
+    assert ", student.optim.lr, " in message
+    with pytest.raises(driver.DriverError, match=r"^config student.optim.lr: cannot read 'fast' as float$"):
+        driver.run("tiny", folds=[1], notebooks=["00_data"], overrides={"student.optim.lr": "fast"})
+    with pytest.raises(driver.DriverError, match=r"^unknown preset 'huge'; valid presets: tiny, default, paper$"):
+        driver.run("huge", folds=[1], notebooks=["00_data"])
+    assert not runs.exists()
+
+
+def test_missing_notebooks_and_folds_are_errors(runs):
+    with pytest.raises(driver.DriverError) as err:
+        driver.run("tiny", folds=[1], notebooks=["00_data", "01_teachers"])
+    assert str(err.value) == f"no notebook 01_teachers in {NOTEBOOKS}; available: 00_data, 05_report, fails"
+    with pytest.raises(driver.DriverError, match="emolib.pipeline.prepare does not exist yet.*pass --folds"):
+        driver.run("tiny", notebooks=["00_data"])
+    with pytest.raises(driver.DriverError, match=r"^no fold \[3\] in this corpus; folds: \[1, 2\]$"):
+        driver.run("tiny", folds=[3], notebooks=["00_data"], prepare=lambda cfg: [1, 2])
+    with pytest.raises(driver.DriverError, match="--jobs must be at least 1"):
+        driver.run("tiny", folds=[1], jobs=0)
+    assert not (runs / "notebooks").exists()
+
+
+def test_a_failing_cell_is_reported_with_its_notebook(runs, capsys):
+    code = cli.main(["run", "--preset", "tiny", "--folds", "2", "--notebooks", "fails"])
+    captured = capsys.readouterr()
+    assert code == 1
+    out = _out_dir(runs, "tiny") / "fails"
+    failed = out / "fold2.failed.ipynb"
+    assert re.search(r"^\[1/1\] fails fold 2 \.\.\. FAILED after \d+\.\d s$", captured.out, re.M), captured.out
+    assert "error: fails fold 2 failed in cell In [4]: if fold == 2:\n" in captured.err
+    assert "  RuntimeError: fold 2 is broken on purpose\n" in captured.err
+    assert f"  executed notebook (partial): {failed}" in captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["fold2.failed.ipynb"]  # no output, no sidecar, no temporary
+
+    nb = nbformat.read(failed, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert [o.get("text") for o in outputs if o.output_type == "stream"] == ["before the failing cell\n"]
+    assert [(o.ename, o.evalue) for o in outputs if o.output_type == "error"] == [
+        ("RuntimeError", "fold 2 is broken on purpose")
+    ]
+
+
+def test_jobs_two_runs_folds_in_parallel_then_the_report(runs, capsys):
+    calls: list[Config] = []
+
+    def prepare(cfg: Config) -> list[int]:
+        calls.append(cfg)
+        return [1, 2]
+
+    # Each fold's kernel waits until the other fold's kernel has started: this finishes
+    # only if the two folds really run at the same time.
+    summary = driver.run("tiny", jobs=2, prepare=prepare, extra={"wait_for_folds": [1, 2]})
+    out = capsys.readouterr().out
+    assert [c.preset for c in calls] == ["tiny"]
+    lines = [line for line in out.splitlines() if line.startswith("[")]
+    folds = [re.fullmatch(r"\[[12]/3\] 00_data fold ([12]) \.\.\. done in \d+\.\d s", line) for line in lines[:2]]
+    assert sorted(m.group(1) for m in folds) == ["1", "2"], lines  # in the order they finished
+    assert re.fullmatch(r"\[3/3\] 05_report \.\.\. done in \d+\.\d s", lines[2])
+
+    threads = str(max(1, driver.available_cores() // 2))
+    assert [_probe(runs, f"fold{k}")["threads"] for k in (1, 2)] == [threads, threads]
+    # the report ran after both folds, and was told which folds the run covered
+    assert _probe(runs, "report") == {"folds": [1, 2], "probes": ["fold1", "fold2"]}
+
+    sidecars = [json.loads((summary.run_dir / "00_data" / f"fold{k}.json").read_text()) for k in (1, 2)]
+    start, end = ([datetime.fromisoformat(s[key]) for s in sidecars] for key in ("started", "finished"))
+    assert start[0] < end[1] and start[1] < end[0]  # the two executions overlapped
+
+    assert {k: v["executed"] for k, v in summary.timing["stages"].items()} == {"prepare": 1, "00_data": 2, "05_report": 1}
+    assert re.search(r"^  total \(wall\) +\d+\.\d s   jobs 2$", out, re.M)
+
+    # Complete folds are reused, and so is the report when no fold re-ran.
+    driver.run("tiny", jobs=2, prepare=prepare, extra={"wait_for_folds": [1, 2]})
+    again = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert sorted(again) == [
+        "[1/3] 00_data fold 1 ... skip (complete)",
+        "[2/3] 00_data fold 2 ... skip (complete)",
+        "[3/3] 05_report ... skip (complete)",
+    ]
+
+
+def test_figures_always_re_executes_the_report(runs, capsys):
+    driver.run("tiny", notebooks=["05_report"])
+    assert "[1/1] 05_report ... done in" in capsys.readouterr().out
+    assert _probe(runs, "report") == {"folds": None, "probes": []}  # no folds given: the notebook's default
+    assert cli.main(["figures", "--preset", "tiny"]) == 0
+    assert "[1/1] 05_report ... done in" in capsys.readouterr().out
+    assert cli.main(["figures", "--preset", "tiny", "--folds", "2", "1"]) == 0
+    assert _probe(runs, "report") == {"folds": [1, 2], "probes": []}
+
+
+def test_command_line_help():
+    result = subprocess.run([sys.executable, "-m", "emolib", "--help"], capture_output=True, text=True, check=True)
+    assert re.search(r"^    run +execute the notebooks", result.stdout, re.M)
+    assert re.search(r"^    figures +rebuild tables and figures from result files", result.stdout, re.M)
+    run_help = subprocess.run([sys.executable, "-m", "emolib", "run", "--help"], capture_output=True, text=True, check=True)
+    for option in ("--preset {tiny,default,paper}", "--folds", "--notebooks", "--jobs", "--set NAME=VALUE", "-p NAME=VALUE", "--force"):
+        assert option in run_help.stdout

@@ -1,0 +1,80 @@
+"""The environment: pyproject.toml and environment.yml agree, the torch pin holds, and
+torchaudio / torchvision are absent (installed, they break ``from transformers import
+HubertModel`` against this CPU torch; see the README)."""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parents[1]
+FORBIDDEN = ("torchaudio", "torchvision")
+
+
+def _pyproject() -> dict:
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)
+
+
+def _requirements() -> dict[str, Requirement]:
+    project = _pyproject()["project"]
+    reqs = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    return {Requirement(r).name.lower(): Requirement(r) for r in reqs}
+
+
+def _conda() -> tuple[list[str], list[str]]:
+    """(conda packages, pip lines) of environment.yml."""
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    pip = [line for d in env["dependencies"] if isinstance(d, dict) for line in d["pip"]]
+    return conda, pip
+
+
+def _torch_pin() -> Version:
+    spec = str(_requirements()["torch"].specifier)
+    assert re.fullmatch(r"==\d+\.\d+\.\d+", spec), f"torch must be pinned exactly in pyproject.toml, found {spec!r}"
+    return Version(spec[2:])
+
+
+def test_environment_yml_defers_to_pyproject():
+    conda, pip = _conda()
+    python = next(d for d in conda if d.startswith("python="))
+    assert SpecifierSet(_pyproject()["project"]["requires-python"]).contains(python.split("=", 1)[1])
+    # conda provides only Python and pip; every other package comes from pip
+    assert sorted(re.split(r"[=<>]", d)[0] for d in conda) == ["pip", "python"]
+    assert "-e ." in pip
+    pyproject = _requirements()
+    named = [Requirement(line) for line in pip if not line.startswith("-")]
+    assert [r.name for r in named] == ["torch"]
+    for req in named:  # the same name, the same specifier
+        assert req.name.lower() in pyproject, f"environment.yml names {req.name}, pyproject.toml does not"
+        assert req.specifier == pyproject[req.name.lower()].specifier, req.name
+
+
+def test_torch_is_pinned_and_installed_at_the_pin():
+    installed = Version(importlib.metadata.version("torch"))
+    assert installed.public == str(_torch_pin())  # 2.13.0+cpu is the CPU build of the 2.13.0 pin
+
+
+def test_installed_versions_satisfy_pyproject():
+    for name, req in _requirements().items():
+        version = importlib.metadata.version(name)
+        assert req.specifier.contains(Version(version).public, prereleases=True), f"{name} {version} is not {req.specifier}"
+
+
+@pytest.mark.parametrize("name", FORBIDDEN)
+def test_torchaudio_and_torchvision_are_absent(name):
+    assert importlib.util.find_spec(name) is None, (
+        f"{name} is importable: it breaks `from transformers import HubertModel` with this torch; "
+        f"`pip uninstall {name}`"
+    )
+    assert name not in _requirements()
+    assert not any(name in line for line in _conda()[1])

@@ -1,0 +1,110 @@
+"""Result files: atomic writes, complete runs reused, partial runs detected and resumed."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emolib.config import from_dict, get_config
+from emolib.runs import Run, atomic_path, atomic_write_json, atomic_write_text, read_json
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMOLIB_RUNS", str(tmp_path / "runs"))
+    return tmp_path / "runs"
+
+
+def test_atomic_writes_leave_only_the_target(tmp_path):
+    target = tmp_path / "deep" / "metrics.json"
+    atomic_write_json(target, {"ua": np.float32(0.5), "counts": np.arange(3), "path": Path("/x"), "ids": {"b", "a"}})
+    assert read_json(target) == {"ua": 0.5, "counts": [0, 1, 2], "path": "/x", "ids": ["a", "b"]}
+    assert target.read_text().endswith("\n")
+    atomic_write_text(target, "second")
+    assert target.read_text() == "second"
+    assert [p.name for p in target.parent.iterdir()] == ["metrics.json"]
+
+
+def test_a_writer_that_fails_midway_leaves_the_old_file(tmp_path):
+    target = tmp_path / "predictions.csv"
+    target.write_text("old\n")
+    with pytest.raises(RuntimeError, match="disk full"):
+        with atomic_path(target) as tmp:
+            assert tmp.parent == target.parent and tmp.suffix == ".csv" and tmp != target
+            tmp.write_text("half a ta")
+            raise RuntimeError("disk full")
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["predictions.csv"]
+
+    fresh = tmp_path / "new.json"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(fresh) as tmp:
+            tmp.write_text("{")
+            raise KeyboardInterrupt
+    assert not fresh.exists() and [p.name for p in tmp_path.iterdir()] == ["predictions.csv"]
+
+
+def test_a_complete_run_is_detected_and_reused(runs):
+    cfg = get_config("tiny")
+    run = Run("prosodic_teacher", cfg, fold=2, label="resnet")
+    assert run.dir == runs / "prosodic_teacher" / f"resnet-{cfg.hash('prosodic_teacher')}" / "fold2"
+    assert repr(run).endswith(", new)")
+    run.start()
+    assert run.is_partial() and not run.is_complete()
+    predictions = pd.DataFrame({"id": ["a", "b"], "label": ["sad", "angry"], "pred": ["sad", "sad"]})
+    run.finish({"unweighted_accuracy": 0.5}, predictions)
+
+    again = Run("prosodic_teacher", cfg.replace({"training.num_threads": 2}), fold=2, label="resnet")
+    assert again.dir == run.dir and again.is_complete() and not again.is_partial()
+    assert again.metrics() == {"unweighted_accuracy": 0.5}
+    pd.testing.assert_frame_equal(again.predictions(), predictions)
+    assert from_dict(from_saved(again)) == cfg  # the config that produced the result
+    assert sorted(p.name for p in run.dir.iterdir()) == ["config.json", "metrics.json", "predictions.csv"]
+    # a student setting is not a teacher setting: same teacher folder; a teacher setting is not
+    assert Run("prosodic_teacher", cfg.replace({"student.dropout": 0.5}), 2, label="resnet").dir == run.dir
+    assert Run("prosodic_teacher", cfg.replace({"prosodic_teacher.dropout": 0.5}), 2, label="resnet").dir != run.dir
+
+
+def from_saved(run: Run) -> dict:
+    return json.loads((run.dir / "config.json").read_text())
+
+
+def test_a_partial_run_resumes_for_the_same_config_only(runs):
+    cfg = get_config("tiny")
+    run = Run("student", cfg, fold=1, label="full").start()
+    (run.dir / "resume.pt").write_bytes(b"epoch 3")
+    assert run.is_partial() and repr(run).endswith(", partial)")
+
+    # Killed and started again: the same config (or one differing only in settings that
+    # cannot change the result) continues from resume.pt.
+    Run("student", cfg, fold=1, label="full").start()
+    assert (run.dir / "resume.pt").read_bytes() == b"epoch 3"
+    Run("student", cfg.replace({"training.num_threads": 2}), fold=1, label="full").start()
+    assert (run.dir / "resume.pt").read_bytes() == b"epoch 3"
+    assert from_saved(run)["training"]["num_threads"] == 2  # config.json now says what ran
+
+    # A folder whose config.json records another configuration (written by an older
+    # hashing, or by hand) is not resumed: its state is wiped.
+    atomic_write_json(run.dir / "config.json", cfg.replace({"student.dropout": 0.5}).to_dict())
+    Run("student", cfg, fold=1, label="full").start()
+    assert sorted(p.name for p in run.dir.iterdir()) == ["config.json"]
+    assert from_saved(run) == json.loads(json.dumps(cfg.to_dict()))
+
+    # finishing removes the resume state
+    (run.dir / "resume.pt").write_bytes(b"epoch 9")
+    run.finish({"unweighted_accuracy": 0.25})
+    assert sorted(p.name for p in run.dir.iterdir()) == ["config.json", "metrics.json"]
+
+
+def test_extra_keys_name_distinct_runs(runs):
+    cfg = get_config("tiny")
+    a = Run("student", cfg, 1, label="sweep", extra={"tau": 0.5})
+    b = Run("student", cfg, 1, label="sweep", extra={"tau": 2.0})
+    assert a.dir != b.dir and a.dir == Run("student", cfg, 1, label="sweep", extra={"tau": 0.5}).dir
+    a.start()
+    (a.dir / "resume.pt").write_bytes(b"x")
+    Run("student", cfg, 1, label="sweep", extra={"tau": 0.5}).start()
+    assert (a.dir / "resume.pt").is_file()
