@@ -5,6 +5,8 @@ command         does
 ==============  ==================================================================
 ``run``         execute the notebooks per fold through papermill (``make report``)
 ``figures``     re-execute only ``05_report``: tables and figures from result files
+``teacher``     train (or reuse) one teacher on every fold of any corpus; mean UA, WA
+``student``     distil one student variant on every fold of any corpus; mean UA, WA
 ==============  ==================================================================
 
 Each command is one ``add_<command>_parser`` function that registers its arguments
@@ -19,6 +21,11 @@ import sys
 from typing import Any, Callable
 
 from .config import PRESETS
+from .folds import PROTOCOLS
+
+#: ``pipeline.TEACHER_KINDS``, repeated because the pipeline imports torch, which ``--help``
+#: must not wait for; a test keeps the two equal.
+TEACHER_KINDS = ("prosodic", "linguistic")
 
 
 def _name_value(text: str) -> tuple[str, str]:
@@ -36,7 +43,7 @@ def _literal(value: str) -> Any:
         return value
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
+def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="default", choices=PRESETS, help="config preset (default: default)")
     p.add_argument(
         "--set",
@@ -47,6 +54,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         default=[],
         help="dotted config override, e.g. --set student.optim.lr=1e-4 (repeatable)",
     )
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    _add_config(p)
     p.add_argument(
         "-p",
         dest="extra",
@@ -124,6 +135,88 @@ def cmd_figures(args: argparse.Namespace) -> int:
     )
 
 
+# -- teacher and student ---------------------------------------------------------------
+
+
+def _add_corpus(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--corpus", required=True, metavar="SPEC",
+                   help="synth, iemocap:PATH, ravdess:PATH, cremad:PATH, emodb:PATH, or a .csv/.jsonl manifest")
+    p.add_argument("--protocol", required=True, choices=PROTOCOLS,
+                   help="leave-one-session-out or leave-one-speaker-out folds")
+    p.add_argument("--folds", type=int, nargs="+", metavar="K", help="folds to train (default: every fold)")
+    p.add_argument("--n-folds", type=int, metavar="K",
+                   help="deal the held-out sessions/speakers into K folds (default: one fold per group)")
+    p.add_argument("--validation-speakers", type=int, metavar="N",
+                   help="training speakers held out for model selection (default: the preset's)")
+    _add_config(p)
+
+
+def _config(args: argparse.Namespace, named: dict[str, Any] | None = None):
+    """The preset, ``--set`` overrides and the options that name a config field (None: not given)."""
+    from . import commands
+
+    named = {"data.corpus": args.corpus, "data.protocol": args.protocol, "data.n_folds": args.n_folds,
+             "data.validation_speakers": args.validation_speakers, **(named or {})}
+    return commands.command_config(args.preset, dict(args.overrides), named)
+
+
+def add_teacher_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "teacher",
+        help="train one teacher on every fold of a corpus",
+        description="Train (or reuse) the prosodic or linguistic teacher on every fold of a corpus; print test "
+        "UA, WA and macro-F1 per fold and the mean over folds. Complete folds are reused, a killed one resumes.",
+    )
+    p.add_argument("--kind", required=True, choices=TEACHER_KINDS, help="which teacher")
+    _add_corpus(p)
+    p.set_defaults(func=cmd_teacher)
+
+
+def cmd_teacher(args: argparse.Namespace) -> int:
+    from . import commands
+
+    return _train(lambda: commands.teacher(args.kind, _config(args), args.folds))
+
+
+def add_student_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "student",
+        help="distil one student variant on every fold of a corpus",
+        description="Train (or reuse) the teachers a student variant needs, then the student, on every fold of a "
+        "corpus; print test UA, WA and macro-F1 per fold and the mean over folds. Without transcripts the "
+        "linguistic teacher's terms are switched off (the first line says so).",
+    )
+    p.add_argument("--variant", metavar="NAME",
+                   help="a row of the paper's Table 2: full, no_logit_kd, ... (default: the preset's)")
+    p.add_argument("--tau-linguistic", type=float, metavar="X", help="linguistic logit-KD temperature")
+    p.add_argument("--tau-prosodic", type=float, metavar="Y", help="prosodic logit-KD temperature")
+    _add_corpus(p)
+    p.set_defaults(func=cmd_student)
+
+
+def cmd_student(args: argparse.Namespace) -> int:
+    from . import commands
+
+    named = {"distill.variant": args.variant, "distill.tau_linguistic": args.tau_linguistic,
+             "distill.tau_prosodic": args.tau_prosodic}
+    return _train(lambda: commands.student(_config(args, named), args.folds))
+
+
+def _train(call: Callable[[], Any]) -> int:
+    """Run a training command; a request that cannot run becomes one ``error:`` line."""
+    from .commands import RequestError
+
+    try:
+        call()
+    except RequestError as e:  # nothing was trained
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: complete folds are kept, and the next run resumes the killed one", file=sys.stderr)
+        return 130
+    return 0
+
+
 # -- entry point ---------------------------------------------------------------------
 
 
@@ -135,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_run_parser(sub)
     add_figures_parser(sub)
+    add_teacher_parser(sub)
+    add_student_parser(sub)
     return parser
 
 

@@ -3,7 +3,12 @@
 * ``text``:  TF-IDF of word uni- and bigrams + logistic regression on the transcripts.
 * ``voice``: the 88 eGeMAPSv02 functionals, z-normalised on the training speakers,
   + logistic regression (the usual acoustic SER baseline, Eyben et al. 2016).
-* ``both``:  the two feature sets side by side.
+* ``both``:  stacking (Wolpert 1992): a logistic regression on the two probes'
+  log-probabilities, where the training speakers' probabilities are out-of-fold
+  (cross-validated by speaker), so the combiner learns how far to trust each channel.
+  Concatenating the raw feature sets into one regression lets the 88 dense acoustic
+  features swamp the sparse TF-IDF ones, and the product rule trusts an over-confident
+  weak channel too much: both scored below the words alone.
 
 Fixed, standard settings (scikit-learn's L2 logistic regression with C = 1, class
 weights balanced for UA): nothing is selected, so the validation speakers simply
@@ -46,7 +51,6 @@ def run_probes(corpus: Corpus, fold: Fold, functionals: dict[str, np.ndarray] | 
     ``functionals`` maps utterance id to its 88 eGeMAPS functionals (computed here when
     omitted). Probes a corpus cannot support (text without transcripts, voice without
     audio) are left out."""
-    from scipy.sparse import csr_matrix, hstack
     from sklearn.linear_model import LogisticRegression
 
     train_ids = list(fold.train_ids) + list(fold.val_ids)
@@ -57,17 +61,40 @@ def run_probes(corpus: Corpus, fold: Fold, functionals: dict[str, np.ndarray] | 
         functionals = prosody.features([(u.id, u.path) for u in corpus], "functionals").arrays
     ytr, yte = np.array(corpus.labels(train_ids)), np.array(corpus.labels(test_ids))
     metrics, frame = {}, pd.DataFrame({"id": test_ids, "label": [corpus.classes[y] for y in yte]})
-    for probe in probes:
-        if probe == "text":
-            xtr, xte = _text_features(corpus, train_ids, test_ids)
-        elif probe == "voice":
-            xtr, xte = _voice_features(functionals, train_ids, test_ids)
+    n_classes = len(corpus.classes)
+    table = corpus.by_id()
+    speakers = np.array([table[i].speaker for i in train_ids])
+
+    def fit_predict(channel, fit_ids, pred_ids):
+        y = np.array(corpus.labels(fit_ids))
+        if channel == "text":
+            xa, xb = _text_features(corpus, fit_ids, pred_ids)
         else:
-            ttr, tte = _text_features(corpus, train_ids, test_ids)
-            vtr, vte = _voice_features(functionals, train_ids, test_ids)
-            xtr, xte = hstack([ttr, csr_matrix(vtr)]).tocsr(), hstack([tte, csr_matrix(vte)]).tocsr()
-        clf = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced", random_state=seed)
-        pred = clf.fit(xtr, ytr).predict(xte)
+            xa, xb = _voice_features(functionals, fit_ids, pred_ids)
+        clf = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced", random_state=seed).fit(xa, y)
+        out = np.full((len(pred_ids), n_classes), np.log(1e-6))
+        out[:, clf.classes_] = np.maximum(clf.predict_log_proba(xb), np.log(1e-6))
+        return out
+
+    def out_of_fold(channel):
+        """Training speakers' log-probabilities, each from a model that did not see its speaker."""
+        from sklearn.model_selection import GroupKFold
+
+        out = np.zeros((len(train_ids), n_classes))
+        k = min(5, len(set(speakers)))
+        for a, b in GroupKFold(n_splits=k).split(train_ids, groups=speakers):
+            out[b] = fit_predict(channel, [train_ids[i] for i in a], [train_ids[i] for i in b])
+        return out
+
+    log_probs = {}
+    for probe in probes:
+        if probe == "both":
+            stacked_train = np.hstack([out_of_fold("text"), out_of_fold("voice")])
+            combiner = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced", random_state=seed)
+            pred = combiner.fit(stacked_train, ytr).predict(np.hstack([log_probs["text"], log_probs["voice"]]))
+        else:
+            log_probs[probe] = fit_predict(probe, train_ids, test_ids)
+            pred = log_probs[probe].argmax(1)
         metrics[probe] = classification_metrics(yte, pred, corpus.classes)
         frame[f"pred_{probe}"] = [corpus.classes[p] for p in pred]
     return metrics, frame

@@ -79,5 +79,5 @@ def format_mean_line(summary: dict) -> str:
     return (
         f"mean UA {100 * summary['ua_mean']:.2f} WA {100 * summary['wa_mean']:.2f} "
         f"(pooled UA {100 * summary['ua_pooled']:.2f} WA {100 * summary['wa_pooled']:.2f}; "
-        f"{summary['folds']} folds)"
+        f"{summary['folds']} fold{'s' if summary['folds'] != 1 else ''})"
     )

@@ -81,9 +81,9 @@ def prepare(cfg: Config, progress: bool = True) -> list[int]:
     if data.corpus.has_audio:
         for level in ("lld", "functionals"):
             prosody.features(audio_items(data.corpus), level, cfg.data.max_seconds, progress=progress)
-        if cfg.student.freeze == "all" or cfg.student.freeze.startswith("top:"):
-            from . import student
+        from . import student
 
+        if student.uses_cached_inputs(cfg):
             student.cached_inputs(cfg, data.corpus, progress=progress)
     return [f.index for f in data.folds]
 
@@ -267,12 +267,17 @@ def effective_variant(cfg: Config, corpus: Corpus):
     return variant, None
 
 
-def canonical_student_config(cfg: Config) -> Config:
+def canonical_student_config(cfg: Config, has_transcripts: bool = True) -> Config:
     """Temperatures a variant does not use are set to 0, so that e.g. ``no_teachers`` is
-    one run whatever the temperatures (no duplicated training in the sweep)."""
+    one run whatever the temperatures (no duplicated training in the sweep). On a corpus
+    without transcripts the linguistic teacher's terms count as unused too."""
+    import dataclasses
+
     from .losses import get_variant
 
     variant = get_variant(cfg.distill.variant)
+    if not has_transcripts:
+        variant = dataclasses.replace(variant, logit_linguistic=False, embedding_linguistic=False)
     changes = {}
     if not variant.logit_linguistic:
         changes["distill.tau_linguistic"] = 0.0
@@ -281,8 +286,8 @@ def canonical_student_config(cfg: Config) -> Config:
     return cfg.replace(changes) if changes else cfg
 
 
-def student_run(cfg: Config, fold: int) -> Run:
-    cfg = canonical_student_config(cfg)
+def student_run(cfg: Config, fold: int, has_transcripts: bool = True) -> Run:
+    cfg = canonical_student_config(cfg, has_transcripts)
     d = cfg.distill
     return Run("student", cfg, fold, label=f"{d.variant}-tl{d.tau_linguistic:g}-tp{d.tau_prosodic:g}")
 
@@ -309,11 +314,11 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
     from .train import fit, predict, setup
 
     data = data or load_data(cfg)
-    cfg = canonical_student_config(cfg)
+    cfg = canonical_student_config(cfg, data.corpus.has_transcripts)
     variant, note = effective_variant(cfg, data.corpus)
     if note and verbose:
         print(note, flush=True)
-    run = student_run(cfg, fold)
+    run = student_run(cfg, fold, data.corpus.has_transcripts)
     if run.is_complete():
         if verbose:
             print(f"student {cfg.distill.variant} fold {fold}: reusing {run.dir}", flush=True)
@@ -337,7 +342,7 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
     s = cfg.student
     labels = dict(zip(data.corpus.ids, data.corpus.labels()))
     paths_by_id = {u.id: u.path for u in data.corpus}
-    if s.freeze == "all":
+    if s.freeze == "all":  # see student.uses_cached_inputs
         mode, inputs, backbone, index = "pooled", st.cached_inputs(cfg, data.corpus, progress=verbose), None, None
         first = next(iter(inputs["pooled"].values()))
         num_states, hidden = first.shape

@@ -126,7 +126,8 @@ def teacher_summary(kind: str, cfg: Config, folds: Sequence[int], classes) -> Su
 
 
 def student_summary(cfg: Config, folds: Sequence[int], classes, variant: str | None = None,
-                    tau_linguistic: float | None = None, tau_prosodic: float | None = None) -> Summary:
+                    tau_linguistic: float | None = None, tau_prosodic: float | None = None,
+                    has_transcripts: bool = True) -> Summary:
     from .pipeline import student_run
 
     changes: dict[str, Any] = {}
@@ -137,7 +138,7 @@ def student_summary(cfg: Config, folds: Sequence[int], classes, variant: str | N
     if tau_prosodic is not None:
         changes["distill.tau_prosodic"] = tau_prosodic
     c = cfg.replace(changes) if changes else cfg
-    return _summarise(f"student {c.distill.variant}", [student_run(c, k) for k in folds], classes)
+    return _summarise(f"student {c.distill.variant}", [student_run(c, k, has_transcripts) for k in folds], classes)
 
 
 def probe_summary(cfg: Config, folds: Sequence[int]) -> pd.DataFrame:
@@ -262,7 +263,7 @@ def markdown_table(frame: pd.DataFrame, caption: str, notes: Sequence[str] = ())
     def cell(v):
         if v is None or (isinstance(v, float) and np.isnan(v)):
             return "-"
-        return f"{v:.2f}" if isinstance(v, float) else str(v)
+        return f"{v:.2f}" if isinstance(v, float) else str(v).replace("|", r"\|")  # a bare | would split the cell
 
     cols = list(frame.columns)
     lines = [f"**{caption}**", "", "| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]

@@ -87,6 +87,11 @@ class EmoDistillStudent(nn.Module):
 # -- inputs -------------------------------------------------------------------------------------
 
 
+def uses_cached_inputs(cfg: Config) -> bool:
+    """Whether the student reads the backbone's frozen work from the feature cache."""
+    return cfg.student.freeze == "all" or cfg.student.freeze.startswith("top:")
+
+
 def cached_inputs(cfg: Config, corpus, progress: bool = True) -> dict:
     """The frozen part of the backbone's work for every utterance, from the feature cache.
 

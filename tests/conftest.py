@@ -37,3 +37,15 @@ def make_wav(tmp_path):
         return path
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread(monkeypatch):
+    """Tests train tiny models: one thread is several times faster than two on shared
+    cores (threads would mostly wait for each other). ``train.setup`` reads EMOLIB_THREADS."""
+    import torch
+
+    monkeypatch.setenv("EMOLIB_THREADS", "1")
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)

@@ -1,0 +1,190 @@
+"""The ``teacher`` and ``student`` commands on manifests of the toy corpus (tests/toy.py),
+run in-process through ``main(argv)`` on the tiny preset: a line per fold that matches the
+run's result files, the closing mean line, reuse without training, the right teacher for
+the right manifest, the note on a corpus without transcripts, and one-line errors."""
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from emolib import __main__ as cli
+from emolib import pipeline, train
+
+from toy import toy_corpus
+
+FOLD_LINE = re.compile(r"^fold (\d+): UA (\d+\.\d\d) WA (\d+\.\d\d) macro-F1 (\d+\.\d\d) "
+                       r"\((best epoch \d+ of \d+, \d+\.\d s|reused)\)$")
+MEAN_LINE = re.compile(r"^mean UA (\d+\.\d\d) WA (\d+\.\d\d) \(pooled UA \d+\.\d\d WA \d+\.\d\d; (\d+) folds?\)$")
+# One torch thread: on 2 shared cores a second thread makes these tiny models ~30x slower.
+FAST = ["--preset", "tiny", "--set", "training.num_threads=1"]
+NO_TRANSCRIPTS = "corpus '{}' has no usable transcripts: the linguistic teacher's terms are switched off"
+
+
+def write_manifest(path: Path, utterances, columns: list[str]) -> Path:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for u in utterances:
+            values = {"id": u.id, "path": u.path, "label": u.label, "speaker": u.speaker, "session": u.session,
+                      "text": u.text}
+            writer.writerow([values[c] for c in columns])
+    return path
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """Audio of 6 speakers in 3 sessions (48 utterances) and three manifests of it."""
+    root = tmp_path_factory.mktemp("toy")
+    utts = toy_corpus(root / "audio", per_class=2).utterances
+    return {
+        "both": write_manifest(root / "toy.csv", utts, ["path", "label", "speaker", "session", "text"]),
+        "text": write_manifest(root / "toy-text.csv", utts, ["id", "label", "speaker", "session", "text"]),
+        "audio": write_manifest(root / "toy-audio.csv", utts, ["path", "label", "speaker", "session"]),
+        "utterances": utts,
+        "cache": root / "cache",  # eGeMAPS descriptors are keyed by file content: safe to share
+    }
+
+
+@pytest.fixture
+def roots(tmp_path, monkeypatch, toy):
+    monkeypatch.setenv("EMOLIB_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("EMOLIB_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("EMOLIB_CACHE", str(toy["cache"]))
+    threads = torch.get_num_threads()
+    yield tmp_path
+    torch.set_num_threads(threads)  # training.num_threads=1 is process-wide
+
+
+def run(capsys, *argv: str) -> tuple[int, list[str], list[str]]:
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out.splitlines(), err.splitlines()
+
+
+def fold_lines(lines: list[str]) -> dict[int, tuple[float, float, float, str]]:
+    found = [FOLD_LINE.match(line) for line in lines]
+    return {int(m[1]): (float(m[2]), float(m[3]), float(m[4]), m[5]) for m in found if m}
+
+
+def assert_matches_result_files(lines: list[str], stage_dir: Path, folds: list[int]) -> None:
+    """Each fold line shows its run's metrics.json; the last line is the mean over those folds."""
+    printed = fold_lines(lines)
+    assert sorted(printed) == folds, lines
+    (run_dir,) = stage_dir.iterdir()  # one config -> one run folder
+    metrics = {k: json.loads((run_dir / f"fold{k}" / "metrics.json").read_text()) for k in folds}
+    for k, (ua, wa, f1, _) in printed.items():
+        m = metrics[k]
+        assert (ua, wa, f1) == (round(100 * m["ua"], 2), round(100 * m["wa"], 2), round(100 * m["macro_f1"], 2))
+    mean = MEAN_LINE.match(lines[-1])
+    assert mean, lines[-1]
+    assert float(mean[1]) == round(100 * np.mean([m["ua"] for m in metrics.values()]), 2)
+    assert float(mean[2]) == round(100 * np.mean([m["wa"] for m in metrics.values()]), 2)
+    assert int(mean[3]) == len(folds)
+
+
+def test_teacher_trains_every_fold_then_reuses_them(roots, toy, capsys, monkeypatch):
+    argv = ["teacher", "--kind", "prosodic", "--corpus", toy["both"], "--protocol", "session", *FAST]
+    code, lines, _ = run(capsys, *argv)
+    assert code == 0
+    assert lines[0].startswith("prosodic teacher on toy (48 utterances), leave-one-session-out, folds 1 2 3 of 3; "
+                               f"results in {roots / 'runs' / 'prosodic_teacher'}/resnet-")
+    assert_matches_result_files(lines, roots / "runs" / "prosodic_teacher", [1, 2, 3])
+    assert all(how != "reused" for *_, how in fold_lines(lines).values())
+    # batch runs log one line per epoch (the tiny preset trains the prosodic teacher for 3)
+    assert len([line for line in lines if re.match(r"prosodic teacher fold \d epoch +\d/3 ", line)]) == 9
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(train, "fit", no_training)
+    code, again, _ = run(capsys, *argv)
+    assert code == 0
+    assert [how for *_, how in fold_lines(again).values()] == ["reused"] * 3
+    assert len(again) == 5 and again[0] == lines[0] and again[-1] == lines[-1]
+
+
+def test_folds_option_restricts_the_folds(roots, toy, capsys):
+    code, lines, _ = run(capsys, "teacher", "--kind", "prosodic", "--corpus", toy["both"], "--protocol", "speaker",
+                         "--folds", "4", *FAST)
+    assert code == 0
+    assert ", leave-one-speaker-out, fold 4 of 6; " in lines[0]
+    assert_matches_result_files(lines, roots / "runs" / "prosodic_teacher", [4])
+    assert sorted(p.name for p in next((roots / "runs" / "prosodic_teacher").iterdir()).iterdir()) == ["fold4"]
+
+
+def test_text_only_manifest_trains_the_linguistic_teacher_and_not_the_prosodic(roots, toy, capsys):
+    code, lines, _ = run(capsys, "teacher", "--kind", "linguistic", "--corpus", toy["text"], "--protocol", "session",
+                         "--folds", "1", *FAST)
+    assert code == 0
+    assert_matches_result_files(lines, roots / "runs" / "linguistic_teacher", [1])
+
+    code, out, err = run(capsys, "teacher", "--kind", "prosodic", "--corpus", toy["text"], "--protocol", "session",
+                         *FAST)
+    assert code == 2 and out == []
+    assert len(err) == 1 and err[0].startswith("error: the prosodic teacher needs audio") and "'toy-text'" in err[0]
+    assert not (roots / "runs" / "prosodic_teacher").exists()
+
+
+def test_audio_only_manifest_is_refused_by_the_linguistic_teacher(roots, toy, capsys):
+    code, out, err = run(capsys, "teacher", "--kind", "linguistic", "--corpus", toy["audio"], "--protocol", "session",
+                         *FAST)
+    assert code == 2 and out == []
+    assert len(err) == 1 and err[0].startswith("error: the linguistic teacher cannot be trained on corpus 'toy-audio'")
+    assert not (roots / "runs").exists()
+
+
+def test_student_without_transcripts_says_so_first_and_uses_only_the_prosodic_teacher(roots, toy, capsys):
+    # an empty clip makes the loader print a skip line: it must come after the note
+    utts = toy["utterances"]
+    sf.write(roots / "silent.wav", np.zeros(0, dtype=np.float32), 16000)
+    manifest = write_manifest(roots / "voices.csv", utts, ["path", "label", "speaker", "session"])
+    with manifest.open("a") as f:
+        f.write(f"silent.wav,neutral,{utts[0].speaker},{utts[0].session}\n")
+
+    code, lines, _ = run(capsys, "student", "--variant", "full", "--corpus", manifest, "--protocol", "session",
+                         "--folds", "1", *FAST)
+    assert code == 0
+    assert lines[0] == NO_TRANSCRIPTS.format("voices")
+    assert lines[1] == "[voices] skipped 1 item(s): empty audio (0 samples)"
+    assert lines[2].startswith("student full (ce + logit_prosodic + embedding_prosodic) on voices (48 utterances), "
+                               "leave-one-session-out, fold 1 of 3; ")
+    assert_matches_result_files(lines, roots / "runs" / "student", [1])
+    (run_dir,) = (roots / "runs" / "student").iterdir()
+    metrics = json.loads((run_dir / "fold1" / "metrics.json").read_text())
+    assert metrics["terms"] == ["ce", "logit_prosodic", "embedding_prosodic"]
+    assert metrics["note"] == NO_TRANSCRIPTS.format("voices")
+    assert sorted(p.name for p in (roots / "runs").iterdir()) == ["prosodic_teacher", "student"]
+
+
+def test_unknown_names_are_one_line_errors(roots, toy, capsys):
+    base = ["--corpus", toy["audio"], "--protocol", "session", *FAST]
+    code, out, err = run(capsys, "student", "--variant", "everything", *base)
+    assert code == 2 and out == []
+    assert err == ["error: unknown variant 'everything'; variants: full, no_logit_kd, no_embedding_kd, "
+                   "no_prosodic_teacher, no_linguistic_teacher, no_teachers, no_linguistic_logit_kd, "
+                   "no_prosodic_logit_kd"]
+    code, _, err = run(capsys, "student", *base, "--set", "student.lr=1e-4")
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("error: unknown config name 'student.lr'. Did you mean ") and "student.optim.lr" in err[0]
+    code, _, err = run(capsys, "student", *base, "--folds", "7")
+    assert (code, err) == (2, ["error: fold 7 does not exist; folds are 1..3"])
+    code, _, err = run(capsys, "teacher", "--kind", "prosodic", *base, "--set", "data.protocol=speaker")
+    assert (code, err) == (2, ["error: data.protocol given both as an option and with --set; give it once"])
+    code, _, err = run(capsys, "teacher", "--kind", "prosodic", *base[2:], "--corpus", roots / "missing.csv")
+    assert (code, err) == (2, [f"error: {roots / 'missing.csv'}: no such manifest file"])
+    with pytest.raises(SystemExit) as exit_:  # argparse lists the presets
+        cli.main(["student", *map(str, base), "--preset", "huge"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'huge' (choose from 'tiny', 'default', 'paper')" in capsys.readouterr().err
+    assert not (roots / "runs").exists()
+
+
+def test_teacher_kinds_match_the_pipeline():
+    assert cli.TEACHER_KINDS == pipeline.TEACHER_KINDS
