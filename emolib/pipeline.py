@@ -156,7 +156,7 @@ def _prosodic_datasets(cfg: Config, data: Data, fold: Fold):
     from .teachers import LLDDataset
 
     feats = prosody.features(audio_items(data.corpus), "lld", cfg.data.max_seconds)
-    normaliser = prosody.Normaliser.fit([feats[i] for i in fold.train_ids])
+    normaliser = prosody.Normaliser.fit([feats[i] for i in fold.train_ids], voiced_only=prosody.VOICED_ONLY)
     ready, counts = prosody.prepare_lld(feats.arrays, normaliser)
     labels = dict(zip(data.corpus.ids, data.corpus.labels()))
 
@@ -350,7 +350,8 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
         from .backbones import load_backbone
 
         backbone = load_backbone(s.backbone, freeze=s.freeze, max_seconds=s.max_seconds)
-        num_states, hidden = backbone.num_hidden_states, backbone.hidden_size
+        num_states = backbone.num_hidden_states
+        hidden = backbone.hidden_size * (2 if s.pooling == "stats" else 1)
         if s.freeze.startswith("top:"):
             mode, inputs = "frames", st.cached_inputs(cfg, data.corpus, progress=verbose)
             index = inputs["index"]

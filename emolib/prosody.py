@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -135,24 +136,44 @@ def features(
 # -- normalisation (statistics from the training speakers of a fold only) ------------------
 
 
+#: Descriptors openSMILE computes on voiced frames only (``_sma3nz``: 0 when unvoiced).
+VOICED_ONLY = np.array([name.endswith("nz") for name in LLD_NAMES])
+
+
 @dataclass
 class Normaliser:
-    """Per-descriptor z-normalisation with statistics from training utterances only."""
+    """Per-descriptor z-normalisation with statistics from training utterances only.
+
+    The ``_sma3nz`` descriptors (F0, jitter, shimmer, HNR, formants) are *undefined* on
+    unvoiced frames, where openSMILE writes 0 (eGeMAPS, Eyben et al. 2016). Their
+    statistics come from voiced frames only, and unvoiced frames become 0 after scaling,
+    i.e. the voiced mean: otherwise "unvoiced" would read as a pitch tens of semitones
+    below anyone's voice and swamp the real pitch differences. Voicing itself stays
+    visible in the other descriptors (loudness, HNR's neighbours, spectral slope).
+    """
 
     mean: np.ndarray
     std: np.ndarray
+    voiced_only: np.ndarray | None = None
 
     @classmethod
-    def fit(cls, arrays: Sequence[np.ndarray]) -> "Normaliser":
+    def fit(cls, arrays: Sequence[np.ndarray], voiced_only: np.ndarray | None = None) -> "Normaliser":
         stacked = np.concatenate([a.reshape(-1, a.shape[-1]) for a in arrays], axis=0).astype(np.float64)
-        mean = np.nanmean(stacked, axis=0)
-        std = np.nanstd(stacked, axis=0)
+        if voiced_only is not None:
+            stacked[:, voiced_only] = np.where(stacked[:, voiced_only] == 0, np.nan, stacked[:, voiced_only])
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-unvoiced column: handled below
+            mean = np.nanmean(stacked, axis=0)
+            std = np.nanstd(stacked, axis=0)
         std[~np.isfinite(std) | (std < 1e-8)] = 1.0  # a constant descriptor stays constant (0) after scaling
         mean[~np.isfinite(mean)] = 0.0
-        return cls(mean.astype(np.float32), std.astype(np.float32))
+        return cls(mean.astype(np.float32), std.astype(np.float32), voiced_only)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return ((x - self.mean) / self.std).astype(np.float32)
+        z = ((x - self.mean) / self.std).astype(np.float32)
+        if self.voiced_only is not None:
+            z[:, self.voiced_only] = np.where(x[:, self.voiced_only] == 0, 0.0, z[:, self.voiced_only])
+        return z
 
 
 def prepare_lld(arrays: dict[str, np.ndarray], normaliser: Normaliser) -> tuple[dict[str, np.ndarray], dict[str, int]]:

@@ -167,15 +167,17 @@ class Study:
     has_transcripts: bool
 
 
-def discover(cfg: Config) -> Study:
+def discover(cfg: Config, folds: Sequence[int] | None = None) -> Study:
+    """The corpus, classes and folds of the results for ``cfg`` (``folds``: a subset)."""
     from .pipeline import data_run
 
-    first = data_run(cfg, 1)
+    first = data_run(cfg, folds[0] if folds else 1)
     if not first.is_complete():
         raise MissingResults(f"no data results for preset {cfg.preset!r} at {first.dir}: run the notebooks first "
                              "(make report, or python -m emolib run)")
     m = first.metrics()
-    return Study(m["corpus"], tuple(m["classes"]), tuple(range(1, m["n_folds"] + 1)), m["has_transcripts"])
+    every = tuple(range(1, m["n_folds"] + 1))
+    return Study(m["corpus"], tuple(m["classes"]), tuple(folds) if folds else every, m["has_transcripts"])
 
 
 # -- tables ------------------------------------------------------------------------------------------
@@ -185,45 +187,57 @@ def _fmt(mean: float, std: float | None = None) -> str:
     return f"{mean:.2f}" if std is None or np.isnan(std) else f"{mean:.2f} ± {std:.2f}"
 
 
-def table2(cfg: Config, folds: Sequence[int], classes) -> pd.DataFrame:
-    """The eight rows of Table 2 with the paper's numbers and ours."""
+def _ours(study: "Study", cfg: Config, source: str) -> "Summary | None":
+    """Our result for a Table 2 source (``student:<variant>`` or ``teacher:<kind>``); None
+    for the linguistic teacher on a corpus without transcripts."""
+    kind, name = source.split(":")
+    if kind == "teacher":
+        if name == "linguistic" and not study.has_transcripts:
+            return None
+        return teacher_summary(name, cfg, study.folds, study.classes)
+    return student_summary(cfg, study.folds, study.classes, variant=name, has_transcripts=study.has_transcripts)
+
+
+def table2(cfg: Config, study: "Study") -> pd.DataFrame:
+    """The eight rows of Table 2 with the paper's numbers and ours (NaN where a row cannot
+    exist on the corpus, e.g. the linguistic teacher without transcripts)."""
     rows = []
     for spec in PAPER_TABLE2:
-        kind, name = spec["source"].split(":")
-        s = teacher_summary(name, cfg, folds, classes) if kind == "teacher" else student_summary(
-            cfg, folds, classes, variant=name)
+        s = _ours(study, cfg, spec["source"])
+        pct = (lambda key: s.pct(key)) if s is not None else (lambda key: float("nan"))
         rows.append({
             "row": spec["row"], "variant": spec["variant"], "paper WA": spec["wa"], "paper UA": spec["ua"],
-            "UA mean": s.pct("ua_mean"), "UA std": s.pct("ua_std"), "WA mean": s.pct("wa_mean"),
-            "WA std": s.pct("wa_std"), "UA pooled": s.pct("ua_pooled"), "WA pooled": s.pct("wa_pooled"),
+            "UA mean": pct("ua_mean"), "UA std": pct("ua_std"), "WA mean": pct("wa_mean"),
+            "WA std": pct("wa_std"), "UA pooled": pct("ua_pooled"), "WA pooled": pct("wa_pooled"),
         })
     return pd.DataFrame(rows)
 
 
-def table1(cfg: Config, folds: Sequence[int], classes, corpus_name: str) -> pd.DataFrame:
+def table1(cfg: Config, study: "Study") -> pd.DataFrame:
     """The paper's Table 1 plus our rows, which name their corpus (never mixed with IEMOCAP rows)."""
     rows = [{"source": "paper Table 1", "ref": r["ref"], "method": r["method"], "backbone": r["backbone"],
              "inference input": r["modality"], "corpus": "IEMOCAP", "WA": r["wa"], "UA": r["ua"]} for r in PAPER_TABLE1]
     backbone = f"{cfg.student.backbone} (freeze={cfg.student.freeze})"
-    ours = [("EmoDistill student (ours)", student_summary(cfg, folds, classes, variant="full"), backbone, "speech"),
-            ("plain fine-tuning, no teachers (ours)", student_summary(cfg, folds, classes, variant="no_teachers"),
-             backbone, "speech"),
-            ("linguistic teacher (ours)", teacher_summary("linguistic", cfg, folds, classes),
-             cfg.linguistic_teacher.model, "transcript"),
-            ("prosodic teacher (ours)", teacher_summary("prosodic", cfg, folds, classes), "2D ResNet on eGeMAPS LLDs",
-             "speech + openSMILE")]
-    for method, s, bb, modality in ours:
+    ours = [("EmoDistill student (ours)", "student:full", backbone, "speech"),
+            ("plain fine-tuning, no teachers (ours)", "student:no_teachers", backbone, "speech"),
+            ("linguistic teacher (ours)", "teacher:linguistic", cfg.linguistic_teacher.model, "transcript"),
+            ("prosodic teacher (ours)", "teacher:prosodic", "2D ResNet on eGeMAPS LLDs", "speech + openSMILE")]
+    for method, source, bb, modality in ours:
+        s = _ours(study, cfg, source)
+        if s is None:
+            continue
         rows.append({"source": "this re-implementation", "ref": "ours", "method": method, "backbone": bb,
-                     "inference input": modality, "corpus": corpus_name,
+                     "inference input": modality, "corpus": study.corpus,
                      "WA": round(s.pct("wa_mean"), 2), "UA": round(s.pct("ua_mean"), 2)})
     return pd.DataFrame(rows)
 
 
-def teachers_vs_baselines(cfg: Config, folds: Sequence[int], classes, study: "Study") -> pd.DataFrame:
+def teachers_vs_baselines(cfg: Config, study: "Study") -> pd.DataFrame:
     """Each teacher beside the logistic-regression probe of its channel (and, on the
     built-in corpus, the channel's Bayes ceiling from the corpus card)."""
     from .pipeline import data_run
 
+    folds, classes = study.folds, study.classes
     probe_runs = [data_run(cfg, k) for k in folds]
     missing = [str(r.dir) for r in probe_runs if not r.is_complete()]
     if missing:
@@ -272,16 +286,18 @@ def markdown_table(frame: pd.DataFrame, caption: str, notes: Sequence[str] = ())
     return "\n".join(lines) + "\n"
 
 
+_LATEX = str.maketrans({"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#",
+                        "$": r"\$", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                        "±": r"$\pm$", "[": "{[}", "]": "{]}"})
+
+
 def latex_table(frame: pd.DataFrame, caption: str, label: str, notes: Sequence[str] = ()) -> str:
     """A booktabs LaTeX table (no pandas Styler, so no jinja2 needed)."""
     def esc(v) -> str:
         if v is None or (isinstance(v, float) and np.isnan(v)):
             return "--"
         s = f"{v:.2f}" if isinstance(v, float) else str(v)
-        for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                     ("±", r"$\pm$"), ("[", "{[}"), ("]", "{]}")):
-            s = s.replace(a, b)
-        return s
+        return s.translate(_LATEX)  # one pass: the braces an escape adds are never escaped again
 
     cols = list(frame.columns)
     lines = [r"\begin{table}[t]", r"\centering", r"\small", f"\\caption{{{esc(caption)}}}", f"\\label{{{label}}}",
@@ -325,13 +341,17 @@ SWEEPS = (("prosodic", "no_linguistic_logit_kd", "tau_prosodic"),
           ("linguistic", "no_prosodic_logit_kd", "tau_linguistic"))
 
 
-def temperature_sweep(cfg: Config, folds: Sequence[int], classes) -> pd.DataFrame:
-    """Long table: teacher swept, tau, fold, UA, WA (from the sweep's result files)."""
+def temperature_sweep(cfg: Config, study: "Study") -> pd.DataFrame:
+    """Long table: teacher swept, tau, fold, UA, WA (from the sweep's result files). The
+    linguistic sweep needs transcripts; without them it is left out."""
     rows = []
     for teacher, variant, key in SWEEPS:
+        if teacher == "linguistic" and not study.has_transcripts:
+            continue
         for tau in getattr(cfg.sweep, f"taus_{teacher}"):
-            s = student_summary(cfg, folds, classes, variant=variant, **{key: tau})
-            for k, m in zip(folds, s.per_fold):
+            s = student_summary(cfg, study.folds, study.classes, variant=variant,
+                                has_transcripts=study.has_transcripts, **{key: tau})
+            for k, m in zip(study.folds, s.per_fold):
                 rows.append({"teacher": teacher, "tau": tau, "fold": k, "ua": 100 * m["ua"], "wa": 100 * m["wa"]})
     return pd.DataFrame(rows)
 
@@ -344,11 +364,13 @@ def plot_fig2(sweep: pd.DataFrame, cfg: Config):
     from .plots import LINESTYLES, MARKERS, paper_style
 
     paper_style()
-    fig, axes = plt.subplots(1, 2, figsize=(6.8, 2.6), sharey=True)
+    teachers = [t for t in ("prosodic", "linguistic") if t in set(sweep["teacher"])]
+    fig, axes = plt.subplots(1, len(teachers), figsize=(3.4 * len(teachers), 2.6), sharey=True, squeeze=False)
+    axes = axes[0]
     chosen = {"prosodic": cfg.distill.tau_prosodic, "linguistic": cfg.distill.tau_linguistic}
     titles = {"prosodic": r"prosodic temperature $\tau_P$ (no linguistic logit KD)",
               "linguistic": r"linguistic temperature $\tau_L$ (no prosodic logit KD)"}
-    for ax, teacher in zip(axes, ("prosodic", "linguistic")):
+    for ax, teacher in zip(axes, teachers):
         part = sweep[sweep["teacher"] == teacher]
         for j, metric in enumerate(("ua", "wa")):
             g = part.groupby("tau")[metric]

@@ -41,8 +41,8 @@ from emolib import paths, plots, report
 from emolib.config import get_config
 
 cfg = get_config(preset, overrides)
-study = report.discover(cfg)
-folds, classes = tuple(folds or study.folds), study.classes
+study = report.discover(cfg, folds)
+folds, classes = study.folds, study.classes
 prov = report.provenance(cfg, study.corpus, folds=len(folds))
 out = paths.figures_dir()
 print(f"corpus {study.corpus}, {len(folds)} folds, preset {cfg.preset}, commit {prov['commit']} -> {out}")
@@ -54,7 +54,7 @@ print(f"corpus {study.corpus}, {len(folds)} folds, preset {cfg.preset}, commit {
 # rows 7-8 the teachers alone.
 
 # %%
-t2 = report.table2(cfg, folds, classes)
+t2 = report.table2(cfg, study)
 shown = report.display_table2(t2)
 caption = (f"Table 2 (ablations). Paper: IEMOCAP, HuBERT-base student. Ours: corpus '{study.corpus}', "
            f"student backbone {cfg.student.backbone} (freeze={cfg.student.freeze}), linguistic teacher "
@@ -72,7 +72,7 @@ display(Markdown(report.markdown_table(shown, caption)))
 # folds, bands one standard deviation; the dotted line marks our default temperature.
 
 # %%
-sweep = report.temperature_sweep(cfg, folds, classes)
+sweep = report.temperature_sweep(cfg, study)
 fig = report.plot_fig2(sweep, cfg)
 plots.save_figure(fig, out / "fig2_temperature", {**prov, "note": report.PAPER_FIG2_NOTE,
                                                   "grid_prosodic": list(cfg.sweep.taus_prosodic),
@@ -87,7 +87,7 @@ display(sweep.groupby(["teacher", "tau"])[["ua", "wa"]].agg(["mean", "std"]).rou
 # IEMOCAP.
 
 # %%
-t1 = report.table1(cfg, folds, classes, study.corpus)
+t1 = report.table1(cfg, study)
 caption1 = ("Table 1 (comparison). Literature and EmoDistill rows: IEMOCAP, as reported in the paper's Table 1 "
             "(references as numbered there). Rows marked 'ours' come from this re-implementation on the corpus "
             f"named in the row ('{study.corpus}'), UA/WA in %, mean over {len(folds)} folds.")
@@ -98,7 +98,7 @@ display(Markdown(report.markdown_table(t1, caption1, [report.TABLE1_NOTE])))
 # ## The teachers against the baselines of their channel
 
 # %%
-tb = report.teachers_vs_baselines(cfg, folds, classes, study)
+tb = report.teachers_vs_baselines(cfg, study)
 caption3 = (f"Teachers vs logistic-regression probes of their channel, corpus '{study.corpus}', UA/WA in %, "
             f"mean ± std over {len(folds)} folds.")
 report.write_table(tb, "teachers_vs_baselines", caption3, "tab:teachers", [], prov)

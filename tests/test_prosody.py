@@ -44,3 +44,14 @@ def test_unknown_level_is_an_error(tmp_path):
     sf.write(path, np.full(1600, 0.1, np.float32), 16000)
     with pytest.raises(KeyError):
         prosody.extract(path, "frames")
+
+
+def test_voiced_only_descriptors_are_normalised_over_voiced_frames():
+    # column 0: loudness-like, always defined; column 1: F0-like, 0 = unvoiced
+    a = np.array([[1.0, 0.0], [3.0, 30.0], [5.0, 34.0], [7.0, 0.0]], np.float32)
+    norm = prosody.Normaliser.fit([a], voiced_only=np.array([False, True]))
+    np.testing.assert_allclose(norm.mean, [4.0, 32.0])
+    np.testing.assert_allclose(norm.std, [np.std([1, 3, 5, 7]), 2.0])
+    z = norm(a)
+    np.testing.assert_allclose(z[:, 1], [0.0, -1.0, 1.0, 0.0])  # unvoiced -> the voiced mean
+    assert prosody.VOICED_ONLY.sum() == 15 and prosody.LLD_NAMES[10].startswith("F0semitone")

@@ -1,0 +1,407 @@
+"""The report notebook (``notebooks/05_report.py``) on a fixture of result files: no training.
+
+Every run the report reads (the data probes, both teachers, the six ablation students and
+the sweep students at each temperature of the ``tiny`` grids) is written for three folds
+with the :class:`emolib.runs.Run` API, its ``predictions.csv`` drawn from a seeded
+generator. The notebook is executed through the run driver (papermill), and its tables are
+checked line by line against scores computed here, independently, from those predictions.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emolib import driver, pipeline, report
+from emolib.config import CLASSES, get_config
+from emolib.corpora.synth import bayes_ceilings
+from emolib.metrics import classification_metrics
+
+FOLDS = (1, 2, 3)
+CORPUS = "synth"  # the tiny preset's corpus: the report then also shows the card's Bayes ceilings
+#: test utterances per class (neutral, angry, sad, happy) in each fold: unbalanced, so that UA and WA differ,
+#: and different per fold, so that the pooled scores differ from the means over folds
+PER_CLASS = {1: (8, 6, 5, 5), 2: (4, 7, 6, 3), 3: (6, 4, 8, 9)}
+
+#: Table 2 of the paper (NOTES.md): row, variant as the report names it, WA, UA, and where our number comes from.
+PAPER_TABLE2 = [
+    (1, "full EmoDistill", 75.16, 76.12, "student:full"),
+    (2, "w/o logit-level KD", 73.94, 74.02, "student:no_logit_kd"),
+    (3, "w/o embedding-level KD", 73.88, 74.01, "student:no_embedding_kd"),
+    (4, "w/o prosodic teacher", 74.09, 72.82, "student:no_prosodic_teacher"),
+    (5, "w/o linguistic teacher", 66.01, 67.27, "student:no_linguistic_teacher"),
+    (6, "w/o both teachers (plain fine-tuning)", 69.92, 70.17, "student:no_teachers"),
+    (7, "prosodic teacher alone", 49.42, 50.08, "teacher:prosodic"),
+    (8, "linguistic teacher alone", 71.09, 71.83, "teacher:linguistic"),
+]
+
+#: Table 1 of the paper (NOTES.md): reference, backbone, WA, UA (None: not reported).
+PAPER_TABLE1 = [
+    ("[10]", "CNN+LSTM", 61.2, 56.01), ("[11]", "BiLSTM+XLNet", 71.40, 68.60), ("[12]", "MFCNN+BERT", None, 72.60),
+    ("[14]", "RNN+BERT", 73.23, 74.33), ("[23]", "FCNN", 70.23, 70.76), ("[24]", "TFCNN+DenseCap+ELM", 70.34, 70.78),
+    ("[25]", "LSTM+Attention", 70.50, 72.50), ("[26]", "RNN-T", 71.72, 72.56), ("[27]", "CNN-GRU+SeqCap", 72.73, 59.71),
+    ("[28]", "Wav2Vec2+CNN+LSTM", 71.64, 72.70), ("[22]", "TIM-Net", 72.50, 71.65),
+    ("paper", "HuBERT-base", 75.16, 76.12), ("paper", "HuBERT-large", 77.49, 78.91),
+]
+
+FIGURE_FILES = sorted(f"{stem}.{ext}" for stem, exts in [
+    ("table2_ablations", ("md", "tex", "json")), ("table1_comparison", ("md", "tex", "json")),
+    ("teachers_vs_baselines", ("md", "tex", "json")), ("fig2_temperature", ("pdf", "png", "json"))] for ext in exts)
+
+
+# -- the fixture ---------------------------------------------------------------------------------------
+
+
+def _ua(labels: np.ndarray, preds: np.ndarray) -> float:
+    """Mean per-class recall over the classes present, in %."""
+    return 100 * float(np.mean([np.mean(preds[labels == c] == c) for c in CLASSES if (labels == c).any()]))
+
+
+def _wa(labels: np.ndarray, preds: np.ndarray) -> float:
+    return 100 * float(np.mean(labels == preds))
+
+
+@dataclass
+class Scores:
+    """Mean and sample standard deviation over folds, and the pooled score, in %."""
+
+    ua_mean: float
+    ua_std: float
+    wa_mean: float
+    wa_std: float
+    ua_pooled: float
+    wa_pooled: float
+
+    @classmethod
+    def of(cls, folds: list[tuple[np.ndarray, np.ndarray]]) -> "Scores":
+        ua = np.array([_ua(t, p) for t, p in folds])
+        wa = np.array([_wa(t, p) for t, p in folds])
+        labels, preds = np.concatenate([t for t, _ in folds]), np.concatenate([p for _, p in folds])
+        return cls(ua.mean(), ua.std(ddof=1), wa.mean(), wa.std(ddof=1), _ua(labels, preds), _wa(labels, preds))
+
+
+@dataclass
+class Fixture:
+    cfg: object
+    runs: dict  # source ("student:full", "sweep:prosodic:0.5", ...) -> [Run per fold]
+    truth: dict  # source -> [(labels, preds) per fold]
+    probes: list  # per fold: {probe: (labels, preds)}
+
+
+def _indices(values) -> list[int]:
+    return [CLASSES.index(v) for v in values]
+
+
+def write_results(cfg, seed: int = 0) -> Fixture:
+    """Well-formed result files for every run the report reads, as the pipeline writes them."""
+    rng = np.random.default_rng(seed)
+    sources = {f"teacher:{kind}": lambda k, kind=kind: pipeline.teacher_run(kind, cfg, k)
+               for kind in pipeline.TEACHER_KINDS}
+    for _, _, _, _, source in PAPER_TABLE2[:6]:
+        variant = source.split(":")[1]
+        sources[source] = lambda k, v=variant: pipeline.student_run(cfg.replace({"distill.variant": v}), k)
+    for teacher, variant, key in report.SWEEPS:
+        for tau in getattr(cfg.sweep, f"taus_{teacher}"):
+            sources[f"sweep:{teacher}:{tau:g}"] = lambda k, v=variant, key=key, tau=tau: pipeline.student_run(
+                cfg.replace({"distill.variant": v, f"distill.{key}": tau}), k)
+    # every run a distinct accuracy, so that reading the wrong run changes a number
+    accuracy = dict(zip(sources, rng.permutation(np.linspace(0.3, 0.9, len(sources)))))
+    runs: dict = {s: [] for s in sources}
+    truth: dict = {s: [] for s in sources}
+    probes = []
+    for k in FOLDS:
+        labels = rng.permutation(np.repeat(CLASSES, PER_CLASS[k]))
+        ids = [f"S{k}{'FM'[i % 2]}_{i:03d}" for i in range(len(labels))]
+
+        def draw(p: float) -> np.ndarray:
+            return np.where(rng.random(len(labels)) < p, labels, rng.choice(CLASSES, len(labels)))
+
+        data = pipeline.data_run(cfg, k).start()
+        fold_probes = {name: (labels, draw(p)) for name, p in (("text", 0.6), ("voice", 0.4), ("both", 0.7))}
+        probes.append(fold_probes)
+        frame = pd.DataFrame({"id": ids, "label": labels, **{f"pred_{n}": p for n, (_, p) in fold_probes.items()}})
+        data.finish({"stage": "data", "fold": k, "corpus": CORPUS, "classes": list(CLASSES), "n_folds": len(FOLDS),
+                     "has_transcripts": True, "n_train": 64, "n_test": len(ids), "test_speakers": [f"S{k}F", f"S{k}M"],
+                     "probes": {n: classification_metrics(_indices(t), _indices(p), CLASSES)
+                                for n, (t, p) in fold_probes.items()}}, frame)
+        for source, make in sources.items():
+            preds = draw(accuracy[source])
+            run = make(k).start()
+            metrics = classification_metrics(_indices(labels), _indices(preds), CLASSES)
+            metrics.update({"stage": run.stage, "fold": k, "corpus": CORPUS})
+            run.finish(metrics, pd.DataFrame({"id": ids, "label": labels, "pred": preds}))
+            runs[source].append(run)
+            truth[source].append((labels, preds))
+    return Fixture(cfg, runs, truth, probes)
+
+
+def _rows(markdown: str) -> list[list[str]]:
+    """The body rows of the one table in a Markdown file, split into cells."""
+    lines = [line for line in markdown.splitlines() if line.startswith("| ")]
+    return [line[2:-2].split(" | ") for line in lines[1:]]
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    """The fixture's result files, and ``05_report`` executed on them by the run driver."""
+    root = tmp_path_factory.mktemp("report")
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("RUNS", "CACHE", "DATA", "FIGURES"):
+            mp.setenv(f"EMOLIB_{var}", str(root / var.lower()))  # the kernel inherits them
+        fixture = write_results(get_config("tiny"))
+        summary = driver.run("tiny", notebooks=["05_report"], folds=list(FOLDS))
+        yield fixture, summary, root / "figures"
+
+
+# -- the notebook's artefacts ------------------------------------------------------------------------------
+
+
+def test_the_report_notebook_writes_every_artefact(executed):
+    fixture, summary, figures = executed
+    assert [(o.task.notebook, o.status) for o in summary.outcomes] == [("05_report", "done")]
+    assert summary.outcomes[0].task.parameters == {"preset": "tiny", "overrides": {}, "folds": [1, 2, 3]}
+    assert sorted(p.name for p in figures.iterdir()) == FIGURE_FILES
+    assert (figures / "fig2_temperature.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_table2_has_the_papers_rows_and_our_scores(executed):
+    fixture, _, figures = executed
+    expected = []
+    for row, variant, wa, ua, source in PAPER_TABLE2:
+        s = Scores.of(fixture.truth[source])
+        expected.append([str(row), variant, f"{wa:.2f}", f"{ua:.2f}", f"{s.wa_mean:.2f} ± {s.wa_std:.2f}",
+                         f"{s.ua_mean:.2f} ± {s.ua_std:.2f}", f"{np.round(s.wa_pooled, 2):.2f}",
+                         f"{np.round(s.ua_pooled, 2):.2f}"])
+    md = (figures / "table2_ablations.md").read_text()
+    assert "| row | variant | paper WA | paper UA | our WA (mean ± std) | our UA (mean ± std) | our WA pooled | " \
+           "our UA pooled |" in md
+    assert _rows(md) == expected
+    caption = md.splitlines()[0]
+    assert caption.startswith("**Table 2 (ablations). Paper: IEMOCAP, HuBERT-base student. Ours: corpus 'synth', ")
+    assert "student backbone tiny-random (freeze=all)" in caption and "over 3 folds" in caption
+
+    tex = (figures / "table2_ablations.tex").read_text()
+    assert r"\begin{tabular}{llllllll}" in tex and r"\label{tab:ablations}" in tex
+    for cells in expected:
+        assert " & ".join(c.replace(" ± ", r" $\pm$ ") for c in cells) + r" \\" in tex, cells
+
+    js = json.loads((figures / "table2_ablations.json").read_text())
+    assert [[r["row"], r["variant"], r["paper WA"], r["paper UA"]] for r in js["rows"]] == [
+        [row, variant, wa, ua] for row, variant, wa, ua, _ in PAPER_TABLE2]
+    assert [r["our UA pooled"] for r in js["rows"]] == [
+        round(Scores.of(fixture.truth[s]).ua_pooled, 2) for *_, s in PAPER_TABLE2]
+
+
+def test_table1_quotes_the_paper_and_names_our_corpus(executed):
+    fixture, _, figures = executed
+    md = (figures / "table1_comparison.md").read_text()
+    rows = _rows(md)
+    assert len(rows) == 13 + 4
+    header = ["source", "ref", "method", "backbone", "inference input", "corpus", "WA", "UA"]
+    assert f"| {' | '.join(header)} |" in md
+    paper = [dict(zip(header, r)) for r in rows[:13]]
+    assert [(r["ref"], r["backbone"], r["WA"], r["UA"]) for r in paper] == [
+        (ref, bb, "-" if wa is None else f"{wa:.2f}", f"{ua:.2f}") for ref, bb, wa, ua in PAPER_TABLE1]
+    assert {r["corpus"] for r in paper} == {"IEMOCAP"} and {r["source"] for r in paper} == {"paper Table 1"}
+
+    ours = [dict(zip(header, r)) for r in rows[13:]]
+    assert [r["method"] for r in ours] == ["EmoDistill student (ours)", "plain fine-tuning, no teachers (ours)",
+                                         "linguistic teacher (ours)", "prosodic teacher (ours)"]
+    assert {(r["source"], r["ref"], r["corpus"]) for r in ours} == {("this re-implementation", "ours", CORPUS)}
+    assert [r["backbone"] for r in ours[:2]] == ["tiny-random (freeze=all)"] * 2
+    for r, source in zip(ours, ("student:full", "student:no_teachers", "teacher:linguistic", "teacher:prosodic")):
+        s = Scores.of(fixture.truth[source])
+        assert (r["WA"], r["UA"]) == (f"{round(s.wa_mean, 2):.2f}", f"{round(s.ua_mean, 2):.2f}"), source
+    assert report.TABLE1_NOTE in md
+    tex = (figures / "table1_comparison.tex").read_text()
+    assert r"paper Table 1 & [12] & " not in tex and r"paper Table 1 & {[}12{]} & " in tex
+    assert r"MFCNN+BERT & multimodal & IEMOCAP & -- & 72.60 \\" in tex
+
+
+def test_teachers_against_the_probes_of_their_channel(executed):
+    fixture, _, figures = executed
+    ceilings = bayes_ceilings(fixture.cfg.data.synth.p_lexical_cue, fixture.cfg.data.synth.p_vocal_cue)
+    # one channel alone: the cue's probability plus a lucky guess when it is absent, p + (1 - p) / 4
+    assert [round(100 * ceilings[c]["UA"], 2) for c in ("text", "voice")] == [71.5, 66.25]
+
+    def stat(folds):
+        ua = np.array([_ua(t, p) for t, p in folds])
+        return f"{ua.mean():.2f} ± {ua.std(ddof=1):.2f}"
+
+    def probe(name):
+        return stat([fold[name] for fold in fixture.probes])
+
+    rows = _rows((figures / "teachers_vs_baselines.md").read_text())
+    assert [[r[0], r[1], r[2], r[4]] for r in rows] == [
+        ["voice", "logistic regression probe", probe("voice"), "66.25"],
+        ["voice", "prosodic teacher (2D ResNet on eGeMAPS LLDs)", stat(fixture.truth["teacher:prosodic"]), "66.25"],
+        ["text", "logistic regression probe", probe("text"), "71.50"],
+        ["text", "linguistic teacher (fine-tuned on transcripts)", stat(fixture.truth["teacher:linguistic"]), "71.50"],
+        ["both", "logistic regression probe", probe("both"), f"{100 * ceilings['both']['UA']:.2f}"],
+    ]
+
+
+def test_every_artefact_carries_its_provenance(executed):
+    fixture, _, figures = executed
+    expected = {"commit": report.git_commit(), "preset": "tiny", "corpus": CORPUS,
+                "config_hash": get_config("tiny").hash(), "folds": 3}
+    for stem in ("table2_ablations", "table1_comparison", "teachers_vs_baselines", "fig2_temperature"):
+        prov = json.loads((figures / f"{stem}.json").read_text())
+        assert {k: prov[k] for k in expected} == expected, stem
+    stamp = f"commit {expected['commit']}, preset tiny, corpus synth, config {expected['config_hash']}"
+    assert f"- Generated from result files by emolib ({stamp})." in (figures / "table2_ablations.md").read_text()
+    fig2 = json.loads((figures / "fig2_temperature.json").read_text())
+    assert fig2["grid_prosodic"] == [0.5, 2.0] and fig2["grid_linguistic"] == [0.5, 2.0]
+    assert fig2["note"] == report.PAPER_FIG2_NOTE
+
+
+def test_the_figure_embeds_truetype_fonts_and_its_provenance(executed):
+    _, _, figures = executed
+    pdf = (figures / "fig2_temperature.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF-")
+    assert b"/Type3" not in pdf and b"/FontType 3" not in pdf  # no Type 3 (bitmap-like) fonts
+    assert b"/FontFile2" in pdf and b"/CIDFontType2" in pdf  # Type 42: embedded TrueType
+    keywords = re.search(rb"/Keywords \((.*?)(?<!\\)\)", pdf).group(1).decode()
+    assert "preset=tiny" in keywords and "corpus=synth" in keywords
+    assert f"config_hash={get_config('tiny').hash()}" in keywords
+    assert b"/Creator (emolib)" in pdf
+
+
+# -- the report's functions on the same files (in process) ---------------------------------------------------
+
+
+@pytest.fixture
+def results_env(executed, monkeypatch):
+    fixture, _, figures = executed
+    monkeypatch.setenv("EMOLIB_RUNS", str(figures.parent / "runs"))
+    return fixture
+
+
+def test_the_sweep_reads_each_temperatures_runs(results_env):
+    fixture = results_env
+    sweep = report.temperature_sweep(fixture.cfg, report.Study('synth', CLASSES, FOLDS, True))
+    assert len(sweep) == 2 * 2 * 3
+    for row in sweep.itertuples(index=False):
+        labels, preds = fixture.truth[f"sweep:{row.teacher}:{row.tau:g}"][row.fold - 1]
+        assert (row.ua, row.wa) == (pytest.approx(_ua(labels, preds)), pytest.approx(_wa(labels, preds)))
+    fig = report.plot_fig2(sweep, fixture.cfg)
+    for ax, teacher in zip(fig.axes, ("prosodic", "linguistic")):
+        ua_line = ax.get_lines()[0]
+        assert list(ua_line.get_xdata()) == [0.5, 2.0]
+        expected = [np.mean([_ua(*f) for f in fixture.truth[f"sweep:{teacher}:{tau:g}"]]) for tau in (0.5, 2.0)]
+        np.testing.assert_allclose(ua_line.get_ydata(), expected)
+
+
+def test_a_missing_run_names_its_folder(results_env):
+    fixture = results_env
+    run = fixture.runs["student:no_embedding_kd"][1]
+    saved = run.path("metrics.json").read_bytes()
+    run.path("metrics.json").unlink()  # a partial run: killed before it finished
+    try:
+        with pytest.raises(report.MissingResults) as err:
+            report.table2(fixture.cfg, report.Study('synth', CLASSES, FOLDS, True))
+        assert str(err.value).startswith(f"student no_embedding_kd: 1 run(s) missing, e.g. {run.dir}. ")
+    finally:
+        run.path("metrics.json").write_bytes(saved)
+    assert len(report.table2(fixture.cfg, report.Study('synth', CLASSES, FOLDS, True))) == 8
+
+
+def test_no_results_at_all_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMOLIB_RUNS", str(tmp_path / "runs"))
+    cfg = get_config("tiny")
+    with pytest.raises(report.MissingResults, match=re.escape(str(pipeline.data_run(cfg, 1).dir))):
+        report.discover(cfg)
+    with pytest.raises(report.MissingResults, match=re.escape(str(pipeline.student_run(cfg, 1).dir))):
+        report.table2(cfg, report.Study('synth', CLASSES, FOLDS, True))  # its first row: the full student
+
+
+# -- table writers ------------------------------------------------------------------------------------------
+
+
+def test_markdown_table_formats_and_escapes_cells():
+    frame = pd.DataFrame({"method": ["a_b & c", "x|y", "plain"], "WA": [61.2, np.nan, 70.5], "n": [1, 2, 3]})
+    assert report.markdown_table(frame, "Cap", ["note one"]) == (
+        "**Cap**\n"
+        "\n"
+        "| method | WA | n |\n"
+        "|---|---|---|\n"
+        "| a_b & c | 61.20 | 1 |\n"
+        "| x\\|y | - | 2 |\n"
+        "| plain | 70.50 | 3 |\n"
+        "\n"
+        "- note one\n"
+    )
+    assert _rows(report.markdown_table(frame, "Cap")) == [["a_b & c", "61.20", "1"], ["x\\|y", "-", "2"],
+                                                          ["plain", "70.50", "3"]]
+
+
+def test_latex_table_escapes_special_characters():
+    frame = pd.DataFrame({"method [ref]": ["a_b & c", "50% #1 [x]", "C:\\dir"], "UA": ["1.00 ± 0.50", None, "-"],
+                          "WA": [61.2, np.nan, 70.5]})
+    assert report.latex_table(frame, "Cap 5% & more", "tab:x", ["note ± one"]) == "\n".join([
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        r"\caption{Cap 5\% \& more}",
+        r"\label{tab:x}",
+        r"\begin{tabular}{lll}",
+        r"\toprule",
+        r"method {[}ref{]} & UA & WA \\",
+        r"\midrule",
+        r"a\_b \& c & 1.00 $\pm$ 0.50 & 61.20 \\",
+        r"50\% \#1 {[}x{]} & -- & -- \\",
+        r"C:\textbackslash{}dir & - & 70.50 \\",
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\par\footnotesize note $\pm$ one",
+        r"\end{table}",
+    ]) + "\n"
+
+
+def test_latex_escapes_braces_dollars_tilde_and_caret_in_one_pass():
+    frame = pd.DataFrame({"backbone": ["~/models/{x}_$1^2"]})
+    body = report.latex_table(frame, "c", "t").splitlines()[9]
+    assert body == r"\textasciitilde{}/models/\{x\}\_\$1\textasciicircum{}2 \\"
+
+
+def test_discover_reads_a_fold_subset(results_env):
+    cfg = results_env.cfg
+    every = report.discover(cfg)
+    assert every.folds == FOLDS and every.classes == CLASSES and every.has_transcripts
+    assert report.discover(cfg, [2, 3]).folds == (2, 3)
+
+
+def test_report_on_a_corpus_without_transcripts(tmp_path, monkeypatch):
+    """RAVDESS-like results: no linguistic teacher, students with the linguistic terms off."""
+    monkeypatch.setenv("EMOLIB_RUNS", str(tmp_path / "runs"))
+    cfg = get_config("tiny")
+    rng = np.random.default_rng(1)
+    labels = np.repeat(CLASSES, 3)
+    for k in (1, 2):
+        pipeline.data_run(cfg, k).start().finish(
+            {"stage": "data", "corpus": "ravdess", "classes": list(CLASSES), "n_folds": 2, "has_transcripts": False,
+             "probes": {"voice": classification_metrics(_indices(labels), _indices(labels), CLASSES)}},
+            pd.DataFrame({"id": range(len(labels)), "label": labels}))
+        runs = [pipeline.teacher_run("prosodic", cfg, k)]
+        for v in report.ABLATION_VARIANTS:
+            runs.append(pipeline.student_run(cfg.replace({"distill.variant": v}), k, has_transcripts=False))
+        for tau in cfg.sweep.taus_prosodic:
+            runs.append(pipeline.student_run(cfg.replace({"distill.variant": "no_linguistic_logit_kd",
+                                                          "distill.tau_prosodic": tau}), k, has_transcripts=False))
+        for run in runs:
+            preds = np.where(rng.random(len(labels)) < 0.5, labels, "neutral")
+            run.start().finish(classification_metrics(_indices(labels), _indices(preds), CLASSES),
+                               pd.DataFrame({"id": range(len(labels)), "label": labels, "pred": preds}))
+    study = report.discover(cfg)
+    assert study.corpus == "ravdess" and not study.has_transcripts
+    t2 = report.table2(cfg, study)
+    assert np.isnan(t2.loc[7, "UA mean"]) and not t2.loc[:6, "UA mean"].isna().any()
+    assert "linguistic teacher (ours)" not in set(report.table1(cfg, study)["method"])
+    sweep = report.temperature_sweep(cfg, study)
+    assert set(sweep["teacher"]) == {"prosodic"}
+    assert len(report.plot_fig2(sweep, cfg).axes) == 1
+    assert list(report.teachers_vs_baselines(cfg, study)["channel"]) == ["voice", "voice"]

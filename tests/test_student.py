@@ -1,0 +1,275 @@
+"""The student end to end on the toy corpus (``tests/toy.py``) with the ``tiny`` preset's
+``tiny-random`` backbone and linguistic teacher: one fold distilled with every term, each
+variant training with exactly its terms (and only the teachers it needs), one run per
+variant whatever the temperatures it ignores, exact resume after a kill, the three input
+modes, padding-free pooling, and bf16 autocast on CPU.
+
+Torch runs on one thread here, also outside training (feature caching): on a shared 2-core
+machine a tiny-random CNN forward of a 0.6 s clip took 0.25 s with two OpenMP threads
+waiting for each other under load, and 1 ms with one (see also ``conftest.py``).
+"""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from emolib import pipeline, train
+from emolib.backbones import load_backbone
+from emolib.config import get_config
+from emolib.losses import TERMS
+from emolib.student import EmoDistillStudent, StudentDataset, cached_inputs, make_collate
+
+from toy import toy_data
+
+KD_COLUMNS = [f"train_{t}" for t in TERMS if t != "ce"]
+TERM_COLUMNS = [f"train_{t}" for t in TERMS]
+RESULT_FILES = ("config.json", "best.safetensors", "history.csv", "predictions.csv", "metrics.json")
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """48 utterances: 3 sessions x 2 speakers x 4 classes x 2; fold 1 tests session T1 (16),
+    validates on 2 speakers (16) and trains on 2 (16)."""
+    return toy_data(tmp_path_factory.mktemp("toy"), per_class=2)
+
+
+@pytest.fixture(scope="module")
+def feature_cache(tmp_path_factory):
+    """eGeMAPS and backbone caches are keyed by audio content and settings: one per module."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def roots(tmp_path, monkeypatch, feature_cache):
+    monkeypatch.setenv("EMOLIB_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("EMOLIB_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("EMOLIB_CACHE", str(feature_cache))
+    torch.set_num_threads(1)  # see the module docstring; conftest.py restores the count afterwards
+    return tmp_path
+
+
+def _cfg(**overrides):
+    return get_config("tiny", {"training.progress": "none", **overrides})
+
+
+def _teacher_dirs(roots) -> dict[str, bool]:
+    return {kind: (roots / "runs" / f"{kind}_teacher").exists() for kind in pipeline.TEACHER_KINDS}
+
+
+def test_full_distillation_of_one_fold(roots, toy):
+    # teachers that learn the toy set (the settings of test_teachers.py) and a student long enough to learn it
+    cfg = _cfg(**{"prosodic_teacher.optim.epochs": 15, "prosodic_teacher.optim.lr": 1e-2,
+                  "prosodic_teacher.crop_frames": 40, "linguistic_teacher.optim.epochs": 15,
+                  "linguistic_teacher.optim.lr": 3e-3, "student.optim.epochs": 30, "student.optim.lr": 1e-2})
+    assert cfg.distill.variant == "full" and cfg.student.freeze == "all"
+    run = pipeline.train_student(cfg, 1, toy, verbose=False)
+    fold = toy.fold(1)
+
+    assert run.is_complete() and run.dir.name == "fold1" and run.dir.parent.name.startswith("full-tl4-tp1-")
+    for name in RESULT_FILES:
+        assert run.path(name).is_file(), name
+    assert not run.path("resume.pt").exists()
+
+    # every test utterance predicted once, with its true label and a probability per class
+    pred = run.predictions()
+    assert list(pred["id"]) == list(fold.test_ids) and len(pred) == 16
+    assert list(pred["label"]) == [toy.corpus.by_id()[i].label for i in fold.test_ids]
+    assert set(pred["pred"]) <= set(toy.corpus.classes)
+    probs = pred[[f"p_{c}" for c in toy.corpus.classes]].to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert list(pred["pred"]) == [toy.corpus.classes[k] for k in probs.argmax(1)]
+
+    # every term of Eq. 5 was trained with, in every epoch, and the total is their weighted sum
+    history = run.history()
+    assert list(history["epoch"]) == list(range(1, 31))
+    for column in TERM_COLUMNS:
+        assert (history[column] != 0).all(), column
+    embedding = history[["train_embedding_linguistic", "train_embedding_prosodic"]]
+    assert (embedding.abs() <= 1).all().all()  # negative cosines
+    assert (embedding.iloc[-1] < -0.5).all(), embedding  # the heads aligned with the teachers' embeddings
+    d = cfg.distill
+    total = (d.alpha * history["train_ce"]
+             + d.beta * (history["train_logit_linguistic"] + history["train_logit_prosodic"])
+             + d.gamma * (history["train_embedding_linguistic"] + history["train_embedding_prosodic"]))
+    np.testing.assert_allclose(history["train_loss"], total, rtol=1e-5)
+
+    m = run.metrics()
+    assert m["variant"] == "full" and m["terms"] == list(TERMS) and m["n"] == 16 and m["epochs_run"] == 30
+    assert (m["tau_linguistic"], m["tau_prosodic"]) == (4.0, 1.0) and m["corpus"] == "toy" and m["note"] is None
+    assert m["ua"] >= 0.75, m  # the pitch of the toy tones gives the class away
+    ua = np.mean([np.mean(pred["pred"][pred["label"] == c] == c) for c in toy.corpus.classes])
+    assert m["ua"] == pytest.approx(ua) and m["wa"] == pytest.approx(np.mean(pred["pred"] == pred["label"]))
+
+    # the teachers it needed were trained first, and are complete runs
+    for kind in pipeline.TEACHER_KINDS:
+        teacher = pipeline.teacher_run(kind, cfg, 1)
+        assert teacher.is_complete() and teacher.path("outputs.safetensors").is_file(), kind
+
+    # a second call reuses the complete run
+    again = pipeline.train_student(cfg, 1, toy, verbose=False)
+    assert again.dir == run.dir and again.metrics() == m
+
+
+@pytest.mark.parametrize("variant, zero, trained", [
+    ("no_teachers", KD_COLUMNS, {"prosodic": False, "linguistic": False}),
+    ("no_prosodic_teacher", ["train_logit_prosodic", "train_embedding_prosodic"],
+     {"prosodic": False, "linguistic": True}),
+])
+def test_each_variant_trains_only_with_its_terms(roots, toy, variant, zero, trained):
+    run = pipeline.train_student(_cfg(**{"distill.variant": variant}), 1, toy, verbose=False)
+    history = run.history()
+    for column in TERM_COLUMNS:
+        if column in zero:
+            assert (history[column] == 0.0).all(), column  # not computed at all: exactly zero
+        else:
+            assert (history[column] != 0.0).all(), column
+    assert run.metrics()["terms"] == [t for t in TERMS if f"train_{t}" not in zero]
+    # a teacher the variant does not use is never trained: not even a partial run folder
+    assert _teacher_dirs(roots) == trained
+
+
+def test_a_temperature_the_variant_ignores_does_not_make_a_new_run(roots, toy, capsys):
+    def run_dir(variant, tl, tp):
+        return pipeline.student_run(_cfg(**{"distill.variant": variant, "distill.tau_linguistic": tl,
+                                            "distill.tau_prosodic": tp}), 1).dir
+
+    # no_teachers uses no temperature; each sweep variant uses exactly one
+    assert run_dir("no_teachers", 2.0, 1.0) == run_dir("no_teachers", 4.0, 0.5)
+    assert run_dir("no_teachers", 2.0, 1.0).parent.name.startswith("no_teachers-tl0-tp0-")
+    assert run_dir("no_prosodic_logit_kd", 2.0, 1.0) == run_dir("no_prosodic_logit_kd", 2.0, 8.0)
+    assert run_dir("no_prosodic_logit_kd", 2.0, 1.0) != run_dir("no_prosodic_logit_kd", 4.0, 1.0)
+    assert run_dir("no_linguistic_logit_kd", 2.0, 0.5) == run_dir("no_linguistic_logit_kd", 8.0, 0.5)
+    assert run_dir("no_linguistic_logit_kd", 2.0, 0.5) != run_dir("no_linguistic_logit_kd", 2.0, 1.0)
+    assert run_dir("full", 2.0, 1.0) != run_dir("full", 4.0, 1.0) != run_dir("full", 4.0, 0.5)
+
+    canonical = pipeline.canonical_student_config(_cfg(**{"distill.variant": "no_teachers"}))
+    assert (canonical.distill.tau_linguistic, canonical.distill.tau_prosodic) == (0.0, 0.0)
+
+    # trained once: the second temperature reuses the first run
+    first = pipeline.train_student(_cfg(**{"distill.variant": "no_teachers", "distill.tau_linguistic": 2.0}), 1, toy)
+    capsys.readouterr()
+    second = pipeline.train_student(_cfg(**{"distill.variant": "no_teachers", "distill.tau_linguistic": 4.0}), 1, toy)
+    assert second.dir == first.dir
+    assert capsys.readouterr().out == f"student no_teachers fold 1: reusing {first.dir}\n"
+    assert [p.name for p in (roots / "runs" / "student").iterdir()] == [first.dir.parent.name]
+
+
+def test_killed_student_run_resumes_to_the_same_result(roots, toy, monkeypatch):
+    cfg = _cfg(**{"student.optim.epochs": 4})
+    reference = pipeline.train_student(cfg, 2, toy, verbose=False)
+    ref_metrics, ref_history, ref_pred = reference.metrics(), reference.history(), reference.predictions()
+    shutil.rmtree(reference.dir.parent)  # the student only: its teachers stay complete
+
+    calls = {"n": 0}
+    real_report = train._report
+
+    def killing_report(*args, **kwargs):
+        real_report(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("killed after epoch 2")
+
+    monkeypatch.setattr(train, "_report", killing_report)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.train_student(cfg, 2, toy, verbose=False)
+    run = pipeline.student_run(cfg, 2)
+    assert calls["n"] == 2  # the teachers were reused, so every _report call was the student's
+    assert run.is_partial() and run.path("resume.pt").is_file() and not run.path("predictions.csv").exists()
+    assert torch.load(run.path("resume.pt"), weights_only=False)["epoch"] == 2
+
+    monkeypatch.setattr(train, "_report", real_report)
+    resumed = pipeline.train_student(cfg, 2, toy, verbose=False)
+    assert resumed.dir == reference.dir and resumed.is_complete() and not resumed.path("resume.pt").exists()
+    history = resumed.history()
+    assert list(history["epoch"]) == [1, 2, 3, 4]
+    for column in ["train_loss", *TERM_COLUMNS, "val_ua"]:
+        np.testing.assert_allclose(history[column], ref_history[column], rtol=1e-6, atol=1e-9, err_msg=column)
+    metrics = resumed.metrics()
+    for key in ("ua", "wa", "macro_f1", "confusion", "best_epoch", "best_val_ua", "epochs_run", "layer_weights"):
+        assert metrics[key] == ref_metrics[key], key
+    pd.testing.assert_frame_equal(resumed.predictions(), ref_pred)
+
+
+def _head_parameters(width: int) -> int:
+    """Trainable parameters of the tiny student's heads on ``width``-wide pooled states: each
+    projection head Linear(width, 16) + Linear(16, its teacher's embedding: 32 linguistic,
+    16 prosodic), the FFN Linear(48, 16) + Linear(16, 4), and one weight per hidden state (3)."""
+    def linear(n_in, n_out):
+        return n_in * n_out + n_out
+
+    return linear(width, 16) + linear(16, 32) + linear(width, 16) + linear(16, 16) + linear(48, 16) + linear(16, 4) + 3
+
+
+#: tiny-random is 64 wide; statistics pooling gives the heads its mean and standard deviation
+WIDTH = 64 * (2 if get_config("tiny").student.pooling == "stats" else 1)
+
+
+#: Plus the backbone's trainable part (as tests/test_backbones.py counts it): the top layer
+#: 33,472; all but the CNN feature encoder 102,544 - 16,768.
+@pytest.mark.parametrize("freeze, backbone_trainable", [("all", 0), ("top:1", 33472),
+                                                         ("feature_encoder", 102544 - 16768)])
+def test_each_input_mode_trains_end_to_end(roots, toy, freeze, backbone_trainable):
+    cfg = _cfg(**{"student.freeze": freeze, "student.optim.epochs": 1})
+    run = pipeline.train_student(cfg, 1, toy, verbose=False)
+    m = run.metrics()
+    assert run.is_complete() and m["epochs_run"] == 1
+    assert m["n_trainable"] == _head_parameters(WIDTH) + backbone_trainable
+    assert len(m["layer_weights"]) == 3  # the CNN output and the two layers
+    history = run.history()
+    assert len(history) == 1 and np.isfinite(history[TERM_COLUMNS + ["train_loss", "val_ua"]].to_numpy()).all()
+    pred = run.predictions()
+    probs = pred[[f"p_{c}" for c in toy.corpus.classes]].to_numpy()
+    assert len(pred) == 16 and np.isfinite(probs).all()
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("freeze, mode", [("feature_encoder", "waveform"), ("top:1", "frames")])
+def test_pooling_ignores_padding(roots, toy, freeze, mode):
+    cfg = _cfg(**{"student.freeze": freeze})
+    s = cfg.student
+    backbone = load_backbone(s.backbone, freeze=freeze, max_seconds=s.max_seconds)
+    inputs, index = {}, None
+    if mode == "frames":
+        inputs = cached_inputs(cfg, toy.corpus, progress=False)
+        index = inputs["index"]
+        assert index == 1  # top:1 of 2 layers starts from hidden state 1
+    torch.manual_seed(0)
+    model = EmoDistillStudent(backbone.num_hidden_states, WIDTH, 4, 32, 16, s, backbone=backbone,
+                              input_index=index).eval()
+    corpus = toy.corpus
+    by_length = sorted(corpus, key=lambda u: u.duration)
+    short, long = by_length[0], by_length[-1]
+    assert long.duration > 1.3 * short.duration
+    dataset = StudentDataset([short.id, long.id], corpus.labels([short.id, long.id]), inputs, {}, mode,
+                             {u.id: u.path for u in corpus}, s.max_seconds)
+    collate = make_collate(mode, backbone)
+    padded = collate([dataset[1], dataset[0]])
+    alone = collate([dataset[0]])
+    if mode == "waveform":
+        assert padded["backbone.inputs"].shape[1] > alone["backbone.inputs"].shape[1]
+    else:
+        assert not padded["frame_mask"][1].all() and alone["frame_mask"].all()
+    with torch.no_grad():
+        out_padded, out_alone = model(padded), model(alone)
+    assert out_padded["logits"].shape == (2, 4)
+    for key in ("logits", "embedding_linguistic", "embedding_prosodic"):
+        torch.testing.assert_close(out_padded[key][1], out_alone[key][0], atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_autocast_path_runs_on_cpu(roots, toy):
+    # through the backbone (waveform mode) and every KD term
+    base = {"student.freeze": "feature_encoder", "student.optim.epochs": 1}
+    fp32 = pipeline.train_student(_cfg(**base), 1, toy, verbose=False)
+    bf16 = pipeline.train_student(_cfg(**base, **{"training.precision": "bf16"}), 1, toy, verbose=False)
+    assert bf16.dir != fp32.dir and bf16.is_complete()
+    h32, h16 = fp32.history(), bf16.history()
+    assert np.isfinite(h16[TERM_COLUMNS + ["train_loss"]].to_numpy()).all()
+    # autocast really ran in bfloat16 (8-bit mantissa): the loss moves, but only a little
+    assert h16["train_loss"][0] != h32["train_loss"][0]
+    assert h16["train_loss"][0] == pytest.approx(h32["train_loss"][0], abs=0.05)
+    probs = bf16.predictions()[[f"p_{c}" for c in toy.corpus.classes]].to_numpy()
+    assert np.isfinite(probs).all()
