@@ -10,7 +10,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PRESET ?= default
-JOBS ?= 1
+# Folds run in parallel, one process per core, each with one torch thread: small models
+# gain little from a second thread, and OpenMP threads spin-wait badly on a shared machine.
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 
 PY := $(VENV)/bin/python
 PYPROJECT_SHA := $(shell $(PYTHON) -c 'import hashlib; print(hashlib.sha1(open("pyproject.toml", "rb").read()).hexdigest()[:12])')

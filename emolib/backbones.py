@@ -100,6 +100,19 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return summed / mask.sum(1, keepdim=True).clamp_min(1).float()
 
 
+def masked_stats(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, D) -> (B, 2D) float32: mean and standard deviation over real frames only
+    (statistics pooling, Snyder et al. 2018)."""
+    mean = masked_mean(hidden, mask)
+    mask = mask.to(hidden.device)
+    centred = torch.where(mask[..., None], hidden.float() - mean[:, None, :], 0.0)
+    var = (centred**2).sum(1) / mask.sum(1, keepdim=True).clamp_min(1).float()
+    return torch.cat([mean, var.clamp_min(1e-8).sqrt()], dim=-1)
+
+
+POOLINGS = {"mean": masked_mean, "stats": masked_stats}
+
+
 def pad_frames(frames: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Cached frame states (one (T_i, D) array per clip) -> (B, T, D) float32 zero-padded
     and the (B, T) frame mask, the inputs of :meth:`SpeechBackbone.forward_from`."""
@@ -601,19 +614,20 @@ def _compute_missing(name: str, items: Sequence[tuple[str, str | os.PathLike]], 
 
 def pooled_states(backbone_name: str, items: Sequence[tuple[str, str | os.PathLike]], max_seconds: float | None = None,
                   batch_size: int = 8, progress: bool = True, device: str | None = "auto",
-                  precision: str = "fp32") -> dict[str, np.ndarray]:
+                  precision: str = "fp32", pooling: str = "mean") -> dict[str, np.ndarray]:
     """id -> (num_hidden_states, D) float32: every hidden state of the frozen backbone,
-    averaged over the clip's real frames. What the CPU default student trains on (a
-    learned weighted sum of layers, SUPERB style; exact because both are linear).
-    Computed once per audio content and settings (on the GPU when there is one:
-    ``device="auto"``), then read from the cache; a killed run resumes with only the
-    missing clips."""
+    averaged over the clip's real frames (``pooling="stats"``: mean and standard
+    deviation, (num_hidden_states, 2D)). What the CPU default student trains on (a
+    learned weighted sum of layers, SUPERB style). Computed once per audio content and
+    settings (on the GPU when there is one: ``device="auto"``), then read from the
+    cache; a killed run resumes with only the missing clips."""
+    pool = POOLINGS[pooling]
 
     def store(cache, digest, out, b):
         mask = out.frame_mask[b : b + 1]
-        cache.put(digest, torch.cat([masked_mean(h[b : b + 1], mask) for h in out.hidden_states]).cpu().numpy())
+        cache.put(digest, torch.cat([pool(h[b : b + 1], mask) for h in out.hidden_states]).cpu().numpy())
 
-    cache = _cache(backbone_name, "pooled", max_seconds, precision)
+    cache = _cache(backbone_name, "pooled" if pooling == "mean" else f"pooled-{pooling}", max_seconds, precision)
     digests = _compute_missing(backbone_name, items, cache, store, max_seconds, batch_size, progress, device,
                                precision, None, f"{backbone_name} pooled states")
     return {uid: cache.get(d) for uid, d in digests.items()}

@@ -160,8 +160,13 @@ def _prosodic_datasets(cfg: Config, data: Data, fold: Fold):
     ready, counts = prosody.prepare_lld(feats.arrays, normaliser)
     labels = dict(zip(data.corpus.ids, data.corpus.labels()))
 
-    def make(ids, crop):
-        return LLDDataset([ready[i] for i in ids], [labels[i] for i in ids], crop_frames=crop, seed=cfg.training.seed)
+    t = cfg.prosodic_teacher
+
+    def make(ids, crop):  # crop=None: evaluation (whole utterances, no masking)
+        augment = dict(time_masks=t.time_masks, time_mask_frames=t.time_mask_frames,
+                       descriptor_mask=t.descriptor_mask) if crop else {}
+        return LLDDataset([ready[i] for i in ids], [labels[i] for i in ids], crop_frames=crop, seed=cfg.training.seed,
+                          **augment)
 
     return make, counts
 

@@ -40,6 +40,7 @@ class EmoDistillStudent(nn.Module):
         super().__init__()
         self.backbone = backbone  # None when the inputs are cached pooled states
         self.input_index = input_index  # top:K - index of the cached hidden state the top layers start from
+        self.pooling = cfg.pooling
         self.layer_logits = nn.Parameter(torch.zeros(num_states)) if cfg.layer_weights else None
 
         def head(out_dim: int) -> nn.Sequential:
@@ -52,18 +53,19 @@ class EmoDistillStudent(nn.Module):
                                  nn.Dropout(cfg.dropout), nn.Linear(cfg.ffn_hidden, n_classes))
 
     def pooled_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, layers, D): every hidden state mean-pooled over the real frames only."""
-        from .backbones import masked_mean
+        """(B, layers, D): every hidden state pooled over the real frames only."""
+        from .backbones import POOLINGS
 
+        pool = POOLINGS[self.pooling]
         if "pooled_states" in batch:
             return batch["pooled_states"]
         if "frame_states" in batch:  # top:K - run only the trainable top of the stack
             states = self.backbone.forward_from(self.input_index, batch["frame_states"], batch["frame_mask"])
-            top = [masked_mean(h, batch["frame_mask"]) for h in states[1:]]
+            top = [pool(h, batch["frame_mask"]) for h in states[1:]]
             return torch.cat([batch["pooled_lower"], torch.stack(top, dim=1)], dim=1)
         inputs = {k[len("backbone."):]: v for k, v in batch.items() if k.startswith("backbone.")}
         out = self.backbone(**inputs)
-        return torch.stack([masked_mean(h, out.frame_mask) for h in out.hidden_states], dim=1)
+        return torch.stack([pool(h, out.frame_mask) for h in out.hidden_states], dim=1)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         states = self.pooled_states(batch).float()
@@ -101,7 +103,8 @@ def cached_inputs(cfg: Config, corpus, progress: bool = True) -> dict:
 
     s = cfg.student
     items = [(u.id, u.path) for u in corpus]
-    out: dict = {"pooled": pooled_states(s.backbone, items, max_seconds=s.max_seconds, progress=progress)}
+    out: dict = {"pooled": pooled_states(s.backbone, items, max_seconds=s.max_seconds, progress=progress,
+                                         pooling=s.pooling)}
     if s.freeze.startswith("top:"):
         backbone = load_backbone(s.backbone, freeze=s.freeze, max_seconds=s.max_seconds)
         index = backbone.first_trainable_state - 1

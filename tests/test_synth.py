@@ -94,10 +94,24 @@ def test_transcripts_carry_the_label_only_with_a_lexical_cue():
     for c in CLASSES:
         used = {p.text for p in plans if p.label == c and not p.lexical_cue}
         assert len(used) > 40
-    # mostly distinct cue sentences in every class, so that a text model must generalise
+    # the slots keep cue sentences varied even with the default 8 templates per emotion
     for c in CLASSES:
         cues = [p.text for p in plans if p.label == c and p.lexical_cue]
-        assert len(set(cues)) > 0.6 * len(cues) and len(cues) > 500
+        assert len(set(cues)) > 0.4 * len(cues) and len(cues) > 500
+    # with every template (cue_templates=0) they are mostly distinct
+    every = synth.plan_corpus(SynthConfig(utterances_per_speaker=400, cue_templates=0))
+    for c in CLASSES:
+        cues = [p.text for p in every if p.label == c and p.lexical_cue]
+        assert len(set(cues)) > 0.6 * len(cues)
+
+
+def test_cue_templates_limits_each_emotion_to_its_first_templates():
+    plans = synth.plan_corpus(SynthConfig(utterances_per_speaker=40, cue_templates=1))
+    first = synth.LEXICAL_CUES["angry"]["templates"][0]  # "I am {feeling} that {person} took my {thing} without asking."
+    angry = [p.text for p in plans if p.label == "angry" and p.lexical_cue]
+    assert angry and all(t.endswith("without asking.") for t in angry), (first, angry[:3])
+    with pytest.raises(ValueError, match="cue_templates must be in 0..32"):
+        synth.plan_corpus(SynthConfig(cue_templates=33))
 
 
 def test_spoken_form_drops_question_intonation():

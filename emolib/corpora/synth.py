@@ -11,7 +11,7 @@ learns from a linguistic and a prosodic teacher beat both?
   distinct espeak-ng voice: variant, English accent, base pitch, pitch range, rate, level.
 - **Two independent channels, each informative only in part.**
   *Words*: with probability ``p_lexical_cue`` the transcript carries a cue of its emotion
-  (hand-written templates and word lists, dozens per emotion; neutral's cue is a
+  (hand-written templates, ``cue_templates`` per emotion, with word lists; neutral's cue is a
   matter-of-fact sentence about everyday things), otherwise it is an emotion-free filler
   shared by all classes ("Yeah.", "Tell me about it."), like IEMOCAP's many cue-free turns.
   *Voice*: with probability ``p_vocal_cue`` the utterance is delivered with its emotion's
@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 import string
 import time
 from dataclasses import dataclass
@@ -388,11 +389,13 @@ def _fill(template: str, slots: dict[str, tuple[str, ...]], rng: np.random.Gener
     return text[0].upper() + text[1:]
 
 
-def draw_transcript(label: str, lexical_cue: bool, rng: np.random.Generator) -> str:
-    """One turn: a cue of ``label`` when ``lexical_cue``, otherwise fillers shared by all classes."""
+def draw_transcript(label: str, lexical_cue: bool, rng: np.random.Generator, cue_templates: int = 0) -> str:
+    """One turn: a cue of ``label`` when ``lexical_cue``, otherwise fillers shared by all classes.
+    ``cue_templates`` > 0 uses only the first that many templates of each emotion."""
     if lexical_cue:
         cue = LEXICAL_CUES[label]
-        sentence = _fill(cue["templates"][rng.integers(len(cue["templates"]))], {**SHARED_SLOTS, **cue["slots"]}, rng)
+        templates = cue["templates"][:cue_templates] if cue_templates else cue["templates"]
+        sentence = _fill(templates[rng.integers(len(templates))], {**SHARED_SLOTS, **cue["slots"]}, rng)
         if rng.random() < P_FILLER_BEFORE_CUE:
             sentence = f"{FILLERS[rng.integers(len(FILLERS))]} {sentence}"
         return sentence
@@ -471,8 +474,11 @@ def _check(synth: SynthConfig) -> None:
             problems.append(f"{name} must be a (low, high) pair with {floor} <= low <= high, got {pair}")
     if synth.jitter < 0:
         problems.append(f"jitter must be >= 0, got {synth.jitter}")
-    if synth.processes < 1:
-        problems.append(f"processes must be >= 1, got {synth.processes}")
+    fewest = min(len(cue["templates"]) for cue in LEXICAL_CUES.values())
+    if not 0 <= synth.cue_templates <= fewest:
+        problems.append(f"cue_templates must be in 0..{fewest} (0 = all), got {synth.cue_templates}")
+    if synth.processes < 0:
+        problems.append(f"processes must be >= 0 (0 = every core), got {synth.processes}")
     if problems:
         raise ValueError("SynthConfig: " + "; ".join(problems))
 
@@ -502,7 +508,7 @@ def plan_corpus(synth: SynthConfig | None = None) -> list[UtterancePlan]:
             lead, trail = rng.uniform(*synth.silence_seconds, size=2)
             snr_db = rng.uniform(*synth.snr_db)
             noise_seed = int(rng.integers(2**32))
-            text = draw_transcript(label, lexical_cue, rng)  # last: the lexicon's size moves no other draw
+            text = draw_transcript(label, lexical_cue, rng, synth.cue_templates)  # last: moves no other draw
             prosody, level_db = delivery_prosody(speaker, label if vocal_cue else None, jitter)
             plans.append(UtterancePlan(
                 id=f"synth_{speaker.id}_{index + 1:0{width}d}", label=label, speaker=speaker.id,
@@ -671,6 +677,13 @@ def _existing_samples(path: Path) -> int | None:
     return sf.info(str(path)).frames
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # honours taskset / container CPU sets
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def generate(synth: SynthConfig | None = None, root: Path | None = None, progress: bool = True) -> Path:
     """Make the corpus (or finish a partial one) and return its folder. Existing wav files
     are reused; the card, then the manifest are written last."""
@@ -690,14 +703,15 @@ def generate(synth: SynthConfig | None = None, root: Path | None = None, progres
             samples[plan.id] = n
     bar = tqdm(total=len(todo), desc=f"synth corpus {folder.name}", unit="utt", disable=not progress or not todo,
                mininterval=2.0)
-    if synth.processes > 1 and len(todo) > 1:
+    processes = synth.processes or _cores()
+    if processes > 1 and len(todo) > 1:
         from concurrent.futures import ProcessPoolExecutor
         import multiprocessing
 
         # fork, as espeak.synthesize does: this process never synthesises, so neither do the
         # workers' starting states, and no `if __name__ == "__main__"` guard is needed
-        with ProcessPoolExecutor(synth.processes, mp_context=multiprocessing.get_context("fork")) as pool:
-            chunk = max(1, len(todo) // (synth.processes * 8))
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
+            chunk = max(1, len(todo) // (processes * 8))
             results = pool.map(_render_to_file, todo, [folder / p.relpath for p in todo], chunksize=chunk)
             for plan, n in zip(todo, results):
                 samples[plan.id] = n
@@ -711,7 +725,7 @@ def generate(synth: SynthConfig | None = None, root: Path | None = None, progres
     atomic_write_text(folder / CARD, corpus_card(synth, plans, utterances))
     atomic_write_json(folder / "generation.json", {
         "seconds": round(time.perf_counter() - start, 2), "synthesised": len(todo),
-        "reused": len(plans) - len(todo), "processes": synth.processes,
+        "reused": len(plans) - len(todo), "processes": processes,
     })
     lines = [json.dumps({"id": u.id, "label": u.label, "speaker": u.speaker, "session": u.session,
                          "path": p.relpath, "text": u.text, "duration": u.duration, "meta": u.meta})
