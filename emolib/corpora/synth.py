@@ -828,8 +828,8 @@ Per speaker:
 Generation parameters: {', '.join(f'`{k}={v}`' for k, v in params.items())}.
 
 - **Words**: with probability {synth.p_lexical_cue} the transcript carries a cue of its emotion
-  ({' / '.join(f"{len(v['templates'])} {k}" for k, v in LEXICAL_CUES.items())} hand-written templates,
-  filled from word lists; neutral's cue is a matter-of-fact sentence), otherwise one
+  ({' / '.join(f"{len(v['templates'][:synth.cue_templates or None])} {k}" for k, v in LEXICAL_CUES.items())}
+  hand-written templates (`cue_templates`), filled from word lists; neutral's cue is a matter-of-fact sentence), otherwise one
   or two of {len(FILLERS)} emotion-free fillers shared by all classes. Examples:
 {chr(10).join(examples)}
   - fillers: {' / '.join(f'"{t}"' for t in fillers)}
