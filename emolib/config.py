@@ -125,7 +125,8 @@ class StudentConfig:
 
     backbone: str = "whisper-tiny.en"  # packaged offline weights; hub ids / local dirs / "tiny-random" also work
     freeze: str = "all"  # "none", "feature_encoder", "all", or "top:K" (all but the top K layers learn)
-    layer_weights: bool = True  # learned softmax-weighted sum of layers (SUPERB, Yang et al. 2021)
+    layer_mix: str = "last"  # how the heads read the layers: "last" (the paper: the encoder's output),
+    # "shared" (one learned softmax-weighted sum, SUPERB, Yang et al. 2021), "per_head", "concat"
     pooling: str = "stats"  # over frames: "mean", or "stats" = mean + std per layer (statistics pooling,
     # Snyder et al. 2018; the std keeps what varies within the turn, which a mean washes out)
     head_hidden: int = 256  # hidden width of each projection head
@@ -133,9 +134,9 @@ class StudentConfig:
     dropout: float = 0.2
     max_seconds: float = 12.0  # audio is cut to this many seconds before the backbone
     optim: OptimConfig = field(
-        default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=1e-2, epochs=30, batch_size=32, patience=6)
+        default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=1e-2, epochs=40, batch_size=32, patience=10)
     )  # heads on a frozen backbone: the SUPERB downstream recipe uses 1e-4..1e-3 with Adam(W); early stopping
-    # after 6 epochs without a better validation UA
+    # after 10 epochs without a better validation UA
 
 
 @dataclass
@@ -245,7 +246,7 @@ def _paper() -> Config:
     cfg.prosodic_teacher.optim = OptimConfig(lr=1e-3, epochs=60, batch_size=128, patience=15)
     cfg.student.backbone = "facebook/hubert-base-ls960"
     cfg.student.freeze = "feature_encoder"
-    cfg.student.layer_weights = False  # the paper fine-tunes the transformer and uses its output
+    cfg.student.layer_mix = "last"  # the paper fine-tunes the transformer and uses its output
     cfg.student.optim = OptimConfig(lr=5e-5, epochs=30, batch_size=128, warmup_ratio=0.1, patience=8)
     cfg.training.device = "auto"
     cfg.training.precision = "bf16"

@@ -76,6 +76,13 @@ from .runs import atomic_path, atomic_write_json, read_json
 #: the temperature sweep (Fig. 2), the ablations (Table 2), then tables and figures.
 NOTEBOOKS = ("00_data", "01_teachers", "02_distill", "03_temperature_sweep", "04_ablations", "05_report")
 
+#: Within a fold, the notebook each one needs finished first. The sweep and the ablations
+#: both need the teachers and the student of 02 (the ablations reuse its ``full`` and
+#: ``no_teachers`` runs) and write disjoint runs, so they may run side by side. A notebook
+#: not listed here waits for the one before it in the fold's order.
+DEPENDS_ON = {"01_teachers": "00_data", "02_distill": "01_teachers", "03_temperature_sweep": "02_distill",
+              "04_ablations": "02_distill"}
+
 #: Parameters the driver passes to every notebook; ``fold`` goes to per-fold ones only.
 DRIVER_PARAMETERS = ("preset", "overrides")
 
@@ -357,7 +364,8 @@ def available_cores() -> int:
 
 
 def _run_folds(chains: dict[int, list[Task]], jobs: int, force: bool, progress: _Progress) -> list[Outcome]:
-    """Run every fold's chain of notebooks in order, ``jobs`` folds at a time."""
+    """Run every fold's notebooks: one after another with one job, as a dependency graph
+    (``_run_graph``) with more."""
     outcomes: list[Outcome] = []
     failures: list[Outcome] = []
     pending = {fold: collections.deque(tasks) for fold, tasks in chains.items()}
@@ -386,6 +394,58 @@ def _run_folds(chains: dict[int, list[Task]], jobs: int, force: bool, progress: 
                 progress.start(task)
                 record(execute(task))
         return outcomes
+    return _run_graph(chains, workers, force, progress, outcomes, failures)
+
+
+def _dependencies(chain: list[Task]) -> dict[str, str | None]:
+    """Notebook -> the notebook of the same fold it waits for (see ``DEPENDS_ON``)."""
+    names = [t.notebook for t in chain]
+    deps: dict[str, str | None] = {}
+    for i, name in enumerate(names):
+        wanted = DEPENDS_ON.get(name)
+        deps[name] = wanted if wanted in names[:i] else (names[i - 1] if i else None)
+    return deps
+
+
+def _run_graph(chains: dict[int, list[Task]], workers: int, force: bool, progress: _Progress,
+               outcomes: list[Outcome], failures: list[Outcome]) -> list[Outcome]:
+    """Parallel folds, scheduled notebook by notebook: a notebook starts as soon as the one
+    it depends on has finished, earliest stage first (every fold's teachers before any
+    fold's sweep), so that the long notebooks are spread over the workers and the short
+    ones fill in at the end, instead of the last fold running alone.
+
+    A notebook re-runs when it is incomplete, with ``force``, or when a notebook it
+    (transitively) depends on ran in this invocation."""
+    order = {name: i for i, name in enumerate(NOTEBOOKS)}
+    deps = {fold: _dependencies(chain) for fold, chain in chains.items()}
+    state: dict[tuple[int, str], str] = {}  # "running", "done", "skipped", "failed"
+    ran: set[tuple[int, str]] = set()  # executed in this invocation
+
+    def ancestors_ran(fold: int, name: str) -> bool:
+        while (name := deps[fold][name]) is not None:
+            if (fold, name) in ran:
+                return True
+        return False
+
+    def ready() -> list[Task]:
+        out = []
+        for fold, chain in chains.items():
+            for task in chain:
+                key = (fold, task.notebook)
+                dep = deps[fold][task.notebook]
+                if key not in state and (dep is None or state.get((fold, dep)) in ("done", "skipped")):
+                    out.append(task)
+        return sorted(out, key=lambda t: (order.get(t.notebook, len(order)), t.fold))
+
+    def settle(outcome: Outcome) -> None:
+        key = (outcome.task.fold, outcome.task.notebook)
+        state[key] = outcome.status
+        if outcome.status == "done":
+            ran.add(key)
+        outcomes.append(outcome)
+        progress.finish(outcome)
+        if outcome.status == "failed":
+            failures.append(outcome)
 
     # Spawned (not forked) workers: forking a process that may hold torch's OpenMP threads
     # (prepare ran here) is unsafe. A worker costs 2-3 s of imports (nbformat, papermill).
@@ -398,16 +458,19 @@ def _run_folds(chains: dict[int, list[Task]], jobs: int, force: bool, progress: 
         initargs=(threads,),
     ) as pool:
         running: dict[concurrent.futures.Future, Task] = {}
-        waiting = collections.deque(chains)
-
-        def submit(fold: int) -> None:
-            task = next_task(fold)
-            if task is not None:
-                running[pool.submit(execute, task)] = task
 
         def fill() -> None:
-            while not failures and waiting and len(running) < workers:
-                submit(waiting.popleft())
+            while not failures and len(running) < workers:
+                candidates = ready()
+                if not candidates:
+                    return
+                task = candidates[0]
+                key = (task.fold, task.notebook)
+                if not (force or ancestors_ran(*key) or not task.is_complete()):
+                    settle(Outcome(task, "skipped"))
+                    continue
+                state[key] = "running"
+                running[pool.submit(execute, task)] = task
 
         fill()
         while running:
@@ -418,9 +481,7 @@ def _run_folds(chains: dict[int, list[Task]], jobs: int, force: bool, progress: 
                     outcome = future.result()
                 except Exception as e:  # the worker process itself died (e.g. out of memory)
                     outcome = Outcome(task, "failed", error=f"{type(e).__name__}: {e}")
-                record(outcome)
-                if outcome.status == "done" and not failures:
-                    submit(task.fold)
+                settle(outcome)
             fill()
     return outcomes
 

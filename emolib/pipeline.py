@@ -391,7 +391,7 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
                     "epochs_run": len(result.history), "stopped_early": result.stopped_early,
                     "train_seconds": result.seconds, "corpus": data.corpus.name, "note": note,
                     "n_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                    "layer_weights": None if weights is None else [round(float(w), 4) for w in weights]})
+                    "layer_weights": weights})
     run.finish(metrics, _prediction_frame(data.corpus, f.test_ids, out["logits"]))
     if verbose:
         print(f"student {d.variant} fold {fold}: test UA {100 * metrics['ua']:.2f} WA {100 * metrics['wa']:.2f} "

@@ -1,7 +1,7 @@
 """The EmoDistill student (Sec. 3, "Student KD"): speech in, emotion out.
 
-    speech backbone -> per-layer hidden states -> mean over real frames
-        -> (learned softmax-weighted sum of layers, SUPERB style, or the top layer)
+    speech backbone -> per-layer hidden states -> pooled over real frames (mean, or mean + std)
+        -> a layer mix (``student.layer_mix``: the top layer, or learned weighted sums)
         -> linguistic projection head  -> e_L  (matched to T_L's embedding)
         -> prosodic projection head    -> e_P  (matched to T_P's embedding)
         -> FFN(concat(e_L, e_P)) -> logits
@@ -34,6 +34,13 @@ from torch.utils.data import Dataset
 from .config import Config, StudentConfig
 
 
+#: How the heads read the backbone's hidden states: ``last`` the top one (the paper: the
+#: transformer's output), ``shared`` one learned softmax-weighted sum (SUPERB), ``per_head``
+#: one learned sum per projection head (the prosodic head may draw on lower layers, the
+#: linguistic head on upper ones), ``concat`` all of them side by side.
+LAYER_MIXES = ("last", "shared", "per_head", "concat")
+
+
 class EmoDistillStudent(nn.Module):
     def __init__(self, num_states: int, hidden_size: int, n_classes: int, linguistic_dim: int, prosodic_dim: int,
                  cfg: StudentConfig, backbone: nn.Module | None = None, input_index: int | None = None):
@@ -41,10 +48,17 @@ class EmoDistillStudent(nn.Module):
         self.backbone = backbone  # None when the inputs are cached pooled states
         self.input_index = input_index  # top:K - index of the cached hidden state the top layers start from
         self.pooling = cfg.pooling
-        self.layer_logits = nn.Parameter(torch.zeros(num_states)) if cfg.layer_weights else None
+        if cfg.layer_mix not in LAYER_MIXES:
+            raise ValueError(f"student.layer_mix must be one of {LAYER_MIXES}, got {cfg.layer_mix!r}")
+        self.layer_mix = cfg.layer_mix
+        # softmax logits over the hidden states: one shared mix, or one per head
+        self.mix_logits = nn.ParameterDict({name: nn.Parameter(torch.zeros(num_states)) for name in
+                                            {"shared": ("shared",), "per_head": ("linguistic", "prosodic")}.get(
+                                                cfg.layer_mix, ())})
+        width = hidden_size * num_states if cfg.layer_mix == "concat" else hidden_size
 
         def head(out_dim: int) -> nn.Sequential:
-            return nn.Sequential(nn.Linear(hidden_size, cfg.head_hidden), nn.GELU(), nn.Dropout(cfg.dropout),
+            return nn.Sequential(nn.Linear(width, cfg.head_hidden), nn.GELU(), nn.Dropout(cfg.dropout),
                                  nn.Linear(cfg.head_hidden, out_dim))
 
         self.linguistic_head = head(linguistic_dim)
@@ -72,18 +86,25 @@ class EmoDistillStudent(nn.Module):
         # Each layer is layer-normalised (no parameters) before weighting, as in SUPERB's
         # featurizer: layers of a speech model differ in scale by orders of magnitude.
         states = F.layer_norm(states, states.shape[-1:])
-        if self.layer_logits is not None:
-            x = (torch.softmax(self.layer_logits, 0)[None, :, None] * states).sum(1)
-        else:
-            x = states[:, -1]
-        e_l, e_p = self.linguistic_head(x), self.prosodic_head(x)
+
+        def mix(name: str) -> torch.Tensor:
+            if self.layer_mix == "last":
+                return states[:, -1]
+            if self.layer_mix == "concat":
+                return states.flatten(1)
+            key = "shared" if self.layer_mix == "shared" else name
+            return (torch.softmax(self.mix_logits[key], 0)[None, :, None] * states).sum(1)
+
+        e_l, e_p = self.linguistic_head(mix("linguistic")), self.prosodic_head(mix("prosodic"))
         return {"logits": self.ffn(torch.cat([e_l, e_p], dim=-1)), "embedding_linguistic": e_l,
                 "embedding_prosodic": e_p}
 
-    def layer_weights(self) -> np.ndarray | None:
-        if self.layer_logits is None:
+    def layer_weights(self) -> dict[str, list[float]] | None:
+        """The learned layer mix(es), for the result files (None for ``last`` and ``concat``)."""
+        if not len(self.mix_logits):
             return None
-        return torch.softmax(self.layer_logits.detach(), 0).cpu().numpy()
+        return {name: [round(float(w), 4) for w in torch.softmax(logits.detach(), 0).cpu()]
+                for name, logits in self.mix_logits.items()}
 
 
 # -- inputs -------------------------------------------------------------------------------------

@@ -62,8 +62,9 @@ class _BasicBlock(nn.Module):
 class ProsodicResNet(nn.Module):
     """T_P: (B, T, 25) LLDs + (B, T) mask -> logits and a ``embedding_dim`` embedding.
 
-    stem (a stride-2 conv then a stride-2 max-pool along time: ResNet's own 4x stem,
-    He et al. 2016; 40 ms steps are still finer than syllables) -> one stage per
+    stem (a stride-2 conv over time and descriptors, then a stride-2 max-pool along time:
+    ResNet's own downsampling stem, He et al. 2016; 40 ms steps are still finer than
+    syllables) -> one stage per
     ``channels`` entry (the first keeps the resolution, the others halve time and
     descriptor axes) -> mean over the descriptor axis -> pooling over the real time
     steps only (``pooling="mean"``, or ``"stats"``: mean and standard deviation, the
@@ -76,7 +77,7 @@ class ProsodicResNet(nn.Module):
             raise ValueError(f"prosodic_teacher.pooling must be 'mean' or 'stats', got {cfg.pooling!r}")
         c0 = cfg.channels[0]
         self.pooling = cfg.pooling
-        self.stem = nn.Sequential(nn.Conv2d(1, c0, 3, (2, 1), 1, bias=False), nn.BatchNorm2d(c0), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(1, c0, 3, (2, 2), 1, bias=False), nn.BatchNorm2d(c0), nn.ReLU())
         self.stem_pool = nn.MaxPool2d((3, 1), (2, 1), (1, 0))
         blocks, cin = [], c0
         for i, cout in enumerate(cfg.channels):
@@ -95,12 +96,12 @@ class ProsodicResNet(nn.Module):
         if x.shape[-1] != self.n_descriptors:
             raise ValueError(f"expected {self.n_descriptors} descriptors, got input of shape {tuple(x.shape)}")
         x = x * mask[:, :, None].to(x.dtype)
-        h = self.stem(x[:, None])  # (B, C, T/2, D)
+        h = self.stem(x[:, None])  # (B, C, T/2, D/2)
         mask = _downsample(mask, 2)
         h = h * mask[:, None, :, None].to(h.dtype)
         # Max-pooling after a ReLU: padded steps are zeros and real ones are >= 0, so
         # padding never wins the max: the result is exact for every real step.
-        h = self.stem_pool(h)  # (B, C, T/4, D)
+        h = self.stem_pool(h)  # (B, C, T/4, D/2)
         mask = _downsample(mask, 2)
         h = h * mask[:, None, :, None].to(h.dtype)
         for block in self.blocks:

@@ -52,7 +52,7 @@ def test_dotted_overrides_coerce_strings_from_the_command_line():
             "training.seed": "3",
             "data.max_seconds": "8",
             "training.deterministic": "false",
-            "student.layer_weights": "True",
+            "linguistic_teacher.freeze_embeddings": "False",
             "prosodic_teacher.channels": "(8, 16)",
             "sweep.taus_prosodic": "[0.5, 2]",
             "data.corpus": "iemocap:/data/IEMOCAP",
@@ -62,7 +62,7 @@ def test_dotted_overrides_coerce_strings_from_the_command_line():
     assert cfg.student.optim.lr == 1e-4 and type(cfg.student.optim.lr) is float
     assert cfg.training.seed == 3 and type(cfg.training.seed) is int
     assert cfg.data.max_seconds == 8.0 and type(cfg.data.max_seconds) is float
-    assert cfg.training.deterministic is False and cfg.student.layer_weights is True
+    assert cfg.training.deterministic is False and cfg.linguistic_teacher.freeze_embeddings is False
     assert cfg.prosodic_teacher.channels == (8, 16)
     assert cfg.sweep.taus_prosodic == (0.5, 2.0) and [type(t) for t in cfg.sweep.taus_prosodic] == [float, float]
     assert cfg.data.corpus == "iemocap:/data/IEMOCAP"

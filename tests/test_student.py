@@ -53,7 +53,8 @@ def roots(tmp_path, monkeypatch, feature_cache):
 
 
 def _cfg(**overrides):
-    return get_config("tiny", {"training.progress": "none", **overrides})
+    # per-head layer mixes: the most parameters and the most code paths of the student
+    return get_config("tiny", {"training.progress": "none", "student.layer_mix": "per_head", **overrides})
 
 
 def _teacher_dirs(roots) -> dict[str, bool]:
@@ -197,11 +198,11 @@ def test_killed_student_run_resumes_to_the_same_result(roots, toy, monkeypatch):
 def _head_parameters(width: int) -> int:
     """Trainable parameters of the tiny student's heads on ``width``-wide pooled states: each
     projection head Linear(width, 16) + Linear(16, its teacher's embedding: 32 linguistic,
-    16 prosodic), the FFN Linear(48, 16) + Linear(16, 4), and one weight per hidden state (3)."""
+    16 prosodic), the FFN Linear(48, 16) + Linear(16, 4), and per head one weight per hidden state (2 x 3)."""
     def linear(n_in, n_out):
         return n_in * n_out + n_out
 
-    return linear(width, 16) + linear(16, 32) + linear(width, 16) + linear(16, 16) + linear(48, 16) + linear(16, 4) + 3
+    return linear(width, 16) + linear(16, 32) + linear(width, 16) + linear(16, 16) + linear(48, 16) + linear(16, 4) + 2 * 3
 
 
 #: tiny-random is 64 wide; statistics pooling gives the heads its mean and standard deviation
@@ -218,7 +219,8 @@ def test_each_input_mode_trains_end_to_end(roots, toy, freeze, backbone_trainabl
     m = run.metrics()
     assert run.is_complete() and m["epochs_run"] == 1
     assert m["n_trainable"] == _head_parameters(WIDTH) + backbone_trainable
-    assert len(m["layer_weights"]) == 3  # the CNN output and the two layers
+    # per head, a weight for each hidden state: the CNN output and the two layers
+    assert {k: len(v) for k, v in m["layer_weights"].items()} == {"linguistic": 3, "prosodic": 3}
     history = run.history()
     assert len(history) == 1 and np.isfinite(history[TERM_COLUMNS + ["train_loss", "val_ua"]].to_numpy()).all()
     pred = run.predictions()
