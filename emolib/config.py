@@ -125,8 +125,9 @@ class StudentConfig:
 
     backbone: str = "whisper-tiny.en"  # packaged offline weights; hub ids / local dirs / "tiny-random" also work
     freeze: str = "all"  # "none", "feature_encoder", "all", or "top:K" (all but the top K layers learn)
-    layer_mix: str = "last"  # how the heads read the layers: "last" (the paper: the encoder's output),
-    # "shared" (one learned softmax-weighted sum, SUPERB, Yang et al. 2021), "per_head", "concat"
+    layer_mix: str = "split"  # how the heads read the layers: "last" (the paper: the encoder's output),
+    # "shared" (one learned softmax-weighted sum, SUPERB, Yang et al. 2021), "per_head", "split" (linguistic
+    # head: the top layer; prosodic head: a learned sum), "concat"
     pooling: str = "stats"  # over frames: "mean", or "stats" = mean + std per layer (statistics pooling,
     # Snyder et al. 2018; the std keeps what varies within the turn, which a mean washes out)
     head_hidden: int = 256  # hidden width of each projection head

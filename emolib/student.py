@@ -36,9 +36,10 @@ from .config import Config, StudentConfig
 
 #: How the heads read the backbone's hidden states: ``last`` the top one (the paper: the
 #: transformer's output), ``shared`` one learned softmax-weighted sum (SUPERB), ``per_head``
-#: one learned sum per projection head (the prosodic head may draw on lower layers, the
-#: linguistic head on upper ones), ``concat`` all of them side by side.
-LAYER_MIXES = ("last", "shared", "per_head", "concat")
+#: one learned sum per projection head, ``split`` the top layer for the linguistic head and a
+#: learned sum for the prosodic head (prosody lives lower in speech encoders than words do),
+#: ``concat`` all of them side by side.
+LAYER_MIXES = ("last", "shared", "per_head", "split", "concat")
 
 
 class EmoDistillStudent(nn.Module):
@@ -53,7 +54,8 @@ class EmoDistillStudent(nn.Module):
         self.layer_mix = cfg.layer_mix
         # softmax logits over the hidden states: one shared mix, or one per head
         self.mix_logits = nn.ParameterDict({name: nn.Parameter(torch.zeros(num_states)) for name in
-                                            {"shared": ("shared",), "per_head": ("linguistic", "prosodic")}.get(
+                                            {"shared": ("shared",), "per_head": ("linguistic", "prosodic"),
+                                             "split": ("prosodic",)}.get(
                                                 cfg.layer_mix, ())})
         width = hidden_size * num_states if cfg.layer_mix == "concat" else hidden_size
 
@@ -88,7 +90,7 @@ class EmoDistillStudent(nn.Module):
         states = F.layer_norm(states, states.shape[-1:])
 
         def mix(name: str) -> torch.Tensor:
-            if self.layer_mix == "last":
+            if self.layer_mix == "last" or (self.layer_mix == "split" and name == "linguistic"):
                 return states[:, -1]
             if self.layer_mix == "concat":
                 return states.flatten(1)
