@@ -365,25 +365,30 @@ def plot_fig2(sweep: pd.DataFrame, cfg: Config):
 
     paper_style()
     teachers = [t for t in ("prosodic", "linguistic") if t in set(sweep["teacher"])]
-    fig, axes = plt.subplots(1, len(teachers), figsize=(3.4 * len(teachers), 2.6), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(teachers), figsize=(3.6 * len(teachers), 2.8), sharey=True, squeeze=False)
     axes = axes[0]
     chosen = {"prosodic": cfg.distill.tau_prosodic, "linguistic": cfg.distill.tau_linguistic}
-    titles = {"prosodic": r"prosodic temperature $\tau_P$ (no linguistic logit KD)",
-              "linguistic": r"linguistic temperature $\tau_L$ (no prosodic logit KD)"}
+    symbols = {"prosodic": r"prosodic temperature $\tau_P$", "linguistic": r"linguistic temperature $\tau_L$"}
+    titles = {"prosodic": "linguistic logit KD removed", "linguistic": "prosodic logit KD removed"}
+    # On a corpus with balanced test folds WA equals UA: one line, labelled as such.
+    same = bool(np.allclose(sweep["ua"], sweep["wa"]))
+    metrics = [("ua", "UA (= WA, balanced classes)" if same else "UA")] + ([] if same else [("wa", "WA")])
     for ax, teacher in zip(axes, teachers):
         part = sweep[sweep["teacher"] == teacher]
-        for j, metric in enumerate(("ua", "wa")):
+        for j, (metric, label) in enumerate(metrics):
             g = part.groupby("tau")[metric]
             mean, std = g.mean(), g.std(ddof=1).fillna(0.0)
             ax.plot(mean.index, mean.values, LINESTYLES[j], marker=MARKERS[j], color="black" if j == 0 else "0.45",
-                    label=metric.upper())
-            ax.fill_between(mean.index, mean - std, mean + std, color="0.6" if j == 0 else "0.85", alpha=0.35, lw=0)
+                    label=f"{label}, mean over folds")
+            ax.fill_between(mean.index, mean - std, mean + std, color="0.6" if j == 0 else "0.85", alpha=0.35, lw=0,
+                            label="± 1 std over folds" if j == 0 else None)
         ax.axvline(chosen[teacher], color="0.3", ls=":", lw=1)
         ax.annotate("default", (chosen[teacher], ax.get_ylim()[0]), xytext=(3, 3), textcoords="offset points",
                     fontsize=7, color="0.3")
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(part["tau"].unique()), [f"{t:g}" for t in sorted(part["tau"].unique())])
-        ax.set_xlabel(titles[teacher])
+        ax.set_xlabel(symbols[teacher])
+        ax.set_title(titles[teacher], fontsize=9)
     axes[0].set_ylabel("accuracy (%)")
     axes[0].legend(fontsize=7, loc="lower left")
     fig.tight_layout()

@@ -403,5 +403,9 @@ def test_report_on_a_corpus_without_transcripts(tmp_path, monkeypatch):
     assert "linguistic teacher (ours)" not in set(report.table1(cfg, study)["method"])
     sweep = report.temperature_sweep(cfg, study)
     assert set(sweep["teacher"]) == {"prosodic"}
-    assert len(report.plot_fig2(sweep, cfg).axes) == 1
+    fig = report.plot_fig2(sweep, cfg)
+    assert len(fig.axes) == 1
+    # balanced test folds: WA equals UA, drawn once and labelled so
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend[0] == "UA (= WA, balanced classes), mean over folds" and not any(t.startswith("WA") for t in legend)
     assert list(report.teachers_vs_baselines(cfg, study)["channel"]) == ["voice", "voice"]
