@@ -58,7 +58,7 @@ t2 = report.table2(cfg, study)
 shown = report.display_table2(t2)
 caption = (f"Table 2 (ablations). Paper: IEMOCAP, HuBERT-base student. Ours: corpus '{study.corpus}', "
            f"student backbone {cfg.student.backbone} (freeze={cfg.student.freeze}), linguistic teacher "
-           f"{cfg.linguistic_teacher.model}, {cfg.data.protocol}-out cross-validation over {len(folds)} folds; "
+           f"{cfg.linguistic_teacher.model}, leave-one-{cfg.data.protocol}-out cross-validation over {len(folds)} folds; "
            f"UA/WA in %, mean ± std over folds, and pooled over folds.")
 report.write_table(shown, "table2_ablations", caption, "tab:ablations",
                    ["Paper rows restored from its text (the symbols were lost in extraction)."], prov)
