@@ -116,5 +116,5 @@ for ax, (name, run) in zip(axes, (("student", student), ("no teachers", baseline
     plots.confusion_matrix(ax, m["confusion"], m["classes"], title=f"{name}: UA {100 * m['ua']:.1f}")
 fig.tight_layout()
 plots.save_figure(fig, student.dir / "confusion", prov)
-if student.metrics()["layer_weights"]:
+if student.metrics()["layer_weights"]:  # per head: does the prosodic head lean on lower layers?
     print("learned layer weights:", student.metrics()["layer_weights"])
