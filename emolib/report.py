@@ -390,6 +390,7 @@ def plot_fig2(sweep: pd.DataFrame, cfg: Config):
         ax.set_xlabel(symbols[teacher])
         ax.set_title(titles[teacher], fontsize=9)
     axes[0].set_ylabel("accuracy (%)")
-    axes[0].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=7, frameon=False)
     return fig

@@ -406,6 +406,6 @@ def test_report_on_a_corpus_without_transcripts(tmp_path, monkeypatch):
     fig = report.plot_fig2(sweep, cfg)
     assert len(fig.axes) == 1
     # balanced test folds: WA equals UA, drawn once and labelled so
-    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend[0] == "UA (= WA, balanced classes), mean over folds" and not any(t.startswith("WA") for t in legend)
     assert list(report.teachers_vs_baselines(cfg, study)["channel"]) == ["voice", "voice"]
