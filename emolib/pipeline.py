@@ -413,8 +413,10 @@ def run_probes(cfg: Config, fold: int, data: Data | None = None, verbose: bool =
     data = data or load_data(cfg)
     run = data_run(cfg, fold)
     if run.is_complete():
+        write_channels(run, data.corpus, data.fold(fold).test_ids)  # runs made before channels.csv existed
         return run
     run.start()
+    write_channels(run, data.corpus, data.fold(fold).test_ids)
     functionals = None
     if data.corpus.has_audio:
         functionals = prosody.features(audio_items(data.corpus), "functionals", cfg.data.max_seconds,
@@ -430,6 +432,23 @@ def run_probes(cfg: Config, fold: int, data: Data | None = None, verbose: bool =
         line = ", ".join(f"{k} UA {100 * v['ua']:.2f}" for k, v in metrics.items())
         print(f"probes fold {fold}: {line}", flush=True)
     return run
+
+
+#: The per-utterance flags a corpus may record of which channel carries the label (the built-in corpus does).
+CHANNEL_FLAGS = ("lexical_cue", "vocal_cue")
+
+
+def write_channels(run: Run, corpus: Corpus, ids) -> bool:
+    """Write ``channels.csv`` (id, lexical_cue, vocal_cue of the fold's test utterances) beside the
+    data results when the corpus records them, so that the report can score every model per channel
+    without loading the corpus. Idempotent; False (and nothing written) for corpora without flags."""
+    table = corpus.by_id()
+    if not ids or not all(flag in table[i].meta for i in ids for flag in CHANNEL_FLAGS):
+        return False
+    if not run.path("channels.csv").is_file():
+        run.write_csv("channels.csv", pd.DataFrame(
+            [{"id": i, **{flag: bool(table[i].meta[flag]) for flag in CHANNEL_FLAGS}} for i in ids]))
+    return True
 
 
 def fold_figure_path(cfg: Config, name: str, fold: int):

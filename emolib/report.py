@@ -272,6 +272,69 @@ def teachers_vs_baselines(cfg: Config, study: "Study") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: The cells of the built-in corpus's design: which channels carry an utterance's label.
+CHANNEL_CELLS = (("both cues", True, True), ("words only", True, False), ("voice only", False, True),
+                 ("neither", False, False))
+CHANNELS_NOTE = ("Accuracy (% of the cell's test utterances predicted correctly), pooled over folds; 'n' is the "
+                 "cell's share of the test utterances. Where no channel carries the label ('neither') every model "
+                 "can only guess (about 25 % with four classes), and a model of one channel can only guess on the "
+                 "cell that only the other channel carries.")
+
+
+def channel_breakdown(cfg: Config, study: "Study") -> pd.DataFrame | None:
+    """Accuracy of every model on each cell of (lexical cue, vocal cue), pooled over folds.
+
+    Reads the ``channels.csv`` the data stage writes when the corpus records which channel
+    carries each label (the built-in corpus); None for corpora that do not. It shows which
+    channel each model uses: a linguistic teacher is right only where the words carry the
+    label, a prosodic teacher where the voice does, and a student that learned from both
+    should be right where either does."""
+    from .pipeline import data_run, student_run, teacher_run
+
+    data_runs = [data_run(cfg, k) for k in study.folds]
+    if not all(r.path("channels.csv").is_file() for r in data_runs):
+        return None
+    flags = pd.concat([pd.read_csv(r.path("channels.csv")) for r in data_runs]).set_index("id")
+    probes = pd.concat([r.predictions() for r in data_runs]).set_index("id")
+    models: list[tuple[str, pd.DataFrame]] = []
+    for channel in ("text", "voice", "both"):
+        if f"pred_{channel}" in probes:
+            models.append((f"{channel} probe (logistic regression)",
+                           probes[["label", f"pred_{channel}"]].rename(columns={f"pred_{channel}": "pred"})))
+    sources = [("linguistic teacher", "teacher:linguistic"), ("prosodic teacher", "teacher:prosodic"),
+               ("student, plain fine-tuning (no teachers)", "student:no_teachers"),
+               ("student, w/o prosodic teacher", "student:no_prosodic_teacher"),
+               ("student, w/o linguistic teacher", "student:no_linguistic_teacher"),
+               ("student, full EmoDistill", "student:full")]
+    for name, source in sources:
+        kind, what = source.split(":")
+        if kind == "teacher" and what == "linguistic" and not study.has_transcripts:
+            continue
+        runs = ([teacher_run(what, cfg, k) for k in study.folds] if kind == "teacher" else
+                [student_run(cfg.replace({"distill.variant": what}), k, study.has_transcripts) for k in study.folds])
+        missing = [str(r.dir) for r in runs if not r.is_complete()]
+        if missing:
+            raise MissingResults(f"{name}: {len(missing)} run(s) missing, e.g. {missing[0]}")
+        models.append((name, pd.concat([r.predictions() for r in runs]).set_index("id")[["label", "pred"]]))
+    rows = []
+    for name, frame in models:
+        joined = frame.join(flags, how="inner")
+        if len(joined) != len(flags):
+            raise ValueError(f"{name}: predictions cover {len(joined)} of the {len(flags)} test utterances "
+                             "that channels.csv lists")
+        correct = joined["label"] == joined["pred"]
+        row = {"model": name}
+        for cell, lexical, vocal in CHANNEL_CELLS:
+            inside = (joined["lexical_cue"] == lexical) & (joined["vocal_cue"] == vocal)
+            row[cell] = 100 * correct[inside].mean() if inside.any() else float("nan")
+        row["all"] = 100 * correct.mean()
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    shares = {cell: 100 * ((flags["lexical_cue"] == lx) & (flags["vocal_cue"] == vc)).mean()
+              for cell, lx, vc in CHANNEL_CELLS}
+    return frame.rename(columns={cell: f"{cell} (n = {shares[cell]:.0f} %)" for cell, _, _ in CHANNEL_CELLS})
+
+
 def markdown_table(frame: pd.DataFrame, caption: str, notes: Sequence[str] = ()) -> str:
     """A GitHub Markdown table with its caption above and notes below."""
     def cell(v):

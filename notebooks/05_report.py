@@ -22,7 +22,9 @@
 # * `table1_comparison.md/.tex`: the paper's comparison table, with our rows marked by the
 #   corpus and backbone they come from;
 # * `teachers_vs_baselines.md`: each teacher against the logistic-regression probe of its
-#   channel (and, on the built-in corpus, the channel's Bayes ceiling).
+#   channel (and, on the built-in corpus, the channel's Bayes ceiling);
+# * `channels.md` (on a corpus that records which channel carries each label, as the built-in
+#   one does): every model's accuracy where the words, the voice, both or neither carry it.
 #
 # Each artefact carries the commit, preset, corpus and config hash it came from (a sidecar
 # `.json`, and the PDF metadata). Scores are in %: the **mean over folds** ± the standard
@@ -103,3 +105,23 @@ caption3 = (f"Teachers vs logistic-regression probes of their channel, corpus '{
             f"mean ± std over {len(folds)} folds.")
 report.write_table(tb, "teachers_vs_baselines", caption3, "tab:teachers", [], prov)
 display(Markdown(report.markdown_table(tb, caption3)))
+
+# %% [markdown]
+# ## Which channel does each model use?
+#
+# The built-in corpus records, for every utterance, whether its words and whether its voice
+# carry its emotion (drawn independently). Scoring each model on the four cells shows what it
+# learned: the linguistic teacher is right where the words carry the label and at chance
+# elsewhere, the prosodic teacher the other way round; a speech-only student can hear both,
+# and the teachers' knowledge is what should lift it where only one channel speaks. On a corpus
+# without these records (IEMOCAP and the others) the section is skipped.
+
+# %%
+channels = report.channel_breakdown(cfg, study)
+if channels is None:
+    print(f"corpus {study.corpus!r} does not record which channel carries each label: no channel table")
+else:
+    caption4 = (f"Accuracy per channel cell, corpus '{study.corpus}', pooled over {len(folds)} folds: where the words "
+                "and/or the voice carry the emotion.")
+    report.write_table(channels, "channels", caption4, "tab:channels", [report.CHANNELS_NOTE], prov)
+    display(Markdown(report.markdown_table(channels, caption4, [report.CHANNELS_NOTE])))

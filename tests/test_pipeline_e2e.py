@@ -38,7 +38,8 @@ pytestmark = pytest.mark.slow
 PER_FOLD = ("00_data", "01_teachers", "02_distill", "03_temperature_sweep", "04_ablations")
 FIGURES = sorted(f"{stem}.{ext}" for stem, exts in [
     ("table2_ablations", ("md", "tex", "json")), ("table1_comparison", ("md", "tex", "json")),
-    ("teachers_vs_baselines", ("md", "tex", "json")), ("fig2_temperature", ("pdf", "png", "json"))] for ext in exts)
+    ("teachers_vs_baselines", ("md", "tex", "json")), ("fig2_temperature", ("pdf", "png", "json")),
+    ("channels", ("md", "tex", "json"))] for ext in exts)
 #: Every student the notebooks train for a fold, by folder label (the hash follows): the six ablation
 #: variants (02 trains full and no_teachers, 04 reuses them) and the sweep's two temperatures per teacher.
 #: A temperature a variant does not use is 0 in its label, so the sweep never retrains an ablation run.
@@ -144,6 +145,10 @@ def test_every_notebook_executes_for_two_folds_and_writes_the_figures(clean):
             "data", "linguistic_teacher", "prosodic_teacher"]
         for name, folder in results.items():
             assert (folder / "metrics.json").is_file() and not (folder / "resume.pt").exists(), name
+        data = next(folder for name, folder in results.items() if name.startswith("data/"))
+        flags = pd.read_csv(data / "channels.csv")  # the built-in corpus records which channel carries each label
+        assert list(flags.columns) == ["id", "lexical_cue", "vocal_cue"]
+        assert sorted(flags["id"]) == sorted(pd.read_csv(data / "predictions.csv")["id"])
     per_fold_figures = {p.name for p in (roots.runs / "fold-figures").glob("*/*.pdf")}
     assert per_fold_figures == {f"{n}_fold{k}.pdf" for k in (1, 2)
                                 for n in ("teacher_learning_curves", "teacher_confusion", "fig2", "ablations")}

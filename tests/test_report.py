@@ -50,7 +50,8 @@ PAPER_TABLE1 = [
 
 FIGURE_FILES = sorted(f"{stem}.{ext}" for stem, exts in [
     ("table2_ablations", ("md", "tex", "json")), ("table1_comparison", ("md", "tex", "json")),
-    ("teachers_vs_baselines", ("md", "tex", "json")), ("fig2_temperature", ("pdf", "png", "json"))] for ext in exts)
+    ("teachers_vs_baselines", ("md", "tex", "json")), ("fig2_temperature", ("pdf", "png", "json")),
+    ("channels", ("md", "tex", "json"))] for ext in exts)
 
 
 # -- the fixture ---------------------------------------------------------------------------------------
@@ -90,6 +91,7 @@ class Fixture:
     runs: dict  # source ("student:full", "sweep:prosodic:0.5", ...) -> [Run per fold]
     truth: dict  # source -> [(labels, preds) per fold]
     probes: list  # per fold: {probe: (labels, preds)}
+    channels: list  # per fold: (lexical_cue, vocal_cue) boolean arrays, in the order of the fold's utterances
 
 
 def _indices(values) -> list[int]:
@@ -112,7 +114,7 @@ def write_results(cfg, seed: int = 0) -> Fixture:
     accuracy = dict(zip(sources, rng.permutation(np.linspace(0.3, 0.9, len(sources)))))
     runs: dict = {s: [] for s in sources}
     truth: dict = {s: [] for s in sources}
-    probes = []
+    probes, channels = [], []
     for k in FOLDS:
         labels = rng.permutation(np.repeat(CLASSES, PER_CLASS[k]))
         ids = [f"S{k}{'FM'[i % 2]}_{i:03d}" for i in range(len(labels))]
@@ -121,6 +123,9 @@ def write_results(cfg, seed: int = 0) -> Fixture:
             return np.where(rng.random(len(labels)) < p, labels, rng.choice(CLASSES, len(labels)))
 
         data = pipeline.data_run(cfg, k).start()
+        lexical, vocal = rng.random(len(labels)) < 0.6, rng.random(len(labels)) < 0.5
+        channels.append((lexical, vocal))
+        data.write_csv("channels.csv", pd.DataFrame({"id": ids, "lexical_cue": lexical, "vocal_cue": vocal}))
         fold_probes = {name: (labels, draw(p)) for name, p in (("text", 0.6), ("voice", 0.4), ("both", 0.7))}
         probes.append(fold_probes)
         frame = pd.DataFrame({"id": ids, "label": labels, **{f"pred_{n}": p for n, (_, p) in fold_probes.items()}})
@@ -136,7 +141,7 @@ def write_results(cfg, seed: int = 0) -> Fixture:
             run.finish(metrics, pd.DataFrame({"id": ids, "label": labels, "pred": preds}))
             runs[source].append(run)
             truth[source].append((labels, preds))
-    return Fixture(cfg, runs, truth, probes)
+    return Fixture(cfg, runs, truth, probes, channels)
 
 
 def _rows(markdown: str) -> list[list[str]]:
@@ -245,11 +250,55 @@ def test_teachers_against_the_probes_of_their_channel(executed):
     ]
 
 
+def test_every_model_scored_on_each_channel_cell(executed):
+    """channels.md: accuracy where both cues, the words only, the voice only or neither carry the label,
+    pooled over folds, recomputed here from the fixture's predictions and channel flags."""
+    fixture, _, figures = executed
+    lexical = np.concatenate([lx for lx, _ in fixture.channels])
+    vocal = np.concatenate([vc for _, vc in fixture.channels])
+    cells = [(True, True), (True, False), (False, True), (False, False)]
+
+    def row(name, folds):
+        labels, preds = np.concatenate([t for t, _ in folds]), np.concatenate([p for _, p in folds])
+        ok = labels == preds
+        return [name] + [f"{100 * ok[(lexical == lx) & (vocal == vc)].mean():.2f}" for lx, vc in cells] + [
+            f"{100 * ok.mean():.2f}"]
+
+    md = (figures / "channels.md").read_text()
+    shares = [f"{100 * ((lexical == lx) & (vocal == vc)).mean():.0f}" for lx, vc in cells]
+    assert (f"| model | both cues (n = {shares[0]} %) | words only (n = {shares[1]} %) | voice only (n = {shares[2]} %) "
+            f"| neither (n = {shares[3]} %) | all |") in md
+    expected = [row(f"{p} probe (logistic regression)", [fold[p] for fold in fixture.probes])
+                for p in ("text", "voice", "both")]
+    for name, source in [("linguistic teacher", "teacher:linguistic"), ("prosodic teacher", "teacher:prosodic"),
+                         ("student, plain fine-tuning (no teachers)", "student:no_teachers"),
+                         ("student, w/o prosodic teacher", "student:no_prosodic_teacher"),
+                         ("student, w/o linguistic teacher", "student:no_linguistic_teacher"),
+                         ("student, full EmoDistill", "student:full")]:
+        expected.append(row(name, fixture.truth[source]))
+    assert _rows(md) == expected
+    assert report.CHANNELS_NOTE in md
+    assert json.loads((figures / "channels.json").read_text())["corpus"] == CORPUS
+
+
+def test_the_channel_table_needs_the_channel_flags_of_every_fold(results_env):
+    fixture = results_env
+    study = report.discover(fixture.cfg)
+    assert list(report.channel_breakdown(fixture.cfg, study)["model"])[-1] == "student, full EmoDistill"
+    flags = pipeline.data_run(fixture.cfg, 2).path("channels.csv")
+    hidden = flags.with_name("channels.csv.hidden")
+    flags.rename(hidden)
+    try:  # a corpus that does not record its channels (every real one): no table, no error
+        assert report.channel_breakdown(fixture.cfg, study) is None
+    finally:
+        hidden.rename(flags)
+
+
 def test_every_artefact_carries_its_provenance(executed):
     fixture, _, figures = executed
     expected = {"commit": report.git_commit(), "preset": "tiny", "corpus": CORPUS,
                 "config_hash": get_config("tiny").hash(), "folds": 3}
-    for stem in ("table2_ablations", "table1_comparison", "teachers_vs_baselines", "fig2_temperature"):
+    for stem in ("table2_ablations", "table1_comparison", "teachers_vs_baselines", "fig2_temperature", "channels"):
         prov = json.loads((figures / f"{stem}.json").read_text())
         assert {k: prov[k] for k in expected} == expected, stem
     stamp = f"commit {expected['commit']}, preset tiny, corpus synth, config {expected['config_hash']}"
@@ -409,3 +458,4 @@ def test_report_on_a_corpus_without_transcripts(tmp_path, monkeypatch):
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend[0] == "UA (= WA, balanced classes), mean over folds" and not any(t.startswith("WA") for t in legend)
     assert list(report.teachers_vs_baselines(cfg, study)["channel"]) == ["voice", "voice"]
+    assert report.channel_breakdown(cfg, study) is None  # RAVDESS does not record which channel carries a label
