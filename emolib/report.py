@@ -277,8 +277,10 @@ CHANNEL_CELLS = (("both cues", True, True), ("words only", True, False), ("voice
                  ("neither", False, False))
 CHANNELS_NOTE = ("Accuracy (% of the cell's test utterances predicted correctly), pooled over folds; 'n' is the "
                  "cell's share of the test utterances. Where no channel carries the label ('neither') every model "
-                 "can only guess (about 25 % with four classes), and a model of one channel can only guess on the "
-                 "cell that only the other channel carries.")
+                 "can only guess (about 25 % with four classes). A model of one channel should be near chance on "
+                 "the cell that only the other channel carries; well above chance, it reaches the other channel "
+                 "by a side door (eGeMAPS includes MFCC 1-4 and spectral descriptors, which carry some of what "
+                 "is said).")
 
 
 def channel_breakdown(cfg: Config, study: "Study") -> pd.DataFrame | None:
