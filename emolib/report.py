@@ -109,13 +109,17 @@ class Summary:
         return 100.0 * self.summary[key]
 
 
-def _summarise(name: str, runs, classes) -> Summary:
-    from .pipeline import collect
-
+def _require_complete(name: str, runs) -> None:
     missing = [str(r.dir) for r in runs if not r.is_complete()]
     if missing:
         raise MissingResults(f"{name}: {len(missing)} run(s) missing, e.g. {missing[0]}. "
                              "Run the notebooks first (make report, or python -m emolib run).")
+
+
+def _summarise(name: str, runs, classes) -> Summary:
+    from .pipeline import collect
+
+    _require_complete(name, runs)
     return Summary(name, [r.metrics() for r in runs], collect(runs, list(classes)))
 
 
@@ -314,9 +318,7 @@ def channel_breakdown(cfg: Config, study: "Study") -> pd.DataFrame | None:
             continue
         runs = ([teacher_run(what, cfg, k) for k in study.folds] if kind == "teacher" else
                 [student_run(cfg.replace({"distill.variant": what}), k, study.has_transcripts) for k in study.folds])
-        missing = [str(r.dir) for r in runs if not r.is_complete()]
-        if missing:
-            raise MissingResults(f"{name}: {len(missing)} run(s) missing, e.g. {missing[0]}")
+        _require_complete(name, runs)
         models.append((name, pd.concat([r.predictions() for r in runs]).set_index("id")[["label", "pred"]]))
     rows = []
     for name, frame in models:
