@@ -112,7 +112,8 @@ display(Markdown(report.markdown_table(tb, caption3)))
 # The built-in corpus records, for every utterance, whether its words and whether its voice
 # carry its emotion (drawn independently). Scoring each model on the four cells shows what it
 # learned: the linguistic teacher is right where the words carry the label and at chance
-# elsewhere, the prosodic teacher the other way round; a speech-only student can hear both,
+# elsewhere, the prosodic teacher the other way round (as far as eGeMAPS keeps the words out:
+# the table's note says how); a speech-only student can hear both,
 # and the teachers' knowledge is what should lift it where only one channel speaks. On a corpus
 # without these records (IEMOCAP and the others) the section is skipped.
 
@@ -120,6 +121,8 @@ display(Markdown(report.markdown_table(tb, caption3)))
 channels = report.channel_breakdown(cfg, study)
 if channels is None:
     print(f"corpus {study.corpus!r} does not record which channel carries each label: no channel table")
+    for stale in out.glob("channels.*"):  # from an earlier report on another corpus: it would not describe this one
+        stale.unlink()
 else:
     caption4 = (f"Accuracy per channel cell, corpus '{study.corpus}', pooled over {len(folds)} folds: where the words "
                 "and/or the voice carry the emotion.")

@@ -459,3 +459,12 @@ def test_report_on_a_corpus_without_transcripts(tmp_path, monkeypatch):
     assert legend[0] == "UA (= WA, balanced classes), mean over folds" and not any(t.startswith("WA") for t in legend)
     assert list(report.teachers_vs_baselines(cfg, study)["channel"]) == ["voice", "voice"]
     assert report.channel_breakdown(cfg, study) is None  # RAVDESS does not record which channel carries a label
+
+    # the notebook on these results: every table but the channel one, whose stale copy from another corpus goes
+    figures = tmp_path / "figures"
+    monkeypatch.setenv("EMOLIB_FIGURES", str(figures))
+    figures.mkdir()
+    (figures / "channels.md").write_text("a table from an earlier report on the built-in corpus\n")
+    summary = driver.run("tiny", notebooks=["05_report"], folds=[1, 2])
+    assert [o.status for o in summary.outcomes] == ["done"]
+    assert sorted(p.name for p in figures.iterdir()) == [f for f in FIGURE_FILES if not f.startswith("channels.")]
