@@ -31,6 +31,12 @@ def _nohash(default=dataclasses.MISSING, **kw):
     return field(default=default, metadata={"hash": False}, **kw)
 
 
+def _added(default):
+    """A setting added after results were published: hashed only when it differs from its
+    default, so that adding it leaves every existing run (and the committed figures) valid."""
+    return field(default=default, metadata={"hash": "unless_default"})
+
+
 @dataclass
 class SynthConfig:
     """The built-in espeak-ng corpus (see ``emolib/corpora/synth.py`` and its corpus card)."""
@@ -150,6 +156,13 @@ class DistillConfig:
     alpha: float = 1.0  # cross-entropy coefficient
     beta: float = 1.0  # logit-KD coefficient (applied to each teacher's term)
     gamma: float = 1.0  # embedding-KD coefficient (applied to each teacher's term)
+    # Where the logit-KD targets for the student's training utterances come from. "in_sample" (the paper):
+    # each teacher's outputs on its own training utterances, which a teacher that memorised them
+    # merely repeats as labels. "cross_fit": from teachers trained without that utterance's speakers
+    # (the fold's training speakers dealt into CROSS_FIT_GROUPS groups; one extra teacher per group),
+    # as out-of-fold predictions are used in stacking (Wolpert 1992). Embedding targets still come from
+    # the fold's own teacher: the extra teachers' embedding spaces differ, a cosine target needs one.
+    teacher_targets: str = _added("in_sample")
 
 
 @dataclass
@@ -363,9 +376,14 @@ def from_dict(d: dict[str, Any]) -> Config:
 # -- hashing -----------------------------------------------------------------------
 
 
+def _hashed(f: dataclasses.Field, value: Any) -> bool:
+    mode = f.metadata.get("hash", True)
+    return (value != f.default) if mode == "unless_default" else mode
+
+
 def _hashed_dict(obj: Any) -> Any:
     if is_dataclass(obj):
-        return {f.name: _hashed_dict(getattr(obj, f.name)) for f in fields(obj) if f.metadata.get("hash", True)}
+        return {f.name: _hashed_dict(getattr(obj, f.name)) for f in fields(obj) if _hashed(f, getattr(obj, f.name))}
     if isinstance(obj, (list, tuple)):
         return [_hashed_dict(v) for v in obj]
     return obj

@@ -95,11 +95,45 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", str(text)).strip("-")[-40:]
 
 
-def teacher_run(kind: str, cfg: Config, fold: int) -> Run:
+def teacher_run(kind: str, cfg: Config, fold: int, without: int | None = None) -> Run:
+    """The teacher of ``fold``; with ``without=g``, the cross-fitting teacher of that fold trained
+    without the training speakers of group ``g`` (see :func:`cross_fit_folds`)."""
     if kind not in TEACHER_KINDS:
         raise ValueError(f"unknown teacher kind {kind!r}; choose one of {TEACHER_KINDS}")
     label = "resnet" if kind == "prosodic" else _slug(cfg.linguistic_teacher.model)
+    if without is not None:
+        label += f"-xfit{without}of{CROSS_FIT_GROUPS}"
     return Run(f"{kind}_teacher", cfg, fold, label=label)
+
+
+#: Groups of training speakers for ``distill.teacher_targets = "cross_fit"``: each group's logit
+#: targets come from a teacher trained on the other groups (3: each extra teacher sees two thirds
+#: of the training speakers, the usual cost/bias trade-off of 3-5 folds for out-of-fold predictions).
+CROSS_FIT_GROUPS = 3
+TEACHER_TARGETS = ("in_sample", "cross_fit")
+
+
+def cross_fit_folds(corpus: Corpus, fold: Fold) -> list[Fold]:
+    """Split a fold's training speakers into :data:`CROSS_FIT_GROUPS` groups (sorted, dealt
+    round-robin) and return one fold per group: trained on the other groups' speakers, selected
+    on the fold's own validation speakers, and "tested" on the group's training utterances (whose
+    outputs become the student's logit targets). The fold's test speakers are in none of them."""
+    import dataclasses
+
+    speakers = sorted(fold.train_speakers)
+    if len(speakers) < 2:
+        raise ValueError(f"fold {fold.index}: cross-fitted teacher targets need at least 2 training speakers, "
+                         f"found {speakers}")
+    speaker_of = {u.id: u.speaker for u in corpus}
+    out = []
+    for g in range(min(CROSS_FIT_GROUPS, len(speakers))):
+        held = tuple(speakers[g::CROSS_FIT_GROUPS])
+        out.append(dataclasses.replace(
+            fold, test_groups=held, test_speakers=held,
+            train_speakers=tuple(s for s in speakers if s not in held),
+            train_ids=tuple(i for i in fold.train_ids if speaker_of[i] not in held),
+            test_ids=tuple(i for i in fold.train_ids if speaker_of[i] in held)))
+    return out
 
 
 def check_teacher_input(kind: str, corpus: Corpus) -> None:
@@ -171,24 +205,28 @@ def _prosodic_datasets(cfg: Config, data: Data, fold: Fold):
     return make, counts
 
 
-def train_teacher(kind: str, cfg: Config, fold: int, data: Data | None = None, verbose: bool = True) -> Run:
+def train_teacher(kind: str, cfg: Config, fold: int, data: Data | None = None, verbose: bool = True,
+                  without: int | None = None) -> Run:
     """Fine-tune one teacher on one fold's training speakers (reusing a complete run).
 
     Writes ``best.safetensors``, ``history.csv``, ``predictions.csv`` (test speakers),
     ``outputs.safetensors`` (logits and embedding of every utterance, for the
-    students) and ``metrics.json``."""
+    students) and ``metrics.json``. With ``without=g``: the cross-fitting teacher trained
+    without group ``g`` of the training speakers, "tested" on that group
+    (:func:`cross_fit_folds`)."""
     from .teachers import (LinguisticTeacher, ProsodicResNet, TextDataset, collate_lld, cross_entropy_loss,
                            load_text_encoder, make_text_collate)
     from .train import fit, predict, setup
 
     data = data or load_data(cfg)
     check_teacher_input(kind, data.corpus)
-    run = teacher_run(kind, cfg, fold)
+    run = teacher_run(kind, cfg, fold, without)
+    name = f"{kind} teacher fold {fold}" + ("" if without is None else f" without group {without}")
     if run.is_complete():
         if verbose:
-            print(f"{kind} teacher fold {fold}: reusing {run.dir}", flush=True)
+            print(f"{name}: reusing {run.dir}", flush=True)
         return run
-    f = data.fold(fold)
+    f = data.fold(fold) if without is None else cross_fit_folds(data.corpus, data.fold(fold))[without]
     run.start()
     device = setup(cfg.training)
     n_classes = len(data.corpus.classes)
@@ -217,7 +255,7 @@ def train_teacher(kind: str, cfg: Config, fold: int, data: Data | None = None, v
         collate = make_text_collate(tokenizer.pad_token_id)
     result = fit(model, train_set, datasets["val"] if f.val_ids else None,
                  cross_entropy_loss(tcfg.optim.label_smoothing), tcfg.optim, cfg.training, collate=collate, run=run,
-                 desc=f"{kind} teacher fold {fold}", device=device)
+                 desc=name, device=device)
     out = predict(model, datasets["all"], collate, tcfg.optim.batch_size, device, cfg.training.precision)
     save_outputs(run, data.corpus.ids, out)
     position = {uid: i for i, uid in enumerate(data.corpus.ids)}
@@ -230,10 +268,11 @@ def train_teacher(kind: str, cfg: Config, fold: int, data: Data | None = None, v
                     "stopped_early": result.stopped_early, "train_seconds": result.seconds,
                     "n_parameters": sum(p.numel() for p in model.parameters()),
                     "n_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                    "embedding_dim": int(out["embedding"].shape[1]), "corpus": data.corpus.name, **extra})
+                    "embedding_dim": int(out["embedding"].shape[1]), "corpus": data.corpus.name,
+                    "without_group": without, "test_speakers": list(f.test_speakers), **extra})
     run.finish(metrics, _prediction_frame(data.corpus, f.test_ids, test_logits))
     if verbose:
-        print(f"{kind} teacher fold {fold}: test UA {100 * metrics['ua']:.2f} WA {100 * metrics['wa']:.2f} "
+        print(f"{name}: test UA {100 * metrics['ua']:.2f} WA {100 * metrics['wa']:.2f} "
               f"macro-F1 {100 * metrics['macro_f1']:.2f} (best epoch {result.best_epoch}, "
               f"{result.seconds:.1f} s)", flush=True)
     return run
@@ -273,9 +312,10 @@ def effective_variant(cfg: Config, corpus: Corpus):
 
 
 def canonical_student_config(cfg: Config, has_transcripts: bool = True) -> Config:
-    """Temperatures a variant does not use are set to 0, so that e.g. ``no_teachers`` is
-    one run whatever the temperatures (no duplicated training in the sweep). On a corpus
-    without transcripts the linguistic teacher's terms count as unused too."""
+    """Temperatures a variant does not use are set to 0 (and cross-fitting off without logit
+    targets), so that e.g. ``no_teachers`` is one run whatever the temperatures (no duplicated
+    training in the sweep). On a corpus without transcripts the linguistic teacher's terms
+    count as unused too."""
     import dataclasses
 
     from .losses import get_variant
@@ -288,13 +328,16 @@ def canonical_student_config(cfg: Config, has_transcripts: bool = True) -> Confi
         changes["distill.tau_linguistic"] = 0.0
     if not variant.logit_prosodic:
         changes["distill.tau_prosodic"] = 0.0
+    if not (variant.logit_linguistic or variant.logit_prosodic) and cfg.distill.teacher_targets != "in_sample":
+        changes["distill.teacher_targets"] = "in_sample"  # no logit targets: nothing to cross-fit
     return cfg.replace(changes) if changes else cfg
 
 
 def student_run(cfg: Config, fold: int, has_transcripts: bool = True) -> Run:
     cfg = canonical_student_config(cfg, has_transcripts)
     d = cfg.distill
-    return Run("student", cfg, fold, label=f"{d.variant}-tl{d.tau_linguistic:g}-tp{d.tau_prosodic:g}")
+    xfit = "-xfit" if d.teacher_targets == "cross_fit" else ""
+    return Run("student", cfg, fold, label=f"{d.variant}-tl{d.tau_linguistic:g}-tp{d.tau_prosodic:g}{xfit}")
 
 
 def text_embedding_dim(cfg: Config) -> int:
@@ -309,6 +352,16 @@ def text_embedding_dim(cfg: Config) -> int:
     return AutoConfig.from_pretrained(packaged_minilm_path() if name == "minilm" else name).hidden_size
 
 
+def cross_fitted_logits(kind: str, cfg: Config, fold: int, data: Data, verbose: bool = True) -> dict[str, np.ndarray]:
+    """Logits for every training utterance of ``fold`` from the teacher that did not see its speakers."""
+    out: dict[str, np.ndarray] = {}
+    for g, inner in enumerate(cross_fit_folds(data.corpus, data.fold(fold))):
+        ids, outputs = load_outputs(train_teacher(kind, cfg, fold, data, verbose=verbose, without=g))
+        pos = {uid: i for i, uid in enumerate(ids)}
+        out.update({u: outputs["logits"][pos[u]] for u in inner.test_ids})
+    return out
+
+
 def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: bool = True) -> Run:
     """Distil the variant ``cfg.distill.variant`` into a student for one fold.
 
@@ -318,6 +371,8 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
     from .losses import distillation_loss
     from .train import fit, predict, setup
 
+    if cfg.distill.teacher_targets not in TEACHER_TARGETS:
+        raise ValueError(f"distill.teacher_targets={cfg.distill.teacher_targets!r}; choose one of {TEACHER_TARGETS}")
     data = data or load_data(cfg)
     cfg = canonical_student_config(cfg, data.corpus.has_transcripts)
     variant, note = effective_variant(cfg, data.corpus)
@@ -340,6 +395,8 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
         pos = {uid: i for i, uid in enumerate(ids)}
         if getattr(variant, f"logit_{kind}"):
             teacher[f"teacher_logits_{kind}"] = {u: outputs["logits"][pos[u]] for u in ids}
+            if cfg.distill.teacher_targets == "cross_fit":
+                teacher[f"teacher_logits_{kind}"].update(cross_fitted_logits(kind, cfg, fold, data, verbose))
         if getattr(variant, f"embedding_{kind}"):
             teacher[f"teacher_embedding_{kind}"] = {u: outputs["embedding"][pos[u]] for u in ids}
     run.start()
@@ -386,6 +443,7 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
     metrics = classification_metrics(y_true, out["logits"].argmax(-1), data.corpus.classes)
     weights = model.layer_weights()
     metrics.update({"stage": "student", "variant": d.variant, "terms": list(variant.enabled()),
+                    "teacher_targets": d.teacher_targets,
                     "tau_linguistic": d.tau_linguistic, "tau_prosodic": d.tau_prosodic, "fold": fold,
                     "best_epoch": result.best_epoch, "best_val_ua": result.best_val_ua,
                     "epochs_run": len(result.history), "stopped_early": result.stopped_early,

@@ -119,6 +119,24 @@ def test_hash_is_insensitive_to_key_order_and_sees_every_result_setting():
         assert base.replace({name: value}).hash() == base.hash(), name
 
 
+def test_a_setting_added_later_changes_the_hash_only_away_from_its_default():
+    """distill.teacher_targets came after the committed results: at its default the hashes (and so
+    every existing run folder) are what they were without it; any other value is a new run."""
+    base = get_config("default")
+    assert "teacher_targets" not in base.to_dict_hashed()["distill"]
+    assert base.to_dict()["distill"]["teacher_targets"] == "in_sample"  # still saved in config.json
+    without = base.to_dict_hashed()
+    assert base.hash() == config_hash(without)
+    crossed = base.replace({"distill.teacher_targets": "cross_fit"})
+    assert crossed.to_dict_hashed()["distill"]["teacher_targets"] == "cross_fit"
+    assert crossed.hash() != base.hash() and stage_hash(crossed, "student") != stage_hash(base, "student")
+    assert stage_hash(crossed, "prosodic_teacher") == stage_hash(base, "prosodic_teacher")
+    # a config.json written before the setting existed reads back as the default
+    old = base.to_dict()
+    del old["distill"]["teacher_targets"]
+    assert from_dict(old) == base and from_dict(old).hash() == base.hash()
+
+
 def test_hash_is_the_same_in_another_process():
     code = "from emolib.config import get_config; print(get_config('paper', {'student.optim.lr': '1e-4'}).hash())"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

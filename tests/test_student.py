@@ -275,3 +275,63 @@ def test_bf16_autocast_path_runs_on_cpu(roots, toy):
     assert h16["train_loss"][0] == pytest.approx(h32["train_loss"][0], abs=0.05)
     probs = bf16.predictions()[[f"p_{c}" for c in toy.corpus.classes]].to_numpy()
     assert np.isfinite(probs).all()
+
+
+# -- cross-fitted teacher targets (distill.teacher_targets = "cross_fit") ---------------------------------
+
+
+def test_cross_fit_folds_hold_out_each_training_speaker_once(toy):
+    fold = toy.fold(1)
+    inner = pipeline.cross_fit_folds(toy.corpus, fold)
+    speaker = {u.id: u.speaker for u in toy.corpus}
+    assert len(inner) == min(pipeline.CROSS_FIT_GROUPS, len(fold.train_speakers)) == 2  # the toy fold trains on 2
+    # every training utterance is "tested" by exactly one extra teacher, which never trained on its speaker
+    assert sorted(i for f in inner for i in f.test_ids) == sorted(fold.train_ids)
+    for f in inner:
+        assert not {speaker[i] for i in f.train_ids} & {speaker[i] for i in f.test_ids}
+        assert set(f.train_ids) | set(f.test_ids) == set(fold.train_ids)
+        assert f.val_ids == fold.val_ids  # selected on the fold's own validation speakers, never its test fold
+        assert not set(f.train_ids + f.test_ids) & set(fold.test_ids)
+        assert set(f.test_speakers) == {speaker[i] for i in f.test_ids}
+
+
+def test_cross_fitted_targets_come_from_the_teacher_that_did_not_see_the_speaker(roots, toy, monkeypatch):
+    from emolib import student as st
+
+    cfg = _cfg(**{"distill.teacher_targets": "cross_fit"})
+    seen = {}
+    real = st.StudentDataset
+
+    def spy(ids, labels, inputs, teacher, *args, **kwargs):
+        if teacher:
+            seen.update(teacher)
+        return real(ids, labels, inputs, teacher, *args, **kwargs)
+
+    monkeypatch.setattr(st, "StudentDataset", spy)
+    run = pipeline.train_student(cfg, 1, toy, verbose=False)
+    assert run.dir.parent.name.startswith("full-tl4-tp1-xfit-") and run.metrics()["teacher_targets"] == "cross_fit"
+
+    fold, speaker = toy.fold(1), {u.id: u.speaker for u in toy.corpus}
+    inner = pipeline.cross_fit_folds(toy.corpus, fold)
+    for kind in pipeline.TEACHER_KINDS:
+        own_ids, own = pipeline.load_outputs(pipeline.teacher_run(kind, cfg, 1))
+        own_pos = {u: n for n, u in enumerate(own_ids)}
+        for g, f in enumerate(inner):
+            ids, out = pipeline.load_outputs(pipeline.teacher_run(kind, cfg, 1, without=g))
+            pos = {u: n for n, u in enumerate(ids)}
+            for u in f.test_ids:  # the logit target of a training utterance: the teacher without its speaker
+                np.testing.assert_array_equal(seen[f"teacher_logits_{kind}"][u], out["logits"][pos[u]])
+        for u in fold.train_ids:  # embedding targets stay the fold's own teacher's (one embedding space)
+            np.testing.assert_array_equal(seen[f"teacher_embedding_{kind}"][u], own["embedding"][own_pos[u]])
+        # the extra teachers are distinct runs: the fold's own teacher is untouched
+        assert pipeline.teacher_run(kind, cfg, 1, without=0).dir != pipeline.teacher_run(kind, cfg, 1).dir
+
+
+def test_cross_fitting_is_off_where_no_logit_target_exists_and_checked(roots, toy):
+    plain = pipeline.student_run(_cfg(**{"distill.variant": "no_teachers"}), 1)
+    assert pipeline.student_run(_cfg(**{"distill.variant": "no_teachers", "distill.teacher_targets": "cross_fit"}),
+                                1).dir == plain.dir
+    assert pipeline.student_run(_cfg(**{"distill.variant": "no_logit_kd", "distill.teacher_targets": "cross_fit"}),
+                                1).dir == pipeline.student_run(_cfg(**{"distill.variant": "no_logit_kd"}), 1).dir
+    with pytest.raises(ValueError, match="teacher_targets='oof'.*in_sample.*cross_fit"):
+        pipeline.train_student(_cfg(**{"distill.teacher_targets": "oof"}), 1, toy, verbose=False)
