@@ -44,7 +44,6 @@ import argparse
 import itertools
 import multiprocessing as mp
 import os
-import resource
 import statistics
 import sys
 import tempfile
@@ -62,15 +61,12 @@ from emolib.audio import SAMPLE_RATE, read_audio  # noqa: E402
 from emolib.config import PRESETS, get_config  # noqa: E402
 from emolib.losses import distillation_loss, get_variant  # noqa: E402
 from emolib.runs import atomic_write_json  # noqa: E402
+
+from _common import peak_mib, spread, table  # noqa: E402
 from emolib.teachers import LinguisticTeacher, ProsodicResNet, load_text_encoder  # noqa: E402
 
 BATCH = 8  # clips per backbone batch, pooled_states' default
 VARIANTS = ("full", "no_teachers")
-
-
-def peak_mib(who: int = resource.RUSAGE_SELF) -> float:
-    """Peak resident set size in MiB (``ru_maxrss`` is in KiB on Linux)."""
-    return resource.getrusage(who).ru_maxrss / 1024
 
 
 def load_average() -> float:
@@ -90,25 +86,6 @@ class Clock:
     def __exit__(self, *exc):
         self.cpu += time.process_time() - self._cpu
         self.wall += time.perf_counter() - self._wall
-
-
-def spread(utterances: list, n: int) -> list:
-    """``n`` utterances evenly spread over the corpus (every speaker and class)."""
-    n = min(n, len(utterances))
-    return [utterances[int(i * len(utterances) / n)] for i in range(n)]
-
-
-def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
-    """Print ``rows`` under ``(key, header, format)`` columns (text left, numbers right)."""
-    widths = [max(len(h), *(len(format(r[k], f)) for r in rows)) for k, h, f in columns]
-
-    def line(cells):
-        return "  " + "  ".join(c.ljust(w) if f == "s" else c.rjust(w)
-                                for c, (_, _, f), w in zip(cells, columns, widths))
-
-    print(line([h for _, h, _ in columns]))
-    for r in rows:
-        print(line([format(r[k], f) for k, _, f in columns]))
 
 
 def per_audio_second(what: str, clock: Clock, audio: float, **extra) -> dict:

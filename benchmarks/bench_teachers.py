@@ -43,12 +43,9 @@ from emolib import pipeline, prosody  # noqa: E402
 from emolib.config import PRESETS, get_config  # noqa: E402
 from emolib.runs import atomic_write_json  # noqa: E402
 
+from _common import peak_mib, spread, table  # noqa: E402
+
 TEACHERS = pipeline.TEACHER_KINDS
-
-
-def peak_mib(who: int = resource.RUSAGE_SELF) -> float:
-    """Peak resident set size in MiB (``ru_maxrss`` is in KiB on Linux)."""
-    return resource.getrusage(who).ru_maxrss / 1024
 
 
 def cpu_seconds() -> float:
@@ -69,14 +66,6 @@ def env(name: str, value: str):
             del os.environ[name]
         else:
             os.environ[name] = old
-
-
-def spread(utterances: list, n: int | None) -> list:
-    """``n`` utterances evenly spread over the corpus (every speaker and class), or all."""
-    if not n or n >= len(utterances):
-        return list(utterances)
-    step = len(utterances) / n
-    return [utterances[int(i * step)] for i in range(n)]
 
 
 def extraction(utterances: list, max_seconds: float, processes: tuple[int, ...]) -> list[dict]:
@@ -118,19 +107,6 @@ def train_one(kind: str, cfg, fold: int, data) -> dict:
             "s_per_epoch": float(epoch_seconds.mean()), "fit_s": m["train_seconds"], "wall_s": wall,
             "cpu_s": cpu, "test_ua": 100 * m["ua"], "test_wa": 100 * m["wa"], "n_parameters": m["n_parameters"],
             "n_trainable": m["n_trainable"], "peak_rss_mib_after": peak_mib()}
-
-
-def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
-    """Print ``rows`` under ``(key, header, format)`` columns (text left, numbers right)."""
-    widths = [max(len(h), *(len(format(r[k], f)) for r in rows)) for k, h, f in columns]
-
-    def line(cells):
-        return "  " + "  ".join(c.ljust(w) if f == "s" else c.rjust(w)
-                                for c, (_, _, f), w in zip(cells, columns, widths))
-
-    print(line([h for _, h, _ in columns]))
-    for r in rows:
-        print(line([format(r[k], f) for k, _, f in columns]))
 
 
 def main() -> None:

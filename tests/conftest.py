@@ -49,3 +49,31 @@ def _one_torch_thread(monkeypatch):
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
+
+
+class EpochKiller:
+    """Raises ``KeyboardInterrupt`` in the shared training loop right after epoch ``at`` has
+    been logged (and its resume checkpoint written), as a Ctrl-C or a killed job would."""
+
+    def __init__(self, monkeypatch, at: int):
+        from emolib import train
+
+        self.calls, self._train, self._real = 0, train, train._report
+        self._monkeypatch = monkeypatch
+
+        def killing_report(*args, **kwargs):
+            self._real(*args, **kwargs)
+            self.calls += 1
+            if self.calls == at:
+                raise KeyboardInterrupt(f"killed after epoch {at}")
+
+        monkeypatch.setattr(train, "_report", killing_report)
+
+    def disarm(self) -> None:
+        self._monkeypatch.setattr(self._train, "_report", self._real)
+
+
+@pytest.fixture
+def kill_after_epoch(monkeypatch):
+    """``kill_after_epoch(2)`` arms an :class:`EpochKiller`; ``.disarm()`` lets training run again."""
+    return lambda at: EpochKiller(monkeypatch, at)

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
-from emolib import pipeline, train
+from emolib import pipeline
 from emolib.backbones import load_backbone
 from emolib.config import get_config
 from emolib.losses import TERMS
@@ -159,30 +159,21 @@ def test_a_temperature_the_variant_ignores_does_not_make_a_new_run(roots, toy, c
     assert [p.name for p in (roots / "runs" / "student").iterdir()] == [first.dir.parent.name]
 
 
-def test_killed_student_run_resumes_to_the_same_result(roots, toy, monkeypatch):
+def test_killed_student_run_resumes_to_the_same_result(roots, toy, kill_after_epoch):
     cfg = _cfg(**{"student.optim.epochs": 4})
     reference = pipeline.train_student(cfg, 2, toy, verbose=False)
     ref_metrics, ref_history, ref_pred = reference.metrics(), reference.history(), reference.predictions()
     shutil.rmtree(reference.dir.parent)  # the student only: its teachers stay complete
 
-    calls = {"n": 0}
-    real_report = train._report
-
-    def killing_report(*args, **kwargs):
-        real_report(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("killed after epoch 2")
-
-    monkeypatch.setattr(train, "_report", killing_report)
+    killer = kill_after_epoch(2)
     with pytest.raises(KeyboardInterrupt):
         pipeline.train_student(cfg, 2, toy, verbose=False)
     run = pipeline.student_run(cfg, 2)
-    assert calls["n"] == 2  # the teachers were reused, so every _report call was the student's
+    assert killer.calls == 2  # the teachers were reused, so every _report call was the student's
     assert run.is_partial() and run.path("resume.pt").is_file() and not run.path("predictions.csv").exists()
     assert torch.load(run.path("resume.pt"), weights_only=False)["epoch"] == 2
 
-    monkeypatch.setattr(train, "_report", real_report)
+    killer.disarm()
     resumed = pipeline.train_student(cfg, 2, toy, verbose=False)
     assert resumed.dir == reference.dir and resumed.is_complete() and not resumed.path("resume.pt").exists()
     history = resumed.history()

@@ -73,7 +73,7 @@ def test_lld_cache_reused_on_second_call(roots, monkeypatch):
         assert first[uid].shape[1] == 25
 
 
-def test_killed_teacher_run_resumes_to_the_same_result(roots, monkeypatch):
+def test_killed_teacher_run_resumes_to_the_same_result(roots, kill_after_epoch):
     data = toy_data(roots / "toy", per_class=2)
     cfg = _cfg(**{"prosodic_teacher.optim.epochs": 4})
     reference = pipeline.train_teacher("prosodic", cfg, 2, data, verbose=False)
@@ -82,21 +82,12 @@ def test_killed_teacher_run_resumes_to_the_same_result(roots, monkeypatch):
 
     shutil.rmtree(reference.dir.parent.parent)
 
-    calls = {"n": 0}
-    real_report = train._report
-
-    def killing_report(*args, **kwargs):
-        real_report(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("killed after epoch 2")
-
-    monkeypatch.setattr(train, "_report", killing_report)
+    killer = kill_after_epoch(2)
     with pytest.raises(KeyboardInterrupt):
         pipeline.train_teacher("prosodic", cfg, 2, data, verbose=False)
     run = pipeline.teacher_run("prosodic", cfg, 2)
-    assert run.is_partial() and run.path("resume.pt").is_file()
-    monkeypatch.setattr(train, "_report", real_report)
+    assert killer.calls == 2 and run.is_partial() and run.path("resume.pt").is_file()
+    killer.disarm()
     resumed = pipeline.train_teacher("prosodic", cfg, 2, data, verbose=False)
     hist = resumed.history()
     assert list(hist["epoch"]) == [1, 2, 3, 4]
