@@ -137,6 +137,11 @@ class StudentConfig:
     # head: the top layer; prosodic head: a learned sum), "concat"
     pooling: str = "stats"  # over frames: "mean", or "stats" = mean + std per layer (statistics pooling,
     # Snyder et al. 2018; the std keeps what varies within the turn, which a mean washes out)
+    input_norm: str = "standardise"  # how pooled states are scaled before the heads: "standardise" = per
+    # dimension, with running statistics of the training batches (BatchNorm without affine parameters, the
+    # linear-probe recipe of MAE, He et al. 2022); "layer" = per utterance and layer (SUPERB's featurizer).
+    # Speech transformers carry a few dimensions with huge constant offsets (Whisper tiny.en's top layer:
+    # three of 768 pooled dimensions hold 55 % of the energy), which a per-utterance norm lets dominate
     head_hidden: int = 256  # hidden width of each projection head
     ffn_hidden: int = 256  # hidden width of the classifier FFN on the concatenated embeddings
     dropout: float = 0.2
@@ -163,6 +168,9 @@ class DistillConfig:
     # (the fold's training speakers dealt into CROSS_FIT_GROUPS groups; one extra teacher per group),
     # as out-of-fold predictions are used in stacking (Wolpert 1992). Embedding targets still come from
     # the fold's own teacher: the extra teachers' embedding spaces differ, a cosine target needs one.
+    # "oracle" (built-in corpus only): no teachers; the logits and embeddings a perfect teacher of each
+    # channel would give, from the generator's record of which channel carries each label. An upper bound
+    # on what distillation can add to this student, reported beside Table 2, never a result of its own.
     teacher_targets: str = _added("in_sample")
 
 

@@ -110,7 +110,10 @@ def teacher_run(kind: str, cfg: Config, fold: int, without: int | None = None) -
 #: targets come from a teacher trained on the other groups (3: each extra teacher sees two thirds
 #: of the training speakers, the usual cost/bias trade-off of 3-5 folds for out-of-fold predictions).
 CROSS_FIT_GROUPS = 3
-TEACHER_TARGETS = ("in_sample", "cross_fit")
+TEACHER_TARGETS = ("in_sample", "cross_fit", "oracle")
+#: Oracle logits are log posteriors; a class the channel rules out gets this probability, not 0
+#: (which has no finite logit): a margin of ln(1e4) = 9.2 nats, softmax-exact to 4 decimals at tau 1.
+ORACLE_FLOOR = 1e-4
 
 
 def cross_fit_folds(corpus: Corpus, fold: Fold) -> list[Fold]:
@@ -313,7 +316,7 @@ def effective_variant(cfg: Config, corpus: Corpus):
 
 def canonical_student_config(cfg: Config, has_transcripts: bool = True) -> Config:
     """Temperatures a variant does not use are set to 0 (and cross-fitting off without logit
-    targets), so that e.g. ``no_teachers`` is one run whatever the temperatures (no duplicated
+    targets, oracle teachers off without any teacher term), so that e.g. ``no_teachers`` is one run whatever the temperatures (no duplicated
     training in the sweep). On a corpus without transcripts the linguistic teacher's terms
     count as unused too."""
     import dataclasses
@@ -328,16 +331,19 @@ def canonical_student_config(cfg: Config, has_transcripts: bool = True) -> Confi
         changes["distill.tau_linguistic"] = 0.0
     if not variant.logit_prosodic:
         changes["distill.tau_prosodic"] = 0.0
-    if not (variant.logit_linguistic or variant.logit_prosodic) and cfg.distill.teacher_targets != "in_sample":
-        changes["distill.teacher_targets"] = "in_sample"  # no logit targets: nothing to cross-fit
+    logits = variant.logit_linguistic or variant.logit_prosodic
+    if (cfg.distill.teacher_targets == "cross_fit" and not logits) or (
+            cfg.distill.teacher_targets == "oracle" and not (logits or variant.embedding_linguistic
+                                                             or variant.embedding_prosodic)):
+        changes["distill.teacher_targets"] = "in_sample"  # no target of that kind: nothing to replace
     return cfg.replace(changes) if changes else cfg
 
 
 def student_run(cfg: Config, fold: int, has_transcripts: bool = True) -> Run:
     cfg = canonical_student_config(cfg, has_transcripts)
     d = cfg.distill
-    xfit = "-xfit" if d.teacher_targets == "cross_fit" else ""
-    return Run("student", cfg, fold, label=f"{d.variant}-tl{d.tau_linguistic:g}-tp{d.tau_prosodic:g}{xfit}")
+    suffix = {"cross_fit": "-xfit", "oracle": "-oracle"}.get(d.teacher_targets, "")
+    return Run("student", cfg, fold, label=f"{d.variant}-tl{d.tau_linguistic:g}-tp{d.tau_prosodic:g}{suffix}")
 
 
 def text_embedding_dim(cfg: Config) -> int:
@@ -360,6 +366,36 @@ def cross_fitted_logits(kind: str, cfg: Config, fold: int, data: Data, verbose: 
         pos = {uid: i for i, uid in enumerate(ids)}
         out.update({u: outputs["logits"][pos[u]] for u in inner.test_ids})
     return out
+
+
+def oracle_targets(kind: str, cfg: Config, corpus: Corpus, ids, dim: int) -> dict[str, dict[str, np.ndarray]]:
+    """Perfect teachers of one channel, for the built-in corpus only (it records which channel
+    carries each label, and its design gives the exact posteriors): logits are the log posterior
+    given what the channel shows, embeddings a one-hot code of it in the teacher's width
+    (see ``corpora.synth.oracle_channels``). An upper bound for distillation, never a result."""
+    from .corpora.synth import oracle_channels
+
+    if corpus.name != "synth" or cfg.data.corpus != "synth":
+        raise ValueError(f"distill.teacher_targets='oracle' needs the built-in corpus 'synth', whose generator "
+                         f"knows which channel carries each label; corpus {corpus.name!r} does not")
+    synth = cfg.data.synth
+    table = corpus.by_id()
+    label_of = dict(zip(corpus.ids, corpus.labels()))
+    logits, embedding = {}, {}
+    for uid in ids:
+        meta = table[uid].meta
+        missing = [flag for flag in CHANNEL_FLAGS if flag not in meta]
+        if missing:
+            raise ValueError(f"{table[uid].path}: utterance {uid} does not record {', '.join(missing)}; "
+                             f"regenerate the corpus")
+        posterior, code = oracle_channels(label_of[uid], bool(meta["lexical_cue"]), bool(meta["vocal_cue"]),
+                                          synth.p_lexical_cue, synth.p_vocal_cue, corpus.classes)[kind]
+        if code >= dim:
+            raise ValueError(f"the {kind} teacher's embedding has {dim} dimensions, too few for the oracle's "
+                             f"one-hot codes (it needs {code + 1})")
+        logits[uid] = np.log(np.maximum(posterior, ORACLE_FLOOR)).astype(np.float32)
+        embedding[uid] = np.eye(dim, dtype=np.float32)[code]
+    return {"logits": logits, "embedding": embedding}
 
 
 def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: bool = True) -> Run:
@@ -391,14 +427,18 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
     for kind, needed in (("linguistic", variant.needs_linguistic_teacher), ("prosodic", variant.needs_prosodic_teacher)):
         if not needed:
             continue
-        ids, outputs = load_outputs(train_teacher(kind, cfg, fold, data, verbose=verbose))
-        pos = {uid: i for i, uid in enumerate(ids)}
+        if cfg.distill.teacher_targets == "oracle":  # no teacher is trained: see oracle_targets
+            dim = text_embedding_dim(cfg) if kind == "linguistic" else cfg.prosodic_teacher.embedding_dim
+            targets = oracle_targets(kind, cfg, data.corpus, f.train_ids, dim)
+        else:
+            ids, outputs = load_outputs(train_teacher(kind, cfg, fold, data, verbose=verbose))
+            targets = {name: {u: outputs[name][i] for i, u in enumerate(ids)} for name in ("logits", "embedding")}
         if getattr(variant, f"logit_{kind}"):
-            teacher[f"teacher_logits_{kind}"] = {u: outputs["logits"][pos[u]] for u in ids}
+            teacher[f"teacher_logits_{kind}"] = targets["logits"]
             if cfg.distill.teacher_targets == "cross_fit":
                 teacher[f"teacher_logits_{kind}"].update(cross_fitted_logits(kind, cfg, fold, data, verbose))
         if getattr(variant, f"embedding_{kind}"):
-            teacher[f"teacher_embedding_{kind}"] = {u: outputs["embedding"][pos[u]] for u in ids}
+            teacher[f"teacher_embedding_{kind}"] = targets["embedding"]
     run.start()
     device = setup(cfg.training)
     s = cfg.student

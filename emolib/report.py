@@ -287,6 +287,13 @@ CHANNELS_NOTE = ("Accuracy (% of the cell's test utterances predicted correctly)
                  "is said).")
 
 
+ORACLE_ROW = "student, full EmoDistill, oracle teachers (upper bound)"
+ORACLE_NOTE = ("Oracle teachers (built-in corpus only, `distill.teacher_targets=oracle`): the student of the row "
+               "above trained on what a perfect teacher of each channel would pass on, the exact posterior given "
+               "that channel as logits and a one-hot code of what it shows as embedding, from the generator's "
+               "record of the cues. It bounds what any pair of teachers can add to this student.")
+
+
 def channel_breakdown(cfg: Config, study: "Study") -> pd.DataFrame | None:
     """Accuracy of every model on each cell of (lexical cue, vocal cue), pooled over folds.
 
@@ -312,12 +319,16 @@ def channel_breakdown(cfg: Config, study: "Study") -> pd.DataFrame | None:
                ("student, w/o prosodic teacher", "student:no_prosodic_teacher"),
                ("student, w/o linguistic teacher", "student:no_linguistic_teacher"),
                ("student, full EmoDistill", "student:full")]
+    if study.corpus == "synth":  # only the built-in corpus's generator knows what a perfect teacher would say
+        sources.append((ORACLE_ROW, "oracle:full"))
     for name, source in sources:
         kind, what = source.split(":")
         if kind == "teacher" and what == "linguistic" and not study.has_transcripts:
             continue
+        targets = {"distill.teacher_targets": "oracle"} if kind == "oracle" else {}
         runs = ([teacher_run(what, cfg, k) for k in study.folds] if kind == "teacher" else
-                [student_run(cfg.replace({"distill.variant": what}), k, study.has_transcripts) for k in study.folds])
+                [student_run(cfg.replace({"distill.variant": what, **targets}), k, study.has_transcripts)
+                 for k in study.folds])
         _require_complete(name, runs)
         models.append((name, pd.concat([r.predictions() for r in runs]).set_index("id")[["label", "pred"]]))
     rows = []

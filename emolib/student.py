@@ -41,6 +41,9 @@ from .config import Config, StudentConfig
 #: ``concat`` all of them side by side.
 LAYER_MIXES = ("last", "shared", "per_head", "split", "concat")
 
+#: How the pooled states are scaled before the layer mix (``student.input_norm``).
+INPUT_NORMS = ("standardise", "layer")
+
 
 class EmoDistillStudent(nn.Module):
     def __init__(self, num_states: int, hidden_size: int, n_classes: int, linguistic_dim: int, prosodic_dim: int,
@@ -52,6 +55,12 @@ class EmoDistillStudent(nn.Module):
         if cfg.layer_mix not in LAYER_MIXES:
             raise ValueError(f"student.layer_mix must be one of {LAYER_MIXES}, got {cfg.layer_mix!r}")
         self.layer_mix = cfg.layer_mix
+        if cfg.input_norm not in INPUT_NORMS:
+            raise ValueError(f"student.input_norm must be one of {INPUT_NORMS}, got {cfg.input_norm!r}")
+        self.input_norm = cfg.input_norm
+        # per-dimension standardisation: running mean / variance of the training batches, no learned scale
+        self.standardise = (nn.BatchNorm1d(num_states * hidden_size, affine=False)
+                            if cfg.input_norm == "standardise" else None)
         # softmax logits over the hidden states: one shared mix, or one per head
         self.mix_logits = nn.ParameterDict({name: nn.Parameter(torch.zeros(num_states)) for name in
                                             {"shared": ("shared",), "per_head": ("linguistic", "prosodic"),
@@ -83,11 +92,26 @@ class EmoDistillStudent(nn.Module):
         out = self.backbone(**inputs)
         return torch.stack([pool(h, out.frame_mask) for h in out.hidden_states], dim=1)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def normalised_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, layers, D): the pooled states scaled as ``student.input_norm`` says.
+
+        Layers of a speech model differ in scale by orders of magnitude, and so do dimensions
+        within a layer: "standardise" scales every (layer, dimension) by its running training
+        statistics; "layer" normalises each layer of each utterance (no parameters, SUPERB)."""
         states = self.pooled_states(batch).float()
-        # Each layer is layer-normalised (no parameters) before weighting, as in SUPERB's
-        # featurizer: layers of a speech model differ in scale by orders of magnitude.
-        states = F.layer_norm(states, states.shape[-1:])
+        if self.standardise is None:
+            return F.layer_norm(states, states.shape[-1:])
+        b, n, d = states.shape
+        flat = states.reshape(b, n * d)
+        bn = self.standardise
+        if self.training and b == 1:  # a last batch of one has no batch statistics: use the running ones
+            flat = F.batch_norm(flat, bn.running_mean, bn.running_var, training=False, eps=bn.eps)
+        else:
+            flat = bn(flat)
+        return flat.reshape(b, n, d)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        states = self.normalised_states(batch)
 
         def mix(name: str) -> torch.Tensor:
             if self.layer_mix == "last" or (self.layer_mix == "split" and name == "linguistic"):

@@ -45,7 +45,8 @@ FIGURES = sorted(f"{stem}.{ext}" for stem, exts in [
 #: A temperature a variant does not use is 0 in its label, so the sweep never retrains an ablation run.
 STUDENTS = sorted(["full-tl4-tp1", "no_logit_kd-tl0-tp0", "no_embedding_kd-tl4-tp1", "no_prosodic_teacher-tl4-tp0",
                    "no_linguistic_teacher-tl0-tp1", "no_teachers-tl0-tp0", "no_linguistic_logit_kd-tl0-tp0.5",
-                   "no_linguistic_logit_kd-tl0-tp2", "no_prosodic_logit_kd-tl0.5-tp0", "no_prosodic_logit_kd-tl2-tp0"])
+                   "no_linguistic_logit_kd-tl0-tp2", "no_prosodic_logit_kd-tl0.5-tp0", "no_prosodic_logit_kd-tl2-tp0",
+                   "full-tl4-tp1-oracle"])  # the upper bound of notebook 04 (built-in corpus only)
 VARYING = {"train_seconds"}  # metrics that measure the machine, not the result
 
 

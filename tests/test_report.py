@@ -8,6 +8,8 @@ checked line by line against scores computed here, independently, from those pre
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import re
 from dataclasses import dataclass
@@ -106,6 +108,8 @@ def write_results(cfg, seed: int = 0) -> Fixture:
     for _, _, _, _, source in PAPER_TABLE2[:6]:
         variant = source.split(":")[1]
         sources[source] = lambda k, v=variant: pipeline.student_run(cfg.replace({"distill.variant": v}), k)
+    sources["oracle:full"] = lambda k: pipeline.student_run(
+        cfg.replace({"distill.variant": "full", "distill.teacher_targets": "oracle"}), k)
     for teacher, variant, key in report.SWEEPS:
         for tau in getattr(cfg.sweep, f"taus_{teacher}"):
             sources[f"sweep:{teacher}:{tau:g}"] = lambda k, v=variant, key=key, tau=tau: pipeline.student_run(
@@ -274,17 +278,21 @@ def test_every_model_scored_on_each_channel_cell(executed):
                          ("student, plain fine-tuning (no teachers)", "student:no_teachers"),
                          ("student, w/o prosodic teacher", "student:no_prosodic_teacher"),
                          ("student, w/o linguistic teacher", "student:no_linguistic_teacher"),
-                         ("student, full EmoDistill", "student:full")]:
+                         ("student, full EmoDistill", "student:full"), (report.ORACLE_ROW, "oracle:full")]:
         expected.append(row(name, fixture.truth[source]))
     assert _rows(md) == expected
-    assert report.CHANNELS_NOTE in md
+    assert report.CHANNELS_NOTE in md and report.ORACLE_NOTE in md
     assert json.loads((figures / "channels.json").read_text())["corpus"] == CORPUS
 
 
 def test_the_channel_table_needs_the_channel_flags_of_every_fold(results_env):
     fixture = results_env
     study = report.discover(fixture.cfg)
-    assert list(report.channel_breakdown(fixture.cfg, study)["model"])[-1] == "student, full EmoDistill"
+    assert list(report.channel_breakdown(fixture.cfg, study)["model"])[-2:] == ["student, full EmoDistill",
+                                                                               report.ORACLE_ROW]
+    # a corpus that records its channels but is not the built-in one: no oracle can exist, no oracle row
+    other = dataclasses.replace(study, corpus="my-manifest")
+    assert list(report.channel_breakdown(fixture.cfg, other)["model"])[-1] == "student, full EmoDistill"
     flags = pipeline.data_run(fixture.cfg, 2).path("channels.csv")
     hidden = flags.with_name("channels.csv.hidden")
     flags.rename(hidden)

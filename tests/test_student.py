@@ -253,6 +253,48 @@ def test_pooling_ignores_padding(roots, toy, freeze, mode):
         torch.testing.assert_close(out_padded[key][1], out_alone[key][0], atol=1e-5, rtol=1e-5)
 
 
+def _offset_states(n: int = 64) -> torch.Tensor:
+    """(n, 2 layers, 6 dims) pooled states whose dimension 0 has a huge constant offset and
+    spread, as a few dimensions of Whisper's top layer do (README, "The student")."""
+    g = torch.Generator().manual_seed(0)
+    states = torch.randn(n, 2, 6, generator=g)
+    states[..., 0] = 5e4 + 1e3 * states[..., 0]
+    return states
+
+
+def test_standardised_inputs_give_every_dimension_the_same_scale():
+    s = get_config("tiny").student
+    assert s.input_norm == "standardise"
+    model = EmoDistillStudent(2, 6, 4, 5, 3, s).train()
+    states = _offset_states()
+    z = model.normalised_states({"pooled_states": states})
+    torch.testing.assert_close(z.mean(0), torch.zeros(2, 6), atol=1e-4, rtol=0)
+    torch.testing.assert_close(z.std(0, unbiased=False), torch.ones(2, 6), atol=1e-3, rtol=0)
+    # evaluation uses the running statistics of the training batches (no batch statistics)
+    for _ in range(200):
+        model.normalised_states({"pooled_states": states})
+    model.eval()
+    torch.testing.assert_close(model.normalised_states({"pooled_states": states[:1]}), z[:1], atol=0.02, rtol=0)
+    # a training batch of one (a last batch) uses the running statistics and leaves them alone
+    model.train()
+    before = model.standardise.running_mean.clone()
+    one = model.normalised_states({"pooled_states": states[:1]})
+    torch.testing.assert_close(one, z[:1], atol=0.02, rtol=0)
+    torch.testing.assert_close(model.standardise.running_mean, before)
+
+
+def test_a_per_utterance_layer_norm_lets_an_offset_dimension_dominate():
+    """Why ``standardise`` is the default: under "layer" the other dimensions nearly vanish."""
+    s = get_config("tiny", {"student.input_norm": "layer"}).student
+    model = EmoDistillStudent(2, 6, 4, 5, 3, s).train()
+    assert model.standardise is None and not any("standardise" in k for k in model.state_dict())
+    z = model.normalised_states({"pooled_states": _offset_states()})
+    assert z[..., 0].abs().min() > 2.2  # the offset dimension takes the whole unit variance ...
+    assert z[..., 1:].std(0).max() < 1e-3  # ... and what varies in the others is scaled away
+    with pytest.raises(ValueError, match="student.input_norm must be one of .*standardise.*layer"):
+        EmoDistillStudent(2, 6, 4, 5, 3, get_config("tiny", {"student.input_norm": "batch"}).student)
+
+
 def test_bf16_autocast_path_runs_on_cpu(roots, toy):
     # through the backbone (waveform mode) and every KD term
     base = {"student.freeze": "feature_encoder", "student.optim.epochs": 1}
@@ -324,5 +366,79 @@ def test_cross_fitting_is_off_where_no_logit_target_exists_and_checked(roots, to
                                 1).dir == plain.dir
     assert pipeline.student_run(_cfg(**{"distill.variant": "no_logit_kd", "distill.teacher_targets": "cross_fit"}),
                                 1).dir == pipeline.student_run(_cfg(**{"distill.variant": "no_logit_kd"}), 1).dir
-    with pytest.raises(ValueError, match="teacher_targets='oof'.*in_sample.*cross_fit"):
+    with pytest.raises(ValueError, match="teacher_targets=.oof..*in_sample.*cross_fit.*oracle"):
         pipeline.train_student(_cfg(**{"distill.teacher_targets": "oof"}), 1, toy, verbose=False)
+
+
+# -- oracle teachers (distill.teacher_targets = "oracle", the built-in corpus only) -------------------
+
+
+def _as_synth(toy):
+    """The toy corpus renamed 'synth', with recorded cues: words carry the label on even items,
+    the voice on utterances of the F speakers."""
+    import dataclasses
+
+    from emolib.corpora import Corpus
+    from emolib.folds import make_folds
+
+    utts = [dataclasses.replace(u, meta={"lexical_cue": int(u.id[-1]) % 2 == 0, "vocal_cue": u.speaker.endswith("F")})
+            for u in toy.corpus]
+    corpus = Corpus("synth", utts, has_transcripts=True)
+    return pipeline.Data(corpus, make_folds(corpus, "session", validation_speakers=2))
+
+
+def test_oracle_targets_are_the_channel_posteriors_and_codes(toy):
+    data = _as_synth(toy)
+    cfg = _cfg()
+    angry = data.corpus.by_id()["T1F_angry_0"]  # both cues
+    sad = data.corpus.by_id()["T2M_sad_1"]  # neither
+    ling = pipeline.oracle_targets("linguistic", cfg, data.corpus, [angry.id, sad.id], 32)
+    pros = pipeline.oracle_targets("prosodic", cfg, data.corpus, [angry.id, sad.id], 16)
+    floor = np.log(pipeline.ORACLE_FLOOR)
+    np.testing.assert_allclose(ling["logits"][angry.id], [floor, 0.0, floor, floor], rtol=1e-6)
+    np.testing.assert_allclose(ling["logits"][sad.id], np.log([0.25] * 4), rtol=1e-6)
+    np.testing.assert_allclose(pros["logits"][angry.id], [floor, 0.0, floor, floor], rtol=1e-6)
+    p_v = cfg.data.synth.p_vocal_cue
+    np.testing.assert_allclose(pros["logits"][sad.id], np.log(np.array([1, 1 - p_v, 1 - p_v, 1 - p_v]) / (1 + 3 * (1 - p_v))),
+                               rtol=1e-6)
+    assert ling["embedding"][angry.id].argmax() == 1 and ling["embedding"][sad.id].argmax() == 4
+    assert pros["embedding"][angry.id].argmax() == 1 and pros["embedding"][sad.id].argmax() == 0
+    assert all(e.sum() == 1 and e.shape == (32,) for e in ling["embedding"].values())
+    with pytest.raises(ValueError, match="embedding has 4 dimensions, too few .* needs 5"):
+        pipeline.oracle_targets("linguistic", cfg, data.corpus, [sad.id], 4)
+
+
+def test_an_oracle_student_trains_no_teacher_and_is_a_run_of_its_own(roots, toy, monkeypatch):
+    from emolib import student as st
+
+    data = _as_synth(toy)
+    cfg = _cfg(**{"distill.teacher_targets": "oracle"})
+    seen = {}
+    real = st.StudentDataset
+
+    def spy(ids, labels, inputs, teacher, *args, **kwargs):
+        if teacher:
+            seen.update(teacher)
+        return real(ids, labels, inputs, teacher, *args, **kwargs)
+
+    monkeypatch.setattr(st, "StudentDataset", spy)
+    run = pipeline.train_student(cfg, 1, data, verbose=False)
+    assert run.is_complete() and run.dir.parent.name.startswith("full-tl4-tp1-oracle-")
+    assert run.metrics()["teacher_targets"] == "oracle"
+    assert _teacher_dirs(roots) == {"prosodic": False, "linguistic": False}  # no teacher was trained
+    train = data.fold(1).train_ids
+    assert sorted(seen) == sorted(f"teacher_{w}_{k}" for w in ("logits", "embedding") for k in ("linguistic", "prosodic"))
+    for kind, dim in (("linguistic", 32), ("prosodic", cfg.prosodic_teacher.embedding_dim)):
+        want = pipeline.oracle_targets(kind, cfg, data.corpus, train, dim)
+        assert set(seen[f"teacher_logits_{kind}"]) == set(train)
+        for u in train:
+            np.testing.assert_array_equal(seen[f"teacher_logits_{kind}"][u], want["logits"][u])
+            np.testing.assert_array_equal(seen[f"teacher_embedding_{kind}"][u], want["embedding"][u])
+    # without a teacher term there is nothing to replace: the plain run
+    assert pipeline.student_run(_cfg(**{"distill.variant": "no_teachers", "distill.teacher_targets": "oracle"}),
+                                1).dir == pipeline.student_run(_cfg(**{"distill.variant": "no_teachers"}), 1).dir
+
+
+def test_oracle_teachers_need_the_built_in_corpus(roots, toy):
+    with pytest.raises(ValueError, match="needs the built-in corpus 'synth'.*corpus 'toy' does not"):
+        pipeline.train_student(_cfg(**{"distill.teacher_targets": "oracle"}), 1, toy, verbose=False)

@@ -148,6 +148,43 @@ def test_bayes_ceilings_hand_computed():
         synth.bayes_ceilings(0.5, -0.1)
 
 
+def test_oracle_channels_hand_computed():
+    """What a perfect teacher of each channel knows (distill.teacher_targets = "oracle")."""
+    angry, sad, happy = (synth.CLASSES.index(c) for c in ("angry", "sad", "happy"))
+    o = synth.oracle_channels(sad, lexical_cue=True, vocal_cue=False, p_lexical=0.62, p_vocal=0.55)
+    np.testing.assert_allclose(o["linguistic"][0], [0, 0, 1, 0])  # the cue names its class
+    assert o["linguistic"][1] == sad
+    # a baseline voice: neutral always sounds so (1), the others when undelivered (0.45): / 2.35
+    np.testing.assert_allclose(o["prosodic"][0], [1 / 2.35, 0.45 / 2.35, 0.45 / 2.35, 0.45 / 2.35])
+    assert o["prosodic"][1] == synth.CLASSES.index("neutral")
+    o = synth.oracle_channels(happy, lexical_cue=False, vocal_cue=True, p_lexical=0.62, p_vocal=0.55)
+    np.testing.assert_allclose(o["linguistic"][0], [0.25] * 4)  # a filler says nothing
+    assert o["linguistic"][1] == 4  # the filler's own code, after the K cue codes
+    np.testing.assert_allclose(o["prosodic"][0], [0, 0, 0, 1])
+    assert o["prosodic"][1] == happy
+    # neutral's delivery is the baseline: a neutral "vocal cue" shows nothing new
+    n = synth.oracle_channels(0, lexical_cue=False, vocal_cue=True, p_lexical=0.62, p_vocal=0.55)
+    np.testing.assert_allclose(n["prosodic"][0], [1 / 2.35, 0.45 / 2.35, 0.45 / 2.35, 0.45 / 2.35])
+    assert synth.oracle_channels(angry, True, True, 0.62, 0.55)["prosodic"][1] == angry
+    with pytest.raises(ValueError, match="p_lexical"):
+        synth.oracle_channels(angry, True, True, 1.5, 0.55)
+
+
+def test_the_product_of_the_oracle_channels_reaches_the_both_ceiling():
+    """Uniform prior: the product of the two channel posteriors is the posterior given both, so
+    its Bayes rule scores exactly the 'both' ceiling (expected over the generative design)."""
+    p_l, p_v = 0.62, 0.55
+    accuracy = 0.0
+    for y in range(4):
+        for lex, p_lex in ((True, p_l), (False, 1 - p_l)):
+            for voc, p_voc in ((True, p_v), (False, 1 - p_v)):
+                o = synth.oracle_channels(y, lex, voc, p_l, p_v)
+                post = o["linguistic"][0] * o["prosodic"][0]
+                winners = np.flatnonzero(np.isclose(post, post.max()))
+                accuracy += 0.25 * p_lex * p_voc * (y in winners) / len(winners)
+    assert accuracy == pytest.approx(synth.bayes_ceilings(p_l, p_v)["both"]["UA"])
+
+
 def test_the_generator_reaches_its_ceiling_with_the_oracle_rule():
     """The Bayes rule on the recorded cues (words if they carry the label, else the voice
     if it does, else neutral) scores the computed ceiling on a large draw."""

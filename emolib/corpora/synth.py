@@ -560,6 +560,18 @@ def _render_to_file(plan: UtterancePlan, path: Path) -> int:
 # -- the Bayes ceilings --------------------------------------------------------------------------
 
 
+def _text_likelihood(y: int, p_lexical: float) -> dict[str, float]:
+    """P(what the words show | class y): a present lexical cue names its class, a filler turn nothing."""
+    return {f"cue:{y}": p_lexical, "filler": 1.0 - p_lexical}
+
+
+def _voice_likelihood(y: int, p_vocal: float, neutral: int) -> dict[str, float]:
+    """P(what the voice shows | class y): neutral's delivery *is* the baseline."""
+    if y == neutral:
+        return {"baseline": 1.0}
+    return {f"delivery:{y}": p_vocal, "baseline": 1.0 - p_vocal}
+
+
 def bayes_ceilings(p_lexical: float, p_vocal: float, classes: tuple[str, ...] = CLASSES) -> dict[str, dict[str, float]]:
     """The best accuracy any model can reach from the words, the voice, or both, computed
     exactly from the generative design (classes balanced, as every speaker's are):
@@ -576,19 +588,15 @@ def bayes_ceilings(p_lexical: float, p_vocal: float, classes: tuple[str, ...] = 
     text ``p_l + (1 - p_l) / K``; voice ``(1 + (K - 1) p_v) / K`` (for p_v > 0: a baseline
     delivery is called neutral); both ``p_l + (1 - p_l) * voice``.
     """
-    for name, p in (("p_lexical", p_lexical), ("p_vocal", p_vocal)):
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+    _check_probabilities(p_lexical, p_vocal)
     k = len(classes)
     neutral = classes.index("neutral")
 
-    def text_obs(y: int) -> dict[str, float]:  # P(observation | class)
-        return {f"cue:{y}": p_lexical, "filler": 1.0 - p_lexical}
+    def text_obs(y: int) -> dict[str, float]:
+        return _text_likelihood(y, p_lexical)
 
     def voice_obs(y: int) -> dict[str, float]:
-        if y == neutral:
-            return {"baseline": 1.0}
-        return {f"delivery:{y}": p_vocal, "baseline": 1.0 - p_vocal}
+        return _voice_likelihood(y, p_vocal, neutral)
 
     def both_obs(y: int) -> dict[tuple[str, str], float]:
         return {(t, v): pt * pv for t, pt in text_obs(y).items() for v, pv in voice_obs(y).items()}
@@ -605,6 +613,40 @@ def bayes_ceilings(p_lexical: float, p_vocal: float, classes: tuple[str, ...] = 
                 recall[y] += scores[y] / len(winners)
         ua = float(recall.mean())
         out[channel] = {"WA": ua, "UA": ua}  # balanced classes: WA = sum_k (1/K) recall_k = UA
+    return out
+
+
+def _check_probabilities(p_lexical: float, p_vocal: float) -> None:
+    for name, p in (("p_lexical", p_lexical), ("p_vocal", p_vocal)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+
+
+def oracle_channels(label: int, lexical_cue: bool, vocal_cue: bool, p_lexical: float, p_vocal: float,
+                    classes: tuple[str, ...] = CLASSES) -> dict[str, tuple[np.ndarray, int]]:
+    """What a perfect teacher of each channel knows about one utterance of this corpus.
+
+    For ``"linguistic"`` (the words) and ``"prosodic"`` (the voice): the posterior over the
+    classes given only what that channel shows (uniform prior, the generative design of
+    :func:`bayes_ceilings`), and the index of that observation, a code for the channel's
+    content: the words' ``0..K-1`` (a cue of that class) or ``K`` (filler); the voice's
+    ``y`` (class y's delivery) or the neutral index (baseline, which neutral's delivery is).
+    ``distill.teacher_targets = "oracle"`` distils from these instead of trained teachers:
+    the most any teacher of either channel could pass on."""
+    _check_probabilities(p_lexical, p_vocal)
+    k = len(classes)
+    neutral = classes.index("neutral")
+    shown = {"linguistic": f"cue:{label}" if lexical_cue else "filler",
+             "prosodic": f"delivery:{label}" if vocal_cue and label != neutral else "baseline"}
+    out = {}
+    for kind, likelihood in (("linguistic", lambda y: _text_likelihood(y, p_lexical)),
+                             ("prosodic", lambda y: _voice_likelihood(y, p_vocal, neutral))):
+        scores = np.array([likelihood(y).get(shown[kind], 0.0) for y in range(k)])
+        if kind == "linguistic":
+            code = label if lexical_cue else k
+        else:
+            code = label if shown[kind] != "baseline" else neutral
+        out[kind] = (scores / scores.sum(), code)
     return out
 
 
