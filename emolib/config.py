@@ -141,7 +141,7 @@ class StudentConfig:
     # dimension, with running statistics of the training batches (BatchNorm without affine parameters, the
     # linear-probe recipe of MAE, He et al. 2022); "layer" = per utterance and layer (SUPERB's featurizer).
     # Speech transformers carry a few dimensions with huge constant offsets (Whisper tiny.en's top layer:
-    # three of 768 pooled dimensions hold 55 % of the energy), which a per-utterance norm lets dominate
+    # three of its 384 mean-pooled dimensions hold 55 % of their energy), which a per-utterance norm lets dominate
     head_hidden: int = 256  # hidden width of each projection head
     ffn_hidden: int = 256  # hidden width of the classifier FFN on the concatenated embeddings
     dropout: float = 0.2
