@@ -328,10 +328,11 @@ def test_cross_fit_folds_hold_out_each_training_speaker_once(toy):
         assert set(f.test_speakers) == {speaker[i] for i in f.test_ids}
 
 
-def test_cross_fitted_targets_come_from_the_teacher_that_did_not_see_the_speaker(roots, toy, monkeypatch):
+@pytest.fixture
+def teacher_targets(monkeypatch):
+    """The teacher targets the student's training set was given, by key (filled when it is built)."""
     from emolib import student as st
 
-    cfg = _cfg(**{"distill.teacher_targets": "cross_fit"})
     seen = {}
     real = st.StudentDataset
 
@@ -341,6 +342,12 @@ def test_cross_fitted_targets_come_from_the_teacher_that_did_not_see_the_speaker
         return real(ids, labels, inputs, teacher, *args, **kwargs)
 
     monkeypatch.setattr(st, "StudentDataset", spy)
+    return seen
+
+
+def test_cross_fitted_targets_come_from_the_teacher_that_did_not_see_the_speaker(roots, toy, teacher_targets):
+    cfg = _cfg(**{"distill.teacher_targets": "cross_fit"})
+    seen = teacher_targets
     run = pipeline.train_student(cfg, 1, toy, verbose=False)
     assert run.dir.parent.name.startswith("full-tl4-tp1-xfit-") and run.metrics()["teacher_targets"] == "cross_fit"
 
@@ -408,20 +415,10 @@ def test_oracle_targets_are_the_channel_posteriors_and_codes(toy):
         pipeline.oracle_targets("linguistic", cfg, data.corpus, [sad.id], 4)
 
 
-def test_an_oracle_student_trains_no_teacher_and_is_a_run_of_its_own(roots, toy, monkeypatch):
-    from emolib import student as st
-
+def test_an_oracle_student_trains_no_teacher_and_is_a_run_of_its_own(roots, toy, teacher_targets):
     data = _as_synth(toy)
     cfg = _cfg(**{"distill.teacher_targets": "oracle"})
-    seen = {}
-    real = st.StudentDataset
-
-    def spy(ids, labels, inputs, teacher, *args, **kwargs):
-        if teacher:
-            seen.update(teacher)
-        return real(ids, labels, inputs, teacher, *args, **kwargs)
-
-    monkeypatch.setattr(st, "StudentDataset", spy)
+    seen = teacher_targets
     run = pipeline.train_student(cfg, 1, data, verbose=False)
     assert run.is_complete() and run.dir.parent.name.startswith("full-tl4-tp1-oracle-")
     assert run.metrics()["teacher_targets"] == "oracle"
