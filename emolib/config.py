@@ -170,7 +170,7 @@ class DistillConfig:
     # the fold's own teacher: the extra teachers' embedding spaces differ, a cosine target needs one.
     # "oracle" (built-in corpus only): no teachers; the logits and embeddings a perfect teacher of each
     # channel would give, from the generator's record of which channel carries each label. An upper bound
-    # on what distillation can add to this student, reported beside Table 2, never a result of its own.
+    # on what distillation can add to this student, reported in the channel table, never a result of its own.
     teacher_targets: str = _added("in_sample")
 
 

@@ -57,7 +57,6 @@ class EmoDistillStudent(nn.Module):
         self.layer_mix = cfg.layer_mix
         if cfg.input_norm not in INPUT_NORMS:
             raise ValueError(f"student.input_norm must be one of {INPUT_NORMS}, got {cfg.input_norm!r}")
-        self.input_norm = cfg.input_norm
         # per-dimension standardisation: running mean / variance of the training batches, no learned scale
         self.standardise = (nn.BatchNorm1d(num_states * hidden_size, affine=False)
                             if cfg.input_norm == "standardise" else None)

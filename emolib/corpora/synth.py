@@ -638,15 +638,13 @@ def oracle_channels(label: int, lexical_cue: bool, vocal_cue: bool, p_lexical: f
     neutral = classes.index("neutral")
     shown = {"linguistic": f"cue:{label}" if lexical_cue else "filler",
              "prosodic": f"delivery:{label}" if vocal_cue and label != neutral else "baseline"}
+    codes = {"linguistic": label if lexical_cue else k, "prosodic": neutral if shown["prosodic"] == "baseline" else label}
+    tables = {"linguistic": [_text_likelihood(y, p_lexical) for y in range(k)],
+              "prosodic": [_voice_likelihood(y, p_vocal, neutral) for y in range(k)]}
     out = {}
-    for kind, likelihood in (("linguistic", lambda y: _text_likelihood(y, p_lexical)),
-                             ("prosodic", lambda y: _voice_likelihood(y, p_vocal, neutral))):
-        scores = np.array([likelihood(y).get(shown[kind], 0.0) for y in range(k)])
-        if kind == "linguistic":
-            code = label if lexical_cue else k
-        else:
-            code = label if shown[kind] != "baseline" else neutral
-        out[kind] = (scores / scores.sum(), code)
+    for kind, table in tables.items():
+        scores = np.array([likelihood.get(shown[kind], 0.0) for likelihood in table])
+        out[kind] = (scores / scores.sum(), codes[kind])
     return out
 
 
