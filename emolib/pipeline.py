@@ -394,7 +394,8 @@ def oracle_targets(kind: str, cfg: Config, corpus: Corpus, ids, dim: int) -> dic
             raise ValueError(f"the {kind} teacher's embedding has {dim} dimensions, too few for the oracle's "
                              f"one-hot codes (it needs {code + 1})")
         logits[uid] = np.log(np.maximum(posterior, ORACLE_FLOOR)).astype(np.float32)
-        embedding[uid] = np.eye(dim, dtype=np.float32)[code]
+        embedding[uid] = np.zeros(dim, dtype=np.float32)
+        embedding[uid][code] = 1.0
     return {"logits": logits, "embedding": embedding}
 
 
