@@ -3,7 +3,7 @@ import collections
 
 import pytest
 
-from emolib.corpora import CorpusError, load_corpus
+from emolib.corpora import SKIP_EMPTY, CorpusError, load_corpus
 from emolib.corpora import cremad
 from fixtures import trees
 
@@ -23,7 +23,7 @@ def test_iemocap4_counts_and_skips(root, capsys):
         "emotion 'disgusted' has no class in labels='iemocap4'": 45,
         "emotion 'fearful' has no class in labels='iemocap4'": 45,
         "known bad file 1076_MTI_SAD_XX (no audio)": 1,
-        cremad.SKIP_EMPTY: 1,
+        SKIP_EMPTY: 1,
     }
     out = capsys.readouterr().out
     assert "[cremad] skipped 1 item(s): known bad file 1076_MTI_SAD_XX (no audio)" in out
@@ -35,7 +35,7 @@ def test_native_classes(root):
     corpus = cremad.load(root, labels="native")
     assert corpus.classes == ("angry", "disgusted", "fearful", "happy", "neutral", "sad")
     assert len(corpus) == 270 + 1 - 2
-    assert corpus.skipped == {"known bad file 1076_MTI_SAD_XX (no audio)": 1, cremad.SKIP_EMPTY: 1}
+    assert corpus.skipped == {"known bad file 1076_MTI_SAD_XX (no audio)": 1, SKIP_EMPTY: 1}
 
 
 def test_speakers_meta_and_videos(root):

@@ -3,7 +3,7 @@ import collections
 
 import pytest
 
-from emolib.corpora import CorpusError, load_corpus
+from emolib.corpora import SKIP_EMPTY, CorpusError, load_corpus
 from emolib.corpora import emodb
 from fixtures import trees
 
@@ -56,7 +56,7 @@ def test_empty_audio_is_a_counted_skip(tmp_path, capsys):
     trees.write(tmp_path / "wav" / "03a01Wa.wav", trees.wav_bytes())
     trees.write(tmp_path / "wav" / "03a01Wb.wav", b"")
     corpus = emodb.load(tmp_path)
-    assert corpus.ids == ["03a01Wa"] and corpus.skipped == {emodb.SKIP_EMPTY: 1}
+    assert corpus.ids == ["03a01Wa"] and corpus.skipped == {SKIP_EMPTY: 1}
     assert "[emodb] skipped 1 item(s): empty audio (0 samples)" in capsys.readouterr().out
 
 

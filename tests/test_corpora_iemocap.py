@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from emolib.audio import read_audio
-from emolib.corpora import CorpusError, load_corpus
+from emolib.corpora import SKIP_EMPTY, CorpusError, load_corpus
 from emolib.corpora import iemocap
 from fixtures import trees
 
@@ -228,7 +228,7 @@ def test_missing_transcript_is_an_error_or_a_counted_skip(small, capsys):
 def test_empty_wav_is_a_counted_skip(small, capsys):
     (small / "Session1" / "sentences" / "wav" / DIALOG / "Ses01F_impro01_M000.wav").write_bytes(b"")
     corpus = iemocap.load(small)
-    assert "Ses01F_impro01_M000" not in corpus.ids and corpus.skipped[iemocap.SKIP_EMPTY] == 1
+    assert "Ses01F_impro01_M000" not in corpus.ids and corpus.skipped[SKIP_EMPTY] == 1
     assert "[iemocap] skipped 1 item(s): empty audio (0 samples)" in capsys.readouterr().out
 
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from emolib.corpora import CorpusError, load_corpus
+from emolib.corpora import SKIP_EMPTY, CorpusError, load_corpus
 from emolib.corpora import manifest
 from fixtures import trees
 
@@ -110,7 +110,7 @@ def test_empty_audio_is_a_counted_skip(tmp_path, capsys):
     trees.write(tmp_path / "empty.wav", trees.wav_bytes(0.0))
     path = trees.write(tmp_path / "m.csv", "path,label,speaker\nok.wav,sad,a\nempty.wav,sad,a\n")
     corpus = manifest.load(path)
-    assert corpus.ids == ["ok"] and corpus.skipped == {manifest.SKIP_EMPTY: 1}
+    assert corpus.ids == ["ok"] and corpus.skipped == {SKIP_EMPTY: 1}
     assert "[m] skipped 1 item(s): empty audio (0 samples)" in capsys.readouterr().out
 
 

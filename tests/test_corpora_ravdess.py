@@ -4,7 +4,7 @@ import collections
 import pytest
 
 from emolib.audio import read_audio
-from emolib.corpora import CorpusError, load_corpus
+from emolib.corpora import SKIP_EMPTY, CorpusError, load_corpus
 from emolib.corpora import ravdess
 from fixtures import trees
 
@@ -103,7 +103,7 @@ def test_empty_audio_is_a_counted_skip(tmp_path, capsys):
     trees.write(tmp_path / "Actor_01" / "03-01-01-01-01-01-01.wav", trees.wav_bytes())
     trees.write(tmp_path / "Actor_01" / "03-01-01-01-01-02-01.wav", trees.wav_bytes(0.0))
     corpus = ravdess.load(tmp_path)
-    assert corpus.ids == ["03-01-01-01-01-01-01"] and corpus.skipped == {ravdess.SKIP_EMPTY: 1}
+    assert corpus.ids == ["03-01-01-01-01-01-01"] and corpus.skipped == {SKIP_EMPTY: 1}
     assert "[ravdess] skipped 1 item(s): empty audio (0 samples)" in capsys.readouterr().out
 
 

@@ -22,11 +22,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..audio import AudioError, AudioInfo, probe_corpus_file
 from ..config import CLASSES
+
+#: The skip reason every loader counts for an audio file without samples.
+SKIP_EMPTY = "empty audio (0 samples)"
 
 
 class CorpusError(ValueError):
     """A corpus file is missing or malformed; the message names the file (and line)."""
+
+
+def probe_or_skip(path: Path, skipped: "collections.Counter[str]", where: str | None = None) -> AudioInfo | None:
+    """A corpus audio file's length and rate, or None once an empty file is counted in
+    ``skipped`` (:data:`SKIP_EMPTY`). A file that cannot be read raises :class:`CorpusError`
+    naming it, after ``where`` it is referenced from (``file:line`` of a manifest or label file)."""
+    try:
+        info = probe_corpus_file(path)
+    except AudioError as err:
+        raise CorpusError(str(err) if where is None else f"{where}: {err}") from err
+    if info is None:
+        skipped[SKIP_EMPTY] += 1
+    return info
+
+
+def skip_unmapped(native: str, mapping: dict[str, str], labels: str, skipped: "collections.Counter[str]") -> bool:
+    """True, with the skip counted, when a corpus's native class has no class under ``labels``."""
+    if native in mapping:
+        return False
+    skipped[f"emotion '{native}' has no class in labels='{labels}'"] += 1
+    return True
 
 
 @dataclass

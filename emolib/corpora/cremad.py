@@ -31,9 +31,8 @@ import os
 import re
 from pathlib import Path
 
-from ..audio import AudioError, probe_corpus_file
 from ..config import CLASSES
-from . import Corpus, CorpusError, Utterance
+from . import Corpus, CorpusError, Utterance, probe_or_skip, skip_unmapped
 
 EMOTIONS = {"ANG": "angry", "DIS": "disgusted", "FEA": "fearful", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
 NATIVE_CLASSES = tuple(EMOTIONS.values())
@@ -54,7 +53,6 @@ KNOWN_MISNAMED = {"1040_ITH_SAD_X": "XX"}
 
 _NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{1,2})$")
 SKIP_MISNAMED = "files in AudioWAV/ not named <actor>_<sentence>_<emotion>_<level>.wav"
-SKIP_EMPTY = "empty audio (0 samples)"
 
 
 def _demographics(path: Path) -> dict[str, dict[str, object]]:
@@ -113,15 +111,10 @@ def load(root: Path, labels: str = "iemocap4") -> Corpus:
             skipped[KNOWN_BAD[stem]] += 1
             continue
         native = EMOTIONS[emotion]
-        if native not in mapping:
-            skipped[f"emotion '{native}' has no class in labels='{labels}'"] += 1
+        if skip_unmapped(native, mapping, labels, skipped):
             continue
-        try:
-            info = probe_corpus_file(path)
-        except AudioError as err:
-            raise CorpusError(str(err)) from err
+        info = probe_or_skip(path, skipped)
         if info is None:
-            skipped[SKIP_EMPTY] += 1
             continue
         meta: dict[str, object] = {"native": native, "sentence": sentence, "level": LEVELS[level]}
         meta.update(people.get(actor, {}))

@@ -26,9 +26,8 @@ import os
 import re
 from pathlib import Path
 
-from ..audio import AudioError, probe_corpus_file
 from ..config import CLASSES
-from . import Corpus, CorpusError, Utterance
+from . import Corpus, CorpusError, Utterance, probe_or_skip, skip_unmapped
 
 EMOTIONS = {"W": "angry", "L": "bored", "E": "disgusted", "A": "fearful", "F": "happy", "T": "sad", "N": "neutral"}
 NATIVE_CLASSES = tuple(EMOTIONS.values())
@@ -42,7 +41,6 @@ TEXTS = ("a01", "a02", "a04", "a05", "a07", "b01", "b02", "b03", "b09", "b10")
 
 _NAME = re.compile(r"^(\d\d)([ab]\d\d)([A-Z])([a-z])$")
 SKIP_MISNAMED = "files in wav/ not named <speaker><text><emotion><version>.wav"
-SKIP_EMPTY = "empty audio (0 samples)"
 
 
 def load(root: Path, labels: str = "iemocap4") -> Corpus:
@@ -75,15 +73,10 @@ def load(root: Path, labels: str = "iemocap4") -> Corpus:
         if problems:
             raise CorpusError(f"{path}: not a valid EmoDB name: {'; '.join(problems)}")
         native = EMOTIONS[emotion]
-        if native not in mapping:
-            skipped[f"emotion '{native}' has no class in labels='{labels}'"] += 1
+        if skip_unmapped(native, mapping, labels, skipped):
             continue
-        try:
-            info = probe_corpus_file(path)
-        except AudioError as err:
-            raise CorpusError(str(err)) from err
+        info = probe_or_skip(path, skipped)
         if info is None:
-            skipped[SKIP_EMPTY] += 1
             continue
         gender, age = SPEAKERS[speaker]
         utterances.append(Utterance(

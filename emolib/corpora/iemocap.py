@@ -59,9 +59,8 @@ import os
 import re
 from pathlib import Path
 
-from ..audio import AudioError, probe_corpus_file
 from ..config import CLASSES
-from . import Corpus, CorpusError, Utterance
+from . import Corpus, CorpusError, Utterance, probe_or_skip
 
 #: The release's category codes (EmoEvaluation summary lines) and their names.
 NATIVE_NAMES = {
@@ -92,7 +91,6 @@ SKIP_NO_ID = "transcript lines without an utterance id (e.g. 'M: [BREATHING]')"
 SKIP_NO_AGREEMENT = "label 'xxx' (no majority among the annotators)"
 SKIP_MISSING_WAV = "labelled utterances without a wav (on_missing='skip')"
 SKIP_MISSING_TEXT = "labelled utterances without a transcript line (on_missing='skip')"
-SKIP_EMPTY = "empty audio (0 samples)"
 
 
 def _read_text(path: Path) -> str:
@@ -217,12 +215,7 @@ def load(root: Path, labels: str = "iemocap4", on_missing: str = "error") -> Cor
                     raise CorpusError(f"{transcript_file}: {problem} (utterance labelled at {where})")
                 skipped[SKIP_MISSING_TEXT] += 1
                 continue
-            try:
-                info = probe_corpus_file(wav)
-            except AudioError as err:
-                raise CorpusError(f"{err} (utterance labelled at {where})") from err
-            if info is None:
-                skipped[SKIP_EMPTY] += 1
+            if probe_or_skip(wav, skipped, where) is None:
                 continue
 
             session = m["session"]

@@ -37,14 +37,12 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..audio import AudioError, probe_corpus_file
 from ..config import CLASSES
-from . import Corpus, CorpusError, Utterance
+from . import Corpus, CorpusError, Utterance, probe_or_skip
 
 REQUIRED = ("label", "speaker")
 KNOWN = ("label", "speaker", "session", "path", "text", "id")
 LABEL_SETS = ("iemocap4", "native")
-SKIP_EMPTY = "empty audio (0 samples)"
 
 
 def _read(path: Path) -> tuple[list[str], Iterator[tuple[str, int, dict[str, Any]]]]:
@@ -147,12 +145,8 @@ def load(path: Path, labels: str = "iemocap4") -> Corpus:
                 audio = path.parent / audio
             if not audio.is_file():
                 raise CorpusError(f"{where}: audio file {audio} does not exist")
-            try:
-                info = probe_corpus_file(audio)
-            except AudioError as err:
-                raise CorpusError(f"{where}: {err}") from err
+            info = probe_or_skip(audio, skipped, where)
             if info is None:
-                skipped[SKIP_EMPTY] += 1
                 continue
             duration = info.duration
         text = None

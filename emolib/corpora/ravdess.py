@@ -42,9 +42,8 @@ import os
 import re
 from pathlib import Path
 
-from ..audio import AudioError, probe_corpus_file
 from ..config import CLASSES
-from . import Corpus, CorpusError, Utterance
+from . import Corpus, CorpusError, Utterance, probe_or_skip, skip_unmapped
 
 #: Emotion codes and names (RAVDESS's own words, as adjectives like IEMOCAP's classes).
 EMOTIONS = {
@@ -65,7 +64,6 @@ _MODALITY = {".wav": {"03"}, ".mp4": {"01", "02"}}
 SKIP_SONG = "song clips (vocal channel 02; include_song=False)"
 SKIP_MISNAMED = "files not named MM-VV-EE-II-SS-RR-AA"
 SKIP_VIDEO_ONLY = "videos without a matching audio-only .wav (audio is read from the 03-*.wav files only)"
-SKIP_EMPTY = "empty audio (0 samples)"
 
 
 def _scan(root: Path, skipped: collections.Counter) -> tuple[dict[str, Path], dict[str, Path]]:
@@ -134,15 +132,10 @@ def load(root: Path, labels: str = "iemocap4", include_song: bool = False, calm_
             skipped[SKIP_SONG] += 1
             continue
         native = EMOTIONS[emotion]
-        if native not in mapping:
-            skipped[f"emotion '{native}' has no class in labels='{labels}'"] += 1
+        if skip_unmapped(native, mapping, labels, skipped):
             continue
-        try:
-            info = probe_corpus_file(audio[stem])
-        except AudioError as err:
-            raise CorpusError(str(err)) from err
+        info = probe_or_skip(audio[stem], skipped)
         if info is None:
-            skipped[SKIP_EMPTY] += 1
             continue
         codes = stem[3:]
         clip = video.get(f"01-{codes}") or video.get(f"02-{codes}")
