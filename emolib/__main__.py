@@ -148,6 +148,9 @@ def _add_corpus(p: argparse.ArgumentParser) -> None:
                    help="deal the held-out sessions/speakers into K folds (default: one fold per group)")
     p.add_argument("--validation-speakers", type=int, metavar="N",
                    help="training speakers held out for model selection (default: the preset's)")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="S",
+                   help="training seeds: every fold once per seed, closing with the mean and spread over seeds "
+                   "(default: the preset's training.seed)")
     _add_config(p)
 
 
@@ -156,7 +159,8 @@ def _config(args: argparse.Namespace, named: dict[str, Any] | None = None):
     from . import commands
 
     named = {"data.corpus": args.corpus, "data.protocol": args.protocol, "data.n_folds": args.n_folds,
-             "data.validation_speakers": args.validation_speakers, **(named or {})}
+             "data.validation_speakers": args.validation_speakers,
+             "training.seed": args.seeds[0] if args.seeds else None, **(named or {})}
     return commands.command_config(args.preset, dict(args.overrides), named)
 
 
@@ -175,7 +179,8 @@ def add_teacher_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_teacher(args: argparse.Namespace) -> int:
     from . import commands
 
-    return _train(lambda: commands.teacher(args.kind, _config(args), args.folds))
+    return _train(lambda: commands.over_seeds(lambda cfg: commands.teacher(args.kind, cfg, args.folds),
+                                              _config(args), args.seeds))
 
 
 def add_student_parser(sub: argparse._SubParsersAction) -> None:
@@ -199,7 +204,8 @@ def cmd_student(args: argparse.Namespace) -> int:
 
     named = {"distill.variant": args.variant, "distill.tau_linguistic": args.tau_linguistic,
              "distill.tau_prosodic": args.tau_prosodic}
-    return _train(lambda: commands.student(_config(args, named), args.folds))
+    return _train(lambda: commands.over_seeds(lambda cfg: commands.student(cfg, args.folds),
+                                              _config(args, named), args.seeds))
 
 
 def _train(call: Callable[[], Any]) -> int:

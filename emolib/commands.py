@@ -7,6 +7,11 @@ mean over folds: the numbers of Table 2's teacher-alone rows (7 and 8) for that 
 teachers the variant needs first. Both go through :mod:`emolib.pipeline`, so a complete
 run is reused and a killed one resumes, exactly as in the notebooks.
 
+``--seeds 0 1 2`` repeats the stage once per training seed (``training.seed``: weight
+initialisation, batch order and crops, of the teachers as of the student) and closes with
+the mean over seeds of the per-seed means over folds, and its spread across seeds: on a
+small corpus two variants often differ by less than one seed from the next.
+
 A request that cannot run (an unknown variant or config name, a corpus the stage cannot
 learn from, a fold that does not exist) raises :class:`RequestError` before anything
 trains; the command line prints it as one ``error: ...`` line with exit code 2.
@@ -15,7 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
+
+import numpy as np
 
 from .config import Config, get_config
 from .metrics import format_mean_line
@@ -147,3 +154,28 @@ def student(cfg: Config, folds: Sequence[int] | None = None) -> dict:
         runs.append(pipeline.train_student(cfg, k, data, verbose=False))
         print(_fold_line(runs[-1], reused), flush=True)
     return _close(runs, data)
+
+
+def over_seeds(stage: Callable[[Config], dict], cfg: Config, seeds: Sequence[int] | None) -> dict:
+    """``stage(cfg)`` (:func:`teacher` or :func:`student` with its other arguments bound) once
+    per seed in ``seeds`` (None or one seed: once, with ``cfg``'s own seed), every seed's output
+    in turn. With several seeds a last line gives the mean over seeds of each seed's mean over
+    folds and the standard deviation across seeds; returns ``{"seeds": [...], "per_seed":
+    [summary, ...], "ua_mean", "ua_std", "wa_mean", "wa_std"}``, else the stage's summary."""
+    seeds = list(dict.fromkeys(seeds or []))  # the order given, each seed once
+    if len(seeds) < 2:
+        return stage(cfg.replace({"training.seed": seeds[0]}) if seeds else cfg)
+    per_seed = []
+    for seed in seeds:
+        print(f"seed {seed}:", flush=True)
+        per_seed.append(stage(cfg.replace({"training.seed": seed})))
+    out: dict[str, Any] = {"seeds": seeds, "per_seed": per_seed}
+    for key in ("ua", "wa"):
+        means = np.array([s[f"{key}_mean"] for s in per_seed])
+        out[f"{key}_mean"], out[f"{key}_std"] = float(means.mean()), float(means.std(ddof=1))
+    folds = per_seed[0]["folds"]
+    each = " ".join(f"{100 * s['ua_mean']:.2f}" for s in per_seed)
+    print(f"mean UA {100 * out['ua_mean']:.2f} WA {100 * out['wa_mean']:.2f} over {len(seeds)} seeds "
+          f"({' '.join(map(str, seeds))}; std across seeds UA {100 * out['ua_std']:.2f} WA {100 * out['wa_std']:.2f}; "
+          f"UA per seed {each}; {folds} fold{'s' if folds != 1 else ''} each)", flush=True)
+    return out

@@ -163,6 +163,51 @@ def test_student_without_transcripts_says_so_first_and_uses_only_the_prosodic_te
     assert sorted(p.name for p in (roots / "runs").iterdir()) == ["prosodic_teacher", "student"]
 
 
+SEEDS_LINE = re.compile(r"^mean UA (\d+\.\d\d) WA (\d+\.\d\d) over (\d+) seeds \(([\d ]+); std across seeds "
+                        r"UA (\d+\.\d\d) WA (\d+\.\d\d); UA per seed ([\d. ]+); (\d+) folds? each\)$")
+
+
+def test_seeds_repeat_every_fold_per_seed_and_close_with_the_mean_over_seeds(roots, toy, capsys):
+    argv = ["teacher", "--kind", "prosodic", "--corpus", toy["both"], "--protocol", "session", "--folds", "1", "2",
+            *FAST]
+    code, lines, _ = run(capsys, *argv, "--seeds", "3", "5", "3")
+    assert code == 0
+    # a block per seed (a repeated seed runs once): "seed S:", the header, the fold lines, the mean line
+    starts = [i for i, line in enumerate(lines) if re.fullmatch(r"seed \d+:", line)]
+    assert [lines[i] for i in starts] == ["seed 3:", "seed 5:"]
+    blocks = [lines[starts[0] + 1:starts[1]], lines[starts[1] + 1:-1]]
+    stage = roots / "runs" / "prosodic_teacher"
+    run_dirs = {json.loads((d / "fold1" / "config.json").read_text())["training"]["seed"]: d for d in stage.iterdir()}
+    assert sorted(run_dirs) == [3, 5]  # one run folder per seed
+    means = []
+    for seed, block in zip((3, 5), blocks):
+        assert block[0].startswith("prosodic teacher on toy") and block[0].endswith(f"; results in {run_dirs[seed]}")
+        metrics = [json.loads((run_dirs[seed] / f"fold{k}" / "metrics.json").read_text()) for k in (1, 2)]
+        printed = fold_lines(block)
+        assert sorted(printed) == [1, 2]
+        for k, m in zip((1, 2), metrics):
+            assert printed[k][:2] == (round(100 * m["ua"], 2), round(100 * m["wa"], 2))
+        mean = MEAN_LINE.match(block[-1])
+        assert mean and float(mean[1]) == round(100 * np.mean([m["ua"] for m in metrics]), 2)
+        means.append((np.mean([m["ua"] for m in metrics]), np.mean([m["wa"] for m in metrics])))
+    last = SEEDS_LINE.match(lines[-1])
+    assert last, lines[-1]
+    ua, wa = np.array(means).T
+    assert (float(last[1]), float(last[2])) == (round(100 * ua.mean(), 2), round(100 * wa.mean(), 2))
+    assert (int(last[3]), last[4], int(last[8])) == (2, "3 5", 2)
+    # the spread across seeds: the sample standard deviation of the two seeds' means, |a - b| / sqrt(2)
+    assert float(last[5]) == round(100 * abs(ua[0] - ua[1]) / np.sqrt(2), 2)
+    assert float(last[6]) == round(100 * abs(wa[0] - wa[1]) / np.sqrt(2), 2)
+    assert last[7].split() == [f"{100 * u:.2f}" for u in ua]
+
+    # one seed is a plain run with that seed, reused here; a seed given twice over is refused
+    code, again, _ = run(capsys, *argv, "--seeds", "5")
+    assert code == 0 and MEAN_LINE.match(again[-1]) and again[-1] == blocks[1][-1]
+    assert [how for *_, how in fold_lines(again).values()] == ["reused"] * 2
+    code, _, err = run(capsys, *argv, "--seeds", "1", "--set", "training.seed=2")
+    assert (code, err) == (2, ["error: training.seed given both as an option and with --set; give it once"])
+
+
 def test_unknown_names_are_one_line_errors(roots, toy, capsys):
     base = ["--corpus", toy["audio"], "--protocol", "session", *FAST]
     code, out, err = run(capsys, "student", "--variant", "everything", *base)
