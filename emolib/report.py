@@ -204,15 +204,26 @@ def _ours(study: "Study", cfg: Config, source: str) -> "Summary | None":
 
 def table2(cfg: Config, study: "Study") -> pd.DataFrame:
     """The eight rows of Table 2 with the paper's numbers and ours (NaN where a row cannot
-    exist on the corpus, e.g. the linguistic teacher without transcripts)."""
+    exist on the corpus, e.g. the linguistic teacher without transcripts).
+
+    Every row is also compared with the full student fold by fold (the folds are shared, so
+    the fold-to-fold spread, often larger than the differences between rows, cancels):
+    ``UA diff mean`` / ``UA diff std`` of (row - full) over folds, and ``full higher`` = in
+    how many folds the full student scored strictly higher."""
     rows = []
+    full = _ours(study, cfg, PAPER_TABLE2[0]["source"])
     for spec in PAPER_TABLE2:
         s = _ours(study, cfg, spec["source"])
         pct = (lambda key: s.pct(key)) if s is not None else (lambda key: float("nan"))
+        diff = (np.array([m["ua"] for m in s.per_fold]) - np.array([m["ua"] for m in full.per_fold])) * 100 \
+            if s is not None and spec is not PAPER_TABLE2[0] else np.array([])
         rows.append({
             "row": spec["row"], "variant": spec["variant"], "paper WA": spec["wa"], "paper UA": spec["ua"],
             "UA mean": pct("ua_mean"), "UA std": pct("ua_std"), "WA mean": pct("wa_mean"),
             "WA std": pct("wa_std"), "UA pooled": pct("ua_pooled"), "WA pooled": pct("wa_pooled"),
+            "UA diff mean": diff.mean() if diff.size else float("nan"),
+            "UA diff std": diff.std(ddof=1) if diff.size > 1 else float("nan"),
+            "full higher": int((diff < 0).sum()) if diff.size else None, "folds": int(diff.size) or None,
         })
     return pd.DataFrame(rows)
 
@@ -402,13 +413,25 @@ def write_table(frame: pd.DataFrame, stem: str, caption: str, label: str, notes:
     return [md, tex, js]
 
 
+#: The paired column of the printed Table 2 (see :func:`table2`).
+TABLE2_PAIRED = "our UA minus full, per fold (mean ± std; full higher in)"
+
+
 def display_table2(frame: pd.DataFrame) -> pd.DataFrame:
-    """Table 2 as printed: mean ± std per metric, pooled beside it."""
+    """Table 2 as printed: mean ± std per metric, pooled beside it, and each row's paired
+    difference from the full student."""
+    def paired(row) -> str:
+        if pd.isna(row["UA diff mean"]):
+            return "-"
+        spread = "" if pd.isna(row["UA diff std"]) else f" ± {row['UA diff std']:.2f}"
+        return f"{row['UA diff mean']:+.2f}{spread} ({int(row['full higher'])} of {int(row['folds'])})"
+
     return pd.DataFrame({
         "row": frame["row"], "variant": frame["variant"], "paper WA": frame["paper WA"], "paper UA": frame["paper UA"],
         "our WA (mean ± std)": [_fmt(m, s) for m, s in zip(frame["WA mean"], frame["WA std"])],
         "our UA (mean ± std)": [_fmt(m, s) for m, s in zip(frame["UA mean"], frame["UA std"])],
         "our WA pooled": frame["WA pooled"].round(2), "our UA pooled": frame["UA pooled"].round(2),
+        TABLE2_PAIRED: [paired(row) for _, row in frame.iterrows()],
     })
 
 

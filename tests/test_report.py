@@ -180,21 +180,26 @@ def test_the_report_notebook_writes_every_artefact(executed):
 def test_table2_has_the_papers_rows_and_our_scores(executed):
     fixture, _, figures = executed
     expected = []
+    full_ua = np.array([_ua(t, p) for t, p in fixture.truth["student:full"]])
     for row, variant, wa, ua, source in PAPER_TABLE2:
         s = Scores.of(fixture.truth[source])
+        # the paired column: this row's UA minus the full student's, fold by fold
+        diff = np.array([_ua(t, p) for t, p in fixture.truth[source]]) - full_ua
+        paired = "-" if row == 1 else (f"{diff.mean():+.2f} ± {diff.std(ddof=1):.2f} "
+                                       f"({sum(d < 0 for d in diff)} of {len(FOLDS)})")
         expected.append([str(row), variant, f"{wa:.2f}", f"{ua:.2f}", f"{s.wa_mean:.2f} ± {s.wa_std:.2f}",
                          f"{s.ua_mean:.2f} ± {s.ua_std:.2f}", f"{np.round(s.wa_pooled, 2):.2f}",
-                         f"{np.round(s.ua_pooled, 2):.2f}"])
+                         f"{np.round(s.ua_pooled, 2):.2f}", paired])
     md = (figures / "table2_ablations.md").read_text()
     assert "| row | variant | paper WA | paper UA | our WA (mean ± std) | our UA (mean ± std) | our WA pooled | " \
-           "our UA pooled |" in md
+           "our UA pooled | our UA minus full, per fold (mean ± std; full higher in) |" in md
     assert _rows(md) == expected
     caption = md.splitlines()[0]
     assert caption.startswith("**Table 2 (ablations). Paper: IEMOCAP, HuBERT-base student. Ours: corpus 'synth', ")
     assert "student backbone tiny-random (freeze=all)" in caption and "over 3 folds" in caption
 
     tex = (figures / "table2_ablations.tex").read_text()
-    assert r"\begin{tabular}{llllllll}" in tex and r"\label{tab:ablations}" in tex
+    assert r"\begin{tabular}{lllllllll}" in tex and r"\label{tab:ablations}" in tex
     for cells in expected:
         assert " & ".join(c.replace(" ± ", r" $\pm$ ") for c in cells) + r" \\" in tex, cells
 
