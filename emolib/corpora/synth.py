@@ -592,18 +592,13 @@ def bayes_ceilings(p_lexical: float, p_vocal: float, classes: tuple[str, ...] = 
     k = len(classes)
     neutral = classes.index("neutral")
 
-    def text_obs(y: int) -> dict[str, float]:
-        return _text_likelihood(y, p_lexical)
-
-    def voice_obs(y: int) -> dict[str, float]:
-        return _voice_likelihood(y, p_vocal, neutral)
-
-    def both_obs(y: int) -> dict[tuple[str, str], float]:
-        return {(t, v): pt * pv for t, pt in text_obs(y).items() for v, pv in voice_obs(y).items()}
+    # P(observation | class y), one table per class; the channels are independent given y
+    text = [_text_likelihood(y, p_lexical) for y in range(k)]
+    voice = [_voice_likelihood(y, p_vocal, neutral) for y in range(k)]
+    both = [{(t, v): pt * pv for t, pt in text[y].items() for v, pv in voice[y].items()} for y in range(k)]
 
     out = {}
-    for channel, likelihood in (("text", text_obs), ("voice", voice_obs), ("both", both_obs)):
-        tables = [likelihood(y) for y in range(k)]
+    for channel, tables in (("text", text), ("voice", voice), ("both", both)):
         observations = set().union(*tables)
         recall = np.zeros(k)
         for o in observations:
