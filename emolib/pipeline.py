@@ -388,8 +388,10 @@ def oracle_targets(kind: str, cfg: Config, corpus: Corpus, ids, dim: int) -> dic
         if missing:
             raise ValueError(f"{table[uid].path}: utterance {uid} does not record {', '.join(missing)}; "
                              f"regenerate the corpus")
-        posterior, code = oracle_channels(label_of[uid], bool(meta["lexical_cue"]), bool(meta["vocal_cue"]),
-                                          synth.p_lexical_cue, synth.p_vocal_cue, corpus.classes)[kind]
+        expressed = corpus.label_index(meta["expressed"]) if "expressed" in meta else label_of[uid]
+        posterior, code = oracle_channels(expressed, bool(meta["lexical_cue"]), bool(meta["vocal_cue"]),
+                                          synth.p_lexical_cue, synth.p_vocal_cue, corpus.classes,
+                                          label_noise=synth.label_noise)[kind]
         if code >= dim:
             raise ValueError(f"the {kind} teacher's embedding has {dim} dimensions, too few for the oracle's "
                              f"one-hot codes (it needs {code + 1})")

@@ -260,9 +260,9 @@ def teachers_vs_baselines(cfg: Config, study: "Study") -> pd.DataFrame:
     probes = [r.metrics()["probes"] for r in probe_runs]
     ceilings = None
     if study.corpus == "synth":
-        from .corpora.synth import bayes_ceilings
+        from .corpora.synth import corpus_ceilings
 
-        ceilings = bayes_ceilings(cfg.data.synth.p_lexical_cue, cfg.data.synth.p_vocal_cue)
+        ceilings = corpus_ceilings(cfg.data.synth)
 
     def stats(values):
         v = 100 * np.asarray(values, dtype=float)

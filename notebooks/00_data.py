@@ -140,7 +140,7 @@ table = pd.DataFrame({name: {"UA": 100 * m["ua"], "WA": 100 * m["wa"], "macro-F1
 if corpus.name == "synth":
     from emolib.corpora import synth
 
-    ceilings = synth.bayes_ceilings(cfg.data.synth.p_lexical_cue, cfg.data.synth.p_vocal_cue)
+    ceilings = synth.corpus_ceilings(cfg.data.synth)
     table["Bayes ceiling (UA)"] = [round(100 * ceilings[name]["UA"], 2) for name in table.index]
 display(table)
 plots.save_figure(fig, run.dir / "durations", report.provenance(cfg, corpus.name, fold=fold))

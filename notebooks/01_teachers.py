@@ -105,7 +105,7 @@ for kind, run in runs.items():
     if data.corpus.name == "synth":
         from emolib.corpora import synth
 
-        ceiling = synth.bayes_ceilings(cfg.data.synth.p_lexical_cue, cfg.data.synth.p_vocal_cue)
+        ceiling = synth.corpus_ceilings(cfg.data.synth)
         row["Bayes ceiling UA"] = 100 * ceiling[channel[kind]]["UA"]
     rows.append(row)
 display(pd.DataFrame(rows).set_index("teacher").round(2))

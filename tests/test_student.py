@@ -415,6 +415,23 @@ def test_oracle_targets_are_the_channel_posteriors_and_codes(toy):
         pipeline.oracle_targets("linguistic", cfg, data.corpus, [sad.id], 4)
 
 
+def test_oracle_targets_follow_the_expressed_emotion_under_label_noise(toy):
+    """With label noise the oracle's posterior is over the released label, centred on the
+    emotion the turn expresses (``meta["expressed"]``), not on the (possibly flipped) label."""
+    import dataclasses
+
+    from emolib.corpora import Corpus
+
+    data = _as_synth(toy)
+    angry = data.corpus.by_id()["T1F_angry_0"]  # both cues, expressed angry ...
+    flipped = dataclasses.replace(angry, label="sad", meta={**angry.meta, "expressed": "angry"})  # ... released sad
+    corpus = Corpus("synth", [flipped if u.id == angry.id else u for u in data.corpus], has_transcripts=True)
+    cfg = _cfg(**{"data.synth.label_noise": 0.3})
+    ling = pipeline.oracle_targets("linguistic", cfg, corpus, [angry.id], 32)
+    np.testing.assert_allclose(np.exp(ling["logits"][angry.id]), [0.1, 0.7, 0.1, 0.1], rtol=1e-6)
+    assert ling["embedding"][angry.id].argmax() == 1  # the code of what the words show
+
+
 def test_an_oracle_student_trains_no_teacher_and_is_a_run_of_its_own(roots, toy, teacher_targets):
     data = _as_synth(toy)
     cfg = _cfg(**{"distill.teacher_targets": "oracle"})

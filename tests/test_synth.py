@@ -197,6 +197,64 @@ def test_the_generator_reaches_its_ceiling_with_the_oracle_rule():
     assert accuracy == pytest.approx(synth.bayes_ceilings(cfg.p_lexical_cue, cfg.p_vocal_cue)["both"]["WA"], abs=0.015)
 
 
+# -- label noise (annotator disagreement) ---------------------------------------------------------
+
+
+def test_label_noise_changes_labels_only():
+    """``label_noise`` relabels turns from a generator of its own: transcripts, cues and
+    prosody (so every audio byte) stay those of the noise-free corpus, which records no
+    ``expressed`` emotion; the flipped turns go to the other classes uniformly."""
+    clean = synth.plan_corpus(SynthConfig(utterances_per_speaker=200))
+    noisy = synth.plan_corpus(SynthConfig(utterances_per_speaker=200, label_noise=0.3))
+    assert all(p.expressed is None for p in clean)
+    fields = [f.name for f in dataclasses.fields(synth.UtterancePlan) if f.name not in ("label", "expressed")]
+    for c, n in zip(clean, noisy, strict=True):
+        assert [getattr(c, f) for f in fields] == [getattr(n, f) for f in fields]
+        assert n.expressed == c.label  # the emotion the audio expresses is the clean label
+    flipped = [(n.expressed, n.label) for n in noisy if n.label != n.expressed]
+    # 2,000 turns at 0.3: the binomial sd is 1 %, so 4 sd either side
+    assert 0.26 < len(flipped) / len(noisy) < 0.34
+    for expressed in CLASSES:
+        to = Counter(label for e, label in flipped if e == expressed)
+        assert set(to) == set(CLASSES) - {expressed}  # never "flipped" to itself; every other class
+        n = sum(to.values())  # uniform: each other class within 4 binomial sd of a third
+        assert all(abs(k - n / 3) < 4 * np.sqrt(n * 2 / 9) for k in to.values())
+    with pytest.raises(ValueError, match="label_noise must be in"):
+        synth.plan_corpus(SynthConfig(label_noise=0.75))
+
+
+def test_label_noise_ceilings_and_oracle_hand_computed():
+    e = 0.3
+    text_only = synth.bayes_ceilings(1.0, 0.0, label_noise=e)
+    assert text_only["text"]["UA"] == pytest.approx(0.7)  # right whenever the label was not flipped
+    # chance stays chance: 0.25 * 0.7 + 0.75 * 0.1
+    assert synth.bayes_ceilings(0.0, 0.0, label_noise=e)["both"]["UA"] == pytest.approx(0.25)
+    c = 0.87175  # both channels at the defaults, no noise (test_bayes_ceilings_hand_computed)
+    assert synth.bayes_ceilings(0.62, 0.55, label_noise=0.1)["both"]["UA"] == pytest.approx(c * 0.9 + (1 - c) * 0.1 / 3)
+    np.testing.assert_allclose(synth.noise_matrix(e), [[0.7, 0.1, 0.1, 0.1], [0.1, 0.7, 0.1, 0.1],
+                                                       [0.1, 0.1, 0.7, 0.1], [0.1, 0.1, 0.1, 0.7]])
+    sad = synth.CLASSES.index("sad")
+    o = synth.oracle_channels(sad, lexical_cue=True, vocal_cue=False, p_lexical=0.62, p_vocal=0.55, label_noise=e)
+    expected = [0.1, 0.1, 0.1, 0.1]
+    expected[sad] = 0.7
+    np.testing.assert_allclose(o["linguistic"][0], expected)  # a cue names the expressed class, not the label
+    assert o["linguistic"][1] == sad
+    baseline = np.array([1, 0.45, 0.45, 0.45]) / 2.35
+    np.testing.assert_allclose(o["prosodic"][0], baseline @ synth.noise_matrix(e))
+    with pytest.raises(ValueError, match="label_noise"):
+        synth.bayes_ceilings(0.62, 0.55, label_noise=-0.1)
+
+
+def test_the_oracle_rule_reaches_the_noisy_ceiling_on_a_large_draw():
+    cfg = SynthConfig(utterances_per_speaker=1000, label_noise=0.2)
+    plans = synth.plan_corpus(cfg)
+    guess = np.array([p.expressed if p.lexical_cue or (p.vocal_cue and p.expressed != "neutral") else "neutral"
+                      for p in plans])
+    accuracy = (guess == np.array([p.label for p in plans])).mean()
+    ceiling = synth.bayes_ceilings(cfg.p_lexical_cue, cfg.p_vocal_cue, label_noise=0.2)["both"]["WA"]
+    assert accuracy == pytest.approx(ceiling, abs=0.015)
+
+
 # -- espeak-ng ------------------------------------------------------------------------------------
 
 
@@ -287,6 +345,24 @@ def test_same_seed_same_bytes_other_seed_other_corpus(tmp_path):
     c = synth.generate(other, root=tmp_path / "c", progress=False)
     assert c.name != a.name  # the seed is part of the corpus's identity
     assert wav_bytes(c)["synth_S1F_0001.wav"] != wav_bytes(a)["synth_S1F_0001.wav"]
+
+
+def test_a_noisy_corpus_has_the_same_audio_and_records_what_each_turn_expresses(tmp_path, data_root):
+    noisy_cfg = dataclasses.replace(TINY, label_noise=0.5)
+    clean = synth.generate(TINY, root=tmp_path / "clean", progress=False)
+    noisy = synth.generate(noisy_cfg, root=tmp_path / "noisy", progress=False)
+    assert clean.name != noisy.name and wav_bytes(clean) == wav_bytes(noisy)
+    rows = {f: [json.loads(x) for x in (f / "manifest.jsonl").read_text().splitlines()] for f in (clean, noisy)}
+    assert all("expressed" not in r["meta"] for r in rows[clean])  # noise-free manifests are as before
+    for c, n in zip(rows[clean], rows[noisy], strict=True):
+        assert n["meta"]["expressed"] == c["label"] and n["text"] == c["text"]
+    flipped = sum(r["label"] != r["meta"]["expressed"] for r in rows[noisy])
+    assert f"{flipped} of 40 turns here" in (noisy / "CARD.md").read_text()
+    assert "`label_noise=0`" in (clean / "CARD.md").read_text()
+    noisy_both = synth.bayes_ceilings(0.62, 0.55, label_noise=0.5)["both"]["UA"]  # 0.87175 * 0.5 + 0.12825 * 0.5 / 3
+    assert noisy_both == pytest.approx(0.457250) and f"| both | {noisy_both:.2%}" in (noisy / "CARD.md").read_text()
+    corpus = synth.load(noisy_cfg, root=tmp_path / "noisy")
+    assert any(f"{flipped} of 40 labels differ" in note for note in corpus.notes)
 
 
 def test_two_processes_write_the_same_files(tmp_path):

@@ -436,6 +436,7 @@ class UtterancePlan:
     trail_seconds: float
     snr_db: float
     noise_seed: int  # seeds the background noise and espeak-ng's breath noise
+    expressed: str | None = None  # the emotion the words and voice express, when the label differs (label noise)
 
     @property
     def relpath(self) -> str:
@@ -472,6 +473,9 @@ def _check(synth: SynthConfig) -> None:
         pair = getattr(synth, name)
         if len(pair) != 2 or not floor <= pair[0] <= pair[1]:
             problems.append(f"{name} must be a (low, high) pair with {floor} <= low <= high, got {pair}")
+    if not 0.0 <= synth.label_noise < 1.0 - 1.0 / len(CLASSES):
+        problems.append(f"label_noise must be in [0, {1 - 1 / len(CLASSES):g}) (beyond it a noisy label is more "
+                        f"often another class than the expressed one), got {synth.label_noise}")
     if synth.jitter < 0:
         problems.append(f"jitter must be >= 0, got {synth.jitter}")
     fewest = min(len(cue["templates"]) for cue in LEXICAL_CUES.values())
@@ -483,11 +487,26 @@ def _check(synth: SynthConfig) -> None:
         raise ValueError("SynthConfig: " + "; ".join(problems))
 
 
+def annotated_label(expressed: str, label_noise: float, seed: list[int]) -> str:
+    """The label a turn is released with: its expressed emotion, or with probability
+    ``label_noise`` one of the other classes, uniformly (symmetric label noise). Drawn from its
+    own generator, so that the noise moves no other draw: the audio and transcripts of a corpus
+    do not depend on ``label_noise``."""
+    if label_noise <= 0:
+        return expressed
+    rng = np.random.default_rng(seed)
+    if rng.random() >= label_noise:
+        return expressed
+    others = [c for c in CLASSES if c != expressed]
+    return others[int(rng.integers(len(others)))]
+
+
 def plan_corpus(synth: SynthConfig | None = None) -> list[UtterancePlan]:
     """Draw every utterance of the corpus (labels, cues, transcripts, prosody, pauses,
-    noise) without making audio. Labels are balanced per speaker (counts differ by at most
-    one when ``utterances_per_speaker`` is not a multiple of 4), in a shuffled order; all
-    other draws come from a generator seeded by ``(seed, speaker, index)``."""
+    noise) without making audio. Expressed emotions are balanced per speaker (counts differ by
+    at most one when ``utterances_per_speaker`` is not a multiple of 4), in a shuffled order; all
+    other draws come from a generator seeded by ``(seed, speaker, index)``. With ``label_noise``
+    the released labels are balanced in expectation only (:func:`annotated_label`)."""
     synth = synth or SynthConfig()
     _check(synth)
     n = synth.utterances_per_speaker
@@ -510,12 +529,14 @@ def plan_corpus(synth: SynthConfig | None = None) -> list[UtterancePlan]:
             noise_seed = int(rng.integers(2**32))
             text = draw_transcript(label, lexical_cue, rng, synth.cue_templates)  # last: moves no other draw
             prosody, level_db = delivery_prosody(speaker, label if vocal_cue else None, jitter)
+            released = annotated_label(label, synth.label_noise, [synth.seed, s, 2, index])
             plans.append(UtterancePlan(
-                id=f"synth_{speaker.id}_{index + 1:0{width}d}", label=label, speaker=speaker.id,
+                id=f"synth_{speaker.id}_{index + 1:0{width}d}", label=released, speaker=speaker.id,
                 session=speaker.session, gender=speaker.gender, text=text, lexical_cue=lexical_cue,
                 vocal_cue=vocal_cue, voice=voice, prosody=prosody, level_db=level_db,
                 lead_seconds=round(float(lead), 4), trail_seconds=round(float(trail), 4),
                 snr_db=round(float(snr_db), 3), noise_seed=noise_seed,
+                expressed=label if synth.label_noise > 0 else None,
             ))
     return plans
 
@@ -572,7 +593,8 @@ def _voice_likelihood(y: int, p_vocal: float, neutral: int) -> dict[str, float]:
     return {f"delivery:{y}": p_vocal, "baseline": 1.0 - p_vocal}
 
 
-def bayes_ceilings(p_lexical: float, p_vocal: float, classes: tuple[str, ...] = CLASSES) -> dict[str, dict[str, float]]:
+def bayes_ceilings(p_lexical: float, p_vocal: float, classes: tuple[str, ...] = CLASSES, *,
+                   label_noise: float = 0.0) -> dict[str, dict[str, float]]:
     """The best accuracy any model can reach from the words, the voice, or both, computed
     exactly from the generative design (classes balanced, as every speaker's are):
 
@@ -587,9 +609,14 @@ def bayes_ceilings(p_lexical: float, p_vocal: float, classes: tuple[str, ...] = 
     as fractions; with balanced classes WA equals UA. Closed forms with K classes:
     text ``p_l + (1 - p_l) / K``; voice ``(1 + (K - 1) p_v) / K`` (for p_v > 0: a baseline
     delivery is called neutral); both ``p_l + (1 - p_l) * voice``.
+
+    With ``label_noise`` e (symmetric, :func:`annotated_label`) the Bayes rule still picks the
+    expressed emotion's most probable class, and a ceiling ``c`` against the expressed emotion
+    becomes ``c (1 - e) + (1 - c) e / (K - 1)`` against the released labels (in expectation: the
+    released labels are balanced only in expectation).
     """
-    _check_probabilities(p_lexical, p_vocal)
     k = len(classes)
+    _check_probabilities(p_lexical, p_vocal, label_noise, k)
     neutral = classes.index("neutral")
 
     # P(observation | class y), one table per class; the channels are independent given y
@@ -607,18 +634,31 @@ def bayes_ceilings(p_lexical: float, p_vocal: float, classes: tuple[str, ...] = 
             for y in winners:
                 recall[y] += scores[y] / len(winners)
         ua = float(recall.mean())
+        ua = ua * (1.0 - label_noise) + (1.0 - ua) * label_noise / (k - 1)
         out[channel] = {"WA": ua, "UA": ua}  # balanced classes: WA = sum_k (1/K) recall_k = UA
     return out
 
 
-def _check_probabilities(p_lexical: float, p_vocal: float) -> None:
+def corpus_ceilings(synth: SynthConfig) -> dict[str, dict[str, float]]:
+    """:func:`bayes_ceilings` of a corpus configuration (its cue probabilities and label noise)."""
+    return bayes_ceilings(synth.p_lexical_cue, synth.p_vocal_cue, label_noise=synth.label_noise)
+
+
+def noise_matrix(label_noise: float, k: int = len(CLASSES)) -> np.ndarray:
+    """P(released label | expressed emotion) for symmetric label noise: rows sum to 1."""
+    return (1.0 - label_noise) * np.eye(k) + label_noise / (k - 1) * (1.0 - np.eye(k))
+
+
+def _check_probabilities(p_lexical: float, p_vocal: float, label_noise: float = 0.0, k: int = len(CLASSES)) -> None:
     for name, p in (("p_lexical", p_lexical), ("p_vocal", p_vocal)):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+    if not 0.0 <= label_noise < 1.0 - 1.0 / k:
+        raise ValueError(f"label_noise must be in [0, {1 - 1 / k:g}), got {label_noise}")
 
 
 def oracle_channels(label: int, lexical_cue: bool, vocal_cue: bool, p_lexical: float, p_vocal: float,
-                    classes: tuple[str, ...] = CLASSES) -> dict[str, tuple[np.ndarray, int]]:
+                    classes: tuple[str, ...] = CLASSES, *, label_noise: float = 0.0) -> dict[str, tuple[np.ndarray, int]]:
     """What a perfect teacher of each channel knows about one utterance of this corpus.
 
     For ``"linguistic"`` (the words) and ``"prosodic"`` (the voice): the posterior over the
@@ -627,9 +667,12 @@ def oracle_channels(label: int, lexical_cue: bool, vocal_cue: bool, p_lexical: f
     content: the words' ``0..K-1`` (a cue of that class) or ``K`` (filler); the voice's
     ``y`` (class y's delivery) or the neutral index (baseline, which neutral's delivery is).
     ``distill.teacher_targets = "oracle"`` distils from these instead of trained teachers:
-    the most any teacher of either channel could pass on."""
-    _check_probabilities(p_lexical, p_vocal)
+    the most any teacher of either channel could pass on.
+
+    ``label`` is the *expressed* emotion (``meta["expressed"]`` when the corpus has label noise);
+    with ``label_noise`` the posterior is over the released label, :func:`noise_matrix` applied."""
     k = len(classes)
+    _check_probabilities(p_lexical, p_vocal, label_noise, k)
     neutral = classes.index("neutral")
     shown = {"linguistic": f"cue:{label}" if lexical_cue else "filler",
              "prosodic": f"delivery:{label}" if vocal_cue and label != neutral else "baseline"}
@@ -639,7 +682,7 @@ def oracle_channels(label: int, lexical_cue: bool, vocal_cue: bool, p_lexical: f
     out = {}
     for kind, table in tables.items():
         scores = np.array([likelihood.get(shown[kind], 0.0) for likelihood in table])
-        out[kind] = (scores / scores.sum(), codes[kind])
+        out[kind] = ((scores / scores.sum()) @ noise_matrix(label_noise, k), codes[kind])
     return out
 
 
@@ -699,6 +742,8 @@ def _read_manifest(folder: Path) -> list[Utterance] | None:
 
 def _utterance(plan: UtterancePlan, folder: Path, n_samples: int) -> Utterance:
     meta = {"lexical_cue": plan.lexical_cue, "vocal_cue": plan.vocal_cue, "gender": plan.gender, "voice": plan.voice}
+    if plan.expressed is not None:  # only corpora with label noise record it: the others' manifests are unchanged
+        meta["expressed"] = plan.expressed
     return Utterance(id=plan.id, label=plan.label, speaker=plan.speaker, session=plan.session,
                      path=folder / plan.relpath, text=plan.text, duration=n_samples / SAMPLE_RATE, meta=meta)
 
@@ -782,7 +827,7 @@ def load(synth: SynthConfig | None = None, root: Path | None = None, progress: b
         utterances = _read_manifest(folder)
         if utterances is None:  # files removed while generating (another process cleaning up?)
             raise CorpusError(f"{folder / MANIFEST}: generation finished but wav files are missing; call load() again")
-    ceilings = bayes_ceilings(synth.p_lexical_cue, synth.p_vocal_cue)
+    ceilings = corpus_ceilings(synth)
     notes = [
         "Synthetic: generated with espeak-ng (not human speech); see the corpus card "
         f"{folder / CARD}.",
@@ -790,6 +835,10 @@ def load(synth: SynthConfig | None = None, root: Path | None = None, progress: b
         f"{synth.p_vocal_cue:.0%}, independently; Bayes ceilings (UA): text {ceilings['text']['UA']:.1%}, "
         f"voice {ceilings['voice']['UA']:.1%}, both {ceilings['both']['UA']:.1%}.",
     ]
+    if synth.label_noise > 0:
+        noisy = sum(1 for u in utterances if u.meta.get("expressed", u.label) != u.label)
+        notes.append(f"Label noise {synth.label_noise:g}: {noisy} of {len(utterances)} labels differ from the emotion "
+                     "the turn expresses (meta['expressed']); the ceilings above are against the released labels.")
     return Corpus(name="synth", utterances=utterances, classes=CLASSES, has_transcripts=True, has_audio=True,
                   root=folder, notes=notes)
 
@@ -803,10 +852,19 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(out)
 
 
+def _label_noise_line(synth: SynthConfig, plans: list[UtterancePlan]) -> str:
+    if synth.label_noise <= 0:
+        return "every label is the emotion the turn expresses (`label_noise=0`)."
+    noisy = sum(1 for p in plans if p.expressed is not None and p.expressed != p.label)
+    return (f"with probability {synth.label_noise:g} (`label_noise`) a turn is released with another class, drawn "
+            f"uniformly, than the one its words and voice express, as annotators disagree: {noisy} of {len(plans)} "
+            "turns here (`meta.expressed` records the expressed emotion).")
+
+
 def corpus_card(synth: SynthConfig, plans: list[UtterancePlan], utterances: list[Utterance]) -> str:
     """The Markdown corpus card: sizes, counts, parameters, voices, ceilings, provenance."""
     durations = np.array([u.duration for u in utterances])
-    ceilings = bayes_ceilings(synth.p_lexical_cue, synth.p_vocal_cue)
+    ceilings = corpus_ceilings(synth)
     by = {key: sorted({getattr(p, key) for p in plans}) for key in ("speaker", "session")}
 
     def counts(key: str) -> list[list[Any]]:
@@ -880,14 +938,15 @@ Generation parameters: {', '.join(f'`{k}={v}`' for k, v in params.items())}.
 
 {_table(['class', 'utterances', 'lexical cue', 'vocal cue', 'both'], cue_rows)}
 
+- Labels: {_label_noise_line(synth, plans)}
 - Audio: {synth.silence_seconds[0]:g}-{synth.silence_seconds[1]:g} s of pause before and after each turn, white
   background noise at a random SNR of {synth.snr_db[0]:g}-{synth.snr_db[1]:g} dB.
 
 ## Bayes ceilings
 
 The best any model can do, computed exactly from the design (`bayes_ceilings`: a present
-cue names its class, a filler or a baseline delivery says nothing more, cues independent).
-With balanced classes WA = UA.
+cue names its class, a filler or a baseline delivery says nothing more, cues independent;
+against the released labels, so label noise included). With balanced classes WA = UA.
 
 {_table(['channel', 'WA', 'UA'], [[k, f'{v["WA"]:.2%}', f'{v["UA"]:.2%}'] for k, v in ceilings.items()])}
 
