@@ -473,9 +473,8 @@ def _check(synth: SynthConfig) -> None:
         pair = getattr(synth, name)
         if len(pair) != 2 or not floor <= pair[0] <= pair[1]:
             problems.append(f"{name} must be a (low, high) pair with {floor} <= low <= high, got {pair}")
-    if not 0.0 <= synth.label_noise < 1.0 - 1.0 / len(CLASSES):
-        problems.append(f"label_noise must be in [0, {1 - 1 / len(CLASSES):g}) (beyond it a noisy label is more "
-                        f"often another class than the expressed one), got {synth.label_noise}")
+    if (problem := _label_noise_problem(synth.label_noise, len(CLASSES))) is not None:
+        problems.append(problem)
     if synth.jitter < 0:
         problems.append(f"jitter must be >= 0, got {synth.jitter}")
     fewest = min(len(cue["templates"]) for cue in LEXICAL_CUES.values())
@@ -653,8 +652,15 @@ def _check_probabilities(p_lexical: float, p_vocal: float, label_noise: float = 
     for name, p in (("p_lexical", p_lexical), ("p_vocal", p_vocal)):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
-    if not 0.0 <= label_noise < 1.0 - 1.0 / k:
-        raise ValueError(f"label_noise must be in [0, {1 - 1 / k:g}), got {label_noise}")
+    if (problem := _label_noise_problem(label_noise, k)) is not None:
+        raise ValueError(problem)
+
+
+def _label_noise_problem(label_noise: float, k: int) -> str | None:
+    if 0.0 <= label_noise < 1.0 - 1.0 / k:
+        return None
+    return (f"label_noise must be in [0, {1 - 1 / k:g}) (beyond it a noisy label is more often another class "
+            f"than the expressed one), got {label_noise}")
 
 
 def oracle_channels(label: int, lexical_cue: bool, vocal_cue: bool, p_lexical: float, p_vocal: float,
