@@ -317,7 +317,8 @@ def effective_variant(cfg: Config, corpus: Corpus):
 def canonical_student_config(cfg: Config, has_transcripts: bool = True) -> Config:
     """Temperatures a variant does not use are set to 0 (cross-fitting off without logit
     targets, oracle teachers off without any teacher term), so that e.g. ``no_teachers`` is
-    one run whatever the temperatures (no duplicated training in the sweep). On a corpus
+    one run whatever the temperatures (no duplicated training in the sweep); a frozen backbone
+    ignores its learning-rate scale. On a corpus
     without transcripts the linguistic teacher's terms count as unused too."""
     import dataclasses
 
@@ -336,6 +337,8 @@ def canonical_student_config(cfg: Config, has_transcripts: bool = True) -> Confi
             cfg.distill.teacher_targets == "oracle" and not (logits or variant.embedding_linguistic
                                                              or variant.embedding_prosodic)):
         changes["distill.teacher_targets"] = "in_sample"  # no target of that kind: nothing to replace
+    if cfg.student.freeze == "all" and cfg.student.backbone_lr_scale != 1.0:
+        changes["student.backbone_lr_scale"] = 1.0  # no backbone weight learns: the same run as without it
     return cfg.replace(changes) if changes else cfg
 
 
@@ -412,6 +415,9 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
 
     if cfg.distill.teacher_targets not in TEACHER_TARGETS:
         raise ValueError(f"distill.teacher_targets={cfg.distill.teacher_targets!r}; choose one of {TEACHER_TARGETS}")
+    if not cfg.student.backbone_lr_scale > 0:
+        raise ValueError(f"student.backbone_lr_scale={cfg.student.backbone_lr_scale!r}: must be a positive factor "
+                         "(1 = the heads' learning rate; freeze the backbone with student.freeze=all instead of 0)")
     data = data or load_data(cfg)
     cfg = canonical_student_config(cfg, data.corpus.has_transcripts)
     variant, note = effective_variant(cfg, data.corpus)
@@ -479,7 +485,7 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
 
     result = fit(model, make(f.train_ids), make(f.val_ids, with_teacher=False) if f.val_ids else None, loss_fn,
                  s.optim, cfg.training, collate=collate, run=run, desc=f"student {d.variant} fold {fold}",
-                 device=device)
+                 device=device, lr_scales={"backbone.": s.backbone_lr_scale} if backbone is not None else None)
     out = predict(model, make(f.test_ids, with_teacher=False), collate, s.optim.batch_size, device,
                   cfg.training.precision)
     y_true = data.corpus.labels(f.test_ids)

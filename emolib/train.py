@@ -23,7 +23,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -119,12 +119,20 @@ class FitResult:
         return pd.DataFrame(self.history)
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
-    for p in model.parameters():
+def _param_groups(model: torch.nn.Module, weight_decay: float, lr: float,
+                  lr_scales: Mapping[str, float] | None = None) -> list[dict]:
+    """AdamW groups: no weight decay on biases and norms (1-d tensors); a parameter whose name starts
+    with a prefix in ``lr_scales`` learns at ``lr`` times that factor (a pre-trained backbone
+    fine-tuned more gently than the new heads). The scale stays in the group for the log line."""
+    scales = dict(lr_scales or {})
+    groups: dict[tuple[float, bool], list] = {}
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            scale = next((f for prefix, f in scales.items() if name.startswith(prefix)), 1.0)
+            groups.setdefault((scale, p.ndim > 1), []).append(p)
+    order = sorted(groups, key=lambda key: (key[0] != 1.0, not key[1]))  # the base rate first, for the log
+    return [{"params": groups[key], "lr": lr * key[0], "lr_scale": key[0],
+             "weight_decay": weight_decay if key[1] else 0.0} for key in order]
 
 
 def _schedule(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
@@ -162,6 +170,7 @@ def fit(
     run: Run | None = None,
     desc: str = "model",
     device: torch.device | None = None,
+    lr_scales: Mapping[str, float] | None = None,
 ) -> FitResult:
     """Train ``model`` with early stopping on validation UA; resumable through ``run``.
 
@@ -174,7 +183,7 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"{desc}: no trainable parameters")
-    optimizer = torch.optim.AdamW(_param_groups(model, optim.weight_decay), lr=optim.lr)
+    optimizer = torch.optim.AdamW(_param_groups(model, optim.weight_decay, optim.lr, lr_scales), lr=optim.lr)
     steps_per_epoch = math.ceil(len(train_set) / optim.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(optim.epochs * steps_per_epoch,
                                                                        optim.warmup_ratio))
@@ -233,7 +242,7 @@ def fit(
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach()) * n
         row: dict[str, Any] = {"epoch": epoch, **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()},
-                               "lr": scheduler.get_last_lr()[0]}
+                               "lr": scheduler.get_last_lr()[0] / optimizer.param_groups[0].get("lr_scale", 1.0)}
         if val_set is not None and len(val_set):
             out = predict(model, val_set, collate, optim.batch_size, device, training.precision, training.num_workers)
             pred = out["logits"].argmax(-1)

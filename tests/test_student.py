@@ -456,3 +456,57 @@ def test_an_oracle_student_trains_no_teacher_and_is_a_run_of_its_own(roots, toy,
 def test_oracle_teachers_need_the_built_in_corpus(roots, toy):
     with pytest.raises(ValueError, match="needs the built-in corpus 'synth'.*corpus 'toy' does not"):
         pipeline.train_student(_cfg(**{"distill.teacher_targets": "oracle"}), 1, toy, verbose=False)
+
+
+def _backbone_move(run) -> dict[str, np.ndarray]:
+    """How far each trained backbone tensor moved from the seeded tiny-random start."""
+    from safetensors.torch import load_file
+
+    start = load_backbone("tiny-random", freeze="top:1").state_dict()
+    trained = load_file(str(run.path("best.safetensors")))
+    return {k: (trained[f"backbone.{k}"] - v).numpy() for k, v in start.items()
+            if not torch.equal(trained[f"backbone.{k}"], v)}
+
+
+def test_the_backbone_learns_at_its_own_rate(roots, toy):
+    """One AdamW step (16 training utterances, batch 16): the first step moves every weight by
+    lr * g / (|g| + eps) plus lr * wd * w, so a backbone at 1 % of the heads' rate moves exactly
+    1 % as far from the same start, on the same gradient, while the heads keep their rate."""
+    base = {"student.freeze": "top:1", "student.optim.epochs": 1, "distill.variant": "no_teachers"}
+    same = pipeline.train_student(_cfg(**base), 1, toy, verbose=False)
+    gentle = pipeline.train_student(_cfg(**base, **{"student.backbone_lr_scale": 0.01}), 1, toy, verbose=False)
+    assert gentle.dir != same.dir
+    moved, moved_gently = _backbone_move(same), _backbone_move(gentle)
+    assert moved and moved.keys() == moved_gently.keys()  # the top layer learns in both runs
+    assert all(".layers.1." in k for k in moved), sorted(moved)  # the top of tiny-random's 2 layers, nothing else
+    for k in moved:
+        # to float32 rounding of the weights (~6e-8 near 0.5), against moves of 3e-3 and 3e-5
+        np.testing.assert_allclose(moved_gently[k], 0.01 * moved[k], rtol=0, atol=1e-7, err_msg=k)
+    # the log shows the heads' rate in both runs (the schedule's last step reaches 0 after one epoch)
+    assert same.history()["lr"].tolist() == gentle.history()["lr"].tolist()
+
+
+def test_param_groups_scale_the_backbone_and_spare_biases_from_decay():
+    from emolib.train import _param_groups
+
+    model = torch.nn.ModuleDict({"backbone": torch.nn.Linear(3, 2), "head": torch.nn.Linear(2, 4),
+                                 "frozen": torch.nn.Linear(2, 2)})
+    model["frozen"].requires_grad_(False)
+    groups = _param_groups(model, weight_decay=0.01, lr=1e-3, lr_scales={"backbone.": 0.1})
+    got = [([id(p) for p in g["params"]], g["lr"], g["lr_scale"], g["weight_decay"]) for g in groups]
+    assert got == [([id(model["head"].weight)], 1e-3, 1.0, 0.01), ([id(model["head"].bias)], 1e-3, 1.0, 0.0),
+                   ([id(model["backbone"].weight)], pytest.approx(1e-4), 0.1, 0.01),
+                   ([id(model["backbone"].bias)], pytest.approx(1e-4), 0.1, 0.0)]
+    # without scales: the two groups of before, decay first
+    assert [len(g["params"]) for g in _param_groups(model, 0.01, 1e-3)] == [2, 2]
+
+
+def test_a_frozen_backbone_ignores_its_rate_and_a_bad_rate_is_refused(roots, toy):
+    def run_dir(**kw):
+        return pipeline.student_run(_cfg(**kw), 1).dir
+
+    assert run_dir(**{"student.backbone_lr_scale": 0.1}) == run_dir()  # tiny freezes everything
+    assert (run_dir(**{"student.freeze": "top:1", "student.backbone_lr_scale": 0.1})
+            != run_dir(**{"student.freeze": "top:1"}))
+    with pytest.raises(ValueError, match=r"student.backbone_lr_scale=0.0: must be a positive factor"):
+        pipeline.train_student(_cfg(**{"student.backbone_lr_scale": 0.0}), 1, toy, verbose=False)
