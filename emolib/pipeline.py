@@ -318,8 +318,8 @@ def canonical_student_config(cfg: Config, has_transcripts: bool = True) -> Confi
     """Temperatures a variant does not use are set to 0 (cross-fitting off without logit
     targets, oracle teachers off without any teacher term), so that e.g. ``no_teachers`` is
     one run whatever the temperatures (no duplicated training in the sweep); a frozen backbone
-    ignores its learning-rate scale. On a corpus
-    without transcripts the linguistic teacher's terms count as unused too."""
+    ignores its learning-rate scale. On a corpus without transcripts the linguistic teacher's
+    terms count as unused too."""
     import dataclasses
 
     from .losses import get_variant
