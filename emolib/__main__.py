@@ -7,6 +7,7 @@ command         does
 ``figures``     re-execute only ``05_report``: tables and figures from result files
 ``teacher``     train (or reuse) one teacher on every fold of any corpus; mean UA, WA
 ``student``     distil one student variant on every fold of any corpus; mean UA, WA
+``gap``         a distilled student vs plain fine-tuning (and oracle teachers), per fold
 ==============  ==================================================================
 
 Each command is one ``add_<command>_parser`` function that registers its arguments
@@ -208,6 +209,30 @@ def cmd_student(args: argparse.Namespace) -> int:
                                               _config(args, named), args.seeds))
 
 
+def add_gap_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "gap",
+        help="what distillation adds on a corpus: a student variant vs plain fine-tuning",
+        description="Train (or reuse) the teachers, a distilled student variant, plain fine-tuning (no_teachers) "
+        "and, on the built-in corpus, the variant taught by oracle teachers (the most any pair of teachers "
+        "could add), on every fold; print each model's validation UA (where settings may be chosen) and test "
+        "UA (reported only), their means and each student's paired difference from plain fine-tuning.",
+    )
+    p.add_argument("--variant", metavar="NAME", help="the distilled student (default: the preset's, full)")
+    p.add_argument("--no-oracle", dest="oracle", action="store_false",
+                   help="leave out the oracle-taught student (built-in corpus only)")
+    _add_corpus(p)
+    p.set_defaults(func=cmd_gap)
+
+
+def cmd_gap(args: argparse.Namespace) -> int:
+    from . import commands
+
+    return _train(lambda: commands.over_seeds(lambda cfg: commands.gap(cfg, args.folds, args.oracle),
+                                              _config(args, {"distill.variant": args.variant}), args.seeds,
+                                              close=commands.gap_over_seeds))
+
+
 def _train(call: Callable[[], Any]) -> int:
     """Run a training command; a request that cannot run becomes one ``error:`` line."""
     from .commands import RequestError
@@ -236,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_figures_parser(sub)
     add_teacher_parser(sub)
     add_student_parser(sub)
+    add_gap_parser(sub)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""The ``teacher`` and ``student`` commands: one stage of the paper on every fold of any corpus.
+"""The ``teacher``, ``student`` and ``gap`` commands: one stage of the paper on every fold of any corpus.
 
 ``python -m emolib teacher --kind prosodic --corpus my.csv --protocol speaker`` trains (or
 reuses) the prosodic teacher of every fold, prints one line per fold and closes with the
@@ -7,10 +7,16 @@ mean over folds: the numbers of Table 2's teacher-alone rows (7 and 8) for that 
 teachers the variant needs first. Both go through :mod:`emolib.pipeline`, so a complete
 run is reused and a killed one resumes, exactly as in the notebooks.
 
+``gap`` asks the paper's central question of a corpus and a config: how much does the
+distilled student beat plain fine-tuning, and (on the built-in corpus) how much could any
+pair of teachers add? It prints every model's validation UA, on which settings may be
+chosen, apart from the test UA, which is only reported.
+
 ``--seeds 0 1 2`` repeats the stage once per training seed (``training.seed``: weight
 initialisation, batch order and crops, of the teachers as of the student) and closes with
 the mean over seeds of the per-seed means over folds, and its spread across seeds: on a
-small corpus two variants often differ by less than one seed from the next.
+small corpus two variants often differ by less than one seed from the next (``gap``: the
+mean over seeds of each student's difference from plain fine-tuning).
 
 A request that cannot run (an unknown variant or config name, a corpus the stage cannot
 learn from, a fold that does not exist) raises :class:`RequestError` before anything
@@ -114,12 +120,9 @@ def teacher(kind: str, cfg: Config, folds: Sequence[int] | None = None) -> dict:
     return _close(runs, data)
 
 
-def student(cfg: Config, folds: Sequence[int] | None = None) -> dict:
-    """Distil the variant ``cfg.distill.variant`` on each fold (default: all), training or
-    reusing the teachers it needs; print a line per fold and the ``mean UA .. WA ..`` line.
-
-    On a corpus without usable transcripts the linguistic teacher's terms are switched
-    off (:func:`emolib.pipeline.effective_variant`) and the first line says so."""
+def _student_data(cfg: Config, folds: Sequence[int] | None):
+    """Check a student request and load its corpus: (data, fold numbers, the loader's held-back
+    lines, the effective variant, the note on switched-off terms or None)."""
     from . import pipeline
     from .losses import get_variant
 
@@ -132,6 +135,30 @@ def student(cfg: Config, folds: Sequence[int] | None = None) -> dict:
         raise RequestError(f"the student needs audio, and corpus {data.corpus.name!r} is text-only "
                            "(a manifest without a 'path' column)")
     variant, note = pipeline.effective_variant(cfg, data.corpus)
+    return data, numbers, held, variant, note
+
+
+def _fill_backbone_cache(cfg: Config, data) -> None:
+    """Compute the frozen backbone's states once, here with progress and under the config's
+    thread count, for students still to train (train_student reads them quietly)."""
+    from .student import cached_inputs, uses_cached_inputs
+
+    if uses_cached_inputs(cfg):
+        from .train import setup
+
+        setup(cfg.training)
+        cached_inputs(cfg, data.corpus, progress=True)
+
+
+def student(cfg: Config, folds: Sequence[int] | None = None) -> dict:
+    """Distil the variant ``cfg.distill.variant`` on each fold (default: all), training or
+    reusing the teachers it needs; print a line per fold and the ``mean UA .. WA ..`` line.
+
+    On a corpus without usable transcripts the linguistic teacher's terms are switched
+    off (:func:`emolib.pipeline.effective_variant`) and the first line says so."""
+    from . import pipeline
+
+    data, numbers, held, variant, note = _student_data(cfg, folds)
     if note:
         print(note, flush=True)
     print(held, end="")
@@ -139,15 +166,8 @@ def student(cfg: Config, folds: Sequence[int] | None = None) -> dict:
     print(_header(f"student {cfg.distill.variant} ({' + '.join(variant.enabled())})", cfg, data, numbers, name),
           flush=True)
     todo = [k for k in numbers if not pipeline.student_run(cfg, k, data.corpus.has_transcripts).is_complete()]
-    from .student import cached_inputs, uses_cached_inputs
-
-    if todo and uses_cached_inputs(cfg):
-        from .train import setup
-
-        # Fill the backbone cache here, with progress (train_student reads it quietly), under
-        # the config's thread count.
-        setup(cfg.training)
-        cached_inputs(cfg, data.corpus, progress=True)
+    if todo:
+        _fill_backbone_cache(cfg, data)
     runs = []
     for k in numbers:
         reused = k not in todo
@@ -156,12 +176,85 @@ def student(cfg: Config, folds: Sequence[int] | None = None) -> dict:
     return _close(runs, data)
 
 
-def over_seeds(stage: Callable[[Config], dict], cfg: Config, seeds: Sequence[int] | None) -> dict:
-    """``stage(cfg)`` (:func:`teacher` or :func:`student` with its other arguments bound) once
-    per seed in ``seeds`` (None or one seed: once, with ``cfg``'s own seed), every seed's output
-    in turn. With several seeds a last line gives the mean over seeds of each seed's mean over
-    folds and the standard deviation across seeds; returns ``{"seeds": [...], "per_seed":
-    [summary, ...], "ua_mean", "ua_std", "wa_mean", "wa_std"}``, else the stage's summary."""
+#: What :func:`gap` compares every row with: the paper's plain fine-tuning (Table 2, row 6).
+PLAIN = "no_teachers"
+
+
+def gap(cfg: Config, folds: Sequence[int] | None = None, oracle: bool = True) -> dict:
+    """What distillation adds on a corpus, read on the speakers where settings may be chosen.
+
+    On each fold (default: all) train or reuse the teachers of the variant
+    ``cfg.distill.variant``, the variant itself, plain fine-tuning (``no_teachers``) and, on
+    the built-in corpus (unless ``oracle`` is False), the variant taught by oracle teachers:
+    what a perfect teacher of each channel would say (``distill.teacher_targets=oracle``),
+    the most any pair of teachers could add to this student. Print a line per fold with
+    every model's validation UA (the training speakers held out for model selection) and
+    test UA, then two blocks, validation and test, each with the means over folds and each
+    student's paired difference from plain fine-tuning. Settings are chosen on the
+    validation block; the test block is the result, for reporting.
+
+    Returns ``{"folds", "rows", "validation": {row: [UA per fold]}, "test": {...},
+    "gaps": {"validation": {row: paired_difference}, "test": {...}}}`` (fractions)."""
+    from . import paths, pipeline
+    from .metrics import paired_difference
+
+    if cfg.distill.variant == PLAIN:
+        raise RequestError(f"gap compares a distilled variant with plain fine-tuning ({PLAIN}); "
+                           f"choose another --variant")
+    if cfg.data.validation_speakers < 1:
+        raise RequestError("gap reads the validation speakers' UA, and data.validation_speakers is 0")
+    data, numbers, held, variant, note = _student_data(cfg, folds)
+    if note:
+        print(note, flush=True)
+    print(held, end="")
+    targets = cfg.distill.teacher_targets
+    label = cfg.distill.variant if targets == "in_sample" else f"{cfg.distill.variant} ({targets})"
+    students = {label: cfg, PLAIN: cfg.replace({"distill.variant": PLAIN})}
+    builtin = data.corpus.name == "synth" and cfg.data.corpus == "synth"
+    if oracle and targets != "oracle":
+        if builtin:
+            students[f"{cfg.distill.variant} (oracle)"] = cfg.replace({"distill.teacher_targets": "oracle"})
+        else:
+            print(f"no oracle row: only the built-in corpus records which channel carries each label, "
+                  f"and this is {data.corpus.name!r}", flush=True)
+    kinds = [k for k in pipeline.TEACHER_KINDS if getattr(variant, f"needs_{k}_teacher")]
+    rows = [*kinds, *students]
+    print(_header(f"gap: {', '.join(rows)}", cfg, data, numbers, paths.runs_dir()), flush=True)
+    has_text = data.corpus.has_transcripts
+    if any(not pipeline.student_run(c, k, has_text).is_complete() for c in students.values() for k in numbers):
+        _fill_backbone_cache(cfg, data)  # every row reads the same backbone states
+    scores: dict[str, dict[str, list[float]]] = {"validation": {r: [] for r in rows}, "test": {r: [] for r in rows}}
+    for k in numbers:
+        runs = {kind: pipeline.train_teacher(kind, cfg, k, data, verbose=False) for kind in kinds}
+        runs.update({name: pipeline.train_student(c, k, data, verbose=False) for name, c in students.items()})
+        for name, run in runs.items():
+            m = run.metrics()
+            scores["validation"][name].append(m["best_val_ua"])
+            scores["test"][name].append(m["ua"])
+        print(f"fold {k}: " + " | ".join(f"{block} UA " + ", ".join(f"{name} {100 * v[-1]:.2f}" for name, v in
+                                                                      scores[block].items())
+                                          for block in ("validation", "test")), flush=True)
+    gaps = {block: {name: paired_difference(scores[block][name], scores[block][PLAIN])
+                    for name in students if name != PLAIN} for block in scores}
+    n = len(numbers)
+    for block, what in (("validation", "the training speakers held out for model selection: decide on these"),
+                        ("test", "the held-out test speakers: report these, choose nothing on them")):
+        print(f"{block} UA, mean over {n} fold{'s' if n != 1 else ''} ({what}):", flush=True)
+        print("  " + ", ".join(f"{name} {100 * np.mean(v):.2f}" for name, v in scores[block].items()), flush=True)
+        for name, d in gaps[block].items():
+            spread = "" if np.isnan(d["std"]) else f" ± {100 * d['std']:.2f}"
+            print(f"  {name} - {PLAIN}: {100 * d['mean']:+.2f}{spread} (higher in {d['a_higher']} of {d['n']} "
+                  f"fold{'s' if d['n'] != 1 else ''})", flush=True)
+    return {"folds": numbers, "rows": rows, **scores, "gaps": gaps}
+
+
+def over_seeds(stage: Callable[[Config], dict], cfg: Config, seeds: Sequence[int] | None,
+               close: Callable[[list[int], list[dict]], dict] | None = None) -> dict:
+    """``stage(cfg)`` (:func:`teacher`, :func:`student` or :func:`gap` with its other arguments
+    bound) once per seed in ``seeds`` (None or one seed: once, with ``cfg``'s own seed), every
+    seed's output in turn, then ``close(seeds, per_seed_results)`` (default
+    :func:`mean_over_seeds`) prints and returns what the seeds say together; with one seed,
+    the stage's own result is returned."""
     seeds = list(dict.fromkeys(seeds or []))  # the order given, each seed once
     if len(seeds) < 2:
         return stage(cfg.replace({"training.seed": seeds[0]}) if seeds else cfg)
@@ -169,6 +262,13 @@ def over_seeds(stage: Callable[[Config], dict], cfg: Config, seeds: Sequence[int
     for seed in seeds:
         print(f"seed {seed}:", flush=True)
         per_seed.append(stage(cfg.replace({"training.seed": seed})))
+    return (close or mean_over_seeds)(seeds, per_seed)
+
+
+def mean_over_seeds(seeds: list[int], per_seed: list[dict]) -> dict:
+    """The last line of a ``teacher`` or ``student`` command over several seeds: the mean over
+    seeds of each seed's mean over folds and the standard deviation across seeds; returns
+    ``{"seeds": [...], "per_seed": [summary, ...], "ua_mean", "ua_std", "wa_mean", "wa_std"}``."""
     out: dict[str, Any] = {"seeds": seeds, "per_seed": per_seed}
     for key in ("ua", "wa"):
         means = np.array([s[f"{key}_mean"] for s in per_seed])
@@ -178,4 +278,23 @@ def over_seeds(stage: Callable[[Config], dict], cfg: Config, seeds: Sequence[int
     print(f"mean UA {100 * out['ua_mean']:.2f} WA {100 * out['wa_mean']:.2f} over {len(seeds)} seeds "
           f"({' '.join(map(str, seeds))}; std across seeds UA {100 * out['ua_std']:.2f} WA {100 * out['wa_std']:.2f}; "
           f"UA per seed {each}; {folds} fold{'s' if folds != 1 else ''} each)", flush=True)
+    return out
+
+
+def gap_over_seeds(seeds: list[int], per_seed: list[dict]) -> dict:
+    """The closing lines of a ``gap`` command over several seeds: per block and student, the
+    mean over seeds of its mean difference from plain fine-tuning, the standard deviation
+    across seeds and each seed's value; returns ``{"seeds", "per_seed", "gaps": {block: {row:
+    {"mean", "std", "per_seed"}}}}`` (fractions)."""
+    out: dict[str, Any] = {"seeds": seeds, "per_seed": per_seed, "gaps": {}}
+    print(f"over {len(seeds)} seeds ({' '.join(map(str, seeds))}), each the mean over its folds:", flush=True)
+    for block in ("validation", "test"):
+        out["gaps"][block] = {}
+        for name in per_seed[0]["gaps"][block]:
+            values = np.array([s["gaps"][block][name]["mean"] for s in per_seed])
+            out["gaps"][block][name] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)),
+                                        "per_seed": values.tolist()}
+            print(f"  {block} {name} - {PLAIN}: {100 * values.mean():+.2f} (std across seeds "
+                  f"{100 * values.std(ddof=1):.2f}; per seed {' '.join(f'{100 * v:+.2f}' for v in values)})",
+                  flush=True)
     return out

@@ -4,6 +4,9 @@
 * UA, unweighted accuracy: the mean of per-class recalls (balanced accuracy), so
   each class counts once whatever its size.
 * macro-F1 and the confusion matrix, for the report.
+* Paired differences over folds (:func:`paired_difference`): two models scored on the
+  same folds differ by less than the spread from one fold to the next, so they are
+  compared fold by fold.
 
 Cross-validation summaries give both the **mean over folds** (what most SER
 papers report) and the **pooled** score (all folds' test predictions together);
@@ -72,6 +75,19 @@ def summarize_folds(per_fold: Sequence[tuple[Sequence[int], Sequence[int]]], cla
         out[f"{key}_pooled"] = pooled[key]
     out["confusion_pooled"] = pooled["confusion"]
     return out
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:
+    """``a - b`` fold by fold, for two models scored on the same folds: ``mean`` and sample
+    ``std`` (ddof=1; NaN for one fold) of the differences, in how many folds each model
+    scored strictly higher (``a_higher``, ``b_higher``; ties count for neither), and ``n``."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"paired_difference needs two equally long, non-empty lists of per-fold scores, "
+                         f"got shapes {a.shape} and {b.shape}")
+    d = a - b
+    return {"mean": float(d.mean()), "std": float(d.std(ddof=1)) if d.size > 1 else float("nan"),
+            "a_higher": int((d > 0).sum()), "b_higher": int((d < 0).sum()), "n": int(d.size)}
 
 
 def format_mean_line(summary: dict) -> str:

@@ -269,7 +269,7 @@ def train_teacher(kind: str, cfg: Config, fold: int, data: Data | None = None, v
     metrics.update({"stage": f"{kind}_teacher", "fold": fold, "best_epoch": result.best_epoch,
                     "best_val_ua": result.best_val_ua, "epochs_run": len(result.history),
                     "stopped_early": result.stopped_early, "train_seconds": result.seconds,
-                    "n_parameters": sum(p.numel() for p in model.parameters()),
+                    "threads": result.threads, "n_parameters": sum(p.numel() for p in model.parameters()),
                     "n_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
                     "embedding_dim": int(out["embedding"].shape[1]), "corpus": data.corpus.name,
                     "without_group": without, "test_speakers": list(f.test_speakers), **extra})
@@ -496,7 +496,8 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
                     "tau_linguistic": d.tau_linguistic, "tau_prosodic": d.tau_prosodic, "fold": fold,
                     "best_epoch": result.best_epoch, "best_val_ua": result.best_val_ua,
                     "epochs_run": len(result.history), "stopped_early": result.stopped_early,
-                    "train_seconds": result.seconds, "corpus": data.corpus.name, "note": note,
+                    "train_seconds": result.seconds, "threads": result.threads, "corpus": data.corpus.name,
+                    "note": note,
                     "n_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
                     "layer_weights": weights})
     run.finish(metrics, _prediction_frame(data.corpus, f.test_ids, out["logits"]))

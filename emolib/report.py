@@ -23,6 +23,7 @@ import pandas as pd
 from . import paths
 from .config import Config
 from .losses import ABLATION_VARIANTS
+from .metrics import paired_difference
 
 # -- the paper's numbers ------------------------------------------------------------------------
 
@@ -215,15 +216,15 @@ def table2(cfg: Config, study: "Study") -> pd.DataFrame:
     for spec in PAPER_TABLE2:
         s = _ours(study, cfg, spec["source"])
         pct = (lambda key: s.pct(key)) if s is not None else (lambda key: float("nan"))
-        diff = (np.array([m["ua"] for m in s.per_fold]) - np.array([m["ua"] for m in full.per_fold])) * 100 \
-            if s is not None and spec is not PAPER_TABLE2[0] else np.array([])
+        diff = paired_difference([100 * m["ua"] for m in s.per_fold], [100 * m["ua"] for m in full.per_fold]) \
+            if s is not None and spec is not PAPER_TABLE2[0] else None
         rows.append({
             "row": spec["row"], "variant": spec["variant"], "paper WA": spec["wa"], "paper UA": spec["ua"],
             "UA mean": pct("ua_mean"), "UA std": pct("ua_std"), "WA mean": pct("wa_mean"),
             "WA std": pct("wa_std"), "UA pooled": pct("ua_pooled"), "WA pooled": pct("wa_pooled"),
-            "UA diff mean": diff.mean() if diff.size else float("nan"),
-            "UA diff std": diff.std(ddof=1) if diff.size > 1 else float("nan"),
-            "full higher": int((diff < 0).sum()) if diff.size else None, "folds": int(diff.size) or None,
+            "UA diff mean": diff["mean"] if diff else float("nan"),
+            "UA diff std": diff["std"] if diff else float("nan"),
+            "full higher": diff["b_higher"] if diff else None, "folds": diff["n"] if diff else None,
         })
     return pd.DataFrame(rows)
 

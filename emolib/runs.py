@@ -137,9 +137,10 @@ class Run:
         """Prepare the folder for (re)doing the run; keeps ``resume.pt`` of a partial run
         of the same config so that training continues where it stopped.
 
-        "The same" means the same key: settings that cannot change this run's result
-        (``training.num_threads``, another stage's sections) may differ, so a teacher
-        still resumes after a student setting changed."""
+        "The same" means the same key: another stage's sections may differ, so a teacher
+        still resumes after a student setting changed, and so may ``training.num_threads``,
+        which is not part of a run's identity although on CPU it can move the result a
+        little (the order of float sums): ``metrics.json`` records the threads used."""
         if self.is_partial() and not self._saved_config_matches():
             # e.g. a folder written by an older version of the hashing: its state is not ours to resume
             shutil.rmtree(self.dir)

@@ -111,6 +111,9 @@ class FitResult:
     stopped_early: bool = False
     resumed_from: int = 0
     seconds: float = 0.0
+    # torch's CPU threads while training: on CPU the result depends on it (the order of float
+    # sums in a parallel reduction), so the result files record it
+    threads: int = 1
     extras: dict[str, Any] = field(default_factory=dict)
 
     def frame(self):
@@ -277,7 +280,7 @@ def fit(
         run.write_csv("history.csv", pd.DataFrame(history))
     return FitResult(history=history, best_epoch=best_epoch, best_val_ua=None if best_ua < 0 else best_ua,
                      stopped_early=stopped_early, resumed_from=resumed_from,
-                     seconds=time.perf_counter() - started)
+                     seconds=time.perf_counter() - started, threads=torch.get_num_threads())
 
 
 def _report(desc: str, row: dict, epochs: int, improved: bool, show: str, bar) -> None:

@@ -1,7 +1,8 @@
-"""The ``teacher`` and ``student`` commands on manifests of the toy corpus (tests/toy.py),
-run in-process through ``main(argv)`` on the tiny preset: a line per fold that matches the
-run's result files, the closing mean line, reuse without training, the right teacher for
-the right manifest, the note on a corpus without transcripts, and one-line errors."""
+"""The ``teacher``, ``student`` and ``gap`` commands on manifests of the toy corpus
+(tests/toy.py), run in-process through ``main(argv)`` on the tiny preset: a line per fold
+that matches the run's result files, the closing mean line, reuse without training, the
+right teacher for the right manifest, the note on a corpus without transcripts, the gap's
+validation and test blocks, and one-line errors."""
 from __future__ import annotations
 
 import csv
@@ -208,6 +209,67 @@ def test_seeds_repeat_every_fold_per_seed_and_close_with_the_mean_over_seeds(roo
     assert (code, err) == (2, ["error: training.seed given both as an option and with --set; give it once"])
 
 
+def _metrics_of(stage_dir: Path, prefix: str, fold: int) -> dict:
+    (run_dir,) = [d for d in stage_dir.iterdir() if d.name.startswith(prefix)]
+    return json.loads((run_dir / f"fold{fold}" / "metrics.json").read_text())
+
+
+GAP_FOLD_LINE = re.compile(r"^fold (\d+): validation UA (.+) \| test UA (.+)$")
+
+
+def _named_scores(text: str) -> dict[str, float]:
+    return {name: float(value) for name, value in (item.rsplit(" ", 1) for item in text.split(", "))}
+
+
+def test_gap_prints_validation_and_test_apart_with_paired_differences_from_the_result_files(
+        roots, toy, capsys, monkeypatch):
+    argv = ["gap", "--corpus", toy["both"], "--protocol", "session", "--folds", "1", "2", *FAST]
+    code, lines, _ = run(capsys, *argv)
+    assert code == 0
+    assert lines[0] == ("no oracle row: only the built-in corpus records which channel carries each label, "
+                        "and this is 'toy'")
+    assert lines[1].startswith("gap: prosodic, linguistic, full, no_teachers on toy (48 utterances), "
+                               "leave-one-session-out, folds 1 2 of 3; ")
+    runs = roots / "runs"
+    where = {"prosodic": (runs / "prosodic_teacher", ""), "linguistic": (runs / "linguistic_teacher", ""),
+             "full": (runs / "student", "full-"), "no_teachers": (runs / "student", "no_teachers-")}
+    metrics = {name: [_metrics_of(d, prefix, k) for k in (1, 2)] for name, (d, prefix) in where.items()}
+    printed = [GAP_FOLD_LINE.match(line) for line in lines]
+    printed = [m for m in printed if m]
+    assert [int(m[1]) for m in printed] == [1, 2]
+    for k, m in enumerate(printed):
+        validation, test = _named_scores(m[2]), _named_scores(m[3])
+        assert list(validation) == list(where) and list(test) == list(where)
+        for name in where:
+            assert validation[name] == round(100 * metrics[name][k]["best_val_ua"], 2)
+            assert test[name] == round(100 * metrics[name][k]["ua"], 2)
+            assert metrics[name][k]["threads"] == 1  # the shared loop records torch's threads
+    closing = lines[-6:]
+    for block, key, head, scores, gap in ((0, "best_val_ua", "validation", closing[1], closing[2]),
+                                          (1, "ua", "test", closing[4], closing[5])):
+        assert closing[3 * block].startswith(f"{head} UA, mean over 2 folds (")
+        assert _named_scores(scores.strip()) == {
+            name: round(100 * np.mean([m[key] for m in metrics[name]]), 2) for name in where}
+        diff = np.array([m[key] for m in metrics["full"]]) - np.array([m[key] for m in metrics["no_teachers"]])
+        higher = int((diff > 0).sum())
+        assert gap == (f"  full - no_teachers: {100 * diff.mean():+.2f} ± {100 * abs(diff[0] - diff[1]) / np.sqrt(2):.2f} "
+                       f"(higher in {higher} of 2 folds)")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(train, "fit", no_training)
+    code, again, _ = run(capsys, *argv)
+    assert code == 0 and again[:2] == lines[:2] and again[-6:] == closing
+    assert [line for line in again if GAP_FOLD_LINE.match(line)] == [m[0] for m in printed]
+
+    code, _, err = run(capsys, *argv, "--variant", "no_teachers")
+    assert (code, err) == (2, ["error: gap compares a distilled variant with plain fine-tuning (no_teachers); "
+                               "choose another --variant"])
+    code, _, err = run(capsys, *argv, "--validation-speakers", "0")
+    assert (code, err) == (2, ["error: gap reads the validation speakers' UA, and data.validation_speakers is 0"])
+
+
 def test_unknown_names_are_one_line_errors(roots, toy, capsys):
     base = ["--corpus", toy["audio"], "--protocol", "session", *FAST]
     code, out, err = run(capsys, "student", "--variant", "everything", *base)
@@ -233,3 +295,22 @@ def test_unknown_names_are_one_line_errors(roots, toy, capsys):
 
 def test_teacher_kinds_match_the_pipeline():
     assert cli.TEACHER_KINDS == pipeline.TEACHER_KINDS
+
+
+def test_gap_over_seeds_averages_each_students_difference_by_hand(capsys):
+    from emolib.commands import gap_over_seeds
+
+    def seed(val: float, test: float) -> dict:
+        return {"gaps": {"validation": {"full": {"mean": val}}, "test": {"full": {"mean": test}}}}
+
+    out = gap_over_seeds([0, 1, 2], [seed(0.01, 0.02), seed(0.03, -0.01), seed(0.02, 0.05)])
+    # validation: mean 0.02, sample std 0.01; test: mean 0.02, deviations 0, -0.03, 0.03 -> std 0.03
+    validation = out["gaps"]["validation"]["full"]
+    assert (validation["mean"], validation["std"]) == (pytest.approx(0.02), pytest.approx(0.01))
+    assert validation["per_seed"] == [0.01, 0.03, 0.02]
+    assert out["gaps"]["test"]["full"]["mean"] == pytest.approx(0.02)
+    assert out["gaps"]["test"]["full"]["std"] == pytest.approx(0.03)
+    assert capsys.readouterr().out.splitlines() == [
+        "over 3 seeds (0 1 2), each the mean over its folds:",
+        "  validation full - no_teachers: +2.00 (std across seeds 1.00; per seed +1.00 +3.00 +2.00)",
+        "  test full - no_teachers: +2.00 (std across seeds 3.00; per seed +2.00 -1.00 +5.00)"]

@@ -1,9 +1,9 @@
-"""UA / WA / macro-F1: hand-computed cases and parity with scikit-learn."""
+"""UA / WA / macro-F1 and paired differences over folds: hand-computed cases and parity with scikit-learn."""
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
-from emolib.metrics import (classification_metrics, format_mean_line, macro_f1, summarize_folds,
+from emolib.metrics import (classification_metrics, format_mean_line, macro_f1, paired_difference, summarize_folds,
                             unweighted_accuracy, weighted_accuracy)
 
 CLASSES = ("neutral", "angry", "sad", "happy")
@@ -56,3 +56,16 @@ def test_empty_input_is_an_error():
         weighted_accuracy([], [])
     with pytest.raises(ValueError):
         summarize_folds([], CLASSES)
+
+
+def test_paired_difference_by_hand():
+    # differences +0.05, 0, -0.02: mean 0.01; deviations 0.04, -0.01, -0.03 -> variance 0.0026 / 2
+    d = paired_difference([0.75, 0.80, 0.70], [0.70, 0.80, 0.72])
+    assert d["mean"] == pytest.approx(0.01, abs=1e-12)
+    assert d["std"] == pytest.approx(np.sqrt(0.0013), abs=1e-12)
+    assert (d["a_higher"], d["b_higher"], d["n"]) == (1, 1, 3)  # the tie counts for neither
+    one = paired_difference([0.5], [0.25])
+    assert (one["mean"], one["a_higher"], one["b_higher"], one["n"]) == (0.25, 1, 0, 1) and np.isnan(one["std"])
+    for a, b in (([0.5, 0.6], [0.5]), ([], [])):
+        with pytest.raises(ValueError, match="equally long, non-empty"):
+            paired_difference(a, b)

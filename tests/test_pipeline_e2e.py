@@ -4,6 +4,8 @@
   table and figure; it is the reference for the rest.
 * Deleting one student's ``metrics.json`` and one executed notebook's sidecar re-executes
   only that notebook (and the report), which retrains the student to the same result.
+* ``python -m emolib gap`` on the same runs reuses them all (the notebooks and the command
+  name the same runs) and adds the oracle-taught student, which only the built-in corpus has.
 * A driver killed with SIGKILL in the middle of a notebook, kernel included, is started
   again: it skips every complete notebook and ends with the clean run's results and tables.
 
@@ -31,7 +33,8 @@ import pandas as pd
 import pytest
 import torch
 
-from emolib import driver
+from emolib import __main__ as cli
+from emolib import driver, train
 
 pytestmark = pytest.mark.slow
 
@@ -153,6 +156,35 @@ def test_every_notebook_executes_for_two_folds_and_writes_the_figures(clean):
     per_fold_figures = {p.name for p in (roots.runs / "fold-figures").glob("*/*.pdf")}
     assert per_fold_figures == {f"{n}_fold{k}.pdf" for k in (1, 2)
                                 for n in ("teacher_learning_curves", "teacher_confusion", "fig2", "ablations")}
+
+
+def test_gap_reuses_the_notebooks_runs_and_has_the_oracle_row_on_the_builtin_corpus(clean, shared, capsys,
+                                                                                     monkeypatch):
+    roots, _, _ = clean
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(train, "fit", no_training)
+    with environment(roots, shared):
+        code = cli.main(["gap", "--corpus", "synth", "--protocol", "session", "--preset", "tiny", "--folds", "1", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert lines[0].startswith("gap: prosodic, linguistic, full, no_teachers, full (oracle) on synth (80 utterances), ")
+    runs = {name: [json.loads((_fold_runs(roots.runs, k)[name] / "metrics.json").read_text()) for k in (1, 2)]
+            for name in _fold_runs(roots.runs, 1)}
+
+    def score(prefix: str, key: str) -> list[str]:
+        (name,) = [n for n in runs if n.startswith(prefix) and (prefix.endswith("oracle-") or "oracle" not in n)]
+        return [f"{100 * m[key]:.2f}" for m in runs[name]]
+
+    rows = {"prosodic": "prosodic_teacher/", "linguistic": "linguistic_teacher/", "full": "student/full-tl4-tp1-",
+            "no_teachers": "student/no_teachers-", "full (oracle)": "student/full-tl4-tp1-oracle-"}
+    for k in (0, 1):
+        expected = " | ".join(f"{block} UA " + ", ".join(f"{row} {score(prefix, key)[k]}" for row, prefix in rows.items())
+                              for block, key in (("validation", "best_val_ua"), ("test", "ua")))
+        assert lines[1 + k] == f"fold {k + 1}: {expected}"
+    assert lines[-2].startswith("  full - no_teachers: ") and lines[-1].startswith("  full (oracle) - no_teachers: ")
 
 
 def test_deleted_results_are_redone_and_only_their_notebook_re_executes(clean, shared, tmp_path):
