@@ -210,9 +210,8 @@ def gap(cfg: Config, folds: Sequence[int] | None = None, oracle: bool = True) ->
     targets = cfg.distill.teacher_targets
     label = cfg.distill.variant if targets == "in_sample" else f"{cfg.distill.variant} ({targets})"
     students = {label: cfg, PLAIN: cfg.replace({"distill.variant": PLAIN})}
-    builtin = data.corpus.name == "synth" and cfg.data.corpus == "synth"
     if oracle and targets != "oracle":
-        if builtin:
+        if pipeline.oracle_available(cfg, data.corpus):
             students[f"{cfg.distill.variant} (oracle)"] = cfg.replace({"distill.teacher_targets": "oracle"})
         else:
             print(f"no oracle row: only the built-in corpus records which channel carries each label, "

@@ -371,6 +371,12 @@ def cross_fitted_logits(kind: str, cfg: Config, fold: int, data: Data, verbose: 
     return out
 
 
+def oracle_available(cfg: Config, corpus: Corpus) -> bool:
+    """Whether ``distill.teacher_targets=oracle`` can run: only the built-in corpus records
+    which channel carries each label."""
+    return corpus.name == "synth" and cfg.data.corpus == "synth"
+
+
 def oracle_targets(kind: str, cfg: Config, corpus: Corpus, ids, dim: int) -> dict[str, dict[str, np.ndarray]]:
     """Perfect teachers of one channel, for the built-in corpus only (it records which channel
     carries each label, and its design gives the exact posteriors): logits are the log posterior
@@ -378,7 +384,7 @@ def oracle_targets(kind: str, cfg: Config, corpus: Corpus, ids, dim: int) -> dic
     (see ``corpora.synth.oracle_channels``). An upper bound for distillation, never a result."""
     from .corpora.synth import oracle_channels
 
-    if corpus.name != "synth" or cfg.data.corpus != "synth":
+    if not oracle_available(cfg, corpus):
         raise ValueError(f"distill.teacher_targets='oracle' needs the built-in corpus 'synth', whose generator "
                          f"knows which channel carries each label; corpus {corpus.name!r} does not")
     synth = cfg.data.synth
