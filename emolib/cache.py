@@ -20,7 +20,20 @@ import numpy as np
 
 from . import paths
 from .config import config_hash
-from .runs import atomic_path, atomic_write_json
+from .runs import ResultFileError, atomic_path, atomic_write_json
+
+
+def _whole_npy(path: Path) -> bool:
+    """Whether a ``.npy`` file holds as many bytes as its header promises (reads the header only)."""
+    try:
+        with open(path, "rb") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+            expected = f.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    except (ValueError, EOFError, OSError):
+        return False
+    return path.stat().st_size == expected
 
 
 def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -48,10 +61,22 @@ class FeatureCache:
         return self.dir / digest[:2] / f"{digest}.npy"
 
     def has(self, digest: str) -> bool:
-        return self.path(digest).is_file()
+        """The entry exists and is whole; a damaged one (cut short by a crash, emptied by a full
+        disk) is deleted here, so the caller computes it again."""
+        path = self.path(digest)
+        if not path.is_file():
+            return False
+        if _whole_npy(path):
+            return True
+        path.unlink(missing_ok=True)
+        return False
 
     def get(self, digest: str) -> np.ndarray:
-        return np.load(self.path(digest))
+        path = self.path(digest)
+        try:
+            return np.load(path)
+        except (ValueError, EOFError, OSError) as exc:
+            raise ResultFileError(f"{path}: damaged cache entry ({exc}); delete it and it is computed again") from exc
 
     def put(self, digest: str, array: np.ndarray) -> None:
         with atomic_path(self.path(digest)) as tmp:

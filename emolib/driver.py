@@ -17,9 +17,10 @@ What the driver guarantees:
 * **Outputs are atomic.** A notebook executes into a temporary file beside its target
   ``runs/notebooks/<preset>-<config hash>/<notebook>/fold<k>.ipynb``; only a successful
   execution is renamed into place, followed by a sidecar ``fold<k>.json`` (source sha1,
-  parameters, wall time). The sidecar is written last, so it marks completion.
+  parameters, corpus fingerprint, wall time). The sidecar is written last, so it marks completion.
 * **Re-running skips what is complete**: a notebook whose output and sidecar exist with
-  the same source hash and parameters, unless a notebook before it in its chain (the
+  the same source hash, parameters and corpus fingerprint (a manifest edited in place
+  keeps its name, not its fingerprint), unless a notebook before it in its chain (the
   same fold; any fold for a once-only notebook) executed in this run, since its inputs
   may then have changed. The skip does not see changes to the ``emolib`` package: use
   ``--force`` after editing the package (the notebooks' own runs still reuse every
@@ -94,7 +95,9 @@ KERNELSPEC = {"name": KERNEL, "display_name": "Python 3", "language": "python"}
 #: import; ``EMOLIB_THREADS`` is the project's own, for code that sets threads itself).
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "EMOLIB_THREADS")
 
-Prepare = Callable[[Config], list[int]]
+#: Builds what every fold shares and returns the fold numbers, or an object with ``folds``
+#: and ``corpus`` (a fingerprint of the corpus's contents), like :func:`emolib.pipeline.prepare`.
+Prepare = Callable[[Config], Any]
 
 
 class DriverError(Exception):
@@ -212,6 +215,7 @@ class Task:
     fold: int | None
     parameters: dict[str, Any]
     output: Path
+    corpus: str = ""  # the corpus fingerprint from prepare: a changed corpus re-runs the notebook
 
     @property
     def label(self) -> str:
@@ -226,14 +230,16 @@ class Task:
         return self.output.with_name(f"{self.output.stem}.failed.ipynb")
 
     def is_complete(self) -> bool:
-        """The executed notebook exists and its sidecar matches this source and these parameters."""
+        """The executed notebook exists and its sidecar matches this source, these parameters and
+        this version of the corpus."""
         if not self.output.is_file() or not self.sidecar.is_file():
             return False
         try:
             record = read_json(self.sidecar)
         except (OSError, ValueError):
             return False
-        return record.get("source_sha1") == self.sha1 and record.get("parameters") == self.parameters
+        return (record.get("source_sha1") == self.sha1 and record.get("parameters") == self.parameters
+                and record.get("corpus", "") == self.corpus)
 
 
 @dataclass
@@ -308,6 +314,7 @@ def execute(task: Task) -> Outcome:
             "source_sha1": sha1,
             "fold": task.fold,
             "parameters": task.parameters,
+            "corpus": task.corpus,
             "kernel": KERNEL,
             "started": started.isoformat(timespec="milliseconds"),
             "finished": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
@@ -526,26 +533,30 @@ def _build_config(preset: str, overrides: dict[str, Any]) -> tuple[Config, dict[
     return cfg, _plain(resolved, "--set")
 
 
-def _resolve_folds(cfg: Config, folds: list[int] | None, prepare: Prepare | None, out: TextIO) -> tuple[list[int], float | None]:
-    """The folds to run and the preparation time (``None`` when there was no hook)."""
+def _resolve_folds(cfg: Config, folds: list[int] | None, prepare: Prepare | None,
+                   out: TextIO) -> tuple[list[int], float | None, str]:
+    """The folds to run, the preparation time (``None`` when there was no hook) and the
+    corpus fingerprint (empty when the hook gives none)."""
     requested = sorted({int(f) for f in folds}) if folds else None
     if prepare is None:
         if requested is None:
             raise DriverError("emolib.pipeline.prepare does not exist yet, so the folds are unknown: pass --folds")
         if min(requested) < 1:
             raise DriverError(f"folds are numbered from 1, got {requested}")
-        return requested, None
+        return requested, None, ""
     print("prepare: corpus and shared features", file=out, flush=True)  # prepare prints its own progress
     t0 = time.perf_counter()
-    available = [int(f) for f in prepare(cfg)]
+    prepared = prepare(cfg)
+    corpus = str(getattr(prepared, "corpus", ""))
+    available = [int(f) for f in getattr(prepared, "folds", prepared)]
     seconds = time.perf_counter() - t0
     print(f"prepare: done in {seconds:.1f} s ({len(available)} folds)", file=out, flush=True)
     if requested is None:
-        return available, seconds
+        return available, seconds, corpus
     unknown = [f for f in requested if f not in available]
     if unknown:
         raise DriverError(f"no fold {unknown} in this corpus; folds: {available}")
-    return requested, seconds
+    return requested, seconds, corpus
 
 
 @dataclass
@@ -585,9 +596,9 @@ def run(
     per_fold = [nb for nb in selected if nb.per_fold]
     once = [nb for nb in selected if not nb.per_fold]
     fold_list: list[int] = []
-    prepare_seconds = None
+    prepare_seconds, corpus = None, ""
     if per_fold:
-        fold_list, prepare_seconds = _resolve_folds(cfg, folds, prepare or default_prepare(), out)
+        fold_list, prepare_seconds, corpus = _resolve_folds(cfg, folds, prepare or default_prepare(), out)
     # A once-only notebook that declares `folds` learns which folds this run covered
     # (a report over `--folds 1 2` must not look for folds 3-5); otherwise it keeps its default.
     report_folds = fold_list or (sorted({int(f) for f in folds}) if folds else None)
@@ -602,7 +613,7 @@ def run(
             params["folds"] = report_folds
         params.update({k: v for k, v in extra.items() if k in nb.parameters})
         name = f"fold{fold}.ipynb" if fold is not None else "all.ipynb"
-        return Task(nb.name, nb.path, nb.sha1, fold, params, run_dir / nb.name / name)
+        return Task(nb.name, nb.path, nb.sha1, fold, params, run_dir / nb.name / name, corpus)
 
     chains = {fold: [task(nb, fold) for nb in per_fold] for fold in fold_list}
     finals = [task(nb, None) for nb in once]

@@ -15,7 +15,7 @@ import functools
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,7 @@ from .config import Config, config_hash
 from .corpora import Corpus, load_from_config
 from .folds import Fold, get_fold, make_folds
 from .metrics import classification_metrics
-from .runs import Run, atomic_path
+from .runs import ResultFileError, Run, atomic_path
 
 TEACHER_KINDS = ("prosodic", "linguistic")
 
@@ -41,6 +41,11 @@ class Data:
 
     def fold(self, index: int) -> Fold:
         return get_fold(self.folds, index)
+
+    @functools.cached_property
+    def corpus_record(self) -> dict[str, Any]:
+        """What a run records of the corpus it was trained on (``corpus.json``)."""
+        return {"corpus": self.corpus.name, "utterances": len(self.corpus), "fingerprint": self.corpus.fingerprint()}
 
 
 @functools.lru_cache(maxsize=4)
@@ -72,8 +77,14 @@ def audio_items(corpus: Corpus, ids=None) -> list[tuple[str, Any]]:
     return [(u.id, u.path) for u in chosen]
 
 
-def prepare(cfg: Config, progress: bool = True) -> list[int]:
-    """Build the corpus and fill the feature caches every fold shares; return the fold numbers.
+class Prepared(NamedTuple):
+    folds: list[int]  # the fold numbers
+    corpus: str  # the corpus fingerprint (Corpus.fingerprint): the driver re-runs notebooks when it changes
+
+
+def prepare(cfg: Config, progress: bool = True) -> Prepared:
+    """Build the corpus and fill the feature caches every fold shares; return the fold numbers
+    and the corpus fingerprint.
 
     The run driver calls this once before executing notebooks (in parallel processes),
     so that folds never race to extract the same features."""
@@ -85,7 +96,7 @@ def prepare(cfg: Config, progress: bool = True) -> list[int]:
 
         if student.uses_cached_inputs(cfg):
             student.cached_inputs(cfg, data.corpus, progress=progress)
-    return [f.index for f in data.folds]
+    return Prepared([f.index for f in data.folds], data.corpus_record["fingerprint"])
 
 
 # -- teachers --------------------------------------------------------------------------------
@@ -184,9 +195,13 @@ def load_outputs(run: Run) -> tuple[list[str], dict[str, np.ndarray]]:
     path = run.path("outputs.safetensors")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the teacher's cached outputs are missing; re-run the teacher")
-    with safe_open(str(path), framework="np") as f:
-        ids = json.loads(f.metadata()["ids"])
-        return ids, {k: f.get_tensor(k) for k in f.keys()}
+    try:
+        with safe_open(str(path), framework="np") as f:
+            ids = json.loads(f.metadata()["ids"])
+            return ids, {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types for a damaged header or body
+        raise ResultFileError(f"{path}: the teacher's cached outputs are damaged ({type(exc).__name__}: {exc}); "
+                              f"delete {run.dir} to train that teacher again") from exc
 
 
 def _prosodic_datasets(cfg: Config, data: Data, fold: Fold):
@@ -226,11 +241,12 @@ def train_teacher(kind: str, cfg: Config, fold: int, data: Data | None = None, v
     run = teacher_run(kind, cfg, fold, without)
     name = f"{kind} teacher fold {fold}" + ("" if without is None else f" without group {without}")
     if run.is_complete():
+        run.require_corpus(data.corpus_record)
         if verbose:
             print(f"{name}: reusing {run.dir}", flush=True)
         return run
     f = data.fold(fold) if without is None else cross_fit_folds(data.corpus, data.fold(fold))[without]
-    run.start()
+    run.start(data.corpus_record)
     device = setup(cfg.training)
     n_classes = len(data.corpus.classes)
     extra: dict[str, Any] = {}
@@ -431,6 +447,7 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
         print(note, flush=True)
     run = student_run(cfg, fold, data.corpus.has_transcripts)
     if run.is_complete():
+        run.require_corpus(data.corpus_record)
         if verbose:
             print(f"student {cfg.distill.variant} fold {fold}: reusing {run.dir}", flush=True)
         return run
@@ -454,7 +471,7 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
                 teacher[f"teacher_logits_{kind}"].update(cross_fitted_logits(kind, cfg, fold, data, verbose))
         if getattr(variant, f"embedding_{kind}"):
             teacher[f"teacher_embedding_{kind}"] = targets["embedding"]
-    run.start()
+    run.start(data.corpus_record)
     device = setup(cfg.training)
     s = cfg.student
     labels = dict(zip(data.corpus.ids, data.corpus.labels()))
@@ -527,9 +544,10 @@ def run_probes(cfg: Config, fold: int, data: Data | None = None, verbose: bool =
     data = data or load_data(cfg)
     run = data_run(cfg, fold)
     if run.is_complete():
+        run.require_corpus(data.corpus_record)
         write_channels(run, data.corpus, data.fold(fold).test_ids)  # runs made before channels.csv existed
         return run
-    run.start()
+    run.start(data.corpus_record)
     write_channels(run, data.corpus, data.fold(fold).test_ids)
     functionals = None
     if data.corpus.has_audio:

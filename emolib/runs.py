@@ -5,6 +5,7 @@ data probes for one fold) is a *run*: a folder
 
     runs/<stage>/<label>-<config hash>/fold<k>/
         config.json        the resolved config (written first)
+        corpus.json        the corpus it is trained on: name, size, fingerprint
         resume.pt          training state after the last finished epoch (while running)
         best.safetensors   the weights selected on the validation speakers
         history.csv        one row per epoch
@@ -12,10 +13,12 @@ data probes for one fold) is a *run*: a folder
         outputs.safetensors  (teachers) logits and embeddings for every utterance
         metrics.json       written last: its presence marks the run complete
 
-Every write is atomic (a temporary file in the same folder, then ``os.replace``),
-so a run killed at any moment leaves either the old file or the new one, never a
-torn one. A complete run is reused; a partial one is detected (no
-``metrics.json``) and redone, resuming from ``resume.pt`` when that exists.
+Every write is atomic (a temporary file in the same folder, flushed to the disk, then
+``os.replace``), so a run killed at any moment, or a machine that loses power, leaves
+either the old file or the new one, never a torn one. A complete run is reused; a
+partial one is detected (no readable ``metrics.json``) and redone, resuming from
+``resume.pt`` when that exists. A result file that is there but unreadable (copied
+half, edited by hand) raises :class:`ResultFileError` naming it.
 """
 from __future__ import annotations
 
@@ -31,6 +34,8 @@ from . import paths
 from .config import STAGE_SECTIONS, Config, config_hash, from_dict, stage_hash
 
 COMPLETE_MARKER = "metrics.json"
+#: What the run was trained on (:meth:`Run.start`): corpus name, utterance count, fingerprint.
+CORPUS_RECORD = "corpus.json"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -54,19 +59,32 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; a shared cache must follow the umask
     try:
         yield tmp_path
+        _fsync(tmp_path)  # the bytes reach the disk before the name does: a crash cannot leave an empty file
         os.replace(tmp_path, path)
+        _fsync(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's) data to the disk; a no-op where the system cannot."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. folders on Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        tmp.write_bytes(data)
     return Path(path)
 
 
@@ -95,9 +113,20 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
 
+class ResultFileError(RuntimeError):
+    """A result or cache file exists but cannot be read (e.g. damaged by a crash or a full disk)."""
+
+
+class StaleRunError(RuntimeError):
+    """A complete run was trained on another version of the corpus than the one loaded now."""
+
+
 def read_json(path: str | os.PathLike) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ResultFileError(f"{path}: not readable JSON ({exc})") from exc
 
 
 # -- runs ----------------------------------------------------------------------------
@@ -128,12 +157,19 @@ class Run:
         return self.dir / name
 
     def is_complete(self) -> bool:
-        return (self.dir / COMPLETE_MARKER).is_file()
+        """``metrics.json`` is there and readable; a damaged one marks the run partial, so it is redone."""
+        marker = self.dir / COMPLETE_MARKER
+        if not marker.is_file():
+            return False
+        try:
+            return isinstance(read_json(marker), dict)
+        except ResultFileError:
+            return False
 
     def is_partial(self) -> bool:
         return self.dir.exists() and not self.is_complete()
 
-    def start(self) -> "Run":
+    def start(self, corpus: dict[str, Any] | None = None) -> "Run":
         """Prepare the folder for (re)doing the run; keeps ``resume.pt`` of a partial run
         of the same config so that training continues where it stopped.
 
@@ -141,12 +177,41 @@ class Run:
         still resumes after a student setting changed, and so may ``training.num_threads``,
         which is not part of a run's identity although on CPU it can move the result a
         little (the order of float sums): ``metrics.json`` records the threads used."""
-        if self.is_partial() and not self._saved_config_matches():
-            # e.g. a folder written by an older version of the hashing: its state is not ours to resume
+        if self.is_partial() and not (self._saved_config_matches() and self.same_corpus(corpus)):
+            # e.g. a folder written by an older version of the hashing, or on another version of
+            # the corpus: its state is not ours to resume
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.dir / "config.json", self.cfg.to_dict())
+        if corpus is not None:
+            atomic_write_json(self.dir / CORPUS_RECORD, corpus)
         return self
+
+    def same_corpus(self, corpus: dict[str, Any] | None) -> bool:
+        """Whether the run was trained on this corpus (``corpus``: ``pipeline.Data.corpus_record``).
+        The config names a corpus (``synth``, a path), not its contents: a manifest edited in place
+        or a corpus folder with more files keeps its name. True when either side has no record."""
+        saved = self.dir / CORPUS_RECORD
+        if corpus is None or not saved.is_file():
+            return True
+        try:
+            return read_json(saved).get("fingerprint") == corpus["fingerprint"]
+        except (ResultFileError, AttributeError):
+            return False
+
+    def require_corpus(self, corpus: dict[str, Any]) -> None:
+        """Raise :class:`StaleRunError` when a complete run was trained on another version of the corpus."""
+        if not self.same_corpus(corpus):
+            try:
+                then = read_json(self.dir / CORPUS_RECORD)
+            except ResultFileError:
+                then = {}
+            raise StaleRunError(
+                f"{self.dir}: trained on another version of corpus {corpus['corpus']!r} ({then.get('utterances', '?')} "
+                f"utterances, fingerprint {then.get('fingerprint', '?')}; now {corpus['utterances']}, "
+                f"{corpus['fingerprint']}): its labels, transcripts or files changed since. Delete "
+                f"{self.dir.parent} to train again on the corpus as it is, or keep those results by "
+                "pointing EMOLIB_RUNS at another folder")
 
     def _saved_config_matches(self) -> bool:
         saved = self.dir / "config.json"
@@ -169,9 +234,10 @@ class Run:
         """Write the predictions, then ``metrics.json`` last: the run is complete."""
         if predictions is not None:
             self.write_csv("predictions.csv", predictions)
+        self.write_json(COMPLETE_MARKER, metrics)
+        # only now: a run killed before this line still has its state and resumes, not restarts
         with contextlib.suppress(FileNotFoundError):
             (self.dir / "resume.pt").unlink()
-        self.write_json(COMPLETE_MARKER, metrics)
 
     def metrics(self) -> dict[str, Any]:
         return read_json(self.dir / COMPLETE_MARKER)

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from .config import OptimConfig, TrainingConfig
 from .metrics import unweighted_accuracy, weighted_accuracy
 from .progress import mode as progress_mode
-from .runs import Run, atomic_path
+from .runs import ResultFileError, Run, atomic_path
 
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
@@ -149,11 +149,24 @@ def _schedule(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
     return factor
 
 
-def _save_weights(model: torch.nn.Module, path) -> None:
+def _save_weights(model: torch.nn.Module, path, epoch: int, val_ua: float) -> None:
+    """The selected weights, with the epoch and validation UA they were selected at (read back on resume)."""
     from safetensors.torch import save_model
 
     with atomic_path(path) as tmp:
-        save_model(model, str(tmp))
+        save_model(model, str(tmp), metadata={"epoch": str(epoch), "val_ua": repr(float(val_ua))})
+
+
+def _saved_selection(path) -> tuple[int, float] | None:
+    """(epoch, validation UA) recorded in ``best.safetensors``; None for a file without them."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return int(meta["epoch"]), float(meta["val_ua"])
+    except (KeyError, ValueError):
+        return None
 
 
 def load_weights(model: torch.nn.Module, path) -> None:
@@ -196,8 +209,8 @@ def fit(
     best_state: dict[str, torch.Tensor] | None = None
 
     resume_path = run.path("resume.pt") if run else None
-    if resume_path is not None and resume_path.is_file():
-        state = torch.load(resume_path, map_location=device, weights_only=False)
+    state = _load_resume_state(resume_path, device, desc) if resume_path is not None else None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -206,6 +219,13 @@ def fit(
         torch.set_rng_state(state["rng"])
         print(f"{desc}: resuming after epoch {state['epoch']} (best val UA {100 * best_ua:.2f} at epoch {best_epoch})",
               flush=True)
+        saved = _saved_selection(best_path) if best_path.is_file() else None
+        if saved is not None and saved[0] > state["epoch"]:
+            # killed after an improving epoch saved its weights but before its resume state: those
+            # weights overwrote the earlier best, so they are the selection now; that epoch is redone
+            best_epoch, best_ua = saved
+            print(f"{desc}: {best_path.name} holds epoch {best_epoch} (val UA {100 * best_ua:.2f}), "
+                  f"trained before the interruption; it stays selected unless the redone epochs beat it", flush=True)
 
     show = progress_mode(training.progress)
     epochs = range(start_epoch, optim.epochs + 1)
@@ -258,7 +278,7 @@ def fit(
             best_ua, best_epoch = row.get("val_ua", float("nan")), epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if best_path is not None:
-                _save_weights(model, best_path)
+                _save_weights(model, best_path, epoch, best_ua)
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
         if run is not None:
@@ -273,6 +293,10 @@ def fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     elif best_path is not None and best_path.is_file():  # resumed after the last improvement
+        saved = _saved_selection(best_path)
+        if saved is not None and saved[0] != best_epoch:
+            raise ResultFileError(f"{best_path}: holds the weights of epoch {saved[0]}, but the run selected epoch "
+                                  f"{best_epoch}; delete {best_path.parent} to train it again")
         load_weights(model, best_path)
     if run is not None:
         import pandas as pd
@@ -281,6 +305,20 @@ def fit(
     return FitResult(history=history, best_epoch=best_epoch, best_val_ua=None if best_ua < 0 else best_ua,
                      stopped_early=stopped_early, resumed_from=resumed_from,
                      seconds=time.perf_counter() - started, threads=torch.get_num_threads())
+
+
+def _load_resume_state(path, device, desc: str) -> dict[str, Any] | None:
+    """The state saved after the last finished epoch; None when there is none, or when it cannot
+    be read (then the run starts again from epoch 1, and says so)."""
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # a damaged zip archive or pickle: torch raises several types
+        print(f"{desc}: {path} is damaged ({type(exc).__name__}: {exc}); starting this run again from epoch 1",
+              flush=True)
+        path.unlink(missing_ok=True)
+        return None
 
 
 def _report(desc: str, row: dict, epochs: int, improved: bool, show: str, bar) -> None:

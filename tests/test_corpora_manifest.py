@@ -139,3 +139,29 @@ def test_bad_files_and_options(tmp_path):
     empty = trees.write(tmp_path / "e.csv", "label,speaker,text\n")
     with pytest.raises(CorpusError, match=r"e\.csv: no utterances"):
         manifest.load(empty)
+
+
+def test_the_fingerprint_follows_the_contents_not_the_name(tmp_path):
+    path = tmp_path / "m.csv"
+    rows = ["label,speaker,text", "neutral,a,Hi.", "angry,a,Stop it.", "sad,b,Oh no."]
+    path.write_text("\n".join(rows) + "\n")
+    first = manifest.load(path).fingerprint()
+    path.write_text("\n".join([rows[0], rows[1], rows[2], rows[3]]) + "\n")
+    assert manifest.load(path).fingerprint() == first  # rewritten as it was: same
+    changed = {
+        "a label": [rows[0], rows[1], "happy,a,Stop it.", rows[3]],
+        "a transcript": [rows[0], rows[1], "angry,a,Stop it now.", rows[3]],
+        "a speaker": [rows[0], rows[1], "angry,c,Stop it.", rows[3]],
+        "a new row": [*rows, "happy,b,Great."],
+        "a row less": rows[:3],
+    }
+    for what, lines in changed.items():
+        path.write_text("\n".join(lines) + "\n")
+        assert manifest.load(path).fingerprint() != first, what
+
+
+def test_the_fingerprint_sees_an_audio_file_replaced_by_another_length(tmp_path):
+    path = trees.build_manifest_csv(tmp_path)
+    first = load_corpus(str(path)).fingerprint()
+    trees.write(tmp_path / "clips" / "a.wav", trees.wav_bytes(0.3))
+    assert load_corpus(str(path)).fingerprint() != first

@@ -85,6 +85,18 @@ def test_parameters_are_injected_and_a_second_run_skips(runs, capsys):
     assert "00_data fold 2 ... done in" in capsys.readouterr().out
     assert _probe(runs, "fold2")["message"] == "bye"
 
+    # The same request on a corpus whose contents changed (prepare's fingerprint) executes again,
+    # and once more with the same fingerprint it is skipped.
+    class Prepared:
+        def __init__(self, corpus):
+            self.folds, self.corpus = [1, 2], corpus
+
+    again = dict(folds=[2], notebooks=["00_data"], overrides={"training.seed": 3}, extra={"message": "bye"})
+    for fingerprint, status in (("f00d", "done in"), ("f00d", "skip (complete)"), ("beef", "done in")):
+        driver.run("tiny", prepare=lambda cfg: Prepared(fingerprint), **again)
+        assert f"00_data fold 2 ... {status}" in capsys.readouterr().out, fingerprint
+        assert json.loads((out / "fold2.json").read_text())["corpus"] == fingerprint
+
 
 def test_unknown_parameter_is_rejected_before_execution(runs, capsys):
     with pytest.raises(driver.DriverError) as err:

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from emolib.config import from_dict, get_config
-from emolib.runs import Run, atomic_path, atomic_write_json, atomic_write_text, read_json
+from emolib.cache import FeatureCache
+from emolib.runs import ResultFileError, Run, StaleRunError, atomic_path, atomic_write_json, atomic_write_text, read_json
 
 
 @pytest.fixture
@@ -108,3 +109,75 @@ def test_extra_keys_name_distinct_runs(runs):
     (a.dir / "resume.pt").write_bytes(b"x")
     Run("student", cfg, 1, label="sweep", extra={"tau": 0.5}).start()
     assert (a.dir / "resume.pt").is_file()
+
+
+def test_a_run_killed_while_finishing_keeps_its_resume_state(runs, monkeypatch):
+    run = Run("student", get_config("tiny"), 1, label="full").start()
+    (run.dir / "resume.pt").write_bytes(b"epoch 4")
+
+    def killed(self, name, obj):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Run, "write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run.finish({"ua": 0.5})
+    assert run.is_partial() and (run.dir / "resume.pt").read_bytes() == b"epoch 4"
+
+
+def test_a_damaged_metrics_file_marks_the_run_partial_and_is_named(runs):
+    run = Run("student", get_config("tiny"), 1, label="full").start()
+    run.finish({"ua": 0.5})
+    (run.dir / "metrics.json").write_text('{"ua": 0.')
+    assert not run.is_complete() and run.is_partial()
+    with pytest.raises(ResultFileError, match=r"metrics\.json: not readable JSON"):
+        run.metrics()
+    (run.dir / "metrics.json").write_text("[1, 2]")  # valid JSON, but not a result
+    assert not run.is_complete()
+
+
+def test_damaged_cache_entries_are_computed_again(tmp_path):
+    cache = FeatureCache("egemaps", {"level": "lld"}, root=tmp_path)
+    whole = np.arange(50 * 25, dtype=np.float32).reshape(50, 25)
+    for digest, cut in (("aa01", 0.5), ("aa02", 0.0), ("aa03", 6)):
+        cache.put(digest, whole)
+        data = cache.path(digest).read_bytes()
+        cache.path(digest).write_bytes(data[: int(cut * len(data)) if isinstance(cut, float) else cut])
+        assert not cache.has(digest) and not cache.path(digest).exists(), digest
+        cache.put(digest, whole)
+        assert cache.has(digest) and np.array_equal(cache.get(digest), whole)
+    cache.put("aa04", np.zeros((0, 25), np.float16))  # an empty array is whole
+    assert cache.has("aa04")
+    cache.path("aa05").parent.mkdir(exist_ok=True)
+    cache.path("aa05").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(ResultFileError, match=r"aa05\.npy: damaged cache entry .* delete it"):
+        cache.get("aa05")
+
+
+def test_damaged_teacher_outputs_are_named_with_the_folder_to_delete(runs):
+    from emolib.pipeline import load_outputs
+
+    run = Run("linguistic_teacher", get_config("tiny"), 1, label="minilm").start()
+    run.path("outputs.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"ids\"")
+    with pytest.raises(ResultFileError, match=rf"outputs\.safetensors: the teacher's cached outputs are damaged "
+                                              rf".*delete {run.dir} to train that teacher again"):
+        load_outputs(run)
+
+
+def test_a_run_refuses_to_be_reused_on_another_version_of_its_corpus(runs):
+    cfg = get_config("tiny")
+    before = {"corpus": "m", "utterances": 3, "fingerprint": "aaaa"}
+    after = {"corpus": "m", "utterances": 4, "fingerprint": "bbbb"}
+    run = Run("student", cfg, 1, label="full").start(before)
+    (run.dir / "resume.pt").write_bytes(b"epoch 2")
+    # a partial run on another version is not resumed
+    Run("student", cfg, 1, label="full").start(after)
+    assert not (run.dir / "resume.pt").exists() and read_json(run.dir / "corpus.json") == after
+    run.finish({"ua": 0.5})
+    run.require_corpus(after)
+    assert run.same_corpus(after) and not run.same_corpus(before) and run.same_corpus(None)
+    with pytest.raises(StaleRunError, match=r"fold1: trained on another version of corpus 'm' \(4 utterances, "
+                                            r"fingerprint bbbb; now 3, aaaa\): its labels, transcripts or files "
+                                            r"changed since\. Delete .*full-\w+ to train again"):
+        run.require_corpus(before)
+    (run.dir / "corpus.json").unlink()  # runs made before the record existed are taken as they are
+    run.require_corpus(before)

@@ -9,6 +9,7 @@ import torch
 from emolib import pipeline, prosody, train
 from emolib.config import get_config
 from emolib.corpora import Corpus, Utterance
+from emolib.runs import StaleRunError
 from emolib.teachers import LinguisticTeacher, ProsodicResNet, collate_lld, load_text_encoder
 
 from toy import toy_data
@@ -60,6 +61,13 @@ def test_prosodic_teacher_learns_separable_toy_set_and_writes_results(roots):
     assert len(run.predictions()) == len(data.fold(1).test_ids)
     # reused, not retrained
     assert pipeline.train_teacher("prosodic", cfg, 1, data, verbose=False).metrics() == m
+    assert json.loads(run.path("corpus.json").read_text()) == data.corpus_record
+    # the same config on a relabelled corpus (a manifest edited in place) is not reused
+    relabelled = data.corpus.utterances[0]
+    relabelled.label = "happy" if relabelled.label != "happy" else "sad"
+    edited = pipeline.Data(data.corpus, data.folds)
+    with pytest.raises(StaleRunError, match=r"trained on another version of corpus 'toy'"):
+        pipeline.train_teacher("prosodic", cfg, 1, edited, verbose=False)
 
 
 def test_lld_cache_reused_on_second_call(roots, monkeypatch):

@@ -119,6 +119,23 @@ class Corpus:
             notes=list(self.notes), skipped=dict(self.skipped),
         )
 
+    def fingerprint(self) -> str:
+        """A hash of what every result depends on: each utterance's id, label, speaker, session,
+        transcript, and its audio file's name and size (not its bytes: reading a whole corpus
+        would take minutes). Runs record it and refuse to be reused on a corpus that changed."""
+        import hashlib
+        import json
+
+        def size(path: Path | None) -> int | None:
+            try:
+                return path.stat().st_size if path is not None else None
+            except OSError:
+                return None
+
+        rows = sorted((u.id, u.label, u.speaker, u.session, u.text, u.path.name if u.path else None, size(u.path))
+                      for u in self.utterances)
+        return hashlib.sha1(json.dumps([list(self.classes), rows]).encode()).hexdigest()[:12]
+
     def frame(self):
         """One row per utterance (id, label, speaker, session, path, text, duration, meta columns)."""
         import pandas as pd

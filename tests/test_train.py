@@ -1,0 +1,109 @@
+"""The shared training loop's resume state: damaged files and a kill between two of its writes."""
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from emolib import train
+from emolib.config import OptimConfig, TrainingConfig, get_config
+from emolib.runs import ResultFileError, Run
+
+
+class Linear(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(3, 2)
+
+    def forward(self, batch):
+        return {"logits": self.layer(batch["x"])}
+
+
+class Points(torch.utils.data.Dataset):
+    def __init__(self, n=12):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 3, generator=g)
+        self.y = (self.x[:, 0] > 0).long()
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "labels": self.y[i]}
+
+
+def ce(model, batch):
+    loss = torch.nn.functional.cross_entropy(model(batch)["logits"], batch["labels"])
+    return loss, {"ce": loss}
+
+
+OPTIM = OptimConfig(lr=0.1, epochs=3, batch_size=4, patience=0, warmup_ratio=0.0)
+TRAINING = TrainingConfig(progress="none")
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMOLIB_RUNS", str(tmp_path / "runs"))
+    return Run("student", get_config("tiny"), fold=1, label="loop").start()
+
+
+def scripted_ua(monkeypatch, values):
+    """Validation UA per evaluation, in order, whatever the model predicts."""
+    it = iter(values)
+    monkeypatch.setattr(train, "unweighted_accuracy", lambda y, p: next(it))
+
+
+def test_a_damaged_resume_state_restarts_the_run_and_says_so(run, capsys):
+    run.path("resume.pt").write_bytes(b"PK\x03\x04 half a zip archive")
+    torch.manual_seed(0)
+    result = train.fit(Linear(), Points(), Points(), ce, OPTIM, TRAINING, run=run, desc="loop")
+    out = capsys.readouterr().out
+    assert f"loop: {run.path('resume.pt')} is damaged" in out and "starting this run again from epoch 1" in out
+    assert [row["epoch"] for row in result.history] == [1, 2, 3] and result.resumed_from == 0
+
+
+def test_a_kill_between_the_best_weights_and_the_resume_state_keeps_them_selected(run, monkeypatch, capsys):
+    # epoch 2 improves (0.5) and saves best.safetensors; the run is killed while saving resume.pt
+    scripted_ua(monkeypatch, [0.1, 0.5])
+    real_save, calls = torch.save, []
+
+    def save(obj, f, *a, **kw):
+        calls.append(obj["epoch"])
+        if obj["epoch"] == 2:
+            raise KeyboardInterrupt
+        return real_save(obj, f, *a, **kw)
+
+    monkeypatch.setattr(torch, "save", save)
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(Linear(), Points(), Points(), ce, OPTIM, TRAINING, run=run, desc="loop")
+    assert calls == [1, 2] and train._saved_selection(run.path("best.safetensors")) == (2, 0.5)
+    assert torch.load(run.path("resume.pt"), weights_only=False)["epoch"] == 1
+    epoch2 = load_file(run.path("best.safetensors"))
+
+    # resumed: the redone epoch 2 and epoch 3 are worse than the interrupted epoch 2's 0.5
+    monkeypatch.setattr(torch, "save", real_save)
+    scripted_ua(monkeypatch, [0.05, 0.04])
+    capsys.readouterr()
+    model = Linear()
+    result = train.fit(model, Points(), Points(), ce, OPTIM, TRAINING, run=run, desc="loop")
+    out = capsys.readouterr().out
+    assert "loop: resuming after epoch 1 (best val UA 10.00 at epoch 1)" in out
+    assert "best.safetensors holds epoch 2 (val UA 50.00), trained before the interruption" in out
+    assert (result.best_epoch, result.best_val_ua, result.resumed_from) == (2, 0.5, 2)
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, epoch2[name]), name
+
+
+def test_best_weights_of_another_epoch_than_the_selected_one_are_refused(run, monkeypatch):
+    scripted_ua(monkeypatch, [0.1, 0.5, 0.4])
+    torch.manual_seed(0)
+    train.fit(Linear(), Points(), Points(), ce, OPTIM, TRAINING, run=run, desc="loop")
+    # a resume state that says epoch 1 was the best, beside best weights recorded as epoch 2
+    state = torch.load(run.path("resume.pt"), weights_only=False)
+    state.update(epoch=3, best_epoch=1, best_ua=0.9)
+    torch.save(state, run.path("resume.pt"))
+    with pytest.raises(ResultFileError, match=r"best\.safetensors: holds the weights of epoch 2, but the run "
+                                              r"selected epoch 1; delete .*fold1 to train it again"):
+        train.fit(Linear(), Points(), Points(), ce, OPTIM, TRAINING, run=run, desc="loop")
