@@ -515,7 +515,19 @@ def load_backbone(name: str, freeze: str = "all", max_seconds: float | None = No
                   precision: str = "fp32") -> SpeechBackbone:
     """The backbone ``name`` (module docstring) with ``freeze`` applied, on ``device``
     ("cpu", "cuda", "auto"; default cpu), in eval mode. ``precision="bf16"`` runs the
-    forward under ``torch.autocast`` with bfloat16 (CPU too)."""
+    forward under ``torch.autocast`` with bfloat16 (CPU too).
+
+    Loading leaves torch's global random generator as it found it (building a module draws
+    initial weights before the saved ones replace them): a student seeded before its cache is
+    filled starts from the same weights whether the cache was cold or warm."""
+    with torch.random.fork_rng(devices=[]):
+        backbone = _build_backbone(name, freeze, max_seconds, precision)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return backbone.to(device or "cpu")
+
+
+def _build_backbone(name: str, freeze: str, max_seconds: float | None, precision: str) -> SpeechBackbone:
     from . import whisper_ct2
 
     local = Path(name).expanduser()
@@ -542,9 +554,7 @@ def load_backbone(name: str, freeze: str = "all", max_seconds: float | None = No
             backbone = WhisperBackbone(name, model.get_encoder(), extractor, freeze, max_seconds, precision)
         else:
             backbone = WaveformBackbone(name, model, extractor, freeze, max_seconds, precision)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return backbone.to(device or "cpu")
+    return backbone
 
 
 # -- cached frozen computation -------------------------------------------------------------------

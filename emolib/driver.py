@@ -60,7 +60,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, TextIO
+from typing import Any, Callable, Iterable, Iterator, TextIO
 
 import jupytext
 import nbformat
@@ -584,6 +584,26 @@ def run(
     :class:`DriverError` before executing anything when the request is invalid, and
     :class:`NotebookFailed` when a notebook raised.
     """
+    with _batch_progress():
+        return _run(preset, folds, notebooks, jobs, overrides, extra, force, prepare, out)
+
+
+@contextlib.contextmanager
+def _batch_progress() -> Iterator[None]:
+    """``EMOLIB_PROGRESS=log`` (unless set) for the kernels started meanwhile: one line per epoch
+    in the executed notebooks, not a tqdm refresh per line (:mod:`emolib.progress`)."""
+    previous = os.environ.get("EMOLIB_PROGRESS")
+    os.environ.setdefault("EMOLIB_PROGRESS", "log")
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("EMOLIB_PROGRESS", None)
+
+
+def _run(preset: str, folds: list[int] | None, notebooks: list[str] | None, jobs: int,
+         overrides: dict[str, Any] | None, extra: dict[str, Any] | None, force: bool, prepare: Prepare | None,
+         out: TextIO | None) -> Summary:
     out = out or sys.stdout
     t0 = time.perf_counter()
     if jobs < 1:

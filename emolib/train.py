@@ -302,7 +302,8 @@ def fit(
         import pandas as pd
 
         run.write_csv("history.csv", pd.DataFrame(history))
-    return FitResult(history=history, best_epoch=best_epoch, best_val_ua=None if best_ua < 0 else best_ua,
+    selected_ua = best_ua if best_ua >= 0 else None  # None without validation speakers (best_ua is NaN)
+    return FitResult(history=history, best_epoch=best_epoch, best_val_ua=selected_ua,
                      stopped_early=stopped_early, resumed_from=resumed_from,
                      seconds=time.perf_counter() - started, threads=torch.get_num_threads())
 

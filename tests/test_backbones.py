@@ -89,6 +89,16 @@ def test_tiny_random_is_seeded_and_leaves_the_global_rng_alone():
     assert (a.num_hidden_states, a.hidden_size, a.frame_rate, a.first_trainable_state) == (3, 64, 50.0, 3)
 
 
+@pytest.mark.parametrize("name", ["whisper-tiny.en", "hubert", "whisper"])
+def test_loading_any_backbone_leaves_the_global_rng_alone(local_dirs, name):
+    # the student is seeded before its cache is filled: a cold cache (backbone loaded) and a warm
+    # one (not loaded) must give it the same initial weights
+    source = local_dirs[name][0] if name in local_dirs else name
+    state = torch.random.get_rng_state()
+    load_backbone(str(source), max_seconds=2.0)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
 @pytest.mark.parametrize("family", ["hubert", "hubert_large", "wav2vec2", "wavlm"])
 def test_local_dirs_match_transformers_own_forward(local_dirs, speech, family):
     path, model = local_dirs[family]

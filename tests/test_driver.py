@@ -30,7 +30,7 @@ def runs(tmp_path, monkeypatch):
     monkeypatch.setenv("EMOLIB_ROOT", str(FIXTURES))
     for var, sub in [("EMOLIB_RUNS", "runs"), ("EMOLIB_DATA", "data"), ("EMOLIB_CACHE", "cache"), ("EMOLIB_FIGURES", "figures")]:
         monkeypatch.setenv(var, str(tmp_path / sub))
-    for var in driver.THREAD_VARIABLES:
+    for var in (*driver.THREAD_VARIABLES, "EMOLIB_PROGRESS"):
         monkeypatch.delenv(var, raising=False)
     # No corpus here: folds are passed explicitly unless a test injects a hook.
     monkeypatch.setattr(driver, "default_prepare", lambda: None)
@@ -62,7 +62,8 @@ def test_parameters_are_injected_and_a_second_run_skips(runs, capsys):
     printed = [o["text"] for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.get("name") == "stdout"]
     assert printed == ["fold=2 preset=tiny seed=3 message=hi\n"]
     assert "jupytext" not in nb.metadata  # the executed copy can never pair back onto the source
-    assert _probe(runs, "fold2") == {"fold": 2, "message": "hi", "seed": 3, "threads": None}
+    # batch runs log one line per epoch, not progress bars (the kernel would otherwise pick bars)
+    assert _probe(runs, "fold2") == {"fold": 2, "message": "hi", "seed": 3, "threads": None, "progress": "log"}
 
     sidecar = json.loads((out / "fold2.json").read_text())
     assert sidecar["source_sha1"] == hashlib.sha1((NOTEBOOKS / "00_data.py").read_bytes()).hexdigest()
@@ -176,6 +177,7 @@ def test_jobs_two_runs_folds_in_parallel_then_the_report(runs, capsys):
 
     threads = str(max(1, driver.available_cores() // 2))
     assert [_probe(runs, f"fold{k}")["threads"] for k in (1, 2)] == [threads, threads]
+    assert [_probe(runs, f"fold{k}")["progress"] for k in (1, 2)] == ["log", "log"]
     # the report ran after both folds, and was told which folds the run covered
     assert _probe(runs, "report") == {"folds": [1, 2], "probes": ["fold1", "fold2"]}
 

@@ -107,3 +107,10 @@ def test_best_weights_of_another_epoch_than_the_selected_one_are_refused(run, mo
     with pytest.raises(ResultFileError, match=r"best\.safetensors: holds the weights of epoch 2, but the run "
                                               r"selected epoch 1; delete .*fold1 to train it again"):
         train.fit(Linear(), Points(), Points(), ce, OPTIM, TRAINING, run=run, desc="loop")
+
+
+def test_without_validation_speakers_the_last_epoch_is_selected_and_no_ua_is_reported(run):
+    torch.manual_seed(0)
+    result = train.fit(Linear(), Points(), None, ce, OPTIM, TRAINING, run=run, desc="loop")
+    assert result.best_epoch == 3 and result.best_val_ua is None
+    assert train._saved_selection(run.path("best.safetensors"))[0] == 3
