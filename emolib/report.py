@@ -443,6 +443,15 @@ SWEEPS = (("prosodic", "no_linguistic_logit_kd", "tau_prosodic"),
           ("linguistic", "no_prosodic_logit_kd", "tau_linguistic"))
 
 
+def with_sweep_grids(cfg: Config, taus_prosodic=None, taus_linguistic=None) -> Config:
+    """``cfg`` with the sweep's grids replaced where given (the notebooks' ``taus_*`` parameters;
+    None keeps ``sweep.taus_*``). Notebooks 03 and 05 both call it, so that a grid passed with
+    ``-p`` to a run reaches the students trained and the figure drawn alike."""
+    grids = {f"sweep.taus_{k}": tuple(float(t) for t in v)
+             for k, v in (("prosodic", taus_prosodic), ("linguistic", taus_linguistic)) if v}
+    return cfg.replace(grids) if grids else cfg
+
+
 def temperature_sweep(cfg: Config, study: "Study") -> pd.DataFrame:
     """Long table: teacher swept, tau, fold, UA, WA (from the sweep's result files). The
     linguistic sweep needs transcripts; without them it is left out."""

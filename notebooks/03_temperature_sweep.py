@@ -43,9 +43,8 @@ from IPython.display import display
 from emolib import pipeline, plots, report
 from emolib.config import get_config
 
-cfg = get_config(preset, overrides)
-grids = {"prosodic": tuple(taus_prosodic or cfg.sweep.taus_prosodic),
-         "linguistic": tuple(taus_linguistic or cfg.sweep.taus_linguistic)}
+cfg = report.with_sweep_grids(get_config(preset, overrides), taus_prosodic, taus_linguistic)
+grids = {"prosodic": cfg.sweep.taus_prosodic, "linguistic": cfg.sweep.taus_linguistic}
 data = pipeline.load_data(cfg)
 print(data.fold(fold).summary())
 print("grids:", grids)

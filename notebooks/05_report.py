@@ -34,6 +34,8 @@
 preset = "default"  # tiny | default | paper
 overrides = {}  # dotted config overrides (must match those the runs were made with)
 folds = None  # None: every fold of the corpus; the run driver passes the folds it ran
+taus_prosodic = None  # Fig. 2's grids, as given to 03_temperature_sweep (None: sweep.taus_prosodic)
+taus_linguistic = None  # None: sweep.taus_linguistic
 
 # %%
 import pandas as pd
@@ -42,7 +44,7 @@ from IPython.display import Markdown, display
 from emolib import paths, plots, report
 from emolib.config import get_config
 
-cfg = get_config(preset, overrides)
+cfg = report.with_sweep_grids(get_config(preset, overrides), taus_prosodic, taus_linguistic)
 study = report.discover(cfg, folds)
 folds, classes = study.folds, study.classes
 prov = report.provenance(cfg, study.corpus, folds=len(folds))

@@ -69,6 +69,22 @@ def _batch_and_outputs(requires_grad=True):
     return out, batch
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_term_by_hand(smoothing):
+    # logits (ln 3, 0) and (0, 0): p(label) = 3/4 and 1/2; CE = -(ln 3/4 + ln 1/2) / 2.
+    # Label smoothing e mixes the one-hot target with uniform: -sum_c ((1-e) y_c + e/K) ln p_c.
+    logits = torch.tensor([[math.log(3.0), 0.0], [0.0, 0.0]], dtype=torch.float64)
+    labels = torch.tensor([0, 1])
+    p = [[0.75, 0.25], [0.5, 0.5]]
+    expected = sum(-sum(((1 - smoothing) * (c == y) + smoothing / 2) * math.log(p[i][c]) for c in range(2))
+                   for i, y in enumerate([0, 1])) / 2
+    _, terms = distillation_loss({"logits": logits}, {"labels": labels}, get_variant("no_teachers"), 1.0, 1.0,
+                                 label_smoothing=smoothing)
+    assert terms["ce"].item() == pytest.approx(expected, rel=1e-6)
+    if smoothing == 0.0:
+        assert expected == pytest.approx(-(math.log(0.75) + math.log(0.5)) / 2)
+
+
 def test_total_is_eq5_with_named_coefficients():
     out, batch = _batch_and_outputs()
     total, terms = distillation_loss(out, batch, get_variant("full"), tau_linguistic=4.0, tau_prosodic=0.5,
@@ -80,11 +96,37 @@ def test_total_is_eq5_with_named_coefficients():
         logit_kd(out["logits"], batch["teacher_logits_linguistic"], 4.0).item(), rel=1e-6)
     assert terms["logit_prosodic"].item() == pytest.approx(
         logit_kd(out["logits"], batch["teacher_logits_prosodic"], 0.5).item(), rel=1e-6)
+    for kind in ("linguistic", "prosodic"):  # each term is its own function's value (checked by hand above)
+        assert terms[f"embedding_{kind}"].item() == pytest.approx(
+            embedding_kd(out[f"embedding_{kind}"], batch[f"teacher_embedding_{kind}"]).item(), rel=1e-6)
+    assert terms["ce"].item() == pytest.approx(
+        torch.nn.functional.cross_entropy(out["logits"], batch["labels"]).item(), rel=1e-6)
 
 
-@pytest.mark.parametrize("name", list(VARIANTS))
+#: The terms each variant trains with, written out from the paper's Table 2 and Fig. 2 (not read
+#: from the variants themselves, so that a wrong definition fails here).
+EXPECTED_TERMS = {
+    "full": {"ce", "logit_linguistic", "logit_prosodic", "embedding_linguistic", "embedding_prosodic"},
+    "no_logit_kd": {"ce", "embedding_linguistic", "embedding_prosodic"},
+    "no_embedding_kd": {"ce", "logit_linguistic", "logit_prosodic"},
+    "no_prosodic_teacher": {"ce", "logit_linguistic", "embedding_linguistic"},
+    "no_linguistic_teacher": {"ce", "logit_prosodic", "embedding_prosodic"},
+    "no_teachers": {"ce"},
+    "no_linguistic_logit_kd": {"ce", "logit_prosodic", "embedding_linguistic", "embedding_prosodic"},
+    "no_prosodic_logit_kd": {"ce", "logit_linguistic", "embedding_linguistic", "embedding_prosodic"},
+}
+
+
+def test_every_variant_is_pinned():
+    assert set(VARIANTS) == set(EXPECTED_TERMS)
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_TERMS))
 def test_each_variant_switches_off_exactly_its_terms(name):
     variant = get_variant(name)
+    assert set(variant.enabled()) == EXPECTED_TERMS[name]
+    assert variant.needs_linguistic_teacher == any("linguistic" in t for t in EXPECTED_TERMS[name])
+    assert variant.needs_prosodic_teacher == any("prosodic" in t for t in EXPECTED_TERMS[name])
     out, batch = _batch_and_outputs()
     # a teacher the variant does not need is absent from the batch: the loss must not touch it
     if not variant.needs_linguistic_teacher:
@@ -93,7 +135,7 @@ def test_each_variant_switches_off_exactly_its_terms(name):
         del batch["teacher_logits_prosodic"], batch["teacher_embedding_prosodic"]
     total, terms = distillation_loss(out, batch, variant, 2.0, 1.0)
     for term in TERMS:
-        if term in variant.enabled():
+        if term in EXPECTED_TERMS[name]:
             assert terms[term].item() != 0.0, term
         else:
             assert terms[term].item() == 0.0 and not terms[term].requires_grad, term

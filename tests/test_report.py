@@ -358,6 +358,20 @@ def test_the_sweep_reads_each_temperatures_runs(results_env):
         np.testing.assert_allclose(ua_line.get_ydata(), expected)
 
 
+def test_a_grid_passed_to_the_notebooks_reaches_the_figure(results_env):
+    # `emolib run -p taus_prosodic=[2.0]` gives 03 and 05 the same grid: the figure reads that one
+    fixture = results_env
+    cfg = report.with_sweep_grids(fixture.cfg, [2], None)
+    assert cfg.sweep.taus_prosodic == (2.0,) and cfg.sweep.taus_linguistic == fixture.cfg.sweep.taus_linguistic
+    assert report.with_sweep_grids(fixture.cfg) is fixture.cfg
+    sweep = report.temperature_sweep(cfg, report.Study('synth', CLASSES, FOLDS, True))
+    assert sorted(set(zip(sweep["teacher"], sweep["tau"]))) == [("linguistic", 0.5), ("linguistic", 2.0),
+                                                                ("prosodic", 2.0)]
+    declared = {nb.name: nb.parameters for nb in driver.select_notebooks(["03_temperature_sweep", "05_report"])}
+    for name in ("taus_prosodic", "taus_linguistic"):
+        assert all(name in params for params in declared.values()), name
+
+
 def test_a_missing_run_names_its_folder(results_env):
     fixture = results_env
     run = fixture.runs["student:no_embedding_kd"][1]
