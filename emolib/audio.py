@@ -14,6 +14,8 @@ problem                      behaviour
 missing file                 ``AudioError`` ("no such audio file")
 unreadable / corrupt file    ``AudioError`` (libsndfile's reason; a git-lfs
                              pointer stub is recognised and named as such)
+truncated WAV                ``AudioError`` (the header declares more audio
+                             than the file holds: an interrupted copy)
 empty (0 samples)            ``AudioError``
 NaN or infinite samples      ``AudioError`` (possible in float WAVs)
 silent                       ``AudioError`` unless ``allow_silent=True``;
@@ -24,7 +26,14 @@ silent                       ``AudioError`` unless ``allow_silent=True``;
 Silence is an error by default because a silent clip carries no evidence for
 its emotion label: training on it teaches the label prior, and evaluating on it
 scores a guess. A caller that wants to keep it (e.g. to count such clips before
-deciding) passes ``allow_silent=True`` and calls :func:`is_silent` itself.
+deciding) passes ``allow_silent=True`` and calls :func:`is_silent` itself. The models
+of a corpus all do: the eGeMAPS extraction and the speech backbones keep a silent clip
+(the prosodic teacher's ``metrics.json`` counts them as ``silent_utterances``), so that
+one silent file among thousands neither stops a run nor gives the teachers and the
+student different utterances.
+
+Samples of integer PCM files lie in [-1, 1]; a float file is returned as stored (its
+values may exceed full scale; no model here assumes otherwise).
 
 Corpus loaders read headers only (:func:`audio_info`, :func:`probe_corpus_file`):
 listing thousands of files must take about a second.
@@ -33,6 +42,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -88,10 +98,28 @@ def _check_exists(path: Path) -> None:
         raise AudioError(f"{path}: not a file")
 
 
+#: libsndfile's note on a WAV whose data chunk is shorter than its header declares.
+_SHORT_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M)
+
+
+def _check_whole(f: sf.SoundFile, path: Path) -> None:
+    """Refuse a WAV cut short (an interrupted copy or download): libsndfile would read it as a
+    shorter clip. Streamed WAVs that declare no length (0 or 0xFFFFFFFF bytes) are fine."""
+    if f.format not in ("WAV", "WAVEX"):
+        return
+    m = _SHORT_DATA.search(f.extra_info)
+    if m is not None:
+        declared, held = int(m[1]), int(m[2])
+        if 0 < declared < 0xFFFFFFFF and held < declared:
+            raise AudioError(f"{path}: truncated: its header declares {declared} bytes of audio, the file holds "
+                             f"{held} (an interrupted copy? copy the file again)")
+
+
 def _frames_and_header(path: Path) -> tuple[int, int, int]:
     _check_exists(path)
     try:
         with sf.SoundFile(path) as f:
+            _check_whole(f, path)
             return f.frames, f.samplerate, f.channels
     except sf.SoundFileError as err:
         raise _unreadable(path, err) from err
@@ -136,7 +164,7 @@ def read_audio(
     max_seconds: float | None = None,
     allow_silent: bool = False,
 ) -> np.ndarray:
-    """The clip as a 1-D float32 array in [-1, 1] at ``sample_rate``, mono.
+    """The clip as a 1-D float32 array at ``sample_rate``, mono (in [-1, 1] for PCM files).
 
     Channels are averaged (a stereo recording of one speaker holds the same speech in
     both channels). ``max_seconds`` keeps the first that many seconds (the config's
@@ -151,6 +179,7 @@ def read_audio(
     _check_exists(path)
     try:
         with sf.SoundFile(path) as f:
+            _check_whole(f, path)
             rate = f.samplerate
             frames = f.frames if max_seconds is None else min(f.frames, math.ceil(max_seconds * rate))
             data = f.read(frames, dtype="float32", always_2d=True)
@@ -163,6 +192,9 @@ def read_audio(
     mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     if not allow_silent and is_silent(mono):
         peak = float(np.max(np.abs(mono)))
+        if not is_silent(data):
+            raise AudioError(f"{path}: its {data.shape[1]} channels cancel out when averaged to mono (peak "
+                             f"{float(np.max(np.abs(data))):.2g} per channel, {peak:.2g} averaged): one is inverted?")
         raise AudioError(f"{path}: silent audio (peak {peak:.2g} below {SILENCE_PEAK:g} of full scale)")
     mono = resample(mono, rate, sample_rate)
     if max_seconds is not None:

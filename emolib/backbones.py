@@ -615,7 +615,9 @@ def _compute_missing(name: str, items: Sequence[tuple[str, str | os.PathLike]], 
     with torch.inference_mode():
         for batch_digests in progress_bar(batches, total=len(batches), desc=f"{desc} ({len(order)} clips)",
                                           enabled=progress):
-            waves = [read_audio(todo[d], SAMPLE_RATE, max_seconds) for d in batch_digests]
+            # a silent clip of a corpus is kept, as the eGeMAPS extraction keeps it (and the prosodic
+            # teacher counts it): every model sees the same utterances (audio.py's module doc)
+            waves = [read_audio(todo[d], SAMPLE_RATE, max_seconds, allow_silent=True) for d in batch_digests]
             out = backbone(**backbone.prepare(waves), up_to=up_to)
             for b, digest in enumerate(batch_digests):
                 store(cache, digest, out, b)

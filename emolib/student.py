@@ -186,7 +186,7 @@ class StudentDataset(Dataset):
         else:
             from .audio import read_audio
 
-            item["waveform"] = read_audio(self.audio_paths[uid], 16000, self.max_seconds)
+            item["waveform"] = read_audio(self.audio_paths[uid], 16000, self.max_seconds, allow_silent=True)
         return item
 
 

@@ -176,3 +176,35 @@ def test_write_wav_refuses_what_would_clip_or_corrupt(tmp_path):
     with pytest.raises(ValueError, match="mono 1-D"):
         write_wav(target, np.zeros((10, 2), np.float32))
     assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_truncated_wav_is_named_not_read_as_a_shorter_clip(make_wav):
+    path = make_wav("cut.wav", seconds=1.0)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    message = r"cut\.wav: truncated: its header declares 32000 bytes of audio, the file holds 15978"
+    for read in (audio_info, read_audio, probe_corpus_file):
+        with pytest.raises(AudioError, match=message):
+            read(path)
+
+
+def test_a_streamed_wav_without_a_declared_length_is_read(make_wav):
+    # writers that stream (ffmpeg to a pipe) leave the RIFF and data sizes at 0xFFFFFFFF
+    path = make_wav("streamed.wav", seconds=0.5)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"data")
+    data[4:8] = data[at + 4 : at + 8] = (0xFFFFFFFF).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    assert len(read_audio(path)) == 8000 and audio_info(path).duration == pytest.approx(0.5)
+
+
+def test_float_files_are_returned_as_stored(make_wav):
+    loud = np.full(1600, 1.5, dtype=np.float32)
+    assert np.all(read_audio(make_wav("loud.wav", data=loud, subtype="FLOAT")) == 1.5)
+
+
+def test_stereo_channels_that_cancel_out_are_named_as_such(make_wav):
+    tone = _sine(0.2, 16000)
+    path = make_wav("inverted.wav", data=np.stack([tone, -tone], axis=1), subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"inverted\.wav: its 2 channels cancel out when averaged to mono"):
+        read_audio(path)

@@ -324,6 +324,16 @@ class _Counting:
         monkeypatch.setattr(B, "load_backbone", load)
 
 
+@pytest.mark.parametrize("name", ["tiny-random", "whisper-tiny.en"])
+def test_a_silent_clip_is_encoded_like_the_teachers_keep_it(items, tmp_path, name):
+    import soundfile as sf
+
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(8000, np.float32), 16000, subtype="PCM_16")
+    states = B.pooled_states(name, [*items[:1], ("silent", silent)], max_seconds=2.0, progress=False)
+    assert np.isfinite(states["silent"]).all() and not np.array_equal(states["silent"], states["u0"])
+
+
 def test_pooled_states_are_cached_reused_and_resumed(items, monkeypatch):
     count = _Counting(monkeypatch)
     first = B.pooled_states("tiny-random", items, max_seconds=2.0, batch_size=2, progress=False)

@@ -85,3 +85,13 @@ def test_misnamed_files_are_counted(tmp_path):
 def test_missing_audio_folder(tmp_path):
     with pytest.raises(CorpusError, match="no AudioWAV/ folder"):
         cremad.load(tmp_path)
+
+
+def test_an_actor_listed_twice_in_the_demographics_is_an_error(tmp_path):
+    root = trees.build_cremad(tmp_path)
+    table = root / "VideoDemographics.csv"
+    lines = table.read_text().splitlines()
+    table.write_text("\n".join([*lines, lines[1].replace("51", "30")]) + "\n")
+    with pytest.raises(CorpusError, match=rf"VideoDemographics\.csv:{len(lines) + 1}: actor 1001 listed twice "
+                                          r"\(first at line 2\)"):
+        cremad.load(root)

@@ -164,9 +164,22 @@ def test_malformed_label_line_names_file_and_line(small):
         iemocap.load(small)
 
 
+def test_a_label_line_without_its_bracket_is_an_error_not_a_skip(small):
+    _edit(_label_file(small), "[2.0000 - 3.9456]\t", "")
+    with pytest.raises(CorpusError, match=rf"{DIALOG}\.txt:3: unexpected line 'Ses01F_impro01_F000\\tneu.*"
+                                          r"\(expected a label line"):
+        iemocap.load(small)
+
+
 def test_malformed_valence_activation_dominance(small):
     _edit(_label_file(small), "\tang\t[2.5000, 3.0000, 2.0000]", "\tang\t[2.5000, high, 2.0000]")
     with pytest.raises(CorpusError, match=rf"{DIALOG}\.txt:10: malformed valence/activation/dominance"):
+        iemocap.load(small)
+
+
+def test_a_valence_that_is_not_a_number_is_an_error(small):
+    _edit(_label_file(small), "\tang\t[2.5000, 3.0000, 2.0000]", "\tang\t[nan, 3.0000, 2.0000]")
+    with pytest.raises(CorpusError, match=rf"{DIALOG}\.txt:10: malformed valence/activation/dominance \[nan"):
         iemocap.load(small)
 
 

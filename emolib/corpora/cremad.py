@@ -65,11 +65,16 @@ def _demographics(path: Path) -> dict[str, dict[str, object]]:
         missing = {"ActorID", "Age", "Sex"} - set(reader.fieldnames or ())
         if missing:
             raise CorpusError(f"{path}: missing column(s) {sorted(missing)}")
+        first: dict[str, int] = {}
         for row in reader:
             try:
-                out[row["ActorID"].strip()] = {"gender": row["Sex"].strip().lower(), "age": int(row["Age"])}
+                actor = row["ActorID"].strip()
+                out[actor] = {"gender": row["Sex"].strip().lower(), "age": int(row["Age"])}
             except (ValueError, AttributeError) as err:
                 raise CorpusError(f"{path}:{reader.line_num}: malformed row ({err})") from err
+            if actor in first:
+                raise CorpusError(f"{path}:{reader.line_num}: actor {actor} listed twice (first at line {first[actor]})")
+            first[actor] = reader.line_num
     return out
 
 

@@ -55,6 +55,7 @@ ignored.
 from __future__ import annotations
 
 import collections
+import math
 import os
 import re
 from pathlib import Path
@@ -83,6 +84,9 @@ _NUMBER = r"\d+(?:\.\d*)?"
 _LABEL_LINE = re.compile(
     rf"^\[\s*(?P<start>{_NUMBER})\s*-\s*(?P<end>{_NUMBER})\s*\]\s+(?P<id>\S+)\s+(?P<code>\S+)\s+\[(?P<vad>[^\]]*)\]\s*$"
 )
+#: The lines of an EmoEvaluation file that carry no label: evaluators' categorical (C-) and
+#: attribute (A-) ratings, % headers, blank lines. Anything else is an error, not a silent skip.
+_OTHER_LABEL_FILE_LINE = re.compile(r"^\s*$|^\s*%|^[CA]-[A-Za-z]+\d*\s*:")
 _UTTERANCE_ID = re.compile(r"^(?P<session>Ses\d\d)[FM]_.+_(?P<gender>[FM])\d+$")
 _TRANSCRIPT_LINE = re.compile(rf"^(?P<id>\S+)\s+\[\s*{_NUMBER}\s*-\s*{_NUMBER}\s*\]:\s?(?P<text>.*)$")
 _STARTS_WITH_ID = re.compile(r"^Ses\d\d")
@@ -143,7 +147,7 @@ def _parse_label_line(path: Path, lineno: int, line: str) -> tuple[str, str, flo
         vad = [float(v) for v in m["vad"].split(",")]
     except ValueError:
         vad = []
-    if len(vad) != 3:
+    if len(vad) != 3 or not all(math.isfinite(v) for v in vad):
         raise CorpusError(f"{where}: malformed valence/activation/dominance [{m['vad']}] ({expected})")
     code = m["code"]
     if code not in NATIVE_NAMES and code != NO_AGREEMENT:
@@ -183,7 +187,12 @@ def load(root: Path, labels: str = "iemocap4", on_missing: str = "error") -> Cor
 
         for lineno, line in enumerate(_read_text(label_file).splitlines(), 1):
             if not line.lstrip().startswith("["):
-                continue  # annotator lines (C-E1:, A-F2:), % headers, blank lines
+                if _OTHER_LABEL_FILE_LINE.match(line):
+                    continue  # annotator lines (C-E1:, A-F2:), % headers, blank lines
+                raise CorpusError(
+                    f"{label_file}:{lineno}: unexpected line {line.strip()[:80]!r} (expected a label line "
+                    "'[START - END]<TAB>UTTERANCE_ID<TAB>LABEL<TAB>[V, A, D]', an evaluator's line 'C-E1:' or "
+                    "'A-E1:', a '%' header or a blank line)")
             utt, code, start, end, vad = _parse_label_line(label_file, lineno, line.strip())
             where = f"{label_file}:{lineno}"
             m = _UTTERANCE_ID.match(utt)
