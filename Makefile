@@ -13,6 +13,11 @@ PRESET ?= default
 # Folds run in parallel, one process per core, each with one torch thread: small models
 # gain little from a second thread, and OpenMP threads spin-wait badly on a shared machine.
 JOBS ?= $(shell nproc 2>/dev/null || echo 1)
+# Extra pip options for the torch install only, e.g. TORCH_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+# (a CPU-only machine whose pip reaches only PyPI: there the Linux wheel of the pin is the CUDA build)
+TORCH_ARGS ?=
+# More options for `python -m emolib run`, e.g. ARGS="--set training.num_threads=1" or ARGS=--force
+ARGS ?=
 
 PY := $(VENV)/bin/python
 PYPROJECT_SHA := $(shell $(PYTHON) -c 'import hashlib; print(hashlib.sha1(open("pyproject.toml", "rb").read()).hexdigest()[:12])')
@@ -31,23 +36,23 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-10s %s\n", $$1, $$2 }'
-	@echo "  variables: PRESET=$(PRESET) (tiny, default, paper)  JOBS=$(JOBS) (folds in parallel)"
+	@echo "  variables: PRESET=$(PRESET) (tiny, default, paper)  JOBS=$(JOBS) (folds in parallel)  ARGS=... (more options for python -m emolib run)"
 
 venv: $(STAMP) ## create .venv and install the package (torch pin first); a no-op when up to date
 
 $(STAMP):
 	@test -n "$(TORCH_PIN)" || { echo "error: pyproject.toml has no exact \"torch==X\" pin" >&2; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check '$(TORCH_PIN)'
+	$(PY) -m pip install --disable-pip-version-check $(TORCH_ARGS) '$(TORCH_PIN)'
 	$(PY) -m pip install --disable-pip-version-check -e '.[test]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
 report: $(STAMP) ## every notebook for every fold, then the tables and figures (PRESET, JOBS)
-	$(PY) -m emolib run --preset $(PRESET) --jobs $(JOBS)
+	$(PY) -m emolib run --preset $(PRESET) --jobs $(JOBS) $(ARGS)
 
 figures: $(STAMP) ## rebuild tables and figures from result files only (05_report, no training)
-	$(PY) -m emolib figures --preset $(PRESET)
+	$(PY) -m emolib figures --preset $(PRESET) $(ARGS)
 
 test: $(STAMP) ## run the test suite
 	$(PY) -m pytest -q

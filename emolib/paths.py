@@ -10,7 +10,8 @@ variable           default                holds
 ``EMOLIB_DATA``    ``<root>/data``        generated corpora (the built-in ``synth``)
 ``EMOLIB_CACHE``   ``<root>/cache``       eGeMAPS descriptors, backbone states
 ``EMOLIB_RUNS``    ``<root>/runs``        result files and executed notebooks
-``EMOLIB_FIGURES`` ``<root>/figures``     the report's tables and figures
+``EMOLIB_FIGURES`` ``<root>/figures``     the report's tables and figures (other configs
+                                          than the default: ``<runs>/figures/...``)
 =================  =====================  ===========================================
 
 Functions, not constants, so that a test (or a user) can redirect a root by
@@ -53,9 +54,19 @@ def executed_notebooks_dir() -> Path:
     return runs_dir() / "notebooks"
 
 
-def figures_dir() -> Path:
-    """The report's tables and figures (committed for the default preset)."""
-    return _root("EMOLIB_FIGURES", "figures")
+def figures_dir(cfg=None) -> Path:
+    """The report's tables and figures: ``<root>/figures`` (committed) for the default config,
+    ``<runs>/figures/<preset>-<config hash>/`` for any other (``cfg``: a config; another preset,
+    or a ``--set`` that can change a result), so that such a run never overwrites the committed
+    figures. ``EMOLIB_FIGURES``, when set, is used whatever the config."""
+    if os.environ.get("EMOLIB_FIGURES"):
+        return _root("EMOLIB_FIGURES", "figures")
+    if cfg is not None:
+        from .config import get_config
+
+        if cfg.hash() != get_config("default").hash():
+            return runs_dir() / "figures" / f"{cfg.preset}-{cfg.hash()}"
+    return project_root() / "figures"
 
 
 def notebooks_dir() -> Path:

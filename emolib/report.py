@@ -47,7 +47,7 @@ PAPER_TABLE1: tuple[dict[str, Any], ...] = (
 TABLE1_NOTE = ("The paper's abstract gives 77.49 as UA and 78.91 as WA for HuBERT-large; its Table 1 puts them "
                "the other way round. We quote the table.")
 
-#: Table 2 of the paper (HuBERT-base, IEMOCAP), rows restored from the text (NOTES.md).
+#: Table 2 of the paper (HuBERT-base, IEMOCAP), rows restored from the text (docs/NOTES.md).
 #: ``source`` says where our number for the row comes from.
 PAPER_TABLE2: tuple[dict[str, Any], ...] = (
     {"row": 1, "variant": "full EmoDistill", "source": "student:full", "wa": 75.16, "ua": 76.12},

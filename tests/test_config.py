@@ -164,3 +164,19 @@ def test_stage_hashes_cover_only_their_sections():
     assert base.hash("student") == stage_hash(base, "student")
     with pytest.raises(KeyError, match="unknown stage 'teacher'; stages: data, prosodic_teacher"):
         stage_hash(base, "teacher")
+
+
+def test_only_the_default_config_writes_the_committed_figures(tmp_path, monkeypatch):
+    from emolib import paths
+
+    monkeypatch.delenv("EMOLIB_FIGURES", raising=False)
+    monkeypatch.setenv("EMOLIB_ROOT", str(tmp_path))
+    monkeypatch.setenv("EMOLIB_RUNS", str(tmp_path / "runs"))
+    default = get_config("default")
+    assert paths.figures_dir(default) == paths.figures_dir() == tmp_path / "figures"
+    # the thread count is not part of a result's identity: still the committed figures
+    assert paths.figures_dir(default.replace({"training.num_threads": 1})) == tmp_path / "figures"
+    for cfg in (get_config("tiny"), get_config("paper"), default.replace({"data.synth.label_noise": 0.1})):
+        assert paths.figures_dir(cfg) == tmp_path / "runs" / "figures" / f"{cfg.preset}-{cfg.hash()}"
+    monkeypatch.setenv("EMOLIB_FIGURES", str(tmp_path / "mine"))
+    assert paths.figures_dir(get_config("tiny")) == tmp_path / "mine"

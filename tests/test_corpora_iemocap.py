@@ -74,7 +74,7 @@ def test_speaker_is_the_session_and_the_last_gender_letter(corpus):
 def test_durations_come_from_the_label_lines(corpus, reference):
     by_id = corpus.by_id()
     assert max(abs(by_id[r["id"]].duration - r["length"]) for r in reference) <= 1e-4
-    assert round(sum(u.duration for u in corpus) / 3600, 2) == 6.99  # NOTES.md: 6.99 h
+    assert round(sum(u.duration for u in corpus) / 3600, 2) == 6.99  # docs/NOTES.md: 6.99 h
 
 
 def test_transcripts_are_attached(corpus):

@@ -50,7 +50,7 @@ def test_environment_yml_defers_to_pyproject():
     assert SpecifierSet(_pyproject()["project"]["requires-python"]).contains(python.split("=", 1)[1])
     # conda provides only Python and pip; every other package comes from pip
     assert sorted(re.split(r"[=<>]", d)[0] for d in conda) == ["pip", "python"]
-    assert "-e ." in pip
+    assert '-e ".[test]"' in pip  # the package with the test extra, as the Makefile installs it: `make test` works
     pyproject = _requirements()
     named = [Requirement(line) for line in pip if not line.startswith("-")]
     assert [r.name for r in named] == ["torch"]

@@ -29,7 +29,7 @@ CORPUS = "synth"  # the tiny preset's corpus: the report then also shows the car
 #: and different per fold, so that the pooled scores differ from the means over folds
 PER_CLASS = {1: (8, 6, 5, 5), 2: (4, 7, 6, 3), 3: (6, 4, 8, 9)}
 
-#: Table 2 of the paper (NOTES.md): row, variant as the report names it, WA, UA, and where our number comes from.
+#: Table 2 of the paper (docs/NOTES.md): row, variant as the report names it, WA, UA, and where our number comes from.
 PAPER_TABLE2 = [
     (1, "full EmoDistill", 75.16, 76.12, "student:full"),
     (2, "w/o logit-level KD", 73.94, 74.02, "student:no_logit_kd"),
@@ -41,7 +41,7 @@ PAPER_TABLE2 = [
     (8, "linguistic teacher alone", 71.09, 71.83, "teacher:linguistic"),
 ]
 
-#: Table 1 of the paper (NOTES.md): reference, backbone, WA, UA (None: not reported).
+#: Table 1 of the paper (docs/NOTES.md): reference, backbone, WA, UA (None: not reported).
 PAPER_TABLE1 = [
     ("[10]", "CNN+LSTM", 61.2, 56.01), ("[11]", "BiLSTM+XLNet", 71.40, 68.60), ("[12]", "MFCNN+BERT", None, 72.60),
     ("[14]", "RNN+BERT", 73.23, 74.33), ("[23]", "FCNN", 70.23, 70.76), ("[24]", "TFCNN+DenseCap+ELM", 70.34, 70.78),

@@ -1,4 +1,4 @@
-"""CREMA-D (Cao et al. 2014): one of LiSER's two benchmarks (NOTES.md).
+"""CREMA-D (Cao et al. 2014): one of LiSER's two benchmarks (docs/NOTES.md).
 
 Layout: ``AudioWAV/<actor>_<sentence>_<emotion>_<level>.wav`` (e.g.
 ``1001_DFA_ANG_XX.wav``; 91 actors 1001-1091, 12 sentences, 16 kHz), the videos

@@ -9,7 +9,7 @@ Licence: espeak-ng is GPL-3.0. This module only *calls* the library at run time 
 through ctypes, the functions of its public header ``speak_lib.h``); it contains none of
 espeak-ng's code or data.
 
-Two facts about the library shape this driver (both measured, see ENVIRONMENT.md):
+Two facts about the library shape this driver (both measured, see docs/ENVIRONMENT.md):
 
 - espeak-ng keeps synthesis state in C statics (pitch-flutter phase, automatic gain
   control, echo buffer, ...) that no API call resets, not even ``espeak_Terminate`` +

@@ -1,4 +1,4 @@
-"""RAVDESS (Livingstone & Russo 2018): one of LiSER's two benchmarks (NOTES.md).
+"""RAVDESS (Livingstone & Russo 2018): one of LiSER's two benchmarks (docs/NOTES.md).
 
 Files are named ``MM-VV-EE-II-SS-RR-AA.ext``: modality (01 audio-visual, 02
 video-only, 03 audio-only), vocal channel (01 speech, 02 song), emotion (01

@@ -2,7 +2,7 @@
 
 No emotional speech corpus can be downloaded on the machines this project is built on,
 so the report's default runs on a corpus it generates itself, deterministically from a
-seed (Sec. 4.1 of the paper uses IEMOCAP; see ``NOTES.md``). It is a stand-in shaped so
+seed (Sec. 4.1 of the paper uses IEMOCAP; see ``docs/NOTES.md``). It is a stand-in shaped so
 that the paper's question can be asked of it honestly: can a speech-only student that
 learns from a linguistic and a prosodic teacher beat both?
 
@@ -117,7 +117,7 @@ class Delivery:
 #: Each emotion's delivery. Directions follow the vocal-expression literature (Banse &
 #: Scherer 1996; Juslin & Laukka 2003: anger higher, wider, faster, louder; sadness lower,
 #: narrower, slower, softer; joy highest and widest); sizes follow the eGeMAPS differences
-#: measured on espeak-ng presets (ENVIRONMENT.md, voice m3: F0 +3.1 st angry, -4.7 st sad,
+#: measured on espeak-ng presets (docs/ENVIRONMENT.md, voice m3: F0 +3.1 st angry, -4.7 st sad,
 #: +5.4 st happy; loudness x1.42, x0.74, x1.23). Neutral's delivery is the baseline.
 DELIVERIES: dict[str, Delivery] = {
     "neutral": Delivery(pitch=0, range=0, rate=0.0, level_db=0.0),
