@@ -9,6 +9,12 @@ audio-second, cached vs not; peak memory"). A script that prints figures, not a 
   its 30 s window (what Whisper itself does), in fp32 and bf16 autocast; tiny-random.
 * cache: ``pooled_states`` on fresh clips (read + hash + forward + write), then again
   (read from the cache: the cost a training epoch pays per audio-second).
+* fine-tuning with the feature encoder frozen (``student.freeze=feature_encoder``, the paper's
+  setting): one training step (forward, backward, AdamW) on a batch of 4 clips from the
+  waveform vs from the cached feature-encoder output (``backbones.feature_states``), for the
+  paper's student architecture (HuBERT-base's shape, random weights: cost does not depend on
+  the values, and the hub is out of reach) and for Whisper tiny.en; the ratio is what caching
+  saves per step.
 * peak resident memory of the process (``resource.getrusage``).
 """
 from __future__ import annotations
@@ -109,6 +115,45 @@ def cache_costs(waves: list[np.ndarray], batch: int) -> None:
                 lambda n=name: backbones.pooled_states(n, items, batch_size=batch, progress=False)), audio)
 
 
+def fine_tune_costs(waves: list[np.ndarray], repeats: int = 3) -> None:
+    """One training step of a backbone whose feature encoder is frozen: from the waveform
+    (the encoder runs every step) vs from its cached output (it ran once, before training)."""
+    from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
+
+    batch_waves = waves[:4]
+    audio = sum(len(w) for w in batch_waves) / 16000
+    print(f"fine-tuning step, feature encoder frozen, batch of {len(batch_waves)} x "
+          f"{len(batch_waves[0]) / 16000:.1f} s (forward, backward, AdamW):")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        hubert_base = backbones.WaveformBackbone(
+            "hubert-base shape (random weights)", HubertModel(HubertConfig()),
+            Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True), freeze="feature_encoder")
+    whisper = backbones.load_backbone("whisper-tiny.en", freeze="feature_encoder", max_seconds=30.0)
+    for bb in (hubert_base, whisper):
+        bb.train()
+        params = [p for p in bb.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=1e-5)
+        batch = bb.prepare(batch_waves)
+        with torch.no_grad():
+            cached = bb.features(**batch)
+
+        def step(out):
+            loss = sum(backbones.masked_mean(h, out.frame_mask).pow(2).mean() for h in out.hidden_states[1:])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        from_wave = timed(lambda bb=bb, batch=batch: step(bb(**batch)), repeats)
+        from_cache = timed(lambda bb=bb, cached=cached: step(bb.forward_from_features(cached.features,
+                                                                                     cached.frame_mask)), repeats)
+        per_audio_second(f"{bb.name}: from the waveform", from_wave, audio)
+        per_audio_second(f"{bb.name}: from cached features", from_cache, audio)
+        print(f"  {bb.name}: waveform / cached = {from_wave[0] / from_cache[0]:.2f}x CPU, "
+              f"{from_wave[1] / from_cache[1]:.2f}x wall; trainable parameters "
+              f"{sum(p.numel() for p in params) / 1e6:.1f} M of {sum(p.numel() for p in bb.parameters()) / 1e6:.1f} M")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=16)
@@ -121,6 +166,7 @@ def main() -> None:
     waves = clips(args.clips, args.seconds)
     forward_costs(waves, args.batch)
     cache_costs(waves, args.batch)
+    fine_tune_costs(waves)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(f"peak resident memory: {peak:.0f} MiB")
 

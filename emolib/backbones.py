@@ -93,6 +93,12 @@ class BackboneOutput:
     frame_mask: torch.Tensor  # (B, T) bool, True on real frames
 
 
+@dataclass
+class FeatureOutput:
+    features: torch.Tensor  # (B, T, C): the feature encoder's output, before projection and positions
+    frame_mask: torch.Tensor  # (B, T) bool, True on real frames
+
+
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, T, D) -> (B, D) float32: the mean over real frames only (padding ignored)."""
     mask = mask.to(hidden.device)
@@ -260,6 +266,21 @@ class SpeechBackbone(nn.Module, abc.ABC):
             hidden, mask = self._embed(inputs, lengths)
             return BackboneOutput(self._run(0, hidden, mask, up_to), mask)
 
+    def features(self, inputs: torch.Tensor, lengths: torch.Tensor) -> "FeatureOutput":
+        """The feature encoder's output alone (the CNN of HuBERT / wav2vec2 / WavLM, Whisper's two
+        convolutions) and its frame mask: what ``freeze="feature_encoder"`` caches."""
+        inputs, lengths = inputs.to(self.device), lengths.to(self.device)
+        with self._autocast():
+            return FeatureOutput(*self._features(inputs, lengths))
+
+    def forward_from_features(self, features: torch.Tensor, frame_mask: torch.Tensor) -> BackboneOutput:
+        """Every hidden state from the feature encoder's output (e.g. cached by
+        :func:`feature_states`), as the full ``forward`` computes them."""
+        features, frame_mask = features.to(self.device), frame_mask.to(self.device)
+        with self._autocast():
+            hidden = self._embed_features(features, frame_mask)
+            return BackboneOutput(self._run(0, hidden, frame_mask, None), frame_mask)
+
     def forward_from(self, index: int, hidden: torch.Tensor, frame_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Hidden states ``index..end`` from hidden state ``index`` (e.g. cached by
         :func:`frame_states`): the first element is ``hidden`` itself, the others are
@@ -296,9 +317,18 @@ class SpeechBackbone(nn.Module, abc.ABC):
     def _prepare(self, clips: list[np.ndarray]) -> dict[str, torch.Tensor]:
         """Validated, cut 1-D clips -> ``{"inputs", "lengths"}``."""
 
-    @abc.abstractmethod
     def _embed(self, inputs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Model inputs -> (hidden state 0, frame mask)."""
+        features, mask = self._features(inputs, lengths)
+        return self._embed_features(features, mask), mask
+
+    @abc.abstractmethod
+    def _features(self, inputs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model inputs -> (the feature encoder's output (B, T, C), frame mask)."""
+
+    @abc.abstractmethod
+    def _embed_features(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The feature encoder's output -> hidden state 0 (projection, positions, dropout)."""
 
     @abc.abstractmethod
     def _context(self, hidden: torch.Tensor, mask: torch.Tensor):
@@ -372,7 +402,7 @@ class WaveformBackbone(SpeechBackbone):
             inputs[i, : len(v)] = torch.from_numpy(v)
         return {"inputs": inputs, "lengths": lengths}
 
-    def _embed(self, inputs, lengths):
+    def _features(self, inputs, lengths):
         net = self.net
         frames = net._get_feat_extract_output_lengths(lengths).long()
         with self._grad("feature_encoder"):
@@ -384,7 +414,10 @@ class WaveformBackbone(SpeechBackbone):
             else:
                 extract = net.feature_extractor(inputs)
         extract = extract.transpose(1, 2)
-        mask = _frame_mask(frames, extract.shape[1])
+        return extract, _frame_mask(frames, extract.shape[1])
+
+    def _embed_features(self, extract, mask):
+        net = self.net
         with self._grad("embedding"):
             hidden = net.feature_projection(extract)
             if isinstance(hidden, tuple):  # wav2vec2 / WavLM also return the normalised CNN features
@@ -396,7 +429,7 @@ class WaveformBackbone(SpeechBackbone):
             if not self.stable:
                 hidden = net.encoder.layer_norm(hidden)
             hidden = net.encoder.dropout(hidden)
-        return hidden, mask
+        return hidden
 
     def _context(self, hidden, mask):
         if self.family == "wavlm":
@@ -473,17 +506,20 @@ class WhisperBackbone(SpeechBackbone):
             inputs[i, :, : m.shape[1]] = torch.from_numpy(m)
         return {"inputs": inputs, "lengths": lengths}
 
-    def _embed(self, inputs, lengths):
+    def _features(self, inputs, lengths):
         net = self.net
         with self._grad("feature_encoder"):
             x = F.gelu(net.conv1(inputs))
             x = F.gelu(net.conv2(x)).transpose(1, 2)
+        return x, _frame_mask(lengths // 2, x.shape[1])
+
+    def _embed_features(self, x, mask):
+        net = self.net
         if x.shape[1] > net.embed_positions.weight.shape[0]:
             raise ValueError(f"{self.name}: {x.shape[1]} frames exceed the {net.embed_positions.weight.shape[0]} "
                              "positions kept (max_seconds); prepare() cuts longer clips")
         hidden = x + net.embed_positions.weight[: x.shape[1]]
-        hidden = F.dropout(hidden, p=self.dropout, training=self._embedding_live)
-        return hidden, _frame_mask(lengths // 2, hidden.shape[1])
+        return F.dropout(hidden, p=self.dropout, training=self._embedding_live)
 
     def _context(self, hidden, mask):
         from transformers.masking_utils import create_bidirectional_mask
@@ -588,10 +624,10 @@ def _cache(name: str, what: str, max_seconds: float | None, precision: str, inde
 
 def _compute_missing(name: str, items: Sequence[tuple[str, str | os.PathLike]], cache, store, max_seconds,
                      batch_size: int, progress: bool, device: str | None, precision: str, up_to: int | None,
-                     desc: str) -> dict[str, str]:
+                     desc: str, features_only: bool = False) -> dict[str, str]:
     """Digest every item's audio; run the backbone (frozen) on those not in ``cache``,
-    shortest first in batches of similar length; ``store(cache, digest, output, b)``
-    writes one clip's entry. Returns id -> digest."""
+    shortest first in batches of similar length (``features_only``: its feature encoder alone);
+    ``store(cache, digest, output, b)`` writes one clip's entry. Returns id -> digest."""
     from .audio import audio_info
     from .cache import file_digest
     from .progress import progress_bar
@@ -618,7 +654,8 @@ def _compute_missing(name: str, items: Sequence[tuple[str, str | os.PathLike]], 
             # a silent clip of a corpus is kept, as the eGeMAPS extraction keeps it (and the prosodic
             # teacher counts it): every model sees the same utterances (audio.py's module doc)
             waves = [read_audio(todo[d], SAMPLE_RATE, max_seconds, allow_silent=True) for d in batch_digests]
-            out = backbone(**backbone.prepare(waves), up_to=up_to)
+            batch = backbone.prepare(waves)
+            out = backbone.features(**batch) if features_only else backbone(**batch, up_to=up_to)
             for b, digest in enumerate(batch_digests):
                 store(cache, digest, out, b)
     return digests
@@ -643,6 +680,24 @@ def pooled_states(backbone_name: str, items: Sequence[tuple[str, str | os.PathLi
     digests = _compute_missing(backbone_name, items, cache, store, max_seconds, batch_size, progress, device,
                                precision, None, f"{backbone_name} pooled states")
     return {uid: cache.get(d) for uid, d in digests.items()}
+
+
+def feature_states(backbone_name: str, items: Sequence[tuple[str, str | os.PathLike]],
+                   max_seconds: float | None = None, batch_size: int = 8, progress: bool = True,
+                   device: str | None = "auto", precision: str = "fp32") -> dict[str, np.ndarray]:
+    """id -> (T, C) float16 (memory-mapped): the feature encoder's output on the clip's real
+    frames, what ``freeze="feature_encoder"`` caches (the paper's setting: HuBERT's CNN frozen);
+    training then runs the projection and every transformer layer, never the CNN. float16 as in
+    :func:`frame_states` (HuBERT-base: 512 values per 20 ms, about 50 KB per second of audio)."""
+
+    def store(cache, digest, out, b):
+        n = int(out.frame_mask[b].sum())
+        cache.put(digest, out.features[b, :n].to(torch.float16).cpu().numpy())
+
+    cache = _cache(backbone_name, "features", max_seconds, precision)
+    digests = _compute_missing(backbone_name, items, cache, store, max_seconds, batch_size, progress, device,
+                               precision, None, f"{backbone_name} feature encoder", features_only=True)
+    return {uid: np.load(cache.path(d), mmap_mode="r") for uid, d in digests.items()}
 
 
 def frame_states(backbone_name: str, items: Sequence[tuple[str, str | os.PathLike]], index: int,

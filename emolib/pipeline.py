@@ -476,21 +476,18 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
     s = cfg.student
     labels = dict(zip(data.corpus.ids, data.corpus.labels()))
     paths_by_id = {u.id: u.path for u in data.corpus}
-    if s.freeze == "all":  # see student.uses_cached_inputs
-        mode, inputs, backbone, index = "pooled", st.cached_inputs(cfg, data.corpus, progress=verbose), None, None
-        first = next(iter(inputs["pooled"].values()))
-        num_states, hidden = first.shape
+    mode = st.input_mode(cfg)
+    inputs = st.cached_inputs(cfg, data.corpus, progress=verbose) if st.uses_cached_inputs(cfg) else {}
+    if mode == "pooled":  # the frozen backbone's work is all in the cache
+        backbone, index = None, None
+        num_states, hidden = next(iter(inputs["pooled"].values())).shape
     else:
         from .backbones import load_backbone
 
         backbone = load_backbone(s.backbone, freeze=s.freeze, max_seconds=s.max_seconds)
         num_states = backbone.num_hidden_states
         hidden = backbone.hidden_size * (2 if s.pooling == "stats" else 1)
-        if s.freeze.startswith("top:"):
-            mode, inputs = "frames", st.cached_inputs(cfg, data.corpus, progress=verbose)
-            index = inputs["index"]
-        else:
-            mode, inputs, index = "waveform", {}, None
+        index = inputs.get("index")
     prosodic_dim = cfg.prosodic_teacher.embedding_dim
     model = st.EmoDistillStudent(num_states, hidden, len(data.corpus.classes), text_embedding_dim(cfg), prosodic_dim,
                                  s, backbone=backbone, input_index=index)

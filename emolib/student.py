@@ -18,8 +18,10 @@ Three ways to feed it, chosen by ``student.freeze``:
   the CPU default.
 * ``top:K``: the input of the first trainable layer is cached frame by frame and
   only the top K layers run in training.
-* ``none`` / ``feature_encoder``: waveforms through the whole backbone (GPU servers;
-  the ``paper`` preset fine-tunes HuBERT-base with its CNN encoder frozen).
+* ``feature_encoder``: the frozen feature encoder's output (HuBERT's CNN, Whisper's
+  convolutions) is cached frame by frame; training runs the projection and every layer
+  (the ``paper`` preset: HuBERT-base fine-tuned with its CNN frozen, on a GPU server).
+* ``none``: waveforms through the whole backbone, nothing cached.
 """
 from __future__ import annotations
 
@@ -83,6 +85,9 @@ class EmoDistillStudent(nn.Module):
         pool = POOLINGS[self.pooling]
         if "pooled_states" in batch:
             return batch["pooled_states"]
+        if "features" in batch:  # feature_encoder - everything above the cached feature encoder
+            out = self.backbone.forward_from_features(batch["features"], batch["feature_mask"])
+            return torch.stack([pool(h, out.frame_mask) for h in out.hidden_states], dim=1)
         if "frame_states" in batch:  # top:K - run only the trainable top of the stack
             states = self.backbone.forward_from(self.input_index, batch["frame_states"], batch["frame_mask"])
             top = [pool(h, batch["frame_mask"]) for h in states[1:]]
@@ -136,19 +141,34 @@ class EmoDistillStudent(nn.Module):
 
 
 def uses_cached_inputs(cfg: Config) -> bool:
-    """Whether the student reads the backbone's frozen work from the feature cache."""
-    return cfg.student.freeze == "all" or cfg.student.freeze.startswith("top:")
+    """Whether the student reads the backbone's frozen work from the feature cache: every mode
+    but ``none``, where nothing is frozen."""
+    return cfg.student.freeze != "none"
+
+
+def input_mode(cfg: Config) -> str:
+    """What a :class:`StudentDataset` item holds for ``student.freeze``: ``pooled`` states (all),
+    ``frames`` (top:K), the feature encoder's ``features`` (feature_encoder), the ``waveform`` (none)."""
+    freeze = cfg.student.freeze
+    if freeze == "all":
+        return "pooled"
+    if freeze.startswith("top:"):
+        return "frames"
+    return "features" if freeze == "feature_encoder" else "waveform"
 
 
 def cached_inputs(cfg: Config, corpus, progress: bool = True) -> dict:
     """The frozen part of the backbone's work for every utterance, from the feature cache.
 
     ``freeze=all``: ``{"pooled": {id: (layers, D)}}``; ``top:K``: also the frame-level
-    input of the first trainable layer, ``{"frames": {id: (T, D)}, "index": i}``."""
-    from .backbones import frame_states, load_backbone, pooled_states
+    input of the first trainable layer, ``{"frames": {id: (T, D)}, "index": i}``;
+    ``feature_encoder``: the feature encoder's output only, ``{"features": {id: (T, C)}}``."""
+    from .backbones import feature_states, frame_states, load_backbone, pooled_states
 
     s = cfg.student
     items = [(u.id, u.path) for u in corpus]
+    if s.freeze == "feature_encoder":
+        return {"features": feature_states(s.backbone, items, max_seconds=s.max_seconds, progress=progress)}
     out: dict = {"pooled": pooled_states(s.backbone, items, max_seconds=s.max_seconds, progress=progress,
                                          pooling=s.pooling)}
     if s.freeze.startswith("top:"):
@@ -183,6 +203,8 @@ class StudentDataset(Dataset):
             index = self.inputs["index"]
             item["pooled_lower"] = torch.from_numpy(self.inputs["pooled"][uid][: index + 1])
             item["frame_states"] = torch.from_numpy(self.inputs["frames"][uid].astype(np.float32))
+        elif self.mode == "features":
+            item["features"] = torch.from_numpy(self.inputs["features"][uid].astype(np.float32))
         else:
             from .audio import read_audio
 
@@ -198,15 +220,16 @@ def make_collate(mode: str, backbone=None):
         for key in items[0]:
             if key.startswith("teacher_") or key in ("pooled_states", "pooled_lower"):
                 batch[key] = torch.stack([it[key] for it in items])
-        if mode == "frames":
-            t = max(it["frame_states"].shape[0] for it in items)
-            d = items[0]["frame_states"].shape[1]
+        if mode in ("frames", "features"):
+            key = "frame_states" if mode == "frames" else "features"
+            t = max(it[key].shape[0] for it in items)
+            d = items[0][key].shape[1]
             frames = torch.zeros(len(items), t, d)
             mask = torch.zeros(len(items), t, dtype=torch.bool)
             for i, it in enumerate(items):
-                n = it["frame_states"].shape[0]
-                frames[i, :n], mask[i, :n] = it["frame_states"], True
-            batch["frame_states"], batch["frame_mask"] = frames, mask
+                n = it[key].shape[0]
+                frames[i, :n], mask[i, :n] = it[key], True
+            batch[key], batch["frame_mask" if mode == "frames" else "feature_mask"] = frames, mask
         elif mode == "waveform":
             prepared = backbone.prepare([it["waveform"] for it in items])
             batch.update({f"backbone.{k}": v for k, v in prepared.items()})

@@ -259,6 +259,35 @@ def test_forward_from_reproduces_the_later_states(speech, name):
     assert len(upto.hidden_states) == 3
 
 
+@pytest.mark.parametrize("name", ["tiny-random", "whisper-tiny.en", "hubert"])
+def test_forward_from_features_reproduces_every_state(local_dirs, speech, name):
+    source = str(local_dirs[name][0]) if name in local_dirs else name
+    backbone = load_backbone(source, freeze="feature_encoder", max_seconds=2.0)
+    with torch.no_grad():
+        batch = backbone.prepare([speech[:20000], speech])
+        full = backbone(**batch)
+        feats = backbone.features(**batch)
+        assert torch.equal(feats.frame_mask, full.frame_mask) and feats.features.shape[:2] == full.frame_mask.shape
+        again = backbone.forward_from_features(feats.features, feats.frame_mask)
+    assert len(again.hidden_states) == backbone.num_hidden_states
+    for a, b in zip(again.hidden_states, full.hidden_states, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_feature_states_are_the_real_frames_of_each_clip_cached(items, monkeypatch):
+    count = _Counting(monkeypatch)
+    cached = B.feature_states("tiny-random", items, max_seconds=2.0, batch_size=2, progress=False)
+    assert (count.loads, count.clips) == (1, 5)
+    backbone = load_backbone("tiny-random")
+    for uid, path in items:
+        with torch.no_grad():
+            alone = backbone.features(**backbone.prepare([read_audio(path, max_seconds=2.0)]))
+        assert cached[uid].dtype == np.float16 and cached[uid].shape == alone.features[0].shape
+        np.testing.assert_allclose(cached[uid], alone.features[0].numpy(), rtol=1e-3, atol=1e-3)
+    B.feature_states("tiny-random", items, max_seconds=2.0, batch_size=2, progress=False)
+    assert (count.loads, count.clips) == (1, 5)  # the second call reads the cache only
+
+
 def test_gradients_reach_only_the_trainable_top(speech):
     backbone = load_backbone("whisper-tiny.en", freeze="top:1").train()
     index = backbone.first_trainable_state - 1
@@ -368,11 +397,11 @@ def test_a_killed_run_resumes_with_the_missing_clips(items, monkeypatch):
     real = emolib.backbones.read_audio
     reads = []
 
-    def dies_on_third(path, *args):
+    def dies_on_third(path, *args, **kwargs):
         reads.append(path)
         if len(reads) == 3:
             raise KeyboardInterrupt  # the user stops the run
-        return real(path, *args)
+        return real(path, *args, **kwargs)
 
     monkeypatch.setattr(emolib.backbones, "read_audio", dies_on_third)
     with pytest.raises(KeyboardInterrupt):

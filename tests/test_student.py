@@ -21,7 +21,7 @@ from emolib import pipeline
 from emolib.backbones import load_backbone
 from emolib.config import get_config
 from emolib.losses import TERMS
-from emolib.student import EmoDistillStudent, StudentDataset, cached_inputs, make_collate
+from emolib.student import EmoDistillStudent, StudentDataset, cached_inputs, input_mode, make_collate
 
 from toy import toy_data
 
@@ -203,9 +203,18 @@ WIDTH = 64 * (2 if get_config("tiny").student.pooling == "stats" else 1)
 #: Plus the backbone's trainable part (as tests/test_backbones.py counts it): the top layer
 #: 33,472; all but the CNN feature encoder 102,544 - 16,768.
 @pytest.mark.parametrize("freeze, backbone_trainable", [("all", 0), ("top:1", 33472),
-                                                         ("feature_encoder", 102544 - 16768)])
-def test_each_input_mode_trains_end_to_end(roots, toy, freeze, backbone_trainable):
+                                                         ("feature_encoder", 102544 - 16768), ("none", 102544)])
+def test_each_input_mode_trains_end_to_end(roots, toy, freeze, backbone_trainable, monkeypatch):
     cfg = _cfg(**{"student.freeze": freeze, "student.optim.epochs": 1})
+    if freeze == "feature_encoder":
+        # the frozen CNN's output is cached once; training and evaluation never run the CNN
+        cached_inputs(cfg, toy.corpus, progress=False)
+        from emolib.backbones import WaveformBackbone
+
+        def no_cnn(*args):
+            raise AssertionError("the frozen feature encoder ran again")
+
+        monkeypatch.setattr(WaveformBackbone, "_features", no_cnn)
     run = pipeline.train_student(cfg, 1, toy, verbose=False)
     m = run.metrics()
     assert run.is_complete() and m["epochs_run"] == 1
@@ -220,15 +229,18 @@ def test_each_input_mode_trains_end_to_end(roots, toy, freeze, backbone_trainabl
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("freeze, mode", [("feature_encoder", "waveform"), ("top:1", "frames")])
+@pytest.mark.parametrize("freeze, mode", [("none", "waveform"), ("feature_encoder", "features"),
+                                          ("top:1", "frames")])
 def test_pooling_ignores_padding(roots, toy, freeze, mode):
     cfg = _cfg(**{"student.freeze": freeze})
     s = cfg.student
     backbone = load_backbone(s.backbone, freeze=freeze, max_seconds=s.max_seconds)
     inputs, index = {}, None
-    if mode == "frames":
+    assert input_mode(cfg) == mode
+    if mode != "waveform":
         inputs = cached_inputs(cfg, toy.corpus, progress=False)
-        index = inputs["index"]
+        index = inputs.get("index")
+    if mode == "frames":
         assert index == 1  # top:1 of 2 layers starts from hidden state 1
     torch.manual_seed(0)
     model = EmoDistillStudent(backbone.num_hidden_states, WIDTH, 4, 32, 16, s, backbone=backbone,
@@ -245,7 +257,8 @@ def test_pooling_ignores_padding(roots, toy, freeze, mode):
     if mode == "waveform":
         assert padded["backbone.inputs"].shape[1] > alone["backbone.inputs"].shape[1]
     else:
-        assert not padded["frame_mask"][1].all() and alone["frame_mask"].all()
+        mask = "frame_mask" if mode == "frames" else "feature_mask"
+        assert not padded[mask][1].all() and alone[mask].all()
     with torch.no_grad():
         out_padded, out_alone = model(padded), model(alone)
     assert out_padded["logits"].shape == (2, 4)
