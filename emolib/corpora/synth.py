@@ -773,7 +773,7 @@ def _cores() -> int:
 def generate(synth: SynthConfig | None = None, root: Path | None = None, progress: bool = True) -> Path:
     """Make the corpus (or finish a partial one) and return its folder. Existing wav files
     are reused; the card, then the manifest are written last."""
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     synth = synth or SynthConfig()
     plans = plan_corpus(synth)
@@ -787,26 +787,27 @@ def generate(synth: SynthConfig | None = None, root: Path | None = None, progres
             todo.append(plan)
         else:
             samples[plan.id] = n
-    bar = tqdm(total=len(todo), desc=f"synth corpus {folder.name}", unit="utt", disable=not progress or not todo,
-               mininterval=2.0)
     processes = synth.processes or _cores()
-    if processes > 1 and len(todo) > 1:
-        from concurrent.futures import ProcessPoolExecutor
-        import multiprocessing
 
-        # fork, as espeak.synthesize does: this process never synthesises, so neither do the
-        # workers' starting states, and no `if __name__ == "__main__"` guard is needed
-        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
-            chunk = max(1, len(todo) // (processes * 8))
-            results = pool.map(_render_to_file, todo, [folder / p.relpath for p in todo], chunksize=chunk)
-            for plan, n in zip(todo, results):
-                samples[plan.id] = n
-                bar.update()
-    else:
-        for plan in todo:
-            samples[plan.id] = _render_to_file(plan, folder / plan.relpath)
-            bar.update()
-    bar.close()
+    def rendered():
+        if processes > 1 and len(todo) > 1:
+            from concurrent.futures import ProcessPoolExecutor
+            import multiprocessing
+
+            # fork, as espeak.synthesize does: this process never synthesises, so neither do the
+            # workers' starting states, and no `if __name__ == "__main__"` guard is needed
+            with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
+                chunk = max(1, len(todo) // (processes * 8))
+                yield from zip(todo, pool.map(_render_to_file, todo, [folder / p.relpath for p in todo],
+                                              chunksize=chunk))
+        else:
+            for plan in todo:
+                yield plan, _render_to_file(plan, folder / plan.relpath)
+
+    # a bar interactively, a start and an end line in batch runs (emolib.progress)
+    desc = f"synth corpus {folder.name} ({len(todo)} utterances)"
+    for plan, n in progress_bar(rendered(), total=len(todo), desc=desc, enabled=progress and bool(todo)):
+        samples[plan.id] = n
     utterances = [_utterance(p, folder, samples[p.id]) for p in plans]
     atomic_write_text(folder / CARD, corpus_card(synth, plans, utterances))
     atomic_write_json(folder / "generation.json", {
