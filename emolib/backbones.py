@@ -649,7 +649,8 @@ def _compute_missing(name: str, items: Sequence[tuple[str, str | os.PathLike]], 
     order = sorted(todo, key=lambda d: audio_info(todo[d]).duration)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     with torch.inference_mode():
-        for batch_digests in progress_bar(batches, total=len(batches), desc=f"{desc} ({len(order)} clips)",
+        label = f"{desc} ({len(order)} clips, {len(batches)} batches)"  # the log's count is of batches
+        for batch_digests in progress_bar(batches, total=len(batches), desc=label,
                                           enabled=progress):
             # a silent clip of a corpus is kept, as the eGeMAPS extraction keeps it (and the prosodic
             # teacher counts it): every model sees the same utterances (audio.py's module doc)
