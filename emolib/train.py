@@ -164,6 +164,10 @@ def _saved_selection(path) -> tuple[int, float] | None:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
+    except Exception as exc:  # safetensors' own error types for a damaged header
+        raise ResultFileError(f"{path}: damaged ({type(exc).__name__}: {exc}); delete {path.parent} to train "
+                              "the run again") from exc
+    try:
         return int(meta["epoch"]), float(meta["val_ua"])
     except (KeyError, ValueError):
         return None

@@ -114,3 +114,12 @@ def test_without_validation_speakers_the_last_epoch_is_selected_and_no_ua_is_rep
     result = train.fit(Linear(), Points(), None, ce, OPTIM, TRAINING, run=run, desc="loop")
     assert result.best_epoch == 3 and result.best_val_ua is None
     assert train._saved_selection(run.path("best.safetensors"))[0] == 3
+
+
+def test_damaged_best_weights_are_named_on_resume(run, monkeypatch):
+    scripted_ua(monkeypatch, [0.1, 0.5, 0.4])
+    torch.manual_seed(0)
+    train.fit(Linear(), Points(), Points(), ce, OPTIM, TRAINING, run=run, desc="loop")
+    run.path("best.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+    with pytest.raises(ResultFileError, match=r"best\.safetensors: damaged .* delete .*fold1 to train the run again"):
+        train.fit(Linear(), Points(), Points(), ce, OPTIM, TRAINING, run=run, desc="loop")
