@@ -61,6 +61,7 @@ from emolib.audio import SAMPLE_RATE, read_audio  # noqa: E402
 from emolib.config import PRESETS, get_config  # noqa: E402
 from emolib.losses import distillation_loss, get_variant  # noqa: E402
 from emolib.runs import atomic_write_json  # noqa: E402
+from emolib.train import make_optimizer  # noqa: E402
 
 from _common import peak_mib, spread, table  # noqa: E402
 from emolib.teachers import LinguisticTeacher, ProsodicResNet, load_text_encoder  # noqa: E402
@@ -178,7 +179,7 @@ def step_functions(cfg, data) -> tuple[dict, tuple[int, int]]:
         teacher = {key: table for term, (key, table) in cached.items() if getattr(variant, term)}
         torch.manual_seed(0)
         model = st.EmoDistillStudent(num_states, hidden, n_classes, dims["linguistic"], dims["prosodic"], s).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=s.optim.lr, weight_decay=s.optim.weight_decay)
+        optimizer = make_optimizer(model, s.optim)  # the training loop's: no decay on biases and norms
         dataset = st.StudentDataset(train_ids, [labels[i] for i in train_ids], inputs, teacher, "pooled")
         loader = torch.utils.data.DataLoader(dataset, batch_size=s.optim.batch_size, shuffle=True, collate_fn=collate,
                                              generator=torch.Generator().manual_seed(0), drop_last=True)
@@ -359,6 +360,9 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {os.cpu_count()} cores; preset {args.preset}; one fresh process per thread "
           f"count {threads}", flush=True)
+    # the corpus is generated here if it is missing (with worker processes of its own, which a
+    # pool's daemonic worker may not start); the measuring processes then only read it
+    pipeline.load_data(get_config(args.preset))
     results = []
     for n in threads:
         print(f"measuring with {n} thread(s), load average {load_average():.2f} ...", flush=True)

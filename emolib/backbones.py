@@ -120,8 +120,9 @@ POOLINGS = {"mean": masked_mean, "stats": masked_stats}
 
 
 def pad_frames(frames: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cached frame states (one (T_i, D) array per clip) -> (B, T, D) float32 zero-padded
-    and the (B, T) frame mask, the inputs of :meth:`SpeechBackbone.forward_from`."""
+    """Cached frame states or feature-encoder outputs (one (T_i, D) array per clip) ->
+    (B, T, D) float32 zero-padded and the (B, T) mask, the inputs of
+    :meth:`SpeechBackbone.forward_from` and :meth:`SpeechBackbone.forward_from_features`."""
     tensors = [torch.as_tensor(np.asarray(f, dtype=np.float32)) for f in frames]
     lengths = torch.tensor([t.shape[0] for t in tensors])
     out = torch.zeros(len(tensors), int(lengths.max()), tensors[0].shape[1])

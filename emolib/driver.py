@@ -46,7 +46,6 @@ The same execution by hand, for a GPU server (one notebook, one fold)::
 """
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import contextlib
 import hashlib
@@ -372,36 +371,38 @@ def available_cores() -> int:
 
 def _run_folds(chains: dict[int, list[Task]], jobs: int, force: bool, progress: _Progress) -> list[Outcome]:
     """Run every fold's notebooks: one after another with one job, as a dependency graph
-    (``_run_graph``) with more."""
+    (``_run_graph``) with more. Either way a notebook re-runs when it is incomplete, with
+    ``force``, or when a notebook it (transitively) depends on ran in this invocation."""
     outcomes: list[Outcome] = []
     failures: list[Outcome] = []
-    pending = {fold: collections.deque(tasks) for fold, tasks in chains.items()}
-    executed = dict.fromkeys(chains, False)  # a notebook of this fold ran: re-run the rest of its chain
-
-    def record(outcome: Outcome) -> None:
-        outcomes.append(outcome)
-        progress.finish(outcome)
-        if outcome.status == "failed":
-            failures.append(outcome)
-        elif outcome.status == "done":
-            executed[outcome.task.fold] = True
-
-    def next_task(fold: int) -> Task | None:
-        while pending[fold]:
-            task = pending[fold].popleft()
-            if force or executed[fold] or not task.is_complete():
-                return task
-            record(Outcome(task, "skipped"))
-        return None
-
     workers = min(jobs, len(chains))
-    if workers <= 1:
-        for fold in chains:
-            while not failures and (task := next_task(fold)) is not None:
+    if workers > 1:
+        return _run_graph(chains, workers, force, progress, outcomes, failures)
+    for fold, chain in chains.items():
+        deps, ran = _dependencies(chain), set()
+        for task in chain:
+            if failures:
+                return outcomes
+            if force or _ancestor_ran(deps, task.notebook, ran) or not task.is_complete():
                 progress.start(task)
-                record(execute(task))
-        return outcomes
-    return _run_graph(chains, workers, force, progress, outcomes, failures)
+                outcome = execute(task)
+            else:
+                outcome = Outcome(task, "skipped")
+            outcomes.append(outcome)
+            progress.finish(outcome)
+            if outcome.status == "failed":
+                failures.append(outcome)
+            elif outcome.status == "done":
+                ran.add(task.notebook)
+    return outcomes
+
+
+def _ancestor_ran(deps: dict[str, str | None], name: str, ran: set[str]) -> bool:
+    """Whether a notebook ``name`` depends on, directly or not, ran in this invocation."""
+    while (name := deps[name]) is not None:
+        if name in ran:
+            return True
+    return False
 
 
 def _dependencies(chain: list[Task]) -> dict[str, str | None]:
@@ -419,20 +420,11 @@ def _run_graph(chains: dict[int, list[Task]], workers: int, force: bool, progres
     """Parallel folds, scheduled notebook by notebook: a notebook starts as soon as the one
     it depends on has finished, earliest stage first (every fold's teachers before any
     fold's sweep), so that the long notebooks are spread over the workers and the short
-    ones fill in at the end, instead of the last fold running alone.
-
-    A notebook re-runs when it is incomplete, with ``force``, or when a notebook it
-    (transitively) depends on ran in this invocation."""
+    ones fill in at the end, instead of the last fold running alone."""
     order = {name: i for i, name in enumerate(NOTEBOOKS)}
     deps = {fold: _dependencies(chain) for fold, chain in chains.items()}
     state: dict[tuple[int, str], str] = {}  # "running", "done", "skipped", "failed"
-    ran: set[tuple[int, str]] = set()  # executed in this invocation
-
-    def ancestors_ran(fold: int, name: str) -> bool:
-        while (name := deps[fold][name]) is not None:
-            if (fold, name) in ran:
-                return True
-        return False
+    ran: dict[int, set[str]] = {fold: set() for fold in chains}  # executed in this invocation
 
     def ready() -> list[Task]:
         out = []
@@ -448,7 +440,7 @@ def _run_graph(chains: dict[int, list[Task]], workers: int, force: bool, progres
         key = (outcome.task.fold, outcome.task.notebook)
         state[key] = outcome.status
         if outcome.status == "done":
-            ran.add(key)
+            ran[outcome.task.fold].add(outcome.task.notebook)
         outcomes.append(outcome)
         progress.finish(outcome)
         if outcome.status == "failed":
@@ -473,7 +465,7 @@ def _run_graph(chains: dict[int, list[Task]], workers: int, force: bool, progres
                     return
                 task = candidates[0]
                 key = (task.fold, task.notebook)
-                if not (force or ancestors_ran(*key) or not task.is_complete()):
+                if not (force or _ancestor_ran(deps[task.fold], task.notebook, ran[task.fold]) or not task.is_complete()):
                     settle(Outcome(task, "skipped"))
                     continue
                 state[key] = "running"

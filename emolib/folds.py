@@ -38,13 +38,6 @@ class Fold:
     val_ids: tuple[str, ...]
     test_ids: tuple[str, ...]
 
-    def split_of(self) -> dict[str, str]:
-        """Utterance id -> "train" / "val" / "test"."""
-        out = {i: "train" for i in self.train_ids}
-        out.update({i: "val" for i in self.val_ids})
-        out.update({i: "test" for i in self.test_ids})
-        return out
-
     def summary(self) -> str:
         return (
             f"fold {self.index}: test {','.join(self.test_groups)} ({len(self.test_ids)} utts, "
@@ -111,7 +104,9 @@ def _choose_validation(test_groups, test_speakers, remaining, groups, speakers_i
 
 def _build(corpus, index, test_groups, train, val, test) -> Fold:
     train_s, val_s, test_s = set(train), set(val), set(test)
-    assert not (train_s & val_s) and not (train_s & test_s) and not (val_s & test_s), "speaker overlap between splits"
+    if train_s & val_s or train_s & test_s or val_s & test_s:  # a bug in a split rule, never the corpus's fault
+        raise ValueError(f"fold {index}: a speaker is in two of train {sorted(train_s)}, validation "
+                         f"{sorted(val_s)} and test {sorted(test_s)}")
     pick = lambda speakers: tuple(u.id for u in corpus if u.speaker in speakers)  # noqa: E731
     return Fold(
         index=index, test_groups=tuple(test_groups), train_speakers=tuple(train), val_speakers=tuple(val),

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import re
-import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -22,7 +21,7 @@ import pandas as pd
 import torch
 
 from . import prosody
-from .config import Config, config_hash
+from .config import Config
 from .corpora import Corpus, load_from_config
 from .folds import Fold, get_fold, make_folds
 from .metrics import classification_metrics
@@ -49,7 +48,7 @@ class Data:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_data(data_key: str, data_cfg_json: str) -> Data:
+def _load_data(data_cfg_json: str) -> Data:
     import json
 
     from .config import DataConfig, SynthConfig
@@ -67,8 +66,7 @@ def load_data(cfg: Config) -> Data:
     import dataclasses
     import json
 
-    d = dataclasses.asdict(cfg.data)
-    return _load_data(config_hash(d), json.dumps(d, sort_keys=True))
+    return _load_data(json.dumps(dataclasses.asdict(cfg.data), sort_keys=True))
 
 
 def audio_items(corpus: Corpus, ids=None) -> list[tuple[str, Any]]:
@@ -308,26 +306,30 @@ def collect(runs: list[Run], classes) -> dict:
     return summarize_folds(per_fold, classes)
 
 
-def timed(fn, *args, **kwargs):
-    start = time.perf_counter()
-    value = fn(*args, **kwargs)
-    return value, time.perf_counter() - start
-
-
 # -- students --------------------------------------------------------------------------------
 
 
-def effective_variant(cfg: Config, corpus: Corpus):
-    """The variant's terms, minus the linguistic teacher's on a corpus without transcripts."""
+def _variant(cfg: Config, has_transcripts: bool):
+    """The variant's terms; on a corpus without transcripts, minus the linguistic teacher's."""
     import dataclasses
 
     from .losses import get_variant
 
     variant = get_variant(cfg.distill.variant)
-    if not corpus.has_transcripts and variant.needs_linguistic_teacher:
-        return dataclasses.replace(variant, logit_linguistic=False, embedding_linguistic=False), (
+    if not has_transcripts:
+        variant = dataclasses.replace(variant, logit_linguistic=False, embedding_linguistic=False)
+    return variant
+
+
+def effective_variant(cfg: Config, corpus: Corpus):
+    """The variant's terms on this corpus, and the line that says when the linguistic
+    teacher's were switched off (no transcripts), else None."""
+    from .losses import get_variant
+
+    if not corpus.has_transcripts and get_variant(cfg.distill.variant).needs_linguistic_teacher:
+        return _variant(cfg, False), (
             f"corpus {corpus.name!r} has no usable transcripts: the linguistic teacher's terms are switched off")
-    return variant, None
+    return _variant(cfg, True), None
 
 
 def canonical_student_config(cfg: Config, has_transcripts: bool = True) -> Config:
@@ -336,13 +338,7 @@ def canonical_student_config(cfg: Config, has_transcripts: bool = True) -> Confi
     one run whatever the temperatures (no duplicated training in the sweep); a frozen backbone
     ignores its learning-rate scale. On a corpus without transcripts the linguistic teacher's
     terms count as unused too."""
-    import dataclasses
-
-    from .losses import get_variant
-
-    variant = get_variant(cfg.distill.variant)
-    if not has_transcripts:
-        variant = dataclasses.replace(variant, logit_linguistic=False, embedding_linguistic=False)
+    variant = _variant(cfg, has_transcripts)
     changes = {}
     if not variant.logit_linguistic:
         changes["distill.tau_linguistic"] = 0.0
@@ -368,11 +364,11 @@ def student_run(cfg: Config, fold: int, has_transcripts: bool = True) -> Run:
 def text_embedding_dim(cfg: Config) -> int:
     """Width of the linguistic teacher's embedding, without loading its weights."""
     name = cfg.linguistic_teacher.model
-    if name == "tiny-random":
-        return 32
-    from transformers import AutoConfig
+    from .teachers import TINY_TEXT_WIDTH, packaged_minilm_path
 
-    from .teachers import packaged_minilm_path
+    if name == "tiny-random":
+        return TINY_TEXT_WIDTH
+    from transformers import AutoConfig
 
     return AutoConfig.from_pretrained(packaged_minilm_path() if name == "minilm" else name).hidden_size
 

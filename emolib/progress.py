@@ -29,10 +29,9 @@ def mode(requested: str = "auto") -> str:
     return "log"
 
 
-def progress_bar(iterable: Iterable[T], total: int | None = None, desc: str = "", enabled: bool = True,
-                 requested: str = "auto") -> Iterator[T]:
+def progress_bar(iterable: Iterable[T], total: int | None = None, desc: str = "", enabled: bool = True) -> Iterator[T]:
     """tqdm in bar mode; in log mode a start line and an end line with the elapsed time."""
-    m = mode(requested) if enabled else "none"
+    m = mode("auto") if enabled else "none"
     if m == "bar":
         from tqdm.auto import tqdm
 

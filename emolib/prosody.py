@@ -18,9 +18,10 @@ inside a batch):
   with the training mean up to ``MIN_FRAMES`` so every network layer sees a valid
   map; counted. Below ~60 ms openSMILE returns a single all-NaN frame (with a
   "Segment too short" warning), which the NaN rule above turns into the mean.
-* **Silent** audio (peak below -80 dBFS): openSMILE returns valid descriptors
-  (loudness ~0, unvoiced F0 = 0); kept as they are (a silent turn is still a turn),
-  and counted.
+* **Silent** audio (digital silence: openSMILE's loudness stays at its floor, about
+  0.001, in every frame; a -80 dBFS tone already reads 0.006): openSMILE returns valid
+  descriptors (unvoiced F0 = 0); kept as they are (a silent turn is still a turn), and
+  counted. A clip too short for any finite frame is counted as too short, not as silent.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from .cache import FeatureCache, file_digest
 
 SAMPLE_RATE = 16000
 MIN_FRAMES = 10  # 0.1 s of 10 ms LLD frames
+SILENT_LOUDNESS = 2e-3  # Loudness_sma3 of all-zero audio is 0.00103, of a 200 Hz tone at -80 dBFS 0.0058
 
 LLD_NAMES = (
     "Loudness_sma3", "alphaRatio_sma3", "hammarbergIndex_sma3", "slope0-500_sma3", "slope500-1500_sma3",
@@ -185,7 +187,7 @@ def prepare_lld(arrays: dict[str, np.ndarray], normaliser: Normaliser) -> tuple[
     loudness = LLD_NAMES.index("Loudness_sma3")
     for uid, x in arrays.items():
         loud = x[:, loudness][np.isfinite(x[:, loudness])]
-        if loud.size == 0 or np.abs(loud).max() < 1e-3:  # silent, or too short for any frame
+        if loud.size and np.abs(loud).max() < SILENT_LOUDNESS:
             counts["silent_utterances"] += 1
         z = normaliser(x)
         bad = ~np.isfinite(z)

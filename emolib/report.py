@@ -146,21 +146,6 @@ def student_summary(cfg: Config, folds: Sequence[int], classes, variant: str | N
     return _summarise(f"student {c.distill.variant}", [student_run(c, k, has_transcripts) for k in folds], classes)
 
 
-def probe_summary(cfg: Config, folds: Sequence[int]) -> pd.DataFrame:
-    """Mean UA/WA over folds of each data probe (from the data notebook's result files)."""
-    from .pipeline import data_run
-
-    rows = []
-    for k in folds:
-        run = data_run(cfg, k)
-        if not run.is_complete():
-            raise MissingResults(f"data probes fold {k} missing: {run.dir}")
-        for probe, m in run.metrics()["probes"].items():
-            rows.append({"probe": probe, "fold": k, "ua": 100 * m["ua"], "wa": 100 * m["wa"]})
-    frame = pd.DataFrame(rows)
-    return frame.groupby("probe", sort=False)[["ua", "wa"]].agg(["mean", "std"]).round(2)
-
-
 @dataclass
 class Study:
     """What the report needs to know about the corpus, read from the data stage's result files

@@ -10,12 +10,12 @@ The two heads are disjoint (no shared parameters) GELU feed-forward projections,
 each sized to its teacher's embedding so the cosine of Eq. 4 needs no extra
 projection. At inference the student needs audio only.
 
-Three ways to feed it, chosen by ``student.freeze``:
+Four ways to feed it, chosen by ``student.freeze``:
 
 * ``all``: the backbone is frozen, so its pooled per-layer states are computed once
   (``backbones.pooled_states``) and cached; training touches only the heads.
-  Exact, because mean pooling and the layer-weighted sum are both linear. This is
-  the CPU default.
+  Exact: every layer is pooled first and the learned layer weights mix the pooled
+  vectors, so nothing that learns acts before the pooling. This is the CPU default.
 * ``top:K``: the input of the first trainable layer is cached frame by frame and
   only the top K layers run in training.
 * ``feature_encoder``: the frozen feature encoder's output (HuBERT's CNN, Whisper's
@@ -221,15 +221,10 @@ def make_collate(mode: str, backbone=None):
             if key.startswith("teacher_") or key in ("pooled_states", "pooled_lower"):
                 batch[key] = torch.stack([it[key] for it in items])
         if mode in ("frames", "features"):
+            from .backbones import pad_frames
+
             key = "frame_states" if mode == "frames" else "features"
-            t = max(it[key].shape[0] for it in items)
-            d = items[0][key].shape[1]
-            frames = torch.zeros(len(items), t, d)
-            mask = torch.zeros(len(items), t, dtype=torch.bool)
-            for i, it in enumerate(items):
-                n = it[key].shape[0]
-                frames[i, :n], mask[i, :n] = it[key], True
-            batch[key], batch["frame_mask" if mode == "frames" else "feature_mask"] = frames, mask
+            batch[key], batch["frame_mask" if mode == "frames" else "feature_mask"] = pad_frames([it[key] for it in items])
         elif mode == "waveform":
             prepared = backbone.prepare([it["waveform"] for it in items])
             batch.update({f"backbone.{k}": v for k, v in prepared.items()})

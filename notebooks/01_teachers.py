@@ -101,7 +101,7 @@ for kind, run in runs.items():
     m, p = run.metrics(), probes.get(channel[kind])
     row = {"teacher": kind, "UA": 100 * m["ua"], "WA": 100 * m["wa"], "macro-F1": 100 * m["macro_f1"],
            "best epoch": m["best_epoch"], "train s": m["train_seconds"],
-           f"LR probe UA": None if p is None else 100 * p["ua"]}
+           "LR probe UA": None if p is None else 100 * p["ua"]}
     if data.corpus.name == "synth":
         from emolib.corpora import synth
 

@@ -36,7 +36,6 @@ taus_prosodic = None  # None: the config's grid (sweep.taus_prosodic)
 taus_linguistic = None  # None: the config's grid (sweep.taus_linguistic)
 
 # %%
-import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 

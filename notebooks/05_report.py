@@ -38,7 +38,6 @@ taus_prosodic = None  # Fig. 2's grids, as given to 03_temperature_sweep (None: 
 taus_linguistic = None  # None: sweep.taus_linguistic
 
 # %%
-import pandas as pd
 from IPython.display import Markdown, display
 
 from emolib import paths, plots, report

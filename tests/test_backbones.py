@@ -283,7 +283,7 @@ def test_feature_states_are_the_real_frames_of_each_clip_cached(items, monkeypat
         with torch.no_grad():
             alone = backbone.features(**backbone.prepare([read_audio(path, max_seconds=2.0)]))
         assert cached[uid].dtype == np.float16 and cached[uid].shape == alone.features[0].shape
-        np.testing.assert_allclose(cached[uid], alone.features[0].numpy(), rtol=1e-3, atol=1e-3)
+        np.testing.assert_array_equal(cached[uid], alone.features[0].to(torch.float16).numpy())
     B.feature_states("tiny-random", items, max_seconds=2.0, batch_size=2, progress=False)
     assert (count.loads, count.clips) == (1, 5)  # the second call reads the cache only
 

@@ -215,3 +215,24 @@ def test_command_line_help():
     run_help = subprocess.run([sys.executable, "-m", "emolib", "run", "--help"], capture_output=True, text=True, check=True)
     for option in ("--preset {tiny,default,paper}", "--folds", "--notebooks", "--jobs", "--set NAME=VALUE", "-p NAME=VALUE", "--force"):
         assert option in run_help.stdout
+
+
+@pytest.mark.parametrize("incomplete, executed", [
+    ({"03_temperature_sweep"}, ["03_temperature_sweep"]),  # the ablations depend on 02, not on the sweep
+    ({"01_teachers"}, ["01_teachers", "02_distill", "03_temperature_sweep", "04_ablations"]),
+    (set(), []),
+])
+def test_one_job_re_runs_exactly_what_depends_on_a_notebook_that_ran(monkeypatch, incomplete, executed):
+    # the sequential scheduler follows DEPENDS_ON, as the parallel one does
+    class Fake(driver.Task):
+        def is_complete(self) -> bool:
+            return self.notebook not in incomplete
+
+    chain = [Fake(name, Path(name), "", 1, {}, Path(name)) for name in driver.NOTEBOOKS[:5]]
+    assert [t.notebook for t in chain][-1] == "04_ablations"
+    ran: list[str] = []
+    monkeypatch.setattr(driver, "execute", lambda task: ran.append(task.notebook) or driver.Outcome(task, "done"))
+    progress = driver._Progress(len(chain), sys.stdout, sequential=True)
+    outcomes = driver._run_folds({1: chain}, 1, False, progress)
+    assert ran == executed
+    assert [o.status for o in outcomes] == ["done" if t.notebook in executed else "skipped" for t in chain]

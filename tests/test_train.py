@@ -123,3 +123,18 @@ def test_damaged_best_weights_are_named_on_resume(run, monkeypatch):
     run.path("best.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":")
     with pytest.raises(ResultFileError, match=r"best\.safetensors: damaged .* delete .*fold1 to train the run again"):
         train.fit(Linear(), Points(), Points(), ce, OPTIM, TRAINING, run=run, desc="loop")
+
+
+def test_the_resume_state_is_read_onto_the_cpu_whatever_the_device(run, monkeypatch):
+    # torch.set_rng_state takes a CPU byte tensor only: a state mapped onto the GPU would crash
+    # every resumed GPU run; load_state_dict moves model and optimiser tensors to their device
+    train.fit(Linear(), Points(), Points(), ce, OPTIM, TRAINING, run=run, desc="loop")
+    asked = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: asked.append(k.get("map_location")) or real_load(*a, **k))
+    state = train._load_resume_state(run.path("resume.pt"), "loop")
+    assert asked == ["cpu"] and state["rng"].dtype == torch.uint8 and "cuda_rng" not in state
+    # a state saved on a GPU carries the GPU's generator; restoring it on a CPU leaves it alone
+    state["cuda_rng"] = torch.zeros(3, dtype=torch.uint8)
+    train._set_rng_states(state, torch.device("cpu"))
+    assert torch.equal(torch.get_rng_state(), state["rng"])

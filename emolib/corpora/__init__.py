@@ -111,14 +111,6 @@ class Corpus:
         chosen = self.utterances if ids is None else [table[i] for i in ids]
         return [self.classes.index(u.label) for u in chosen]
 
-    def subset(self, ids: Iterable[str]) -> "Corpus":
-        table = self.by_id()
-        return Corpus(
-            name=self.name, utterances=[table[i] for i in ids], classes=self.classes,
-            has_transcripts=self.has_transcripts, has_audio=self.has_audio, root=self.root,
-            notes=list(self.notes), skipped=dict(self.skipped),
-        )
-
     def fingerprint(self) -> str:
         """A hash of what every result depends on: each utterance's id, label, speaker, session,
         transcript, and its audio file's name and size (not its bytes: reading a whole corpus
