@@ -578,7 +578,9 @@ def _build_backbone(name: str, freeze: str, max_seconds: float | None, precision
     else:
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
-        source = str(local) if local.is_dir() else name
+        from .paths import model_source
+
+        source = model_source(name)
         try:
             config = AutoConfig.from_pretrained(source)
             extractor = AutoFeatureExtractor.from_pretrained(source)

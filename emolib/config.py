@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -29,6 +30,12 @@ PRESETS = ("tiny", "default", "paper")
 def _nohash(default=dataclasses.MISSING, **kw):
     """A field that does not change results (threads, progress bars): left out of hashes."""
     return field(default=default, metadata={"hash": False}, **kw)
+
+
+def _hashed_as(default, constant):
+    """A field whose value never changes what a run is, hashed as one constant (kept in the hash
+    so that the hashes written before it was made constant stay valid)."""
+    return field(default=default, metadata={"hash": "as", "as": constant})
 
 
 def _added(default):
@@ -199,7 +206,9 @@ class SweepConfig:
 
 @dataclass
 class TrainingConfig:
-    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
+    # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...: where a run trains, not what it is, so every
+    # spelling shares one hash (as "auto" did on a CPU and on a GPU): --set training.device=cuda:1 reuses runs
+    device: str = _hashed_as("auto", "auto")
     precision: str = "fp32"  # "bf16": autocast on GPU (and CPU in tests); "fp32"
     seed: int = 0
     deterministic: bool = True  # torch.use_deterministic_algorithms on CPU
@@ -373,8 +382,33 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
         obj = cfg
         for p in parents:
             obj = getattr(obj, p)
-        setattr(obj, leaf, _coerce(name, getattr(obj, leaf), value))
+        setattr(obj, leaf, _absolute_paths(name, _coerce(name, getattr(obj, leaf), value)))
     return cfg
+
+
+#: Overridable names whose value may be a local path (a corpus spec, a model directory).
+PATH_NAMES = ("data.corpus", "student.backbone", "linguistic_teacher.model")
+_CORPUS_KINDS = ("iemocap", "ravdess", "cremad", "emodb", "manifest")
+
+
+def _absolute_paths(name: str, value: Any) -> Any:
+    """A relative local path in an override made absolute (against the current folder), so that
+    it means the same folder in every process: the notebook kernels run in ``notebooks/``.
+    Hub ids (``facebook/hubert-base-ls960``) and built-in names stay as they are: a model value
+    counts as a path when it starts with ``~`` or ``.``, or names something that exists here, as
+    transformers itself prefers a local folder of that name."""
+    if name not in PATH_NAMES or not isinstance(value, str) or not value:
+        return value
+    if name == "data.corpus":
+        kind, sep, rest = value.partition(":")
+        if sep and kind in _CORPUS_KINDS and rest:
+            return f"{kind}:{os.path.abspath(os.path.expanduser(rest))}"
+        if value.lower().endswith((".csv", ".jsonl", ".json")):
+            return os.path.abspath(os.path.expanduser(value))
+        return value
+    if value.startswith(("~", ".")) or (not os.path.isabs(value) and os.path.exists(value)):
+        return os.path.abspath(os.path.expanduser(value))
+    return value
 
 
 def from_dict(d: dict[str, Any]) -> Config:
@@ -407,7 +441,8 @@ def _hashed(f: dataclasses.Field, value: Any) -> bool:
 
 def _hashed_dict(obj: Any) -> Any:
     if is_dataclass(obj):
-        return {f.name: _hashed_dict(getattr(obj, f.name)) for f in fields(obj) if _hashed(f, getattr(obj, f.name))}
+        return {f.name: f.metadata["as"] if f.metadata.get("hash") == "as" else _hashed_dict(getattr(obj, f.name))
+                for f in fields(obj) if _hashed(f, getattr(obj, f.name))}
     if isinstance(obj, (list, tuple)):
         return [_hashed_dict(v) for v in obj]
     return obj

@@ -576,21 +576,33 @@ def run(
     :class:`DriverError` before executing anything when the request is invalid, and
     :class:`NotebookFailed` when a notebook raised.
     """
-    with _batch_progress():
+    with _kernel_environment():
         return _run(preset, folds, notebooks, jobs, overrides, extra, force, prepare, out)
 
 
+#: The roots of :mod:`emolib.paths`: a relative one is made absolute for the kernels.
+ROOT_VARIABLES = ("EMOLIB_ROOT", "EMOLIB_DATA", "EMOLIB_CACHE", "EMOLIB_RUNS", "EMOLIB_FIGURES")
+
+
 @contextlib.contextmanager
-def _batch_progress() -> Iterator[None]:
-    """``EMOLIB_PROGRESS=log`` (unless set) for the kernels started meanwhile: one line per epoch
-    in the executed notebooks, not a tqdm refresh per line (:mod:`emolib.progress`)."""
-    previous = os.environ.get("EMOLIB_PROGRESS")
+def _kernel_environment() -> Iterator[None]:
+    """For the kernels started meanwhile: ``EMOLIB_PROGRESS=log`` (unless set), one line per
+    epoch in the executed notebooks, not a tqdm refresh per line (:mod:`emolib.progress`); and
+    every ``EMOLIB_*`` root absolute, since the kernels run in ``notebooks/`` and would read a
+    relative one against that folder."""
+    previous = {var: os.environ.get(var) for var in ("EMOLIB_PROGRESS", *ROOT_VARIABLES)}
     os.environ.setdefault("EMOLIB_PROGRESS", "log")
+    for var in ROOT_VARIABLES:
+        if os.environ.get(var):
+            os.environ[var] = os.path.abspath(os.environ[var])
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop("EMOLIB_PROGRESS", None)
+        for var, value in previous.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
 
 
 def _run(preset: str, folds: list[int] | None, notebooks: list[str] | None, jobs: int,

@@ -72,3 +72,17 @@ def figures_dir(cfg=None) -> Path:
 def notebooks_dir() -> Path:
     """The jupytext ``.py`` notebook sources."""
     return project_root() / "notebooks"
+
+
+def model_source(name: str) -> str:
+    """What transformers' ``from_pretrained`` should read for a model setting: a local
+    directory (``~`` expanded), or the name itself as a hub id. A name written as a path
+    (absolute, or starting with ``~`` or ``.``) that is not a directory is an error naming it,
+    not a confusing "Repo id must be in the form ..." from the hub client."""
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return str(local)
+    if local.is_absolute() or name.startswith(("~", ".")):
+        raise FileNotFoundError(f"{name}: no such model directory (a local model is a folder written by "
+                                "save_pretrained; anything else is read as a hub id)")
+    return name

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import prosody
+from . import paths, prosody
 from .config import Config
 from .corpora import Corpus, load_from_config
 from .folds import Fold, get_fold, make_folds
@@ -370,7 +370,7 @@ def text_embedding_dim(cfg: Config) -> int:
         return TINY_TEXT_WIDTH
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(packaged_minilm_path() if name == "minilm" else name).hidden_size
+    return AutoConfig.from_pretrained(packaged_minilm_path() if name == "minilm" else paths.model_source(name)).hidden_size
 
 
 def cross_fitted_logits(kind: str, cfg: Config, fold: int, data: Data, verbose: bool = True) -> dict[str, np.ndarray]:
@@ -480,12 +480,17 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
     else:
         from .backbones import load_backbone
 
-        backbone = load_backbone(s.backbone, freeze=s.freeze, max_seconds=s.max_seconds)
+        # what learns runs under the training precision (bf16 autocast on a GPU server); fit() moves it
+        backbone = load_backbone(s.backbone, freeze=s.freeze, max_seconds=s.max_seconds,
+                                 precision=cfg.training.precision)
         num_states = backbone.num_hidden_states
         hidden = backbone.hidden_size * (2 if s.pooling == "stats" else 1)
         index = inputs.get("index")
     prosodic_dim = cfg.prosodic_teacher.embedding_dim
-    model = st.EmoDistillStudent(num_states, hidden, len(data.corpus.classes), text_embedding_dim(cfg), prosodic_dim,
+    # the linguistic head matches the text teacher's width; on a corpus without transcripts no variant
+    # uses it, so it takes the prosodic width and no text model (perhaps a hub id) is looked up
+    linguistic_dim = text_embedding_dim(cfg) if data.corpus.has_transcripts else prosodic_dim
+    model = st.EmoDistillStudent(num_states, hidden, len(data.corpus.classes), linguistic_dim, prosodic_dim,
                                  s, backbone=backbone, input_index=index)
 
     def make(ids, with_teacher=True):
@@ -578,6 +583,4 @@ def write_channels(run: Run, corpus: Corpus, ids) -> bool:
 
 def fold_figure_path(cfg: Config, name: str, fold: int):
     """Where a per-fold diagnostic figure goes (beside the runs, not in ``figures/``)."""
-    from . import paths
-
     return paths.runs_dir() / "fold-figures" / f"{cfg.preset}-{cfg.hash()}" / f"{name}_fold{fold}"

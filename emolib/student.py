@@ -167,15 +167,16 @@ def cached_inputs(cfg: Config, corpus, progress: bool = True) -> dict:
 
     s = cfg.student
     items = [(u.id, u.path) for u in corpus]
+    # computed in fp32 on the training device (a frozen part gains nothing from bf16 but rounding)
+    where = {"max_seconds": s.max_seconds, "progress": progress, "device": cfg.training.device}
     if s.freeze == "feature_encoder":
-        return {"features": feature_states(s.backbone, items, max_seconds=s.max_seconds, progress=progress)}
-    out: dict = {"pooled": pooled_states(s.backbone, items, max_seconds=s.max_seconds, progress=progress,
-                                         pooling=s.pooling)}
+        return {"features": feature_states(s.backbone, items, **where)}
+    out: dict = {"pooled": pooled_states(s.backbone, items, pooling=s.pooling, **where)}
     if s.freeze.startswith("top:"):
         backbone = load_backbone(s.backbone, freeze=s.freeze, max_seconds=s.max_seconds)
         index = backbone.first_trainable_state - 1
         out["index"] = index
-        out["frames"] = frame_states(s.backbone, items, index, max_seconds=s.max_seconds, progress=progress)
+        out["frames"] = frame_states(s.backbone, items, index, **where)
     return out
 
 

@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from . import paths
 from .config import LinguisticTeacherConfig, ProsodicTeacherConfig
 
 # -- the prosodic teacher --------------------------------------------------------------------
@@ -195,9 +196,7 @@ def load_text_encoder(name: str, seed: int = 0):
         config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=TINY_TEXT_WIDTH, num_hidden_layers=2,
                             num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
         return tokenizer, BertModel(config, add_pooling_layer=False)
-    source = packaged_minilm_path() if name == "minilm" else Path(name).expanduser()
-    if name != "minilm" and not source.exists():
-        source = name  # a hub id
+    source = packaged_minilm_path() if name == "minilm" else paths.model_source(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         encoder = AutoModel.from_pretrained(source)

@@ -313,8 +313,11 @@ def fit(
 
 
 def _rng_states(device: torch.device) -> dict[str, Any]:
-    """The generators an epoch draws from (shuffling, dropout): the CPU's, and on a GPU its own."""
-    states: dict[str, Any] = {"rng": torch.get_rng_state()}
+    """The generators an epoch draws from: torch's on the CPU (shuffling, dropout) and on a GPU,
+    and numpy's and Python's global ones (transformers draws SpecAugment's masks of wav2vec 2.0 /
+    HuBERT fine-tuning from numpy's)."""
+    states: dict[str, Any] = {"rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
+                              "python_rng": random.getstate()}
     if device.type == "cuda":
         states["cuda_rng"] = torch.cuda.get_rng_state(device)
     return states
@@ -322,6 +325,9 @@ def _rng_states(device: torch.device) -> dict[str, Any]:
 
 def _set_rng_states(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["rng"])
+    if "numpy_rng" in state:  # absent from resume states written before they were saved
+        np.random.set_state(state["numpy_rng"])
+        random.setstate(state["python_rng"])
     if device.type == "cuda" and state.get("cuda_rng") is not None:
         torch.cuda.set_rng_state(state["cuda_rng"], device)
 

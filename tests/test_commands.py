@@ -141,8 +141,11 @@ def test_audio_only_manifest_is_refused_by_the_linguistic_teacher(roots, toy, ca
     assert not (roots / "runs").exists()
 
 
-def test_student_without_transcripts_says_so_first_and_uses_only_the_prosodic_teacher(roots, toy, capsys):
+def test_student_without_transcripts_says_so_first_and_uses_only_the_prosodic_teacher(roots, toy, capsys,
+                                                                                      monkeypatch):
     # an empty clip makes the loader print a skip line: it must come after the note
+    # no text model is looked up either (the paper preset names a hub id, unreachable offline)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     utts = toy["utterances"]
     sf.write(roots / "silent.wav", np.zeros(0, dtype=np.float32), 16000)
     manifest = write_manifest(roots / "voices.csv", utts, ["path", "label", "speaker", "session"])
@@ -150,7 +153,7 @@ def test_student_without_transcripts_says_so_first_and_uses_only_the_prosodic_te
         f.write(f"silent.wav,neutral,{utts[0].speaker},{utts[0].session}\n")
 
     code, lines, _ = run(capsys, "student", "--variant", "full", "--corpus", manifest, "--protocol", "session",
-                         "--folds", "1", *FAST)
+                         "--folds", "1", *FAST, "--set", "linguistic_teacher.model=no-such-org/no-such-model")
     assert code == 0
     assert lines[0] == NO_TRANSCRIPTS.format("voices")
     assert lines[1] == "[voices] skipped 1 item(s): empty audio (0 samples)"

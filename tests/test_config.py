@@ -180,3 +180,30 @@ def test_only_the_default_config_writes_the_committed_figures(tmp_path, monkeypa
         assert paths.figures_dir(cfg) == tmp_path / "runs" / "figures" / f"{cfg.preset}-{cfg.hash()}"
     monkeypatch.setenv("EMOLIB_FIGURES", str(tmp_path / "mine"))
     assert paths.figures_dir(get_config("tiny")) == tmp_path / "mine"
+
+
+def test_relative_local_paths_in_overrides_become_absolute(tmp_path, monkeypatch):
+    # the notebook kernels run in notebooks/: a path relative to where the command was typed must
+    # mean the same folder there; hub ids and built-in names are left alone
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hubert tiny").mkdir()
+    cfg = get_config("tiny", {"data.corpus": "iemocap:IEMOCAP full", "student.backbone": "hubert tiny",
+                              "linguistic_teacher.model": "bert-base-uncased"})
+    assert cfg.data.corpus == f"iemocap:{tmp_path / 'IEMOCAP full'}"
+    assert cfg.student.backbone == str(tmp_path / "hubert tiny")
+    assert cfg.linguistic_teacher.model == "bert-base-uncased"
+    cfg = get_config("tiny", {"data.corpus": "lists/train.jsonl", "student.backbone": "facebook/hubert-base-ls960",
+                              "linguistic_teacher.model": "./bert"})
+    assert (cfg.data.corpus, cfg.student.backbone, cfg.linguistic_teacher.model) == (
+        str(tmp_path / "lists/train.jsonl"), "facebook/hubert-base-ls960", str(tmp_path / "bert"))
+    home = get_config("tiny", {"linguistic_teacher.model": "~/bert"}).linguistic_teacher.model
+    assert home == os.path.join(os.path.expanduser("~"), "bert")
+    assert get_config("tiny", {"data.corpus": "synth"}).data.corpus == "synth"
+
+
+def test_the_device_is_where_a_run_trains_not_what_it_is():
+    for stage in (None, "prosodic_teacher", "student"):
+        hashes = {get_config("paper", {"training.device": d}).hash(stage) for d in ("auto", "cpu", "cuda", "cuda:1")}
+        assert hashes == {get_config("paper").hash(stage)}, stage
+    assert get_config("paper", {"training.device": "cuda:1"}).to_dict()["training"]["device"] == "cuda:1"
+    assert get_config("default").hash() == "0d6cacf3dc"  # the committed figures' config, unchanged

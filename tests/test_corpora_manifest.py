@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from emolib.corpora import SKIP_EMPTY, CorpusError, load_corpus
+from emolib.corpora import SKIP_EMPTY, SKIP_SHORT, CorpusError, load_corpus
 from emolib.corpora import manifest
 from fixtures import trees
 
@@ -112,6 +112,16 @@ def test_empty_audio_is_a_counted_skip(tmp_path, capsys):
     corpus = manifest.load(path)
     assert corpus.ids == ["ok"] and corpus.skipped == {SKIP_EMPTY: 1}
     assert "[m] skipped 1 item(s): empty audio (0 samples)" in capsys.readouterr().out
+
+
+def test_audio_shorter_than_any_speech_model_accepts_is_a_counted_skip(tmp_path, capsys):
+    # 399 samples is one short of the wav2vec 2.0 / HuBERT front end's 400; 400 is kept
+    trees.write(tmp_path / "ok.wav", trees.wav_bytes(400 / 16000))
+    trees.write(tmp_path / "short.wav", trees.wav_bytes(399 / 16000))
+    path = trees.write(tmp_path / "m.csv", "path,label,speaker\nok.wav,sad,a\nshort.wav,sad,a\n")
+    corpus = manifest.load(path)
+    assert corpus.ids == ["ok"] and corpus.skipped == {SKIP_SHORT: 1}
+    assert f"[m] skipped 1 item(s): {SKIP_SHORT}" in capsys.readouterr().out
 
 
 def test_duplicate_ids(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -236,3 +237,18 @@ def test_one_job_re_runs_exactly_what_depends_on_a_notebook_that_ran(monkeypatch
     outcomes = driver._run_folds({1: chain}, 1, False, progress)
     assert ran == executed
     assert [o.status for o in outcomes] == ["done" if t.notebook in executed else "skipped" for t in chain]
+
+
+def test_relative_roots_and_paths_mean_the_same_folder_in_the_kernels(runs, tmp_path, monkeypatch):
+    # the kernels run in the notebooks' folder: a relative EMOLIB_RUNS or --set path typed in
+    # another folder must not be read against it
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EMOLIB_RUNS", "rel runs")
+    (tmp_path / "my model").mkdir()
+    driver.run("tiny", folds=[1], notebooks=["00_data"], overrides={"student.backbone": "my model"})
+    assert _probe(tmp_path / "rel runs", "fold1")["fold"] == 1
+    assert not (NOTEBOOKS / "rel runs").exists()
+    nb = nbformat.read(next((tmp_path / "rel runs" / "notebooks").glob("tiny-*/00_data/fold1.ipynb")), as_version=4)
+    injected = next(c.source for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert json.dumps(str(tmp_path / "my model")) in injected
+    assert os.environ["EMOLIB_RUNS"] == "rel runs"  # the caller's environment is left as it was

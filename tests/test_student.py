@@ -308,11 +308,22 @@ def test_a_per_utterance_layer_norm_lets_an_offset_dimension_dominate():
         EmoDistillStudent(2, 6, 4, 5, 3, get_config("tiny", {"student.input_norm": "batch"}).student)
 
 
-def test_bf16_autocast_path_runs_on_cpu(roots, toy):
+def test_bf16_autocast_path_runs_on_cpu(roots, toy, monkeypatch):
     # through the backbone (from the cached feature-encoder output) and every KD term
     base = {"student.freeze": "feature_encoder", "student.optim.epochs": 1}
     fp32 = pipeline.train_student(_cfg(**base), 1, toy, verbose=False)
+    from emolib import backbones
+
+    real_load, built = backbones.load_backbone, []
+
+    def load(*args, **kwargs):
+        built.append(real_load(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(backbones, "load_backbone", load)
     bf16 = pipeline.train_student(_cfg(**base, **{"training.precision": "bf16"}), 1, toy, verbose=False)
+    # the backbone that learns runs under bf16 too (its own autocast would otherwise switch the outer one off)
+    assert [b.precision for b in built] == ["bf16"]
     assert bf16.dir != fp32.dir and bf16.is_complete()
     h32, h16 = fp32.history(), bf16.history()
     assert np.isfinite(h16[TERM_COLUMNS + ["train_loss"]].to_numpy()).all()

@@ -1,6 +1,7 @@
 """Teachers: the ResNet's shapes and masking, learning a separable toy set, resuming a killed
 run exactly, the cache reused, a local save_pretrained text model, refusal without transcripts."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -158,3 +159,13 @@ def test_time_masks_reach_every_frame_and_the_descriptor_band_every_descriptor()
         masked_frames |= (m == 0).all(axis=1)
         masked_descriptors |= (m == 0).all(axis=0)
     assert masked_frames.all() and masked_descriptors.all()
+
+
+def test_a_mistyped_local_model_directory_is_named_not_sent_to_the_hub(tmp_path):
+    for name in (str(tmp_path / "no such dir"), "./no-such-dir", "~/no-such-emolib-dir"):
+        with pytest.raises(FileNotFoundError, match=f"{re.escape(name)}: no such model directory"):
+            load_text_encoder(name)
+    from emolib.backbones import load_backbone
+
+    with pytest.raises(FileNotFoundError, match="no such model directory"):
+        load_backbone(str(tmp_path / "hubert"))

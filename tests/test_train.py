@@ -1,6 +1,7 @@
 """The shared training loop's resume state: damaged files and a kill between two of its writes."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -138,3 +139,44 @@ def test_the_resume_state_is_read_onto_the_cpu_whatever_the_device(run, monkeypa
     state["cuda_rng"] = torch.zeros(3, dtype=torch.uint8)
     train._set_rng_states(state, torch.device("cpu"))
     assert torch.equal(torch.get_rng_state(), state["rng"])
+
+
+class NumpyNoise(Linear):
+    """Draws from numpy's global generator in training, as transformers' SpecAugment masks do."""
+
+    def forward(self, batch):
+        out = super().forward(batch)
+        if self.training:
+            out["logits"] = out["logits"] * torch.from_numpy(np.random.uniform(0.5, 1.5, (1, 2)).astype(np.float32))
+        return out
+
+
+def test_a_resumed_run_continues_numpy_s_random_draws_exactly(tmp_path, monkeypatch):
+    def fresh(name):
+        monkeypatch.setenv("EMOLIB_RUNS", str(tmp_path / name))
+        return Run("student", get_config("tiny"), fold=1, label="loop").start()
+
+    def fit(run):
+        torch.manual_seed(0)
+        return train.fit(NumpyNoise(), Points(), Points(), ce, OPTIM, TRAINING, run=run, desc="loop")
+
+    np.random.seed(0)
+    reference = [row["train_loss"] for row in fit(fresh("whole")).history]
+
+    killed = fresh("killed")
+    real_report = train._report
+
+    def report(desc, row, *args):
+        real_report(desc, row, *args)
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "_report", report)
+    np.random.seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        fit(killed)
+    monkeypatch.setattr(train, "_report", real_report)
+    np.random.seed(123)  # a new process: numpy's generator is wherever it happens to be
+    resumed = fit(killed)
+    assert resumed.resumed_from == 3
+    assert [row["train_loss"] for row in resumed.history] == reference

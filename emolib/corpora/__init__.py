@@ -27,6 +27,11 @@ from ..config import CLASSES
 
 #: The skip reason every loader counts for an audio file without samples.
 SKIP_EMPTY = "empty audio (0 samples)"
+#: Shorter clips are skipped too: 400 samples at 16 kHz is the receptive field of the wav2vec 2.0 /
+#: HuBERT / WavLM convolutional front end, the shortest input those backbones accept (no emotion
+#: corpus has a turn this short; IEMOCAP's shortest is 0.58 s).
+MIN_SECONDS = 0.025
+SKIP_SHORT = f"audio shorter than {MIN_SECONDS * 1000:g} ms (too short for a speech model's front end)"
 
 
 class CorpusError(ValueError):
@@ -34,8 +39,8 @@ class CorpusError(ValueError):
 
 
 def probe_or_skip(path: Path, skipped: "collections.Counter[str]", where: str | None = None) -> AudioInfo | None:
-    """A corpus audio file's length and rate, or None once an empty file is counted in
-    ``skipped`` (:data:`SKIP_EMPTY`). A file that cannot be read raises :class:`CorpusError`
+    """A corpus audio file's length and rate, or None once an empty or too short file is counted
+    in ``skipped`` (:data:`SKIP_EMPTY`, :data:`SKIP_SHORT`). A file that cannot be read raises :class:`CorpusError`
     naming it, after ``where`` it is referenced from (``file:line`` of a manifest or label file)."""
     try:
         info = probe_corpus_file(path)
@@ -43,6 +48,9 @@ def probe_or_skip(path: Path, skipped: "collections.Counter[str]", where: str | 
         raise CorpusError(str(err) if where is None else f"{where}: {err}") from err
     if info is None:
         skipped[SKIP_EMPTY] += 1
+    elif info.duration < MIN_SECONDS:
+        skipped[SKIP_SHORT] += 1
+        return None
     return info
 
 
