@@ -238,13 +238,13 @@ def train_teacher(kind: str, cfg: Config, fold: int, data: Data | None = None, v
     check_teacher_input(kind, data.corpus)
     run = teacher_run(kind, cfg, fold, without)
     name = f"{kind} teacher fold {fold}" + ("" if without is None else f" without group {without}")
-    if run.is_complete():
+    # start() waits while another process trains this run, and leaves it alone if that completed it
+    if run.is_complete() or run.start(data.corpus_record).is_complete():
         run.require_corpus(data.corpus_record)
         if verbose:
             print(f"{name}: reusing {run.dir}", flush=True)
         return run
     f = data.fold(fold) if without is None else cross_fit_folds(data.corpus, data.fold(fold))[without]
-    run.start(data.corpus_record)
     device = setup(cfg.training)
     n_classes = len(data.corpus.classes)
     extra: dict[str, Any] = {}
@@ -467,7 +467,11 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
                 teacher[f"teacher_logits_{kind}"].update(cross_fitted_logits(kind, cfg, fold, data, verbose))
         if getattr(variant, f"embedding_{kind}"):
             teacher[f"teacher_embedding_{kind}"] = targets["embedding"]
-    run.start(data.corpus_record)
+    if run.start(data.corpus_record).is_complete():  # another process trained it while this one waited
+        run.require_corpus(data.corpus_record)
+        if verbose:
+            print(f"student {cfg.distill.variant} fold {fold}: reusing {run.dir}", flush=True)
+        return run
     device = setup(cfg.training)
     s = cfg.student
     labels = dict(zip(data.corpus.ids, data.corpus.labels()))
@@ -541,11 +545,10 @@ def run_probes(cfg: Config, fold: int, data: Data | None = None, verbose: bool =
 
     data = data or load_data(cfg)
     run = data_run(cfg, fold)
-    if run.is_complete():
+    if run.is_complete() or run.start(data.corpus_record).is_complete():
         run.require_corpus(data.corpus_record)
         write_channels(run, data.corpus, data.fold(fold).test_ids)  # runs made before channels.csv existed
         return run
-    run.start(data.corpus_record)
     write_channels(run, data.corpus, data.fold(fold).test_ids)
     functionals = None
     if data.corpus.has_audio:

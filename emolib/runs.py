@@ -19,6 +19,12 @@ either the old file or the new one, never a torn one. A complete run is reused; 
 partial one is detected (no readable ``metrics.json``) and redone, resuming from
 ``resume.pt`` when that exists. A result file that is there but unreadable (copied
 half, edited by hand) raises :class:`ResultFileError` naming it.
+
+While a process trains a run it holds an advisory lock on
+``runs/.locks/<stage>/<name>/fold<k>.lock`` (``fcntl.flock``; the system releases it when the process ends, even on
+``kill -9``): a second job asked for the same run (two jobs of one config on a shared
+``EMOLIB_RUNS``) waits for the first one, says so, and then reuses its result instead of
+training it a second time and mixing its files with the first one's.
 """
 from __future__ import annotations
 
@@ -56,9 +62,11 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp")
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; a shared cache must follow the umask
     try:
         yield tmp_path
+        # mkstemp makes 0600 files, and writers that replace the file (safetensors) keep their own
+        # mode: a shared cache or runs folder must follow the umask, as every other file does
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         _fsync(tmp_path)  # the bytes reach the disk before the name does: a crash cannot leave an empty file
         os.replace(tmp_path, path)
         _fsync(path.parent)
@@ -121,6 +129,42 @@ class StaleRunError(RuntimeError):
     """A complete run was trained on another version of the corpus than the one loaded now."""
 
 
+_HELD_LOCKS: dict[Path, int] = {}  # run folder -> the open lock file this process holds
+
+
+def _lock(run_dir: Path) -> None:
+    """Hold the run's lock until :meth:`Run.finish` or the end of the process (module
+    docstring), waiting while another process holds it."""
+    if run_dir in _HELD_LOCKS:
+        return  # this process is the one training it (e.g. a notebook cell run again)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; runs are not shared there
+        return
+    try:  # beside the runs, not among their folders: <runs>/.locks/<stage>/<name>/fold<k>.lock
+        path = paths.runs_dir() / ".locks" / run_dir.relative_to(paths.runs_dir())
+    except ValueError:  # EMOLIB_RUNS changed since the Run was made
+        path = run_dir.parent / ".locks" / run_dir.name
+    path = path.with_name(f"{path.name}.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        print(f"{run_dir}: another process (pid {holder}) is training this run; waiting for it", flush=True)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _HELD_LOCKS[run_dir] = fd
+
+
+def _unlock(run_dir: Path) -> None:
+    fd = _HELD_LOCKS.pop(run_dir, None)
+    if fd is not None:
+        os.close(fd)  # closing the file releases the lock
+
+
 def read_json(path: str | os.PathLike) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
@@ -176,7 +220,15 @@ class Run:
         "The same" means the same key: another stage's sections may differ, so a teacher
         still resumes after a student setting changed, and so may ``training.num_threads``,
         which is not part of a run's identity although on CPU it can move the result a
-        little (the order of float sums): ``metrics.json`` records the threads used."""
+        little (the order of float sums): ``metrics.json`` records the threads used.
+
+        Takes the run's lock first, waiting while another process trains the run; when that
+        process completed it meanwhile, nothing is touched: the caller checks :meth:`is_complete`
+        after ``start`` and reuses the result."""
+        _lock(self.dir)
+        if self.is_complete():
+            _unlock(self.dir)
+            return self
         if self.is_partial() and not (self._saved_config_matches() and self.same_corpus(corpus)):
             # e.g. a folder written by an older version of the hashing, or on another version of
             # the corpus: its state is not ours to resume
@@ -238,6 +290,7 @@ class Run:
         # only now: a run killed before this line still has its state and resumes, not restarts
         with contextlib.suppress(FileNotFoundError):
             (self.dir / "resume.pt").unlink()
+        _unlock(self.dir)
 
     def metrics(self) -> dict[str, Any]:
         return read_json(self.dir / COMPLETE_MARKER)

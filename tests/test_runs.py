@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from emolib.config import from_dict, get_config
 from emolib.cache import FeatureCache
-from emolib.runs import ResultFileError, Run, StaleRunError, atomic_path, atomic_write_json, atomic_write_text, read_json
+from emolib.runs import (_UMASK, ResultFileError, Run, StaleRunError, atomic_path, atomic_write_json,
+                         atomic_write_text, read_json)
 
 
 @pytest.fixture
@@ -181,3 +185,61 @@ def test_a_run_refuses_to_be_reused_on_another_version_of_its_corpus(runs):
         run.require_corpus(before)
     (run.dir / "corpus.json").unlink()  # runs made before the record existed are taken as they are
     run.require_corpus(before)
+
+
+def test_atomic_writes_follow_the_umask_whatever_the_writer(tmp_path):
+    # a shared runs folder: others must read the teachers' outputs and the best weights too
+    json_file = atomic_write_json(tmp_path / "m.json", {"a": 1})
+    with atomic_path(tmp_path / "w.safetensors") as tmp:
+        save_file({"x": torch.zeros(2)}, str(tmp))
+    expected = 0o666 & ~_UMASK
+    for path in (json_file, tmp_path / "w.safetensors"):
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path
+
+
+HOLD_THE_RUN = """
+import sys, time
+from emolib.config import get_config
+from emolib.runs import Run
+run = Run("prosodic_teacher", get_config("tiny"), fold=1).start()
+print("holding", flush=True)
+sys.stdin.readline()  # train until the parent says so
+run.finish({"ua": 0.5})
+"""
+
+
+def test_a_second_process_waits_for_the_run_another_trains_then_reuses_it(runs, capsys):
+    import shutil
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    other = subprocess.Popen([sys.executable, "-c", HOLD_THE_RUN], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert other.stdout.readline() == "holding\n"
+        run = Run("prosodic_teacher", get_config("tiny"), fold=1)
+        assert run.is_partial()
+        (run.dir / "resume.pt").write_bytes(b"the other process's training state")
+        started: list[Run] = []
+        waiter = threading.Thread(target=lambda: started.append(run.start({"corpus": "x"})))
+        waiter.start()
+        out, deadline = "", time.monotonic() + 60
+        while "waiting for it" not in out and time.monotonic() < deadline:
+            out += capsys.readouterr().out
+            time.sleep(0.01)
+        assert f"{run.dir}: another process (pid {other.pid}) is training this run; waiting for it" in out
+        assert waiter.is_alive() and not started  # blocked while the other process trains
+        other.stdin.write("done\n")
+        other.stdin.flush()
+        waiter.join(timeout=60)
+        # then nothing of the other process's run is touched, and it is reused
+        assert started and started[0].is_complete() and run.metrics() == {"ua": 0.5}
+        assert not (run.dir / "corpus.json").exists()
+    finally:
+        other.stdin.close()
+        assert other.wait(timeout=60) == 0
+    # and this process can train it itself afterwards (here after deleting it): the lock is free
+    shutil.rmtree(run.dir)
+    assert not run.start().is_complete() and run.dir.is_dir()
