@@ -45,6 +45,24 @@ def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+_DIR_DIGESTS: dict[tuple, str] = {}  # (folder, every file's name, size and mtime) -> digest
+
+
+def directory_digest(folder: str | os.PathLike) -> str:
+    """SHA-1 over a folder's files (names and bytes, recursively): the identity of a model saved
+    with ``save_pretrained``. Memoised per process on every file's size and modification time, so
+    asking again (each reused run does) costs a ``stat`` per file, not a read of the weights."""
+    folder = Path(folder).resolve()
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    key = (str(folder), tuple((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+    if key not in _DIR_DIGESTS:
+        h = hashlib.sha1()
+        for p in files:
+            h.update(f"{p.relative_to(folder)}\0{file_digest(p)}\0".encode())
+        _DIR_DIGESTS[key] = h.hexdigest()
+    return _DIR_DIGESTS[key]
+
+
 class FeatureCache:
     """One kind of feature under one set of settings."""
 

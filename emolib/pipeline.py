@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -21,7 +22,7 @@ import pandas as pd
 import torch
 
 from . import paths, prosody
-from .config import Config
+from .config import Config, config_hash
 from .corpora import Corpus, load_from_config
 from .folds import Fold, get_fold, make_folds
 from .metrics import classification_metrics
@@ -45,6 +46,28 @@ class Data:
     def corpus_record(self) -> dict[str, Any]:
         """What a run records of the corpus it was trained on (``corpus.json``)."""
         return {"corpus": self.corpus.name, "utterances": len(self.corpus), "fingerprint": self.corpus.fingerprint()}
+
+
+#: The model settings each stage's result depends on (a student's on its teachers' too).
+STAGE_MODELS = {"prosodic": (), "linguistic": ("linguistic_teacher.model",), "probes": (),
+                "student": ("student.backbone", "linguistic_teacher.model")}
+
+
+def run_record(data: Data, cfg: Config, stage: str) -> dict[str, Any]:
+    """``corpus.json`` of a run: the corpus record, and the digest of every local model folder the
+    stage reads (a folder saved again under the same name is other weights; packaged models and
+    hub ids are named by the config itself), so that a run is never reused with other weights."""
+    from .cache import directory_digest
+
+    models = {}
+    for name in STAGE_MODELS[stage]:
+        if name == "linguistic_teacher.model" and not data.corpus.has_transcripts:
+            continue  # no linguistic teacher on such a corpus
+        section, field_name = name.split(".")
+        value = getattr(getattr(cfg, section), field_name)
+        if value not in ("minilm", "tiny-random") and Path(value).expanduser().is_dir():
+            models[name] = directory_digest(Path(value).expanduser())
+    return {**data.corpus_record, "models": models}
 
 
 @functools.lru_cache(maxsize=4)
@@ -77,7 +100,8 @@ def audio_items(corpus: Corpus, ids=None) -> list[tuple[str, Any]]:
 
 class Prepared(NamedTuple):
     folds: list[int]  # the fold numbers
-    corpus: str  # the corpus fingerprint (Corpus.fingerprint): the driver re-runs notebooks when it changes
+    corpus: str  # the corpus fingerprint (Corpus.fingerprint), with the digests of local model folders when the
+    # config names any: the driver re-runs notebooks when it changes
 
 
 def prepare(cfg: Config, progress: bool = True) -> Prepared:
@@ -94,7 +118,9 @@ def prepare(cfg: Config, progress: bool = True) -> Prepared:
 
         if student.uses_cached_inputs(cfg):
             student.cached_inputs(cfg, data.corpus, progress=progress)
-    return Prepared([f.index for f in data.folds], data.corpus_record["fingerprint"])
+    models = run_record(data, cfg, "student")["models"]  # every model any stage reads
+    fingerprint = data.corpus_record["fingerprint"]
+    return Prepared([f.index for f in data.folds], config_hash([fingerprint, models]) if models else fingerprint)
 
 
 # -- teachers --------------------------------------------------------------------------------
@@ -239,8 +265,9 @@ def train_teacher(kind: str, cfg: Config, fold: int, data: Data | None = None, v
     run = teacher_run(kind, cfg, fold, without)
     name = f"{kind} teacher fold {fold}" + ("" if without is None else f" without group {without}")
     # start() waits while another process trains this run, and leaves it alone if that completed it
-    if run.is_complete() or run.start(data.corpus_record).is_complete():
-        run.require_corpus(data.corpus_record)
+    record = run_record(data, cfg, kind)
+    if run.is_complete() or run.start(record).is_complete():
+        run.require_corpus(record)
         if verbose:
             print(f"{name}: reusing {run.dir}", flush=True)
         return run
@@ -442,8 +469,9 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
     if note and verbose:
         print(note, flush=True)
     run = student_run(cfg, fold, data.corpus.has_transcripts)
+    record = run_record(data, cfg, "student")
     if run.is_complete():
-        run.require_corpus(data.corpus_record)
+        run.require_corpus(record)
         if verbose:
             print(f"student {cfg.distill.variant} fold {fold}: reusing {run.dir}", flush=True)
         return run
@@ -467,8 +495,8 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
                 teacher[f"teacher_logits_{kind}"].update(cross_fitted_logits(kind, cfg, fold, data, verbose))
         if getattr(variant, f"embedding_{kind}"):
             teacher[f"teacher_embedding_{kind}"] = targets["embedding"]
-    if run.start(data.corpus_record).is_complete():  # another process trained it while this one waited
-        run.require_corpus(data.corpus_record)
+    if run.start(record).is_complete():  # another process trained it while this one waited
+        run.require_corpus(record)
         if verbose:
             print(f"student {cfg.distill.variant} fold {fold}: reusing {run.dir}", flush=True)
         return run
@@ -545,8 +573,9 @@ def run_probes(cfg: Config, fold: int, data: Data | None = None, verbose: bool =
 
     data = data or load_data(cfg)
     run = data_run(cfg, fold)
-    if run.is_complete() or run.start(data.corpus_record).is_complete():
-        run.require_corpus(data.corpus_record)
+    record = run_record(data, cfg, "probes")
+    if run.is_complete() or run.start(record).is_complete():
+        run.require_corpus(record)
         write_channels(run, data.corpus, data.fold(fold).test_ids)  # runs made before channels.csv existed
         return run
     write_channels(run, data.corpus, data.fold(fold).test_ids)

@@ -240,30 +240,42 @@ class Run:
         return self
 
     def same_corpus(self, corpus: dict[str, Any] | None) -> bool:
-        """Whether the run was trained on this corpus (``corpus``: ``pipeline.Data.corpus_record``).
-        The config names a corpus (``synth``, a path), not its contents: a manifest edited in place
-        or a corpus folder with more files keeps its name. True when either side has no record."""
+        """Whether the run was trained on this corpus and with these models (``corpus``: the
+        record ``pipeline.run_record`` makes). The config names a corpus (``synth``, a path) and a
+        model (a folder), not their contents: a manifest edited in place, a corpus folder with
+        more files or a model folder saved again keeps its name. True when either side has no
+        record; models are compared when the saved record lists them."""
+        return not self._changes(corpus)
+
+    def _changes(self, corpus: dict[str, Any] | None) -> list[str]:
+        """What differs between the saved record and ``corpus``, in words (empty: nothing)."""
         saved = self.dir / CORPUS_RECORD
         if corpus is None or not saved.is_file():
-            return True
+            return []
         try:
-            return read_json(saved).get("fingerprint") == corpus["fingerprint"]
-        except (ResultFileError, AttributeError):
-            return False
+            then = read_json(saved)
+            changes = []
+            if then.get("fingerprint") != corpus["fingerprint"]:
+                changes.append(f"another version of corpus {corpus['corpus']!r} ({then.get('utterances', '?')} "
+                               f"utterances, fingerprint {then.get('fingerprint', '?')}; now {corpus['utterances']}, "
+                               f"{corpus['fingerprint']}): its labels, transcripts or files changed since")
+            if "models" in then:
+                now = corpus.get("models", {})
+                changes += [f"other weights of {name} (digest {then['models'].get(name, 'none')}; now "
+                            f"{now.get(name, 'none')}): the model folder was saved again since"
+                            for name in sorted(set(then["models"]) | set(now)) if then["models"].get(name) != now.get(name)]
+            return changes
+        except (ResultFileError, AttributeError, TypeError):
+            return ["a damaged corpus record"]
 
     def require_corpus(self, corpus: dict[str, Any]) -> None:
-        """Raise :class:`StaleRunError` when a complete run was trained on another version of the corpus."""
-        if not self.same_corpus(corpus):
-            try:
-                then = read_json(self.dir / CORPUS_RECORD)
-            except ResultFileError:
-                then = {}
+        """Raise :class:`StaleRunError` when a complete run was trained on another version of the
+        corpus, or with other weights of a local model."""
+        changes = self._changes(corpus)
+        if changes:
             raise StaleRunError(
-                f"{self.dir}: trained on another version of corpus {corpus['corpus']!r} ({then.get('utterances', '?')} "
-                f"utterances, fingerprint {then.get('fingerprint', '?')}; now {corpus['utterances']}, "
-                f"{corpus['fingerprint']}): its labels, transcripts or files changed since. Delete "
-                f"{self.dir.parent} to train again on the corpus as it is, or keep those results by "
-                "pointing EMOLIB_RUNS at another folder")
+                f"{self.dir}: trained on {'; and on '.join(changes)}. Delete {self.dir.parent} to train again on "
+                "the corpus and models as they are, or keep those results by pointing EMOLIB_RUNS at another folder")
 
     def _saved_config_matches(self) -> bool:
         saved = self.dir / "config.json"

@@ -62,7 +62,7 @@ def test_prosodic_teacher_learns_separable_toy_set_and_writes_results(roots):
     assert len(run.predictions()) == len(data.fold(1).test_ids)
     # reused, not retrained
     assert pipeline.train_teacher("prosodic", cfg, 1, data, verbose=False).metrics() == m
-    assert json.loads(run.path("corpus.json").read_text()) == data.corpus_record
+    assert json.loads(run.path("corpus.json").read_text()) == {**data.corpus_record, "models": {}}
     # the same config on a relabelled corpus (a manifest edited in place) is not reused
     relabelled = data.corpus.utterances[0]
     relabelled.label = "happy" if relabelled.label != "happy" else "sad"
@@ -169,3 +169,24 @@ def test_a_mistyped_local_model_directory_is_named_not_sent_to_the_hub(tmp_path)
 
     with pytest.raises(FileNotFoundError, match="no such model directory"):
         load_backbone(str(tmp_path / "hubert"))
+
+
+def test_a_local_text_model_saved_again_is_not_reused_silently(roots):
+    # the config names the folder, not the weights in it: the run records their digest
+    data = toy_data(roots / "toy", sessions=3, per_class=1)
+    folder = roots / "my bert"
+
+    def save(seed):
+        tokenizer, encoder = load_text_encoder("tiny-random", seed=seed)
+        tokenizer.save_pretrained(folder)
+        encoder.save_pretrained(folder)
+
+    save(0)
+    cfg = _cfg(**{"linguistic_teacher.model": str(folder), "linguistic_teacher.optim.epochs": 1})
+    run = pipeline.train_teacher("linguistic", cfg, 1, data, verbose=False)
+    record = json.loads(run.path("corpus.json").read_text())
+    assert list(record["models"]) == ["linguistic_teacher.model"]
+    assert pipeline.train_teacher("linguistic", cfg, 1, data, verbose=False).dir == run.dir  # unchanged: reused
+    save(1)
+    with pytest.raises(StaleRunError, match=r"trained on other weights of linguistic_teacher.model .*saved again"):
+        pipeline.train_teacher("linguistic", cfg, 1, data, verbose=False)
