@@ -559,9 +559,9 @@ def load_backbone(name: str, freeze: str = "all", max_seconds: float | None = No
     filled starts from the same weights whether the cache was cold or warm."""
     with torch.random.fork_rng(devices=[]):
         backbone = _build_backbone(name, freeze, max_seconds, precision)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return backbone.to(device or "cpu")
+    from .train import resolve_device
+
+    return backbone.to(resolve_device(device or "cpu"))
 
 
 def _build_backbone(name: str, freeze: str, max_seconds: float | None, precision: str) -> SpeechBackbone:

@@ -73,7 +73,8 @@ def run_probes(corpus: Corpus, fold: Fold, functionals: dict[str, np.ndarray] | 
             xa, xb = _voice_features(functionals, fit_ids, pred_ids)
         clf = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced", random_state=seed).fit(xa, y)
         out = np.full((len(pred_ids), n_classes), np.log(1e-6))
-        out[:, clf.classes_] = np.maximum(clf.predict_log_proba(xb), np.log(1e-6))
+        # floored before the log (sklearn's predict_log_proba takes log(0) of a certain class and warns)
+        out[:, clf.classes_] = np.log(np.maximum(clf.predict_proba(xb), 1e-6))
         return out
 
     def out_of_fold(channel):

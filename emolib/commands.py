@@ -51,8 +51,12 @@ def command_config(preset: str, overrides: dict[str, Any], named: dict[str, Any]
     clash = sorted(set(given) & set(overrides))
     if clash:
         raise RequestError(f"{', '.join(clash)} given both as an option and with --set; give it once")
+    from .train import resolve_device
+
     try:
-        return get_config(preset, {**overrides, **given})
+        cfg = get_config(preset, {**overrides, **given})
+        resolve_device(cfg.training.device)  # a GPU this machine lacks: said before anything runs
+        return cfg
     except (KeyError, ValueError) as err:
         raise RequestError(_message(err)) from err
 

@@ -510,8 +510,11 @@ def _plain(obj: Any, what: str) -> Any:
 def _build_config(preset: str, overrides: dict[str, Any]) -> tuple[Config, dict[str, Any]]:
     """The config the notebooks will build, and the overrides with their values coerced
     to the config's types (so ``"1e-4"`` and ``0.0001`` are the same request)."""
+    from .train import resolve_device
+
     try:
         cfg = get_config(preset, overrides)
+        resolve_device(cfg.training.device)  # a GPU this machine lacks: said before anything runs
     except KeyError as e:
         raise DriverError(f"--set: {e.args[0]}") from None
     except ValueError as e:
@@ -538,7 +541,10 @@ def _resolve_folds(cfg: Config, folds: list[int] | None, prepare: Prepare | None
         return requested, None, ""
     print("prepare: corpus and shared features", file=out, flush=True)  # prepare prints its own progress
     t0 = time.perf_counter()
-    prepared = prepare(cfg)
+    try:
+        prepared = prepare(cfg)
+    except (ValueError, FileNotFoundError) as e:  # a corpus or audio file, a model folder, a device: named
+        raise DriverError(f"prepare: {e}") from e
     corpus = str(getattr(prepared, "corpus", ""))
     available = [int(f) for f in getattr(prepared, "folds", prepared)]
     seconds = time.perf_counter() - t0

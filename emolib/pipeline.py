@@ -360,8 +360,9 @@ def effective_variant(cfg: Config, corpus: Corpus):
 
 
 def canonical_student_config(cfg: Config, has_transcripts: bool = True) -> Config:
-    """Temperatures a variant does not use are set to 0 (cross-fitting off without logit
-    targets, oracle teachers off without any teacher term), so that e.g. ``no_teachers`` is
+    """Temperatures a variant does not use are set to 0 and coefficients of terms it does not
+    have to 1 (cross-fitting off without logit targets, oracle teachers off without any teacher
+    term), so that e.g. ``no_teachers`` is
     one run whatever the temperatures (no duplicated training in the sweep); a frozen backbone
     ignores its learning-rate scale. On a corpus without transcripts the linguistic teacher's
     terms count as unused too."""
@@ -372,6 +373,10 @@ def canonical_student_config(cfg: Config, has_transcripts: bool = True) -> Confi
     if not variant.logit_prosodic:
         changes["distill.tau_prosodic"] = 0.0
     logits = variant.logit_linguistic or variant.logit_prosodic
+    if not logits:
+        changes["distill.beta"] = 1.0  # a coefficient of no term: the run is the same whatever its value
+    if not (variant.embedding_linguistic or variant.embedding_prosodic):
+        changes["distill.gamma"] = 1.0
     if (cfg.distill.teacher_targets == "cross_fit" and not logits) or (
             cfg.distill.teacher_targets == "oracle" and not (logits or variant.embedding_linguistic
                                                              or variant.embedding_prosodic)):
@@ -469,11 +474,14 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
     if note and verbose:
         print(note, flush=True)
     run = student_run(cfg, fold, data.corpus.has_transcripts)
+    # the run's label names the variant, its temperatures and its targets (full-tl4-tp1-oracle): log lines of
+    # a sweep or of the oracle run say which run they belong to
+    name = f"student {run.name.rsplit('-', 1)[0]} fold {fold}"
     record = run_record(data, cfg, "student")
     if run.is_complete():
         run.require_corpus(record)
         if verbose:
-            print(f"student {cfg.distill.variant} fold {fold}: reusing {run.dir}", flush=True)
+            print(f"{name}: reusing {run.dir}", flush=True)
         return run
     if not data.corpus.has_audio:
         raise ValueError(f"the student needs audio, and corpus {data.corpus.name!r} is text-only")
@@ -498,7 +506,7 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
     if run.start(record).is_complete():  # another process trained it while this one waited
         run.require_corpus(record)
         if verbose:
-            print(f"student {cfg.distill.variant} fold {fold}: reusing {run.dir}", flush=True)
+            print(f"{name}: reusing {run.dir}", flush=True)
         return run
     device = setup(cfg.training)
     s = cfg.student
@@ -537,7 +545,7 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
                                  d.gamma, s.optim.label_smoothing)
 
     result = fit(model, make(f.train_ids), make(f.val_ids, with_teacher=False) if f.val_ids else None, loss_fn,
-                 s.optim, cfg.training, collate=collate, run=run, desc=f"student {d.variant} fold {fold}",
+                 s.optim, cfg.training, collate=collate, run=run, desc=name,
                  device=device, lr_scales={"backbone.": s.backbone_lr_scale} if backbone is not None else None)
     out = predict(model, make(f.test_ids, with_teacher=False), collate, s.optim.batch_size, device,
                   cfg.training.precision)
@@ -555,9 +563,67 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
                     "layer_weights": weights})
     run.finish(metrics, _prediction_frame(data.corpus, f.test_ids, out["logits"]))
     if verbose:
-        print(f"student {d.variant} fold {fold}: test UA {100 * metrics['ua']:.2f} WA {100 * metrics['wa']:.2f} "
+        print(f"{name}: test UA {100 * metrics['ua']:.2f} WA {100 * metrics['wa']:.2f} "
               f"(best epoch {result.best_epoch}, {result.seconds:.1f} s)", flush=True)
     return run
+
+
+# -- inference: audio in, emotion out -------------------------------------------------------
+
+
+def load_student(cfg: Config, fold: int, data: Data | None = None):
+    """The trained student of ``cfg`` for ``fold`` (its selected weights, ``best.safetensors``),
+    ready for inference on audio alone: the whole backbone in front of the heads, whatever part
+    of it was cached in training. Raises when the run is not complete."""
+    from safetensors.torch import load_file
+
+    from . import student as st
+    from .backbones import load_backbone
+
+    data = data or load_data(cfg)
+    cfg = canonical_student_config(cfg, data.corpus.has_transcripts)
+    run = student_run(cfg, fold, data.corpus.has_transcripts)
+    if not run.is_complete():
+        raise FileNotFoundError(f"{run.dir}: no trained student for fold {fold} (train it first: "
+                                "pipeline.train_student or python -m emolib student)")
+    s = cfg.student
+    backbone = load_backbone(s.backbone, freeze=s.freeze, max_seconds=s.max_seconds,
+                             precision=cfg.training.precision)
+    hidden = backbone.hidden_size * (2 if s.pooling == "stats" else 1)
+    prosodic_dim = cfg.prosodic_teacher.embedding_dim
+    linguistic_dim = text_embedding_dim(cfg) if data.corpus.has_transcripts else prosodic_dim
+    model = st.EmoDistillStudent(backbone.num_hidden_states, hidden, len(data.corpus.classes), linguistic_dim,
+                                 prosodic_dim, s, backbone=backbone)
+    saved = load_file(str(run.path("best.safetensors")))
+    missing, unexpected = model.load_state_dict(saved, strict=False)
+    # a frozen backbone's weights are the pre-trained ones (not saved with the run), nothing else may be missing
+    if unexpected or any(not k.startswith("backbone.") for k in missing) or (missing and s.freeze != "all"):
+        raise ResultFileError(f"{run.path('best.safetensors')}: does not fit the student of this config "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]}); delete {run.dir} to train it again")
+    return model.eval(), data.corpus.classes
+
+
+def classify(cfg: Config, fold: int, audio_paths, data: Data | None = None, batch_size: int = 8) -> pd.DataFrame:
+    """Emotion probabilities for audio files, from the trained student alone (no transcript,
+    no openSMILE, no teacher): one row per file, ``path``, ``pred`` and ``p_<class>``."""
+    from . import student as st
+    from .audio import read_audio
+    from .train import predict, resolve_device
+
+    model, classes = load_student(cfg, fold, data)
+    paths_by_id = {str(i): str(p) for i, p in enumerate(audio_paths)}
+    dataset = st.StudentDataset(list(paths_by_id), [0] * len(paths_by_id), {}, {}, "waveform", paths_by_id,
+                                cfg.student.max_seconds)
+    for path in paths_by_id.values():
+        read_audio(path, max_seconds=cfg.student.max_seconds, allow_silent=True)  # a bad file is named first
+    device = resolve_device(cfg.training.device)
+    out = predict(model.to(device), dataset, st.make_collate("waveform", model.backbone), batch_size, device,
+                  cfg.training.precision)
+    probs = torch.softmax(torch.from_numpy(out["logits"]), -1).numpy()
+    frame = pd.DataFrame({"path": list(paths_by_id.values()), "pred": [classes[k] for k in probs.argmax(-1)]})
+    for c, name in enumerate(classes):
+        frame[f"p_{name}"] = probs[:, c].round(6)
+    return frame
 
 
 # -- data probes -----------------------------------------------------------------------------

@@ -65,13 +65,14 @@ def confusion_matrix(ax, confusion: Sequence[Sequence[int]], classes: Sequence[s
         ax.set_title(title)
 
 
-def learning_curves(ax, history, columns: Sequence[str], title: str = "", secondary: str | None = "val_ua") -> None:
+def learning_curves(ax, history, columns: Sequence[str], title: str = "", secondary: str | None = "val_ua",
+                    ylabel: str = "training loss") -> None:
     """Training-loss terms per epoch, and the validation UA on a second axis."""
     for k, col in enumerate(c for c in columns if c in history):
         ax.plot(history["epoch"], history[col], LINESTYLES[k % 4], marker=MARKERS[k % 6], markersize=3,
                 label=col.replace("train_", ""))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss")
+    ax.set_ylabel(ylabel)
     handles, labels = ax.get_legend_handles_labels()
     if secondary and secondary in history:
         ax2 = ax.twinx()

@@ -454,7 +454,8 @@ def temperature_sweep(cfg: Config, study: "Study") -> pd.DataFrame:
 
 def plot_fig2(sweep: pd.DataFrame, cfg: Config):
     """Two panels as in the paper: accuracy vs tau_P (left) and vs tau_L (right); mean over
-    folds with the standard deviation as a band; our default temperatures marked."""
+    folds with the standard deviation as a band; our default temperatures marked. A sweep of
+    one fold (notebook 03) draws its curve alone, without a band, and names the fold."""
     import matplotlib.pyplot as plt
 
     from .plots import LINESTYLES, MARKERS, paper_style
@@ -469,15 +470,18 @@ def plot_fig2(sweep: pd.DataFrame, cfg: Config):
     # On a corpus with balanced test folds WA equals UA: one line, labelled as such.
     same = bool(np.allclose(sweep["ua"], sweep["wa"]))
     metrics = [("ua", "UA (= WA, balanced classes)" if same else "UA")] + ([] if same else [("wa", "WA")])
+    folds = sorted(sweep["fold"].unique()) if "fold" in sweep else []
+    over = "mean over folds" if len(folds) != 1 else f"fold {folds[0]}"
     for ax, teacher in zip(axes, teachers):
         part = sweep[sweep["teacher"] == teacher]
         for j, (metric, label) in enumerate(metrics):
             g = part.groupby("tau")[metric]
             mean, std = g.mean(), g.std(ddof=1).fillna(0.0)
             ax.plot(mean.index, mean.values, LINESTYLES[j], marker=MARKERS[j], color="black" if j == 0 else "0.45",
-                    label=f"{label}, mean over folds")
-            ax.fill_between(mean.index, mean - std, mean + std, color="0.6" if j == 0 else "0.85", alpha=0.35, lw=0,
-                            label="± 1 std over folds" if j == 0 else None)
+                    label=f"{label}, {over}")
+            if len(folds) != 1:
+                ax.fill_between(mean.index, mean - std, mean + std, color="0.6" if j == 0 else "0.85", alpha=0.35,
+                                lw=0, label="± 1 std over folds" if j == 0 else None)
         ax.axvline(chosen[teacher], color="0.3", ls=":", lw=1)
         ax.annotate("default", (chosen[teacher], ax.get_ylim()[0]), xytext=(3, 3), textcoords="offset points",
                     fontsize=7, color="0.3")

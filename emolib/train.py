@@ -40,12 +40,23 @@ LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor
 # -- environment ---------------------------------------------------------------------------
 
 
+class DeviceError(ValueError):
+    """``training.device`` names a device this machine does not have."""
+
+
 def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` (the GPU when there is one), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ..."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise DeviceError(f"training.device={name!r} is not a device ({err})") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
+        raise DeviceError(f"training.device={name!r} requested but CUDA is not available on this machine "
+                          "(use training.device=auto or cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceError(f"training.device={name!r}: this machine has {torch.cuda.device_count()} GPU(s)")
     return device
 
 

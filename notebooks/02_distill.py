@@ -29,20 +29,40 @@
 # * **embedding-level KD**: the linguistic head's output is pulled towards the linguistic
 #   teacher's embedding, the prosodic head's towards the prosodic teacher's.
 #
-# At inference the teachers, the transcripts and openSMILE are gone: audio in, emotion out.
+# Here $\sigma$ is the softmax, $s$ the student's logits, $t_L, t_P$ the teachers' and $e$ the
+# embeddings. Reading the terms:
+#
+# * **Why KL, and in this direction.** $\mathrm{KL}(p_T\,\|\,p_S) = \sum_c p_T(c)\,[\log p_T(c) -
+#   \log p_S(c)]$ is the cross-entropy against the teacher's soft labels minus the teacher's
+#   own entropy, a constant: the student is trained on the teacher's distribution as on a
+#   label that says *how likely* every class is, not only which one wins. It is summed over
+#   classes and averaged over the batch (`reduction="batchmean"`, the mathematically correct
+#   mean; `"mean"` would also divide by the number of classes).
+# * **Temperatures.** $\sigma(z/\tau)$ with $\tau > 1$ flattens a distribution (the
+#   teacher's second and third choices become visible), $\tau < 1$ sharpens it towards the
+#   hard label. The cell after training shows one teacher's distribution at several $\tau$.
+# * **Negative cosine** only asks for the same *direction* as the teacher's embedding, not its
+#   length: the student's heads keep their own scale. Its best value is -1, so the total loss
+#   can go below 0.
+# * **Frozen teachers.** The teachers are trained first (notebook 01) and never updated here:
+#   their logits and embeddings for every training utterance are read from their result
+#   files, so a distillation step costs what a plain step costs (see the benchmark).
+#
+# At inference the teachers, the transcripts and openSMILE are gone: audio in, emotion out
+# (the last cell classifies audio files with the student alone).
 #
 # On the CPU default the speech encoder is Whisper tiny.en's encoder, frozen, with a learned
 # weighted sum of its layers; its pooled states are computed once and cached, so training
 # touches only the heads. The `paper` preset fine-tunes HuBERT-base instead, its new layers
 # at ten times HuBERT's learning rate (`student.backbone_lr_scale`). To fine-tune Whisper's
 # layers on a CPU, try `overrides = {"student.freeze": "top:4", "student.backbone_lr_scale": 0.1}`:
-# about 100 times the default's training cost per epoch (the README reports what it changes).
+# about 150 times the default's training time (the README reports what it changes).
 
 # %% tags=["parameters"]
 preset = "default"  # tiny | default | paper
 overrides = {}  # dotted config overrides, e.g. {"distill.gamma": 0.5}
 fold = 1  # the test fold of this run
-variant = "full"  # a row of Table 2: full, no_logit_kd, no_embedding_kd, no_prosodic_teacher, ...
+variant = None  # a row of Table 2: full, no_logit_kd, no_embedding_kd, ...; None: the config's (distill.variant)
 tau_linguistic = None  # None: the config's value (distill.tau_linguistic)
 tau_prosodic = None  # None: the config's value (distill.tau_prosodic)
 
@@ -54,7 +74,9 @@ from IPython.display import display
 from emolib import pipeline, plots, report
 from emolib.config import get_config
 
-changes = {"distill.variant": variant}
+changes = {}
+if variant is not None:
+    changes["distill.variant"] = variant
 if tau_linguistic is not None:
     changes["distill.tau_linguistic"] = tau_linguistic
 if tau_prosodic is not None:
@@ -62,6 +84,7 @@ if tau_prosodic is not None:
 cfg = get_config(preset, {**overrides, **changes})
 data = pipeline.load_data(cfg)
 print(data.fold(fold).summary())
+prov = report.provenance(cfg, data.corpus.name, fold=fold)  # the footer of every figure saved below
 print(f"variant {cfg.distill.variant}: tau_L {cfg.distill.tau_linguistic}, tau_P {cfg.distill.tau_prosodic}, "
       f"alpha {cfg.distill.alpha}, beta {cfg.distill.beta}, gamma {cfg.distill.gamma}")
 
@@ -70,29 +93,61 @@ print(f"variant {cfg.distill.variant}: tau_L {cfg.distill.tau_linguistic}, tau_P
 #
 # The teachers the variant needs are trained first (or reused from notebook 01). The
 # baseline, `no_teachers`, is the same student trained with cross-entropy alone: the
-# paper's row 6, "plain fine-tuned HuBERT".
+# paper's row 6, "plain fine-tuned HuBERT" (on the CPU default the encoder stays frozen and
+# only the heads learn, for both).
 
 # %%
 student = pipeline.train_student(cfg, fold, data)
 baseline = pipeline.train_student(cfg.replace({"distill.variant": "no_teachers"}), fold, data)
 
 # %% [markdown]
-# ## Loss terms and validation UA per epoch
+# ## What a temperature does to a teacher's logits
 #
-# Each term of Eq. 5 as the student trains. The embedding terms are negative cosines, so
-# they fall towards -1 as the heads align with the teachers' embeddings.
+# One training utterance, each teacher's class distribution softened at several
+# temperatures: what the student's own softened distribution is pulled towards.
 
 # %%
+import numpy as np
+import torch
+
 plots.paper_style()
+classes = data.corpus.classes
+kinds = [k for k in pipeline.TEACHER_KINDS if pipeline.teacher_run(k, cfg, fold).is_complete()]
+example = data.fold(fold).train_ids[0]
+fig, axes = plt.subplots(1, max(1, len(kinds)), figsize=(4.2 * max(1, len(kinds)), 2.6), squeeze=False)
+for ax, kind in zip(axes[0], kinds):
+    ids, outputs = pipeline.load_outputs(pipeline.teacher_run(kind, cfg, fold))
+    logits = torch.from_numpy(outputs["logits"][ids.index(example)])
+    taus = (0.5, 1.0, 2.0, 4.0, 8.0)
+    width = 0.8 / len(taus)
+    for k, tau in enumerate(taus):
+        ax.bar(np.arange(len(classes)) + k * width, torch.softmax(logits / tau, -1).numpy(), width,
+               color=str(0.15 + 0.15 * k), label=f"τ = {tau:g}")
+    ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes)
+    ax.set_ylabel("softened probability")
+    ax.set_title(f"{kind} teacher on {example} ({data.corpus.by_id()[example].label})", fontsize=8)
+axes[0][0].legend(fontsize=7)
+fig.tight_layout()
+plots.save_figure(fig, student.dir / "temperatures", prov);
+
+# %% [markdown]
+# ## Loss terms and validation UA per epoch
+#
+# Each term of Eq. 5 as the student trains, before the coefficients α, β, γ weigh them (the
+# logit terms include their τ² factor), and the weighted total the optimiser follows. The
+# embedding terms are negative cosines, so they fall towards -1 as the heads align with the
+# teachers' embeddings, and the total can go below 0.
+
+# %%
 history = student.history()
 terms = [c for c in ("train_ce", "train_logit_linguistic", "train_logit_prosodic", "train_embedding_linguistic",
                      "train_embedding_prosodic") if c in history and history[c].abs().sum() > 0]
 fig, axes = plt.subplots(1, 2, figsize=(9, 3))
-plots.learning_curves(axes[0], history, terms, title=f"student ({cfg.distill.variant}), fold {fold}")
+plots.learning_curves(axes[0], history, ["train_loss", *terms], title=f"student ({cfg.distill.variant}), fold {fold}",
+                      ylabel="loss (terms unweighted)")
 plots.learning_curves(axes[1], baseline.history(), ["train_ce"], title=f"no teachers, fold {fold}")
 fig.tight_layout()
-prov = report.provenance(cfg, data.corpus.name, fold=fold)
-plots.save_figure(fig, student.dir / "loss_terms", prov)
+plots.save_figure(fig, student.dir / "loss_terms", prov);
 
 # %% [markdown]
 # ## Per-class recall next to both teachers (test speakers)
@@ -108,7 +163,8 @@ for kind in pipeline.TEACHER_KINDS:
     run = pipeline.teacher_run(kind, cfg, fold)
     if run.is_complete():
         rows[f"{kind} teacher"] = run.metrics()
-table = pd.DataFrame({name: {**{f"recall {c}": (None if r is None else 100 * r) for c, r in m["recall"].items()},
+table = pd.DataFrame({name: {**{f"recall {c}": (None if m["recall"][c] is None else 100 * m["recall"][c])
+                                for c in m["classes"]},  # in the corpus's class order, as the matrices
                              "UA": 100 * m["ua"], "WA": 100 * m["wa"]} for name, m in rows.items()}).T.round(2)
 display(table)
 
@@ -118,6 +174,33 @@ for ax, (name, run) in zip(axes, (("student", student), ("no teachers", baseline
     m = run.metrics()
     plots.confusion_matrix(ax, m["confusion"], m["classes"], title=f"{name}: UA {100 * m['ua']:.1f}")
 fig.tight_layout()
-plots.save_figure(fig, student.dir / "confusion", prov)
-if student.metrics()["layer_weights"]:  # per head: does the prosodic head lean on lower layers?
-    print("learned layer weights:", student.metrics()["layer_weights"])
+plots.save_figure(fig, student.dir / "confusion", prov);
+
+# %% [markdown]
+# ## Which layers each head listens to
+#
+# With a learned layer mix (`student.layer_mix`), the softmax weight of every hidden state
+# (0: the embeddings before the first transformer layer). On the default, `split`: the
+# linguistic head reads the top layer, the prosodic head a learned mix (prosody lives lower in
+# speech encoders than words do).
+
+# %%
+weights = student.metrics()["layer_weights"]
+if weights:
+    display(pd.DataFrame(weights).rename_axis("hidden state").round(3).T)
+else:
+    print(f"student.layer_mix={cfg.student.layer_mix}: no learned layer weights")
+
+# %% [markdown]
+# ## Audio in, emotion out
+#
+# The trained student alone classifies audio files: no transcript, no openSMILE, no teacher
+# (`pipeline.classify`; the same probabilities as its test predictions above). Any WAV
+# files will do; here, three of the test speakers' turns.
+
+# %%
+test_ids = data.fold(fold).test_ids[:3]
+table = data.corpus.by_id()
+result = pipeline.classify(cfg, fold, [table[i].path for i in test_ids], data)
+result.insert(1, "label", [table[i].label for i in test_ids])
+display(result.round(3))

@@ -76,4 +76,4 @@ display(sweep.pivot_table(index="tau", columns="teacher", values=["ua", "wa"]).r
 # %%
 fig = report.plot_fig2(sweep, cfg)
 plots.save_figure(fig, pipeline.fold_figure_path(cfg, "fig2", fold),
-                  report.provenance(cfg, data.corpus.name, fold=fold))
+                  report.provenance(cfg, data.corpus.name, fold=fold));

@@ -63,7 +63,7 @@ for kind in pipeline.TEACHER_KINDS:
     results[f"{kind} teacher alone"] = pipeline.train_teacher(kind, cfg, fold, data).metrics()
 table = pd.DataFrame({name: {"UA": 100 * m["ua"], "WA": 100 * m["wa"], "macro-F1": 100 * m["macro_f1"],
                              "terms": ", ".join(m.get("terms", ["(teacher)"]))} for name, m in results.items()}).T
-display(table)
+display(table.round(2))
 
 # %% [markdown]
 # ## How much could any teacher give? (the built-in corpus only)
@@ -90,7 +90,7 @@ if pipeline.oracle_available(cfg, data.corpus):
         table.loc["no_teachers", "UA"])
     print(f"gain over no_teachers on fold {fold}: real teachers {gain.iloc[0]:+.2f} UA, "
           f"oracle teachers {gain.iloc[1]:+.2f} UA")
-    display(table)
+    display(table.loc[["no_teachers", "full", "full, oracle teachers (upper bound)"]].round(2))
 
 # %%
 plots.paper_style()
@@ -100,4 +100,4 @@ ax.barh(names[::-1], table["UA"].astype(float)[::-1], color="0.55", edgecolor="b
 ax.set_xlabel(f"UA (%), fold {fold}")
 fig.tight_layout()
 plots.save_figure(fig, pipeline.fold_figure_path(cfg, "ablations", fold),
-                  report.provenance(cfg, data.corpus.name, fold=fold))
+                  report.provenance(cfg, data.corpus.name, fold=fold));

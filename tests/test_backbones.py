@@ -146,9 +146,18 @@ def test_a_ctranslate2_whisper_directory_is_a_backbone(whisper_tiny, speech):
         torch.testing.assert_close(x, y, rtol=0, atol=0)
 
 
-def test_unknown_names_fail_with_a_clear_message(tmp_path):
-    with pytest.raises(OSError, match="cannot load speech backbone .*Offline, use 'whisper-tiny.en'"):
+def test_unknown_names_fail_with_a_clear_message(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="no-such-model: no such model directory"):
         load_backbone(str(tmp_path / "no-such-model"))
+    import transformers
+
+    def unreachable(*args, **kwargs):  # what transformers raises for a hub id on a machine without the hub
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", unreachable)
+    with pytest.raises(OSError, match="cannot load speech backbone 'no-such-org/no-such-model' .*Offline, use "
+                                      "'whisper-tiny.en'"):
+        load_backbone("no-such-org/no-such-model")
 
 
 # -- exact padding ---------------------------------------------------------------------------------

@@ -317,3 +317,13 @@ def test_gap_over_seeds_averages_each_students_difference_by_hand(capsys):
         "over 3 seeds (0 1 2), each the mean over its folds:",
         "  validation full - no_teachers: +2.00 (std across seeds 1.00; per seed +1.00 +3.00 +2.00)",
         "  test full - no_teachers: +2.00 (std across seeds 3.00; per seed +2.00 -1.00 +5.00)"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asks for a GPU this machine lacks")
+def test_a_gpu_the_machine_lacks_is_one_error_line_before_anything_runs(roots, toy, capsys):
+    code, lines, err = run(capsys, "student", "--corpus", toy["both"], "--protocol", "session", *FAST,
+                           "--set", "training.device=cuda")
+    assert code == 2 and lines == []
+    assert err == ["error: training.device='cuda' requested but CUDA is not available on this machine "
+                   "(use training.device=auto or cpu)"]
+    assert not (roots / "runs").exists()

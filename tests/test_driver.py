@@ -17,6 +17,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from emolib import __main__ as cli
 from emolib import driver
@@ -123,7 +124,19 @@ def test_unknown_or_malformed_override_is_rejected(runs):
         driver.run("tiny", folds=[1], notebooks=["00_data"], overrides={"student.optim.lr": "fast"})
     with pytest.raises(driver.DriverError, match=r"^unknown preset 'huge'; valid presets: tiny, default, paper$"):
         driver.run("huge", folds=[1], notebooks=["00_data"])
+    if not torch.cuda.is_available():
+        with pytest.raises(driver.DriverError, match=r"^training.device='cuda:1' requested but CUDA is not available"):
+            driver.run("tiny", folds=[1], notebooks=["00_data"], overrides={"training.device": "cuda:1"})
     assert not runs.exists()
+
+
+def test_a_corpus_that_cannot_be_prepared_is_an_error_line_not_a_traceback(runs, tmp_path, monkeypatch):
+    from emolib import pipeline
+
+    monkeypatch.setattr(driver, "default_prepare", lambda: pipeline.prepare)
+    spec = f"iemocap:{tmp_path / 'IEMOCAP'}"
+    with pytest.raises(driver.DriverError, match=rf"^prepare: {tmp_path / 'IEMOCAP'}: no such directory"):
+        driver.run("tiny", notebooks=["00_data"], overrides={"data.corpus": spec})
 
 
 def test_missing_notebooks_and_folds_are_errors(runs):

@@ -155,7 +155,7 @@ def test_every_notebook_executes_for_two_folds_and_writes_the_figures(clean):
         assert sorted(flags["id"]) == sorted(pd.read_csv(data / "predictions.csv")["id"])
     per_fold_figures = {p.name for p in (roots.runs / "fold-figures").glob("*/*.pdf")}
     assert per_fold_figures == {f"{n}_fold{k}.pdf" for k in (1, 2)
-                                for n in ("teacher_learning_curves", "teacher_confusion", "fig2", "ablations")}
+                                for n in ("durations", "teacher_learning_curves", "teacher_confusion", "fig2", "ablations")}
 
 
 def test_gap_reuses_the_notebooks_runs_and_has_the_oracle_row_on_the_builtin_corpus(clean, shared, capsys,

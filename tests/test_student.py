@@ -149,13 +149,21 @@ def test_a_temperature_the_variant_ignores_does_not_make_a_new_run(roots, toy, c
 
     canonical = pipeline.canonical_student_config(_cfg(**{"distill.variant": "no_teachers"}))
     assert (canonical.distill.tau_linguistic, canonical.distill.tau_prosodic) == (0.0, 0.0)
+    # nor the coefficients of the terms it does not have: a gamma study reuses the plain baseline
+    plain = {"distill.variant": "no_teachers", "distill.beta": 0.5, "distill.gamma": 2.0, "distill.alpha": 0.5}
+    d = pipeline.canonical_student_config(_cfg(**plain)).distill
+    assert (d.alpha, d.beta, d.gamma) == (0.5, 1.0, 1.0)
+    d = pipeline.canonical_student_config(_cfg(**{**plain, "distill.variant": "no_embedding_kd"})).distill
+    assert (d.beta, d.gamma) == (0.5, 1.0)
+    d = pipeline.canonical_student_config(_cfg(**{**plain, "distill.variant": "no_logit_kd"})).distill
+    assert (d.beta, d.gamma) == (1.0, 2.0)
 
     # trained once: the second temperature reuses the first run
     first = pipeline.train_student(_cfg(**{"distill.variant": "no_teachers", "distill.tau_linguistic": 2.0}), 1, toy)
     capsys.readouterr()
     second = pipeline.train_student(_cfg(**{"distill.variant": "no_teachers", "distill.tau_linguistic": 4.0}), 1, toy)
     assert second.dir == first.dir
-    assert capsys.readouterr().out == f"student no_teachers fold 1: reusing {first.dir}\n"
+    assert capsys.readouterr().out == f"student no_teachers-tl0-tp0 fold 1: reusing {first.dir}\n"
     assert [p.name for p in (roots / "runs" / "student").iterdir()] == [first.dir.parent.name]
 
 
@@ -534,3 +542,23 @@ def test_a_frozen_backbone_ignores_its_rate_and_a_bad_rate_is_refused(roots, toy
             != run_dir(**{"student.freeze": "top:1"}))
     with pytest.raises(ValueError, match=r"student.backbone_lr_scale=0.0: must be a positive factor"):
         pipeline.train_student(_cfg(**{"student.backbone_lr_scale": 0.0}), 1, toy, verbose=False)
+
+
+@pytest.mark.parametrize("freeze", ["all", "feature_encoder"])
+def test_the_trained_student_classifies_audio_alone_as_in_its_test_predictions(roots, toy, freeze):
+    # inference needs the audio only: the whole backbone runs in front of the heads, and gives the
+    # probabilities the run wrote from its cached inputs
+    cfg = _cfg(**{"student.freeze": freeze, "student.optim.epochs": 2})
+    run = pipeline.train_student(cfg, 1, toy, verbose=False)
+    table = toy.corpus.by_id()
+    expected = run.predictions()
+    got = pipeline.classify(cfg, 1, [table[i].path for i in expected["id"]], toy, batch_size=3)
+    assert list(got["path"]) == [str(table[i].path) for i in expected["id"]]
+    assert list(got["pred"]) == list(expected["pred"])
+    columns = [f"p_{c}" for c in toy.corpus.classes]
+    np.testing.assert_allclose(got[columns].to_numpy(), expected[columns].to_numpy(), atol=1e-4)
+
+
+def test_classify_needs_a_trained_student(roots, toy):
+    with pytest.raises(FileNotFoundError, match="no trained student for fold 2"):
+        pipeline.classify(_cfg(), 2, [], toy)
