@@ -203,4 +203,4 @@ test_ids = data.fold(fold).test_ids[:3]
 table = data.corpus.by_id()
 result = pipeline.classify(cfg, fold, [table[i].path for i in test_ids], data)
 result.insert(1, "label", [table[i].label for i in test_ids])
-display(result.round(3))
+display(result.assign(path=[str(p).rsplit("/", 1)[-1] for p in result["path"]]).round(3))
