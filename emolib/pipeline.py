@@ -393,6 +393,14 @@ def student_run(cfg: Config, fold: int, has_transcripts: bool = True) -> Run:
     return Run("student", cfg, fold, label=f"{d.variant}-tl{d.tau_linguistic:g}-tp{d.tau_prosodic:g}{suffix}")
 
 
+def head_widths(cfg: Config, data: Data) -> tuple[int, int]:
+    """The widths of the student's linguistic and prosodic embeddings: each teacher's. On a corpus
+    without transcripts no variant uses the linguistic one, so it takes the prosodic width and no
+    text model (perhaps a hub id) is looked up."""
+    prosodic = cfg.prosodic_teacher.embedding_dim
+    return (text_embedding_dim(cfg) if data.corpus.has_transcripts else prosodic), prosodic
+
+
 def text_embedding_dim(cfg: Config) -> int:
     """Width of the linguistic teacher's embedding, without loading its weights."""
     name = cfg.linguistic_teacher.model
@@ -526,12 +534,8 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
         num_states = backbone.num_hidden_states
         hidden = backbone.hidden_size * (2 if s.pooling == "stats" else 1)
         index = inputs.get("index")
-    prosodic_dim = cfg.prosodic_teacher.embedding_dim
-    # the linguistic head matches the text teacher's width; on a corpus without transcripts no variant
-    # uses it, so it takes the prosodic width and no text model (perhaps a hub id) is looked up
-    linguistic_dim = text_embedding_dim(cfg) if data.corpus.has_transcripts else prosodic_dim
-    model = st.EmoDistillStudent(num_states, hidden, len(data.corpus.classes), linguistic_dim, prosodic_dim,
-                                 s, backbone=backbone, input_index=index)
+    model = st.EmoDistillStudent(num_states, hidden, len(data.corpus.classes), *head_widths(cfg, data), s,
+                                 backbone=backbone, input_index=index)
 
     def make(ids, with_teacher=True):
         return st.StudentDataset(ids, [labels[i] for i in ids], inputs, teacher if with_teacher else {}, mode,
@@ -590,10 +594,8 @@ def load_student(cfg: Config, fold: int, data: Data | None = None):
     backbone = load_backbone(s.backbone, freeze=s.freeze, max_seconds=s.max_seconds,
                              precision=cfg.training.precision)
     hidden = backbone.hidden_size * (2 if s.pooling == "stats" else 1)
-    prosodic_dim = cfg.prosodic_teacher.embedding_dim
-    linguistic_dim = text_embedding_dim(cfg) if data.corpus.has_transcripts else prosodic_dim
-    model = st.EmoDistillStudent(backbone.num_hidden_states, hidden, len(data.corpus.classes), linguistic_dim,
-                                 prosodic_dim, s, backbone=backbone)
+    model = st.EmoDistillStudent(backbone.num_hidden_states, hidden, len(data.corpus.classes),
+                                 *head_widths(cfg, data), s, backbone=backbone)
     saved = load_file(str(run.path("best.safetensors")))
     missing, unexpected = model.load_state_dict(saved, strict=False)
     # a frozen backbone's weights are the pre-trained ones (not saved with the run), nothing else may be missing
@@ -607,15 +609,13 @@ def classify(cfg: Config, fold: int, audio_paths, data: Data | None = None, batc
     """Emotion probabilities for audio files, from the trained student alone (no transcript,
     no openSMILE, no teacher): one row per file, ``path``, ``pred`` and ``p_<class>``."""
     from . import student as st
-    from .audio import read_audio
     from .train import predict, resolve_device
 
     model, classes = load_student(cfg, fold, data)
     paths_by_id = {str(i): str(p) for i, p in enumerate(audio_paths)}
+    # read as in training (a file that cannot be read raises an AudioError naming it)
     dataset = st.StudentDataset(list(paths_by_id), [0] * len(paths_by_id), {}, {}, "waveform", paths_by_id,
                                 cfg.student.max_seconds)
-    for path in paths_by_id.values():
-        read_audio(path, max_seconds=cfg.student.max_seconds, allow_silent=True)  # a bad file is named first
     device = resolve_device(cfg.training.device)
     out = predict(model.to(device), dataset, st.make_collate("waveform", model.backbone), batch_size, device,
                   cfg.training.precision)

@@ -557,6 +557,10 @@ def test_the_trained_student_classifies_audio_alone_as_in_its_test_predictions(r
     assert list(got["pred"]) == list(expected["pred"])
     columns = [f"p_{c}" for c in toy.corpus.classes]
     np.testing.assert_allclose(got[columns].to_numpy(), expected[columns].to_numpy(), atol=1e-4)
+    from emolib.audio import AudioError
+
+    with pytest.raises(AudioError, match="nope.wav"):
+        pipeline.classify(cfg, 1, [table[expected["id"][0]].path, roots / "nope.wav"], toy)
 
 
 def test_classify_needs_a_trained_student(roots, toy):
