@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import functools
 import re
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -64,9 +64,9 @@ def run_record(data: Data, cfg: Config, stage: str) -> dict[str, Any]:
         if name == "linguistic_teacher.model" and not data.corpus.has_transcripts:
             continue  # no linguistic teacher on such a corpus
         section, field_name = name.split(".")
-        value = getattr(getattr(cfg, section), field_name)
-        if value not in ("minilm", "tiny-random") and Path(value).expanduser().is_dir():
-            models[name] = directory_digest(Path(value).expanduser())
+        source = paths.model_source(getattr(getattr(cfg, section), field_name))  # a folder, or a name as it is
+        if Path(source).is_dir():
+            models[name] = directory_digest(source)
     return {**data.corpus_record, "models": models}
 
 
@@ -362,8 +362,8 @@ def effective_variant(cfg: Config, corpus: Corpus):
 def canonical_student_config(cfg: Config, has_transcripts: bool = True) -> Config:
     """Temperatures a variant does not use are set to 0 and coefficients of terms it does not
     have to 1 (cross-fitting off without logit targets, oracle teachers off without any teacher
-    term), so that e.g. ``no_teachers`` is
-    one run whatever the temperatures (no duplicated training in the sweep); a frozen backbone
+    term), so that e.g. ``no_teachers`` is one run whatever the temperatures (no duplicated
+    training in the sweep) or the KD coefficients; a frozen backbone
     ignores its learning-rate scale. On a corpus without transcripts the linguistic teacher's
     terms count as unused too."""
     variant = _variant(cfg, has_transcripts)
@@ -532,7 +532,7 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
         backbone = load_backbone(s.backbone, freeze=s.freeze, max_seconds=s.max_seconds,
                                  precision=cfg.training.precision)
         num_states = backbone.num_hidden_states
-        hidden = backbone.hidden_size * (2 if s.pooling == "stats" else 1)
+        hidden = st.pooled_width(backbone, s.pooling)
         index = inputs.get("index")
     model = st.EmoDistillStudent(num_states, hidden, len(data.corpus.classes), *head_widths(cfg, data), s,
                                  backbone=backbone, input_index=index)
@@ -593,8 +593,7 @@ def load_student(cfg: Config, fold: int, data: Data | None = None):
     s = cfg.student
     backbone = load_backbone(s.backbone, freeze=s.freeze, max_seconds=s.max_seconds,
                              precision=cfg.training.precision)
-    hidden = backbone.hidden_size * (2 if s.pooling == "stats" else 1)
-    model = st.EmoDistillStudent(backbone.num_hidden_states, hidden, len(data.corpus.classes),
+    model = st.EmoDistillStudent(backbone.num_hidden_states, st.pooled_width(backbone, s.pooling), len(data.corpus.classes),
                                  *head_widths(cfg, data), s, backbone=backbone)
     saved = load_file(str(run.path("best.safetensors")))
     missing, unexpected = model.load_state_dict(saved, strict=False)

@@ -21,10 +21,10 @@ partial one is detected (no readable ``metrics.json``) and redone, resuming from
 half, edited by hand) raises :class:`ResultFileError` naming it.
 
 While a process trains a run it holds an advisory lock on
-``runs/.locks/<stage>/<name>/fold<k>.lock`` (``fcntl.flock``; the system releases it when the process ends, even on
-``kill -9``): a second job asked for the same run (two jobs of one config on a shared
-``EMOLIB_RUNS``) waits for the first one, says so, and then reuses its result instead of
-training it a second time and mixing its files with the first one's.
+``runs/.locks/<stage>/<name>/fold<k>.lock`` (``fcntl.flock``; the system releases it when
+the process ends, even on ``kill -9``): a second job asked for the same run (two jobs of one
+config on a shared ``EMOLIB_RUNS``) waits for the first one, says so, and then reuses its
+result instead of training it a second time and mixing its files with the first one's.
 """
 from __future__ import annotations
 

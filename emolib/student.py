@@ -137,6 +137,11 @@ class EmoDistillStudent(nn.Module):
                 for name, logits in self.mix_logits.items()}
 
 
+def pooled_width(backbone, pooling: str) -> int:
+    """Width of one pooled hidden state: the backbone's, twice that with ``stats`` (mean + std)."""
+    return backbone.hidden_size * (2 if pooling == "stats" else 1)
+
+
 # -- inputs -------------------------------------------------------------------------------------
 
 
