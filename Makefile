@@ -12,7 +12,10 @@ VENV ?= .venv
 PRESET ?= default
 # Folds run in parallel, one process per core, each with one torch thread: small models
 # gain little from a second thread, and OpenMP threads spin-wait badly on a shared machine.
-JOBS ?= $(shell nproc 2>/dev/null || echo 1)
+# With GPUS (e.g. GPUS="0 1 2 3"), each running fold gets one of those GPUs and JOBS
+# defaults to one per GPU.
+GPUS ?=
+JOBS ?= $(if $(strip $(GPUS)),$(words $(GPUS)),$(shell nproc 2>/dev/null || echo 1))
 # Extra pip options for the torch install only, e.g. TORCH_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 # (a CPU-only machine whose pip reaches only PyPI: there the Linux wheel of the pin is the CUDA build)
 TORCH_ARGS ?=
@@ -36,7 +39,7 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-10s %s\n", $$1, $$2 }'
-	@echo "  variables: PRESET=$(PRESET) (tiny, default, paper)  JOBS=$(JOBS) (folds in parallel)  ARGS=... (more options for python -m emolib run)"
+	@echo "  variables: PRESET=$(PRESET) (tiny, default, paper)  JOBS=$(JOBS) (folds in parallel)  GPUS=$(GPUS) (one per running fold)  ARGS=... (more options for python -m emolib run)"
 
 venv: $(STAMP) ## create .venv and install the package (torch pin first); a no-op when up to date
 
@@ -48,8 +51,8 @@ $(STAMP):
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-report: $(STAMP) ## every notebook for every fold, then the tables and figures (PRESET, JOBS)
-	$(PY) -m emolib run --preset $(PRESET) --jobs $(JOBS) $(ARGS)
+report: $(STAMP) ## every notebook for every fold, then the tables and figures (PRESET, JOBS, GPUS)
+	$(PY) -m emolib run --preset $(PRESET) --jobs $(JOBS) $(if $(strip $(GPUS)),--gpus $(GPUS)) $(ARGS)
 
 figures: $(STAMP) ## rebuild tables and figures from result files only (05_report, no training)
 	$(PY) -m emolib figures --preset $(PRESET) $(ARGS)

@@ -85,7 +85,15 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--notebooks", nargs="+", metavar="NAME", help="notebooks to run, e.g. 00_data (default: every report notebook that exists)"
     )
-    p.add_argument("--jobs", type=int, default=1, metavar="N", help="folds run in parallel processes (default: 1)")
+    p.add_argument("--jobs", type=int, metavar="N", help="folds run in parallel processes (default: 1, or one per GPU of --gpus)")
+    p.add_argument(
+        "--gpus",
+        type=int,
+        nargs="+",
+        metavar="K",
+        help="give each running notebook one of these GPUs (its kernel sees it alone, as cuda:0); numbered as "
+        "torch numbers them here, like training.device=cuda:K",
+    )
     p.add_argument("--force", action="store_true", help="re-execute notebooks even when their outputs are complete")
     p.set_defaults(func=cmd_run)
 
@@ -99,6 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             folds=args.folds,
             notebooks=args.notebooks,
             jobs=args.jobs,
+            gpus=args.gpus,
             overrides=dict(args.overrides),
             extra={k: _literal(v) for k, v in args.extra},
             force=args.force,

@@ -32,6 +32,11 @@ What the driver guarantees:
 * **Parallel folds do not oversubscribe the CPU**: each worker process sets
   ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` and ``EMOLIB_THREADS`` to
   ``cores // workers`` before it starts kernels (the kernels inherit them).
+* **Parallel folds can share out the GPUs** (``gpus``, ``--gpus 0 1 2 3``): each running
+  notebook gets one GPU slot, and its kernel sees only that GPU (``CUDA_VISIBLE_DEVICES``),
+  as ``cuda:0``. Slots go round the listed GPUs, so ``jobs`` larger than the list puts
+  several folds on one GPU; ``jobs`` defaults to one per GPU. The GPU a notebook ran on is
+  recorded in its sidecar.
 * **Shared work happens once**: before the fold loop :func:`emolib.pipeline.prepare`
   builds the corpus and the feature caches every fold reads, so parallel folds never
   race to write them; it also says which folds exist.
@@ -56,7 +61,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TextIO
@@ -267,8 +272,26 @@ def kernel_config() -> TraitletsConfig:
     return TraitletsConfig()
 
 
-def execute(task: Task) -> Outcome:
-    """Execute one notebook into its output file (atomically) and write its sidecar.
+@contextlib.contextmanager
+def _visible_gpu(gpu: str | None) -> Iterator[None]:
+    """The kernels started meanwhile see only ``gpu`` (a ``CUDA_VISIBLE_DEVICES`` entry)."""
+    if gpu is None:
+        yield
+        return
+    previous = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = previous
+
+
+def execute(task: Task, gpu: str | None = None) -> Outcome:
+    """Execute one notebook into its output file (atomically) and write its sidecar;
+    with ``gpu``, its kernel sees that GPU only.
 
     Never raises for a failing notebook: the :class:`Outcome` carries the error, so
     that it crosses process boundaries intact."""
@@ -281,7 +304,7 @@ def execute(task: Task) -> Outcome:
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     try:
-        with atomic_path(task.output) as tmp:
+        with atomic_path(task.output) as tmp, _visible_gpu(gpu):
             try:
                 papermill.execute_notebook(
                     nb,
@@ -315,6 +338,7 @@ def execute(task: Task) -> Outcome:
             "parameters": task.parameters,
             "corpus": task.corpus,
             "kernel": KERNEL,
+            **({"gpu": gpu} if gpu is not None else {}),
             "started": started.isoformat(timespec="milliseconds"),
             "finished": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             "seconds": round(seconds, 3),
@@ -369,15 +393,17 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
-def _run_folds(chains: dict[int, list[Task]], jobs: int, force: bool, progress: _Progress) -> list[Outcome]:
+def _run_folds(chains: dict[int, list[Task]], slots: list[str | None], force: bool,
+               progress: _Progress) -> list[Outcome]:
     """Run every fold's notebooks: one after another with one job, as a dependency graph
-    (``_run_graph``) with more. Either way a notebook re-runs when it is incomplete, with
-    ``force``, or when a notebook it (transitively) depends on ran in this invocation."""
+    (``_run_graph``) with more; ``slots`` holds one GPU (or ``None``) per job. Either way a
+    notebook re-runs when it is incomplete, with ``force``, or when a notebook it
+    (transitively) depends on ran in this invocation."""
     outcomes: list[Outcome] = []
     failures: list[Outcome] = []
-    workers = min(jobs, len(chains))
+    workers = min(len(slots), len(chains))
     if workers > 1:
-        return _run_graph(chains, workers, force, progress, outcomes, failures)
+        return _run_graph(chains, slots[:workers], force, progress, outcomes, failures)
     for fold, chain in chains.items():
         deps, ran = _dependencies(chain), set()
         for task in chain:
@@ -385,7 +411,7 @@ def _run_folds(chains: dict[int, list[Task]], jobs: int, force: bool, progress: 
                 return outcomes
             if force or _ancestor_ran(deps, task.notebook, ran) or not task.is_complete():
                 progress.start(task)
-                outcome = execute(task)
+                outcome = execute(task, slots[0])
             else:
                 outcome = Outcome(task, "skipped")
             outcomes.append(outcome)
@@ -415,12 +441,15 @@ def _dependencies(chain: list[Task]) -> dict[str, str | None]:
     return deps
 
 
-def _run_graph(chains: dict[int, list[Task]], workers: int, force: bool, progress: _Progress,
+def _run_graph(chains: dict[int, list[Task]], slots: list[str | None], force: bool, progress: _Progress,
                outcomes: list[Outcome], failures: list[Outcome]) -> list[Outcome]:
     """Parallel folds, scheduled notebook by notebook: a notebook starts as soon as the one
     it depends on has finished, earliest stage first (every fold's teachers before any
     fold's sweep), so that the long notebooks are spread over the workers and the short
-    ones fill in at the end, instead of the last fold running alone."""
+    ones fill in at the end, instead of the last fold running alone. A running notebook
+    holds one of ``slots`` (its GPU) until it finishes."""
+    workers = len(slots)
+    free = list(slots)
     order = {name: i for i, name in enumerate(NOTEBOOKS)}
     deps = {fold: _dependencies(chain) for fold, chain in chains.items()}
     state: dict[tuple[int, str], str] = {}  # "running", "done", "skipped", "failed"
@@ -456,7 +485,7 @@ def _run_graph(chains: dict[int, list[Task]], workers: int, force: bool, progres
         initializer=_limit_threads,
         initargs=(threads,),
     ) as pool:
-        running: dict[concurrent.futures.Future, Task] = {}
+        running: dict[concurrent.futures.Future, tuple[Task, str | None]] = {}
 
         def fill() -> None:
             while not failures and len(running) < workers:
@@ -469,13 +498,15 @@ def _run_graph(chains: dict[int, list[Task]], workers: int, force: bool, progres
                     settle(Outcome(task, "skipped"))
                     continue
                 state[key] = "running"
-                running[pool.submit(execute, task)] = task
+                gpu = free.pop(0)
+                running[pool.submit(execute, task, gpu)] = (task, gpu)
 
         fill()
         while running:
             finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
             for future in finished:
-                task = running.pop(future)
+                task, gpu = running.pop(future)
+                free.append(gpu)
                 try:
                     outcome = future.result()
                 except Exception as e:  # the worker process itself died (e.g. out of memory)
@@ -505,6 +536,37 @@ def _plain(obj: Any, what: str) -> Any:
         return json.loads(json.dumps(obj))
     except (TypeError, ValueError) as e:
         raise DriverError(f"{what}: {e}") from None
+
+
+def _cuda_device_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def gpu_slots(gpus: list[int] | None, jobs: int, device: str) -> list[str | None]:
+    """One ``CUDA_VISIBLE_DEVICES`` value per job, going round ``gpus`` (``None`` each
+    without ``gpus``).
+
+    ``gpus`` numbers the GPUs as torch does in this shell, as ``training.device=cuda:K``
+    does: under ``CUDA_VISIBLE_DEVICES=4,5``, GPU 1 is physical GPU 5. A job then sees its
+    GPU as ``cuda:0``, so a device naming another one contradicts ``gpus``."""
+    if not gpus:
+        return [None] * jobs
+    if len(set(gpus)) != len(gpus):
+        raise DriverError(f"--gpus lists a GPU twice: {' '.join(map(str, gpus))}")
+    if device not in ("auto", "cuda", "cuda:0"):
+        raise DriverError(f"--gpus gives each job one GPU, which it sees as cuda:0; training.device={device!r} "
+                          "contradicts that (leave it at auto)")
+    count = _cuda_device_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    outside = [g for g in gpus if not 0 <= g < count]
+    if outside:
+        seen = f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""
+        raise DriverError(f"--gpus {' '.join(map(str, outside))}: this machine has {count} GPU(s) visible{seen}, "
+                          f"numbered from 0")
+    ids = [v.strip() for v in visible.split(",")] if visible is not None else [str(g) for g in range(count)]
+    return [ids[gpus[i % len(gpus)]] for i in range(jobs)]
 
 
 def _build_config(preset: str, overrides: dict[str, Any]) -> tuple[Config, dict[str, Any]]:
@@ -569,7 +631,8 @@ def run(
     *,
     folds: list[int] | None = None,
     notebooks: list[str] | None = None,
-    jobs: int = 1,
+    jobs: int | None = None,
+    gpus: list[int] | None = None,
     overrides: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     force: bool = False,
@@ -578,12 +641,13 @@ def run(
 ) -> Summary:
     """Execute the notebooks for every fold, then the once-only ones; see the module doc.
 
-    ``prepare`` defaults to :func:`default_prepare`; tests pass their own. Raises
+    ``jobs`` folds run at once (default: one per GPU of ``gpus``, else 1); ``gpus`` pins
+    each running notebook to one GPU (:func:`gpu_slots`). ``prepare`` defaults to :func:`default_prepare`; tests pass their own. Raises
     :class:`DriverError` before executing anything when the request is invalid, and
     :class:`NotebookFailed` when a notebook raised.
     """
     with _kernel_environment():
-        return _run(preset, folds, notebooks, jobs, overrides, extra, force, prepare, out)
+        return _run(preset, folds, notebooks, jobs, gpus, overrides, extra, force, prepare, out)
 
 
 #: The roots of :mod:`emolib.paths`: a relative one is made absolute for the kernels.
@@ -611,14 +675,17 @@ def _kernel_environment() -> Iterator[None]:
                 os.environ[var] = value
 
 
-def _run(preset: str, folds: list[int] | None, notebooks: list[str] | None, jobs: int,
-         overrides: dict[str, Any] | None, extra: dict[str, Any] | None, force: bool, prepare: Prepare | None,
-         out: TextIO | None) -> Summary:
+def _run(preset: str, folds: list[int] | None, notebooks: list[str] | None, jobs: int | None,
+         gpus: list[int] | None, overrides: dict[str, Any] | None, extra: dict[str, Any] | None, force: bool,
+         prepare: Prepare | None, out: TextIO | None) -> Summary:
     out = out or sys.stdout
     t0 = time.perf_counter()
+    if jobs is None:
+        jobs = len(gpus) if gpus else 1
     if jobs < 1:
         raise DriverError(f"--jobs must be at least 1, got {jobs}")
     cfg, overrides = _build_config(preset, dict(overrides or {}))
+    slots = gpu_slots(gpus, jobs, cfg.training.device)
     extra = _plain(dict(extra or {}), "-p")
     selected = select_notebooks(notebooks)
     check_parameters(selected, extra)
@@ -628,7 +695,9 @@ def _run(preset: str, folds: list[int] | None, notebooks: list[str] | None, jobs
     fold_list: list[int] = []
     prepare_seconds, corpus = None, ""
     if per_fold:
-        fold_list, prepare_seconds, corpus = _resolve_folds(cfg, folds, prepare or default_prepare(), out)
+        # prepare computes features in this process: on the first listed GPU, not the shell's cuda:0
+        on_gpu = replace(cfg, training=replace(cfg.training, device=f"cuda:{gpus[0]}")) if gpus else cfg
+        fold_list, prepare_seconds, corpus = _resolve_folds(on_gpu, folds, prepare or default_prepare(), out)
     # A once-only notebook that declares `folds` learns which folds this run covered
     # (a report over `--folds 1 2` must not look for folds 3-5); otherwise it keeps its default.
     report_folds = fold_list or (sorted({int(f) for f in folds}) if folds else None)
@@ -650,12 +719,12 @@ def _run(preset: str, folds: list[int] | None, notebooks: list[str] | None, jobs
     total = sum(map(len, chains.values())) + len(finals)
     print(
         f"emolib run: preset {preset}, config {cfg.hash()}, {len(fold_list)} folds x {len(per_fold)} notebooks"
-        f" + {len(once)} once, jobs {jobs} -> {_show(run_dir)}",
+        f" + {len(once)} once, jobs {jobs}{_gpus_text(_gpus_used(slots))} -> {_show(run_dir)}",
         file=out,
         flush=True,
     )
     progress = _Progress(total, out, sequential=min(jobs, len(chains)) <= 1)
-    outcomes = _run_folds(chains, jobs, force, progress)
+    outcomes = _run_folds(chains, slots, force, progress)
     failures = [o for o in outcomes if o.status == "failed"]
     if failures:
         raise NotebookFailed(failures)
@@ -666,7 +735,7 @@ def _run(preset: str, folds: list[int] | None, notebooks: list[str] | None, jobs
             outcome = Outcome(t, "skipped")
         else:
             progress.start(t)
-            outcome = execute(t)
+            outcome = execute(t, slots[0])
         progress.finish(outcome)
         outcomes.append(outcome)
         if outcome.status == "failed":
@@ -674,11 +743,23 @@ def _run(preset: str, folds: list[int] | None, notebooks: list[str] | None, jobs
         upstream_ran = upstream_ran or outcome.status == "done"
 
     timing = _timing(preset, cfg, fold_list, jobs, outcomes, prepare_seconds, time.perf_counter() - t0)
+    if gpus:
+        timing["gpus"] = _gpus_used(slots)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "timing.json", timing)
     print(format_timing(timing), file=out)
     print(f"timing written to {_show(run_dir / 'timing.json')}", file=out, flush=True)
     return Summary(run_dir, outcomes, timing)
+
+
+def _gpus_used(slots: list[str | None]) -> list[str]:
+    """The distinct GPUs (``CUDA_VISIBLE_DEVICES`` values) the slots hold, in order."""
+    return sorted({s for s in slots if s is not None}, key=slots.index)
+
+
+def _gpus_text(gpus: list[str]) -> str:
+    """`` on GPUs 4,5`` for the run's first line and its timing, or nothing."""
+    return f" on GPU{'s' if len(gpus) > 1 else ''} {','.join(gpus)}" if gpus else ""
 
 
 # -- timing --------------------------------------------------------------------------
@@ -711,7 +792,8 @@ def format_timing(timing: dict[str, Any]) -> str:
     lines = ["time per stage (notebook wall time summed over folds):"]
     for name, s in timing["stages"].items():
         lines.append(f"  {name:<{width}} {s['seconds']:8.1f} s   {s['executed']} executed, {s['skipped']} skipped")
-    lines.append(f"  {'total (wall)':<{width}} {timing['wall_seconds']:8.1f} s   jobs {timing['jobs']}")
+    lines.append(f"  {'total (wall)':<{width}} {timing['wall_seconds']:8.1f} s   jobs {timing['jobs']}"
+                 f"{_gpus_text(timing.get('gpus', []))}")
     return "\n".join(lines)
 
 

@@ -24,9 +24,17 @@ def mode(requested: str = "auto") -> str:
     env = os.environ.get("EMOLIB_PROGRESS")
     if env:
         return mode(env)
-    if "ipykernel" in sys.modules or sys.stderr.isatty():
+    if _in_kernel() or sys.stderr.isatty():
         return "bar"
     return "log"
+
+
+def _in_kernel() -> bool:
+    """Whether this code runs in a Jupyter kernel (not merely in a process that imported
+    ipykernel, as the run driver and its tests do)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def progress_bar(iterable: Iterable[T], total: int | None = None, desc: str = "", enabled: bool = True) -> Iterator[T]:

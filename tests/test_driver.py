@@ -32,7 +32,7 @@ def runs(tmp_path, monkeypatch):
     monkeypatch.setenv("EMOLIB_ROOT", str(FIXTURES))
     for var, sub in [("EMOLIB_RUNS", "runs"), ("EMOLIB_DATA", "data"), ("EMOLIB_CACHE", "cache"), ("EMOLIB_FIGURES", "figures")]:
         monkeypatch.setenv(var, str(tmp_path / sub))
-    for var in (*driver.THREAD_VARIABLES, "EMOLIB_PROGRESS"):
+    for var in (*driver.THREAD_VARIABLES, "EMOLIB_PROGRESS", "CUDA_VISIBLE_DEVICES"):
         monkeypatch.delenv(var, raising=False)
     # No corpus here: folds are passed explicitly unless a test injects a hook.
     monkeypatch.setattr(driver, "default_prepare", lambda: None)
@@ -65,7 +65,8 @@ def test_parameters_are_injected_and_a_second_run_skips(runs, capsys):
     assert printed == ["fold=2 preset=tiny seed=3 message=hi\n"]
     assert "jupytext" not in nb.metadata  # the executed copy can never pair back onto the source
     # batch runs log one line per epoch, not progress bars (the kernel would otherwise pick bars)
-    assert _probe(runs, "fold2") == {"fold": 2, "message": "hi", "seed": 3, "threads": None, "progress": "log"}
+    assert _probe(runs, "fold2") == {"fold": 2, "message": "hi", "seed": 3, "threads": None, "progress": "log",
+                                      "gpu": None}
 
     sidecar = json.loads((out / "fold2.json").read_text())
     assert sidecar["source_sha1"] == hashlib.sha1((NOTEBOOKS / "00_data.py").read_bytes()).hexdigest()
@@ -212,6 +213,57 @@ def test_jobs_two_runs_folds_in_parallel_then_the_report(runs, capsys):
     ]
 
 
+def test_gpus_give_each_running_fold_its_own_gpu(runs, capsys, monkeypatch):
+    # No GPU here: the kernels only record what they would see. The shell shows two GPUs,
+    # physical 5 and 3, so --gpus 1 0 means physical 3 then 5.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,3")
+    monkeypatch.setattr(driver, "_cuda_device_count", lambda: 2)
+    prepared_on = []
+    summary = driver.run("tiny", gpus=[1, 0], prepare=lambda cfg: prepared_on.append(cfg.training.device) or [1, 2],
+                         extra={"wait_for_folds": [1, 2]})
+    out = capsys.readouterr().out
+    assert prepared_on == ["cuda:1"]  # shared features on the first listed GPU
+    assert re.search(r"jobs 2 on GPUs 3,5 ->", out)  # jobs: one per GPU
+    # the two folds ran at the same time (the barrier), so on different GPUs
+    seen = {k: _probe(runs, f"fold{k}")["gpu"] for k in (1, 2)}
+    assert sorted(seen.values()) == ["3", "5"]
+    sidecars = {k: json.loads((summary.run_dir / "00_data" / f"fold{k}.json").read_text()) for k in (1, 2)}
+    assert {k: s["gpu"] for k, s in sidecars.items()} == seen
+    assert summary.timing["gpus"] == ["3", "5"]
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "5,3"  # the driver's own environment is left alone
+
+    # One job on one GPU runs in this process; more jobs than GPUs share them round the list.
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    driver.run("tiny", gpus=[1], folds=[1], extra={"message": "one"})
+    assert _probe(runs, "fold1")["gpu"] == "1" and "CUDA_VISIBLE_DEVICES" not in os.environ
+    assert driver.gpu_slots([1, 0], 5, "auto") == ["1", "0", "1", "0", "1"]
+
+
+@pytest.mark.parametrize(
+    "gpus, device, message",
+    [
+        ([0, 0], "auto", "--gpus lists a GPU twice: 0 0"),
+        ([0, 2], "auto", "--gpus 2: this machine has 2 GPU(s) visible, numbered from 0"),
+        ([0], "cuda:1", "training.device='cuda:1' contradicts that"),
+        ([0], "cpu", "training.device='cpu' contradicts that"),
+    ],
+)
+def test_gpus_that_cannot_be_given_out_are_errors(monkeypatch, gpus, device, message):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(driver, "_cuda_device_count", lambda: 2)
+    with pytest.raises(driver.DriverError, match=re.escape(message)):
+        driver.gpu_slots(gpus, 2, device)
+
+
+def test_gpus_on_a_machine_without_one_fail_before_anything_runs(runs, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert cli.main(["run", "--preset", "tiny", "--folds", "1", "--gpus", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --gpus 0: this machine has 0 GPU(s) visible" in err
+    assert not (runs / "probe").exists()
+
+
 def test_figures_always_re_executes_the_report(runs, capsys):
     driver.run("tiny", notebooks=["05_report"])
     assert "[1/1] 05_report ... done in" in capsys.readouterr().out
@@ -245,9 +297,9 @@ def test_one_job_re_runs_exactly_what_depends_on_a_notebook_that_ran(monkeypatch
     chain = [Fake(name, Path(name), "", 1, {}, Path(name)) for name in driver.NOTEBOOKS[:5]]
     assert [t.notebook for t in chain][-1] == "04_ablations"
     ran: list[str] = []
-    monkeypatch.setattr(driver, "execute", lambda task: ran.append(task.notebook) or driver.Outcome(task, "done"))
+    monkeypatch.setattr(driver, "execute", lambda task, gpu: ran.append(task.notebook) or driver.Outcome(task, "done"))
     progress = driver._Progress(len(chain), sys.stdout, sequential=True)
-    outcomes = driver._run_folds({1: chain}, 1, False, progress)
+    outcomes = driver._run_folds({1: chain}, [None], False, progress)
     assert ran == executed
     assert [o.status for o in outcomes] == ["done" if t.notebook in executed else "skipped" for t in chain]
 
