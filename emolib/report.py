@@ -61,11 +61,11 @@ PAPER_TABLE2: tuple[dict[str, Any], ...] = (
 )
 assert tuple(r["source"].split(":")[1] for r in PAPER_TABLE2[:6]) == ABLATION_VARIANTS
 
-#: Fig. 2: the paper found hard logits (the smallest temperature of its grid) best for
-#: the prosodic teacher and soft logits (a large temperature) best for the linguistic
-#: one. The exact values were lost in extraction; our defaults mark the same choice.
-PAPER_FIG2_NOTE = ("paper: best prosodic temperature = the smallest of its grid (hard logits), best linguistic "
-                   "temperature = a large one (soft logits); the values were lost in the text's extraction")
+#: Fig. 2: the paper found hard logits (a small temperature) best for the prosodic teacher,
+#: soft logits (a large one) best for the linguistic one, and both too small and too large a
+#: temperature worse. The exact values were lost in extraction; our defaults mark the same choice.
+PAPER_FIG2_NOTE = ("paper: best prosodic temperature small (hard logits), best linguistic temperature large "
+                   "(soft logits), both extremes worse; the values were lost in the text's extraction")
 
 
 # -- provenance ----------------------------------------------------------------------------------

@@ -244,7 +244,12 @@ class LinguisticTeacher(nn.Module):
 
 
 class TextDataset(Dataset):
-    """Tokenised transcripts (truncated to ``max_tokens``); padding happens per batch."""
+    """Tokenised transcripts (truncated to ``max_tokens``); padding happens per batch.
+
+    Transcripts are read as the corpus gives them: IEMOCAP's non-speech tags
+    (``[LAUGHTER]``, ``[BREATHING]``) stay, and BERT's tokenizer reads ``[LAUGHTER]`` as
+    ``[``, ``laughter``, ``]``. The paper says nothing of cleaning; the transcribers wrote
+    the tags as part of what was said, and laughter is itself a cue to emotion."""
 
     def __init__(self, texts: Sequence[str], labels: Sequence[int], tokenizer, max_tokens: int):
         enc = tokenizer(list(texts), truncation=True, max_length=max_tokens)

@@ -21,8 +21,8 @@ over. A line that starts with ``[`` but is not a summary line raises
 individual annotations and are not read.
 
 Transcripts. Lines ``Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.`` The
-text is kept verbatim (IEMOCAP's tags such as ``[LAUGHTER]`` included: cleaning
-is the linguistic teacher's choice). Lines with an utterance id of turns that
+text is kept verbatim (IEMOCAP's tags such as ``[LAUGHTER]`` included; the
+linguistic teacher reads them too, see :class:`emolib.teachers.TextDataset`). Lines with an utterance id of turns that
 have no label (e.g. ``..._MXX1``, overlapping speech) are never looked up. Lines
 that carry no utterance id at all (e.g. ``M: [BREATHING]``) are passed over and
 counted in ``Corpus.skipped``. A line that starts with an utterance id (``SesNN``)
