@@ -8,6 +8,7 @@ command         does
 ``teacher``     train (or reuse) one teacher on every fold of any corpus; mean UA, WA
 ``student``     distil one student variant on every fold of any corpus; mean UA, WA
 ``gap``         a distilled student vs plain fine-tuning (and oracle teachers), per fold
+``predict``     classify audio files with trained students (audio alone); CSV
 ==============  ==================================================================
 
 Each command is one ``add_<command>_parser`` function that registers its arguments
@@ -85,7 +86,9 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--notebooks", nargs="+", metavar="NAME", help="notebooks to run, e.g. 00_data (default: every report notebook that exists)"
     )
-    p.add_argument("--jobs", type=int, metavar="N", help="folds run in parallel processes (default: 1, or one per GPU of --gpus)")
+    p.add_argument(
+        "--jobs", type=int, metavar="N", help="folds run in parallel processes (default: 1, or one per GPU of --gpus)"
+    )
     p.add_argument(
         "--gpus",
         type=int,
@@ -242,6 +245,33 @@ def cmd_gap(args: argparse.Namespace) -> int:
                                               close=commands.gap_over_seeds))
 
 
+def add_predict_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="classify audio files with trained students (audio alone); CSV",
+        description="Classify audio files with the trained students of a config, from the audio alone (no "
+        "transcript, no openSMILE, no teacher), averaging the probabilities of every fold's student. Prints CSV "
+        "(path, pred, p_<class>) or writes it with --out. Never trains: train first with `student` or "
+        "`make report`, with the same options.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="AUDIO", help="audio files, or folders of them (.wav, .flac, .ogg)")
+    p.add_argument("--variant", metavar="NAME", help="the student variant (default: the preset's, full)")
+    p.add_argument("--corpus", metavar="SPEC", help="the corpus the students were trained on (default: the preset's)")
+    p.add_argument("--protocol", choices=PROTOCOLS, help="its folds (default: the preset's)")
+    p.add_argument("--folds", type=int, nargs="+", metavar="K", help="the folds' students to use (default: every fold)")
+    p.add_argument("--out", metavar="FILE", help="write the CSV here (default: standard output)")
+    _add_config(p)
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from . import commands
+
+    named = {"data.corpus": args.corpus, "data.protocol": args.protocol, "distill.variant": args.variant}
+    return _train(lambda: commands.predict(commands.command_config(args.preset, dict(args.overrides), named),
+                                           args.inputs, args.folds, args.out))
+
+
 def _train(call: Callable[[], Any]) -> int:
     """Run a training command; a request that cannot run becomes one ``error:`` line."""
     from .commands import RequestError
@@ -271,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_teacher_parser(sub)
     add_student_parser(sub)
     add_gap_parser(sub)
+    add_predict_parser(sub)
     return parser
 
 

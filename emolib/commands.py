@@ -1,4 +1,5 @@
-"""The ``teacher``, ``student`` and ``gap`` commands: one stage of the paper on every fold of any corpus.
+"""The ``teacher``, ``student``, ``gap`` and ``predict`` commands: one stage of the paper on every
+fold of any corpus, and the trained students on new audio.
 
 ``python -m emolib teacher --kind prosodic --corpus my.csv --protocol speaker`` trains (or
 reuses) the prosodic teacher of every fold, prints one line per fold and closes with the
@@ -11,6 +12,9 @@ run is reused and a killed one resumes, exactly as in the notebooks.
 distilled student beat plain fine-tuning, and (on the built-in corpus) how much could any
 pair of teachers add? It prints every model's validation UA, on which settings may be
 chosen, apart from the test UA, which is only reported.
+
+``predict`` classifies audio files (or folders of them) with trained students, from the
+audio alone: what the method is for. It never trains.
 
 ``--seeds 0 1 2`` repeats the stage once per training seed (``training.seed``: weight
 initialisation, batch order and crops, of the teachers as of the student) and closes with
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -178,6 +183,72 @@ def student(cfg: Config, folds: Sequence[int] | None = None) -> dict:
         runs.append(pipeline.train_student(cfg, k, data, verbose=False))
         print(_fold_line(runs[-1], reused), flush=True)
     return _close(runs, data)
+
+
+#: The audio files ``predict`` collects from a folder: what soundfile (libsndfile) reads.
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+
+
+def audio_files(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files as given, folders expanded to the audio files below them (sorted)."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(f for f in item.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file())
+            if not found:
+                raise RequestError(f"{item}: no audio files ({', '.join(AUDIO_SUFFIXES)}) in this folder")
+            files += found
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise RequestError(f"{item}: no such file or folder")
+    return files
+
+
+def predict(cfg: Config, inputs: Sequence[str | Path], folds: Sequence[int] | None = None,
+            out: str | Path | None = None):
+    """Classify audio files with the trained students of ``cfg`` (variant ``cfg.distill.variant``)
+    from the audio alone, averaging the probabilities of the folds' students (default: every
+    fold; :func:`emolib.pipeline.classify`). Writes CSV (``path``, ``pred``, ``p_<class>``) to
+    ``out``, atomically, or to standard output, with what was used on a line before it
+    (on standard error then, so that the output stays CSV). Never trains."""
+    import sys
+
+    from . import pipeline
+    from .audio import AudioError, audio_info
+    from .runs import atomic_write_text
+
+    files = audio_files(inputs)
+    try:
+        for f in files:
+            audio_info(f)  # an unreadable file is named before any model loads
+    except AudioError as err:
+        raise RequestError(str(err)) from err
+    data, numbers, held, variant, note = _student_data(cfg, folds)
+    runs = {k: pipeline.student_run(cfg, k, data.corpus.has_transcripts) for k in numbers}
+    missing = [k for k, run in runs.items() if not run.is_complete()]
+    if missing:
+        raise RequestError(
+            f"no trained student {cfg.distill.variant} for fold{'s' if len(missing) > 1 else ''} "
+            f"{' '.join(map(str, missing))} of this config in {runs[missing[0]].dir.parent}: train it first "
+            "(python -m emolib student with the same options, or make report)")
+    info = sys.stdout if out is not None else sys.stderr
+    print((note + "\n" if note else "") + held, end="", file=info)
+    print(f"student {cfg.distill.variant} ({' + '.join(variant.enabled())}) of {data.corpus.name}, "
+          f"fold{'s' if len(numbers) > 1 else ''} {' '.join(map(str, numbers))}"
+          f"{' (probabilities averaged)' if len(numbers) > 1 else ''}, on {len(files)} file(s)", file=info, flush=True)
+    try:
+        with contextlib.redirect_stdout(info):  # progress lines never mix with the CSV
+            frame = pipeline.classify(cfg, numbers, files, data)
+    except AudioError as err:
+        raise RequestError(str(err)) from err
+    text = frame.to_csv(index=False)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_text(out, text)
+        print(f"predictions written to {out}", flush=True)
+    return frame
 
 
 #: What :func:`gap` compares every row with: the paper's plain fine-tuning (Table 2, row 6).

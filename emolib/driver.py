@@ -642,9 +642,10 @@ def run(
     """Execute the notebooks for every fold, then the once-only ones; see the module doc.
 
     ``jobs`` folds run at once (default: one per GPU of ``gpus``, else 1); ``gpus`` pins
-    each running notebook to one GPU (:func:`gpu_slots`). ``prepare`` defaults to :func:`default_prepare`; tests pass their own. Raises
-    :class:`DriverError` before executing anything when the request is invalid, and
-    :class:`NotebookFailed` when a notebook raised.
+    each running notebook to one GPU (:func:`gpu_slots`). ``prepare`` defaults to
+    :func:`default_prepare`; tests pass their own. Raises :class:`DriverError` before
+    executing anything when the request is invalid, and :class:`NotebookFailed` when a
+    notebook raised.
     """
     with _kernel_environment():
         return _run(preset, folds, notebooks, jobs, gpus, overrides, extra, force, prepare, out)

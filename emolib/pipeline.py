@@ -15,7 +15,7 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -604,24 +604,34 @@ def load_student(cfg: Config, fold: int, data: Data | None = None):
     return model.eval(), data.corpus.classes
 
 
-def classify(cfg: Config, fold: int, audio_paths, data: Data | None = None, batch_size: int = 8) -> pd.DataFrame:
-    """Emotion probabilities for audio files, from the trained student alone (no transcript,
-    no openSMILE, no teacher): one row per file, ``path``, ``pred`` and ``p_<class>``."""
+def classify(cfg: Config, fold: int | Sequence[int], audio_paths, data: Data | None = None,
+             batch_size: int = 8) -> pd.DataFrame:
+    """Emotion probabilities for audio files, from trained students alone (no transcript, no
+    openSMILE, no teacher): one row per file, ``path``, ``pred`` and ``p_<class>``.
+
+    ``fold`` is one fold's student, or several folds' (e.g. ``[1, 2, 3, 4, 5]``), whose
+    probabilities are averaged: the usual ensemble of cross-validation models, each trained
+    on other speakers."""
     from . import student as st
     from .train import predict, resolve_device
 
-    model, classes = load_student(cfg, fold, data)
+    data = data or load_data(cfg)
+    folds = [fold] if isinstance(fold, int) else list(fold)
     paths_by_id = {str(i): str(p) for i, p in enumerate(audio_paths)}
-    # read as in training (a file that cannot be read raises an AudioError naming it)
-    dataset = st.StudentDataset(list(paths_by_id), [0] * len(paths_by_id), {}, {}, "waveform", paths_by_id,
-                                cfg.student.max_seconds)
     device = resolve_device(cfg.training.device)
-    out = predict(model.to(device), dataset, st.make_collate("waveform", model.backbone), batch_size, device,
-                  cfg.training.precision)
-    probs = torch.softmax(torch.from_numpy(out["logits"]), -1).numpy()
-    frame = pd.DataFrame({"path": list(paths_by_id.values()), "pred": [classes[k] for k in probs.argmax(-1)]})
+    probs = []
+    for k in folds:
+        model, classes = load_student(cfg, k, data)
+        # read as in training (a file that cannot be read raises an AudioError naming it)
+        dataset = st.StudentDataset(list(paths_by_id), [0] * len(paths_by_id), {}, {}, "waveform", paths_by_id,
+                                    cfg.student.max_seconds)
+        out = predict(model.to(device), dataset, st.make_collate("waveform", model.backbone), batch_size, device,
+                      cfg.training.precision)
+        probs.append(torch.softmax(torch.from_numpy(out["logits"]).double(), -1).numpy())
+    mean = np.mean(probs, axis=0)
+    frame = pd.DataFrame({"path": list(paths_by_id.values()), "pred": [classes[k] for k in mean.argmax(-1)]})
     for c, name in enumerate(classes):
-        frame[f"p_{name}"] = probs[:, c].round(6)
+        frame[f"p_{name}"] = mean[:, c].round(6)
     return frame
 
 

@@ -327,3 +327,66 @@ def test_a_gpu_the_machine_lacks_is_one_error_line_before_anything_runs(roots, t
     assert err == ["error: training.device='cuda' requested but CUDA is not available on this machine "
                    "(use training.device=auto or cpu)"]
     assert not (roots / "runs").exists()
+
+
+def test_predict_classifies_audio_with_the_folds_students_averaged(roots, toy, capsys, tmp_path):
+    base = ["--corpus", toy["both"], "--protocol", "session", *FAST]
+    folder = tmp_path / "new audio"
+    (folder / "sub").mkdir(parents=True)
+    clips = [Path(u.path) for u in toy["utterances"][:3]]
+    for i, clip in enumerate(clips):
+        (folder / ("sub" if i else "") / f"clip{i}.WAV").write_bytes(clip.read_bytes())
+    (folder / "notes.txt").write_text("not audio")
+
+    # nothing trained yet: one error line naming what to do, nothing written
+    code, out, err = run(capsys, "predict", clips[0], *base, "--folds", "1", "2")
+    assert code == 2 and out == []
+    assert len(err) == 1 and err[0].startswith("error: no trained student full for folds 1 2 of this config in ")
+    assert err[0].endswith("train it first (python -m emolib student with the same options, or make report)")
+
+    assert run(capsys, "student", *base, "--folds", "1", "2")[0] == 0
+    code, out, err = run(capsys, "predict", clips[0], folder, *base, "--folds", "1", "2")
+    assert code == 0
+    # the CSV alone on standard output, what was used on standard error
+    assert err[-1] == "student full (ce + logit_linguistic + logit_prosodic + embedding_linguistic + " \
+                      "embedding_prosodic) of toy, folds 1 2 (probabilities averaged), on 4 file(s)"
+    rows = list(csv.DictReader(out))
+    classes = pipeline.load_data(cli_config(base)).corpus.classes
+    assert list(rows[0]) == ["path", "pred", *(f"p_{c}" for c in classes)]
+    expected = [clips[0], folder / "clip0.WAV", folder / "sub" / "clip1.WAV", folder / "sub" / "clip2.WAV"]
+    assert [r["path"] for r in rows] == [str(p) for p in expected]  # folders expanded, sorted; the .txt left out
+    probs = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows])
+    assert [r["pred"] for r in rows] == [classes[k] for k in probs.argmax(1)]
+    # each fold's student alone, averaged by hand; the copies of a clip score as the clip itself
+    cfg = cli_config(base)
+    alone = [pipeline.classify(cfg, k, expected)[[f"p_{c}" for c in classes]].to_numpy() for k in (1, 2)]
+    np.testing.assert_allclose(probs, (alone[0] + alone[1]) / 2, atol=2e-6)
+    np.testing.assert_allclose(probs[0], probs[1], atol=1e-6)
+
+    # --out writes the same CSV, atomically, and says so on standard output
+    target = tmp_path / "preds.csv"
+    code, out, _ = run(capsys, "predict", clips[0], folder, *base, "--folds", "1", "2", "--out", target)
+    assert code == 0 and out[-1] == f"predictions written to {target}"
+    assert list(csv.DictReader(target.read_text().splitlines())) == rows
+
+
+def test_predict_names_the_file_it_cannot_read(roots, toy, capsys, tmp_path):
+    base = ["--corpus", toy["both"], "--protocol", "session", *FAST, "--folds", "1"]
+    assert run(capsys, "student", *base)[0] == 0
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not really")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for target, message in [(broken, f"error: {broken}: unreadable audio file ("),
+                            (tmp_path / "gone.wav", f"error: {tmp_path / 'gone.wav'}: no such file or folder"),
+                            (empty, f"error: {empty}: no audio files (.wav, .flac, .ogg) in this folder")]:
+        code, out, err = run(capsys, "predict", target, *base)
+        assert code == 2 and out == [] and len(err) == 1 and err[0].startswith(message), err
+
+
+def cli_config(base: list[str]):
+    from emolib.commands import command_config
+
+    named = dict(zip(base[0:4:2], base[1:4:2]))  # --corpus X --protocol Y
+    overrides = {"training.num_threads": 1}
+    return command_config("tiny", overrides, {"data.corpus": str(named["--corpus"]), "data.protocol": named["--protocol"]})

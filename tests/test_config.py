@@ -42,7 +42,8 @@ def test_presets_differ_where_documented():
     assert (paper.student.optim.batch_size, paper.training.precision) == (128, "bf16")
     # the recipes' rates scaled by sqrt(batch ratio) to batch 128 (README, "GPU student and teachers"):
     # SpeechBrain's 1e-4 / 1e-5 at batch 4 and Devlin et al.'s 2e-5..3e-5 at batch 32
-    rates = (paper.student.optim.lr, paper.student.optim.lr * paper.student.backbone_lr_scale, paper.linguistic_teacher.optim.lr)
+    student, bert = paper.student, paper.linguistic_teacher
+    rates = (student.optim.lr, student.optim.lr * student.backbone_lr_scale, bert.optim.lr)
     assert rates == pytest.approx((1e-4 * 32**0.5, 1e-5 * 32**0.5, 2.5e-5 * 4**0.5), rel=0.15)
     assert default == Config()  # the default preset is the dataclass defaults
     assert len({tiny.hash(), default.hash(), paper.hash()}) == 3
