@@ -118,7 +118,7 @@ def _check_whole(f: sf.SoundFile, path: Path) -> None:
 def _frames_and_header(path: Path) -> tuple[int, int, int]:
     _check_exists(path)
     try:
-        with sf.SoundFile(path) as f:
+        with sf.SoundFile(os.fsencode(path)) as f:
             _check_whole(f, path)
             return f.frames, f.samplerate, f.channels
     except sf.SoundFileError as err:
@@ -178,7 +178,7 @@ def read_audio(
         raise ValueError(f"max_seconds must be positive, got {max_seconds}")
     _check_exists(path)
     try:
-        with sf.SoundFile(path) as f:
+        with sf.SoundFile(os.fsencode(path)) as f:
             _check_whole(f, path)
             rate = f.samplerate
             frames = f.frames if max_seconds is None else min(f.frames, math.ceil(max_seconds * rate))

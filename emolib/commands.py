@@ -185,16 +185,18 @@ def student(cfg: Config, folds: Sequence[int] | None = None) -> dict:
     return _close(runs, data)
 
 
-#: The audio files ``predict`` collects from a folder: what soundfile (libsndfile) reads.
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+#: The audio files ``predict`` collects from a folder: what soundfile (libsndfile >= 1.1) reads.
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
 
 
 def audio_files(inputs: Sequence[str | Path]) -> list[Path]:
-    """Files as given, folders expanded to the audio files below them (sorted)."""
+    """Files as given, folders expanded to the audio files below them (sorted), leaving out
+    hidden files and folders (``.git``, macOS's ``._clip.wav``)."""
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(f for f in item.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file())
+            found = sorted(f for f in item.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file()
+                           and not any(part.startswith(".") for part in f.relative_to(item).parts))
             if not found:
                 raise RequestError(f"{item}: no audio files ({', '.join(AUDIO_SUFFIXES)}) in this folder")
             files += found
@@ -216,14 +218,20 @@ def predict(cfg: Config, inputs: Sequence[str | Path], folds: Sequence[int] | No
 
     from . import pipeline
     from .audio import AudioError, audio_info
+    from .corpora import MIN_SECONDS, SKIP_SHORT
+    from .paths import printable
     from .runs import atomic_write_text
 
+    if out is not None and (not str(out) or Path(out).is_dir()):
+        raise RequestError(f"--out {str(out)!r}: not a file name")
     files = audio_files(inputs)
-    try:
-        for f in files:
-            audio_info(f)  # an unreadable file is named before any model loads
+    try:  # an unreadable file is named before any model loads
+        short = [f for f in files if audio_info(f).duration < MIN_SECONDS]
     except AudioError as err:
         raise RequestError(str(err)) from err
+    files = [f for f in files if f not in short]
+    if not files:
+        raise RequestError(f"every file is {SKIP_SHORT}")
     data, numbers, held, variant, note = _student_data(cfg, folds)
     runs = {k: pipeline.student_run(cfg, k, data.corpus.has_transcripts) for k in numbers}
     missing = [k for k, run in runs.items() if not run.is_complete()]
@@ -237,6 +245,9 @@ def predict(cfg: Config, inputs: Sequence[str | Path], folds: Sequence[int] | No
     print(f"student {cfg.distill.variant} ({' + '.join(variant.enabled())}) of {data.corpus.name}, "
           f"fold{'s' if len(numbers) > 1 else ''} {' '.join(map(str, numbers))}"
           f"{' (probabilities averaged)' if len(numbers) > 1 else ''}, on {len(files)} file(s)", file=info, flush=True)
+    if short:
+        print(f"skipped {len(short)} file(s): {SKIP_SHORT}: {', '.join(map(printable, short[:3]))}"
+              f"{', ...' if len(short) > 3 else ''}", file=info, flush=True)
     try:
         with contextlib.redirect_stdout(info):  # progress lines never mix with the CSV
             frame = pipeline.classify(cfg, numbers, files, data)

@@ -441,6 +441,12 @@ def _dependencies(chain: list[Task]) -> dict[str, str | None]:
     return deps
 
 
+def least_busy(free: list[str | None], busy: list[str | None]) -> str | None:
+    """The free slot whose GPU runs the fewest notebooks now (with more jobs than GPUs, a slot
+    freed on a busy GPU must not be taken while another GPU idles); ties: the first."""
+    return min(free, key=busy.count)
+
+
 def _run_graph(chains: dict[int, list[Task]], slots: list[str | None], force: bool, progress: _Progress,
                outcomes: list[Outcome], failures: list[Outcome]) -> list[Outcome]:
     """Parallel folds, scheduled notebook by notebook: a notebook starts as soon as the one
@@ -498,7 +504,8 @@ def _run_graph(chains: dict[int, list[Task]], slots: list[str | None], force: bo
                     settle(Outcome(task, "skipped"))
                     continue
                 state[key] = "running"
-                gpu = free.pop(0)
+                gpu = least_busy(free, [held for _, held in running.values()])
+                free.remove(gpu)
                 running[pool.submit(execute, task, gpu)] = (task, gpu)
 
         fill()
@@ -686,7 +693,7 @@ def _run(preset: str, folds: list[int] | None, notebooks: list[str] | None, jobs
     if jobs < 1:
         raise DriverError(f"--jobs must be at least 1, got {jobs}")
     cfg, overrides = _build_config(preset, dict(overrides or {}))
-    slots = gpu_slots(gpus, jobs, cfg.training.device)
+    slots = gpu_slots(gpus, max(jobs, len(gpus or ())), cfg.training.device)  # every listed GPU at least once
     extra = _plain(dict(extra or {}), "-p")
     selected = select_notebooks(notebooks)
     check_parameters(selected, extra)
@@ -699,6 +706,8 @@ def _run(preset: str, folds: list[int] | None, notebooks: list[str] | None, jobs
         # prepare computes features in this process: on the first listed GPU, not the shell's cuda:0
         on_gpu = replace(cfg, training=replace(cfg.training, device=f"cuda:{gpus[0]}")) if gpus else cfg
         fold_list, prepare_seconds, corpus = _resolve_folds(on_gpu, folds, prepare or default_prepare(), out)
+        if gpus and "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized():
+            sys.modules["torch"].cuda.empty_cache()  # this process keeps only its CUDA context on that GPU
     # A once-only notebook that declares `folds` learns which folds this run covered
     # (a report over `--folds 1 2` must not look for folds 3-5); otherwise it keeps its default.
     report_folds = fold_list or (sorted({int(f) for f in folds}) if folds else None)
@@ -718,14 +727,19 @@ def _run(preset: str, folds: list[int] | None, notebooks: list[str] | None, jobs
     chains = {fold: [task(nb, fold) for nb in per_fold] for fold in fold_list}
     finals = [task(nb, None) for nb in once]
     total = sum(map(len, chains.values())) + len(finals)
+    used = slots[:max(1, min(jobs, len(chains)))]  # one GPU slot per job that can run at once
     print(
         f"emolib run: preset {preset}, config {cfg.hash()}, {len(fold_list)} folds x {len(per_fold)} notebooks"
-        f" + {len(once)} once, jobs {jobs}{_gpus_text(_gpus_used(slots))} -> {_show(run_dir)}",
+        f" + {len(once)} once, jobs {jobs}{_gpus_text(_gpus_used(used))} -> {_show(run_dir)}",
         file=out,
         flush=True,
     )
+    idle = [g for g in _gpus_used(slots) if g not in used]
+    if idle:
+        print(f"note: GPU{'s' if len(idle) > 1 else ''} {','.join(idle)} get{'' if len(idle) > 1 else 's'} no work "
+              f"({len(used)} job(s) at a time for {len(chains)} fold(s))", file=out, flush=True)
     progress = _Progress(total, out, sequential=min(jobs, len(chains)) <= 1)
-    outcomes = _run_folds(chains, slots, force, progress)
+    outcomes = _run_folds(chains, used, force, progress)
     failures = [o for o in outcomes if o.status == "failed"]
     if failures:
         raise NotebookFailed(failures)
@@ -736,7 +750,7 @@ def _run(preset: str, folds: list[int] | None, notebooks: list[str] | None, jobs
             outcome = Outcome(t, "skipped")
         else:
             progress.start(t)
-            outcome = execute(t, slots[0])
+            outcome = execute(t, used[0])
         progress.finish(outcome)
         outcomes.append(outcome)
         if outcome.status == "failed":
@@ -745,7 +759,7 @@ def _run(preset: str, folds: list[int] | None, notebooks: list[str] | None, jobs
 
     timing = _timing(preset, cfg, fold_list, jobs, outcomes, prepare_seconds, time.perf_counter() - t0)
     if gpus:
-        timing["gpus"] = _gpus_used(slots)
+        timing["gpus"] = _gpus_used(used)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "timing.json", timing)
     print(format_timing(timing), file=out)

@@ -86,3 +86,9 @@ def model_source(name: str) -> str:
         raise FileNotFoundError(f"{name}: no such model directory (a local model is a folder written by "
                                 "save_pretrained; anything else is read as a hub id)")
     return name
+
+
+def printable(path: str | os.PathLike) -> str:
+    """A path as text that can be written anywhere: the bytes of a file name that are not
+    UTF-8 (Python keeps them as surrogates) shown as ``\\xe9``."""
+    return os.fspath(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

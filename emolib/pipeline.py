@@ -613,9 +613,10 @@ def classify(cfg: Config, fold: int | Sequence[int], audio_paths, data: Data | N
     probabilities are averaged: the usual ensemble of cross-validation models, each trained
     on other speakers."""
     from . import student as st
-    from .train import predict, resolve_device
+    from .train import predict, resolve_device, set_threads
 
     data = data or load_data(cfg)
+    set_threads(cfg.training)
     folds = [fold] if isinstance(fold, int) else list(fold)
     paths_by_id = {str(i): str(p) for i, p in enumerate(audio_paths)}
     device = resolve_device(cfg.training.device)
@@ -629,7 +630,8 @@ def classify(cfg: Config, fold: int | Sequence[int], audio_paths, data: Data | N
                       cfg.training.precision)
         probs.append(torch.softmax(torch.from_numpy(out["logits"]).double(), -1).numpy())
     mean = np.mean(probs, axis=0)
-    frame = pd.DataFrame({"path": list(paths_by_id.values()), "pred": [classes[k] for k in mean.argmax(-1)]})
+    frame = pd.DataFrame({"path": [paths.printable(p) for p in paths_by_id.values()],
+                          "pred": [classes[k] for k in mean.argmax(-1)]})
     for c, name in enumerate(classes):
         frame[f"p_{name}"] = mean[:, c].round(6)
     return frame

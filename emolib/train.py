@@ -60,11 +60,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def setup(training: TrainingConfig) -> torch.device:
-    """Threads, seeds and determinism for a run; returns the device."""
+def set_threads(training: TrainingConfig) -> None:
+    """torch's CPU threads: ``training.num_threads``, else ``EMOLIB_THREADS``, else torch's default."""
     threads = training.num_threads or int(os.environ.get("EMOLIB_THREADS", "0"))
     if threads > 0:
         torch.set_num_threads(threads)
+
+
+def setup(training: TrainingConfig) -> torch.device:
+    """Threads, seeds and determinism for a run; returns the device."""
+    set_threads(training)
     seed_everything(training.seed)
     device = resolve_device(training.device)
     if training.deterministic and device.type == "cpu":

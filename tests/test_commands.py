@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from pathlib import Path
 
@@ -379,9 +380,27 @@ def test_predict_names_the_file_it_cannot_read(roots, toy, capsys, tmp_path):
     empty.mkdir()
     for target, message in [(broken, f"error: {broken}: unreadable audio file ("),
                             (tmp_path / "gone.wav", f"error: {tmp_path / 'gone.wav'}: no such file or folder"),
-                            (empty, f"error: {empty}: no audio files (.wav, .flac, .ogg) in this folder")]:
+                            (empty, f"error: {empty}: no audio files (.wav, .flac, .ogg, .oga, .opus, .mp3, .aif, .aiff) in this folder")]:
         code, out, err = run(capsys, "predict", target, *base)
         assert code == 2 and out == [] and len(err) == 1 and err[0].startswith(message), err
+    clip = Path(toy["utterances"][0].path)
+    code, out, err = run(capsys, "predict", clip, *base, "--out", tmp_path)
+    assert (code, out, err) == (2, [], [f"error: --out {str(tmp_path)!r}: not a file name"])
+
+    # in a folder: hidden files and folders are left out, a clip under 25 ms is skipped and
+    # counted, a name that is not UTF-8 is written escaped
+    folder = tmp_path / "cut"
+    (folder / ".git").mkdir(parents=True)
+    for name in ("._a.wav", ".git/b.wav"):
+        (folder / name).write_bytes(b"AppleDouble, not audio")
+    name = os.fsdecode(b"caf\xe9.wav")
+    (folder / name).write_bytes(clip.read_bytes())
+    sf.write(folder / "blip.wav", np.full(200, 0.1, dtype=np.float32), 16000)  # 12.5 ms
+    code, out, err = run(capsys, "predict", folder, *base)
+    assert code == 0
+    assert err[-1] == f"skipped 1 file(s): audio shorter than 25 ms (too short for a speech model's front end): " \
+                      f"{folder / 'blip.wav'}"
+    assert [row["path"] for row in csv.DictReader(out)] == [f"{folder}/caf\\xe9.wav"]
 
 
 def cli_config(base: list[str]):

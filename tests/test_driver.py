@@ -238,6 +238,20 @@ def test_gpus_give_each_running_fold_its_own_gpu(runs, capsys, monkeypatch):
     assert _probe(runs, "fold1")["gpu"] == "1" and "CUDA_VISIBLE_DEVICES" not in os.environ
     assert driver.gpu_slots([1, 0], 5, "auto") == ["1", "0", "1", "0", "1"]
 
+    # GPUs that can get no work are said, and not recorded as used
+    summary = driver.run("tiny", gpus=[0, 1], jobs=1, folds=[1], extra={"message": "two"})
+    assert "note: GPU 1 gets no work (1 job(s) at a time for 1 fold(s))" in capsys.readouterr().out
+    assert summary.timing["gpus"] == ["0"]
+
+
+def test_a_freed_slot_goes_to_the_least_busy_gpu():
+    # 3 jobs on GPUs 0 and 1: slots 0, 1, 0. With a notebook still running on GPU 0 and both
+    # other slots free, the next notebook goes to GPU 1, whichever slot was freed first.
+    assert driver.least_busy(["0", "1"], busy=["0"]) == "1"
+    assert driver.least_busy(["1", "0"], busy=["1"]) == "0"
+    assert driver.least_busy(["0", "1"], busy=[]) == "0"
+    assert driver.least_busy([None, None], busy=[None]) is None  # no GPUs: any slot
+
 
 @pytest.mark.parametrize(
     "gpus, device, message",
