@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -91,6 +92,17 @@ def _unreadable(path: Path, err: Exception) -> AudioError:
     return AudioError(f"{path}: unreadable audio file ({err})")
 
 
+def _sf_name(path: Path) -> str | bytes:
+    """The name to give soundfile: the path as text, or as bytes when it holds bytes that are not
+    valid in the file-system encoding (soundfile would fail to encode them)."""
+    name = os.fspath(path)
+    try:
+        name.encode(sys.getfilesystemencoding())
+    except UnicodeEncodeError:
+        return os.fsencode(name)
+    return name
+
+
 def _check_exists(path: Path) -> None:
     if not path.exists():
         raise AudioError(f"{path}: no such audio file")
@@ -118,7 +130,7 @@ def _check_whole(f: sf.SoundFile, path: Path) -> None:
 def _frames_and_header(path: Path) -> tuple[int, int, int]:
     _check_exists(path)
     try:
-        with sf.SoundFile(os.fsencode(path)) as f:
+        with sf.SoundFile(_sf_name(path)) as f:
             _check_whole(f, path)
             return f.frames, f.samplerate, f.channels
     except sf.SoundFileError as err:
@@ -178,7 +190,7 @@ def read_audio(
         raise ValueError(f"max_seconds must be positive, got {max_seconds}")
     _check_exists(path)
     try:
-        with sf.SoundFile(os.fsencode(path)) as f:
+        with sf.SoundFile(_sf_name(path)) as f:
             _check_whole(f, path)
             rate = f.samplerate
             frames = f.frames if max_seconds is None else min(f.frames, math.ceil(max_seconds * rate))
