@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -214,8 +215,6 @@ def predict(cfg: Config, inputs: Sequence[str | Path], folds: Sequence[int] | No
     fold; :func:`emolib.pipeline.classify`). Writes CSV (``path``, ``pred``, ``p_<class>``) to
     ``out``, atomically, or to standard output, with what was used on a line before it
     (on standard error then, so that the output stays CSV). Never trains."""
-    import sys
-
     from . import pipeline
     from .audio import AudioError, audio_info
     from .corpora import MIN_SECONDS, SKIP_SHORT
@@ -225,11 +224,14 @@ def predict(cfg: Config, inputs: Sequence[str | Path], folds: Sequence[int] | No
     if out is not None and (not str(out) or Path(out).is_dir()):
         raise RequestError(f"--out {str(out)!r}: not a file name")
     files = audio_files(inputs)
+    kept: list[Path] = []
+    short: list[Path] = []
     try:  # an unreadable file is named before any model loads
-        short = [f for f in files if audio_info(f).duration < MIN_SECONDS]
+        for f in files:
+            (short if audio_info(f).duration < MIN_SECONDS else kept).append(f)
     except AudioError as err:
         raise RequestError(str(err)) from err
-    files = [f for f in files if f not in short]
+    files = kept
     if not files:
         raise RequestError(f"every file is {SKIP_SHORT}")
     data, numbers, held, variant, note = _student_data(cfg, folds)
