@@ -252,7 +252,7 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
         description="Classify audio files with the trained students of a config, from the audio alone (no "
         "transcript, no openSMILE, no teacher), averaging the probabilities of every fold's student. Prints CSV "
         "(path, pred, p_<class>) or writes it with --out. Never trains: train first with `student` or "
-        "`make report`, with the same options.",
+        "`make report`, with the same options. Reads only the run folders, not the corpus.",
     )
     p.add_argument("inputs", nargs="+", metavar="AUDIO", help="audio files, or folders of them (.wav, .flac, .ogg)")
     p.add_argument("--variant", metavar="NAME", help="the student variant (default: the preset's, full)")
@@ -260,6 +260,10 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol", choices=PROTOCOLS, help="its folds (default: the preset's)")
     p.add_argument("--folds", type=int, nargs="+", metavar="K", help="the folds' students to use (default: every fold)")
     p.add_argument("--out", metavar="FILE", help="write the CSV here (default: standard output)")
+    p.add_argument("--run", action="append", metavar="DIR", dest="run_dirs",
+                   help="use the students saved in this run folder (runs/student/<name>, or one of its fold<k>; "
+                   "e.g. copied from another machine) with their own configs instead of the options' (--set still "
+                   "applies, e.g. training.device=cpu); repeatable")
     _add_config(p)
     p.set_defaults(func=cmd_predict)
 
@@ -269,10 +273,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     named = {"data.corpus": args.corpus, "data.protocol": args.protocol, "distill.variant": args.variant}
     return _train(lambda: commands.predict(commands.command_config(args.preset, dict(args.overrides), named),
-                                           args.inputs, args.folds, args.out))
+                                           args.inputs, args.folds, args.out, args.run_dirs, dict(args.overrides)),
+                  interrupted="no predictions written (--out is written only when complete)")
 
 
-def _train(call: Callable[[], Any]) -> int:
+RESUMES = "complete folds are kept, and the next run resumes the killed one"
+
+
+def _train(call: Callable[[], Any], interrupted: str = RESUMES) -> int:
     """Run a training command; a request that cannot run becomes one ``error:`` line."""
     from .commands import RequestError
 
@@ -282,7 +290,7 @@ def _train(call: Callable[[], Any]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted: complete folds are kept, and the next run resumes the killed one", file=sys.stderr)
+        print(f"\ninterrupted: {interrupted}", file=sys.stderr)
         return 130
     return 0
 

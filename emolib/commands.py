@@ -209,20 +209,44 @@ def audio_files(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def predict(cfg: Config, inputs: Sequence[str | Path], folds: Sequence[int] | None = None,
-            out: str | Path | None = None):
+            out: str | Path | None = None, run_dirs: Sequence[str | Path] | None = None,
+            overrides: dict[str, Any] | None = None):
     """Classify audio files with the trained students of ``cfg`` (variant ``cfg.distill.variant``)
     from the audio alone, averaging the probabilities of the folds' students (default: every
-    fold; :func:`emolib.pipeline.classify`). Writes CSV (``path``, ``pred``, ``p_<class>``) to
-    ``out``, atomically, or to standard output, with what was used on a line before it
-    (on standard error then, so that the output stays CSV). Never trains."""
+    trained fold; :func:`emolib.pipeline.classify`). Writes CSV (``path``, ``pred``,
+    ``p_<class>``) to ``out``, atomically, or to standard output, with what was used on a line
+    before it (on standard error then, so that the output stays CSV). Never trains, and never
+    reads the corpus: the classes and the students come from the run folders.
+
+    ``run_dirs``: student run folders (``.../student/<name>`` or one of its ``fold<k>``, e.g.
+    copied from another machine) to use instead of ``cfg``'s; each has its own config, to
+    which ``overrides`` apply (e.g. ``training.device``)."""
     from . import pipeline
     from .audio import AudioError, audio_info
     from .corpora import MIN_SECONDS, SKIP_SHORT
+    from .losses import get_variant
     from .paths import printable
-    from .runs import atomic_write_text
+    from .runs import ResultFileError, atomic_write_text, read_json
 
     if out is not None and (not str(out) or Path(out).is_dir()):
         raise RequestError(f"--out {str(out)!r}: not a file name")
+    if run_dirs:
+        dirs = _student_dirs(run_dirs, folds)
+    else:
+        try:
+            get_variant(cfg.distill.variant)
+        except KeyError as err:
+            raise RequestError(_message(err)) from err
+        numbers = sorted(set(folds)) if folds else pipeline.trained_folds(cfg)
+        runs = {k: pipeline.trained_student(cfg, k) for k in numbers}
+        missing = [k for k, run in runs.items() if not run.is_complete()]
+        if not numbers or missing:
+            where = pipeline.student_run(cfg, 1).dir.parent
+            which = f" for fold{'s' if len(missing) > 1 else ''} {' '.join(map(str, missing))}" if missing else ""
+            raise RequestError(
+                f"no trained student {cfg.distill.variant}{which} of this config in {where}: train it first "
+                "(python -m emolib student with the same options, or make report)")
+        dirs = [runs[k].dir for k in numbers]
     files = audio_files(inputs)
     kept: list[Path] = []
     short: list[Path] = []
@@ -234,26 +258,27 @@ def predict(cfg: Config, inputs: Sequence[str | Path], folds: Sequence[int] | No
     files = kept
     if not files:
         raise RequestError(f"every file is {SKIP_SHORT}")
-    data, numbers, held, variant, note = _student_data(cfg, folds)
-    runs = {k: pipeline.student_run(cfg, k, data.corpus.has_transcripts) for k in numbers}
-    missing = [k for k, run in runs.items() if not run.is_complete()]
-    if missing:
-        raise RequestError(
-            f"no trained student {cfg.distill.variant} for fold{'s' if len(missing) > 1 else ''} "
-            f"{' '.join(map(str, missing))} of this config in {runs[missing[0]].dir.parent}: train it first "
-            "(python -m emolib student with the same options, or make report)")
+    try:  # a damaged run is named before any model loads, and students of other classes are not mixed
+        shapes = {d: pipeline.student_dir_shape(d)[0] for d in dirs}
+    except ResultFileError as err:
+        raise RequestError(str(err)) from err
+    if len({tuple(c) for c in shapes.values()}) > 1:
+        raise RequestError("the students have different classes: " + "; ".join(
+            f"{d}: {' '.join(c)}" for d, c in shapes.items()))
+    first = read_json(Path(dirs[0]) / "metrics.json")
     info = sys.stdout if out is not None else sys.stderr
-    print((note + "\n" if note else "") + held, end="", file=info)
-    print(f"student {cfg.distill.variant} ({' + '.join(variant.enabled())}) of {data.corpus.name}, "
-          f"fold{'s' if len(numbers) > 1 else ''} {' '.join(map(str, numbers))}"
-          f"{' (probabilities averaged)' if len(numbers) > 1 else ''}, on {len(files)} file(s)", file=info, flush=True)
+    print(f"student {first.get('variant', cfg.distill.variant)} ({' + '.join(first.get('terms', []))}) of "
+          f"{first.get('corpus', '?')}, fold{'s' if len(dirs) > 1 else ''} "
+          f"{' '.join(Path(d).name[4:] for d in dirs)}{' (probabilities averaged)' if len(dirs) > 1 else ''}, "
+          f"on {len(files)} file(s)", file=info, flush=True)
     if short:
         print(f"skipped {len(short)} file(s): {SKIP_SHORT}: {', '.join(map(printable, short[:3]))}"
               f"{', ...' if len(short) > 3 else ''}", file=info, flush=True)
     try:
         with contextlib.redirect_stdout(info):  # progress lines never mix with the CSV
-            frame = pipeline.classify(cfg, numbers, files, data)
-    except AudioError as err:
+            frame = pipeline.classify_dirs(dirs, files, overrides) if run_dirs else \
+                pipeline.classify(cfg, numbers, files)
+    except (AudioError, ResultFileError) as err:  # a file that cannot be read, a damaged run
         raise RequestError(str(err)) from err
     text = frame.to_csv(index=False)
     if out is None:
@@ -262,6 +287,28 @@ def predict(cfg: Config, inputs: Sequence[str | Path], folds: Sequence[int] | No
         atomic_write_text(out, text)
         print(f"predictions written to {out}", flush=True)
     return frame
+
+
+def _student_dirs(run_dirs: Sequence[str | Path], folds: Sequence[int] | None) -> list[Path]:
+    """The fold folders named by ``--run``: a fold folder, or a run's complete fold folders
+    (those of ``folds`` only, when given)."""
+    from .pipeline import complete_fold_dirs
+
+    found: list[Path] = []
+    for d in map(Path, run_dirs):
+        if not d.is_dir():
+            raise RequestError(f"--run {d}: no such folder")
+        if (d / "config.json").is_file():
+            found.append(d)
+            continue
+        chosen = [f for f in complete_fold_dirs(d) if not folds or int(f.name[4:]) in folds]
+        if not chosen:
+            which = f" for fold{'s' if len(set(folds)) > 1 else ''} {' '.join(map(str, sorted(set(folds))))}" \
+                if folds else ""
+            raise RequestError(f"--run {d}: no complete student{which} here (give a folder "
+                               ".../student/<name> or one of its fold<k> folders)")
+        found += chosen
+    return found
 
 
 #: What :func:`gap` compares every row with: the paper's plain fine-tuning (Table 2, row 6).

@@ -26,7 +26,7 @@ from .config import Config, config_hash
 from .corpora import Corpus, load_from_config
 from .folds import Fold, get_fold, make_folds
 from .metrics import classification_metrics
-from .runs import ResultFileError, Run, atomic_path
+from .runs import COMPLETE_MARKER, ResultFileError, Run, atomic_path
 
 TEACHER_KINDS = ("prosodic", "linguistic")
 
@@ -575,54 +575,149 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
 # -- inference: audio in, emotion out -------------------------------------------------------
 
 
+def trained_student(cfg: Config, fold: int, has_transcripts: bool | None = None) -> Run:
+    """The run of ``cfg``'s student for ``fold``. Whether the corpus has transcripts decides the
+    run (without them the linguistic terms are off); when it is not given (``None``), the
+    corpus is not read: the complete one of the two candidates is returned, else the first."""
+    candidates = [student_run(cfg, fold, has) for has in ((True, False) if has_transcripts is None
+                                                          else (has_transcripts,))]
+    return next((run for run in candidates if run.is_complete()), candidates[0])
+
+
+def complete_fold_dirs(parent: str | Path) -> list[Path]:
+    """The complete ``fold<k>`` folders of a run folder, by fold number."""
+    dirs = [d for d in Path(parent).glob("fold*") if d.name[4:].isdigit() and (d / COMPLETE_MARKER).is_file()]
+    return sorted(dirs, key=lambda d: int(d.name[4:]))
+
+
+def trained_folds(cfg: Config) -> list[int]:
+    """The folds whose student of ``cfg`` is complete, read from the run folders alone."""
+    for has in (True, False):
+        folds = [int(d.name[4:]) for d in complete_fold_dirs(student_run(cfg, 1, has).dir.parent)]
+        if folds:
+            return folds
+    return []
+
+
 def load_student(cfg: Config, fold: int, data: Data | None = None):
-    """The trained student of ``cfg`` for ``fold`` (its selected weights, ``best.safetensors``),
-    ready for inference on audio alone: the whole backbone in front of the heads, whatever part
-    of it was cached in training. Raises when the run is not complete."""
+    """The trained student of ``cfg`` for ``fold`` and its classes: the selected weights
+    (``best.safetensors``), ready for inference on audio alone, the whole backbone in front of
+    the heads whatever part of it was cached in training. Needs the run folder, not the corpus
+    (``data``, when given, only says whether it had transcripts). Raises when the run is not
+    complete."""
+    run = trained_student(cfg, fold, None if data is None else data.corpus.has_transcripts)
+    if not run.is_complete():
+        raise FileNotFoundError(f"{run.dir}: no trained student for fold {fold} (train it first: "
+                                "pipeline.train_student or python -m emolib student)")
+    return load_student_dir(run.dir, run.cfg)
+
+
+def student_dir_shape(directory: str | Path) -> tuple[list[str], tuple[int, int]]:
+    """A saved student's classes (``metrics.json``) and its linguistic and prosodic embedding
+    widths (read from the ``best.safetensors`` header, no weights loaded); raises, naming the
+    file, when the folder does not hold a complete student."""
+    from safetensors import SafetensorError, safe_open
+
+    from .runs import read_json
+
+    directory = Path(directory)
+    for name in ("config.json", COMPLETE_MARKER, "best.safetensors"):
+        if not (directory / name).is_file():
+            raise ResultFileError(f"{directory}: not a complete student run (no {name})")
+    weights = directory / "best.safetensors"
+    try:
+        with safe_open(str(weights), "pt") as f:
+            shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise ResultFileError(f"{weights}: unreadable weights ({exc})") from exc
+    classes = read_json(directory / COMPLETE_MARKER).get("classes")
+    widths = [shapes.get(f"{k}_head.3.bias") for k in ("linguistic", "prosodic")]
+    if not classes or None in widths or shapes.get("ffn.3.bias") != [len(classes)]:
+        raise ResultFileError(f"{directory}: metrics.json's classes and best.safetensors's heads do not make "
+                              "a student")
+    return list(classes), (widths[0][0], widths[1][0])
+
+
+def load_student_dir(directory: str | Path, cfg: Config | None = None):
+    """The student saved in a run folder ``.../student/<name>/fold<k>`` (perhaps copied from
+    another machine) and its classes: the config from its ``config.json`` unless ``cfg`` is
+    given, the classes from ``metrics.json``, the head widths from ``best.safetensors``."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from . import student as st
     from .backbones import load_backbone
+    from .config import from_dict
+    from .runs import read_json
 
-    data = data or load_data(cfg)
-    cfg = canonical_student_config(cfg, data.corpus.has_transcripts)
-    run = student_run(cfg, fold, data.corpus.has_transcripts)
-    if not run.is_complete():
-        raise FileNotFoundError(f"{run.dir}: no trained student for fold {fold} (train it first: "
-                                "pipeline.train_student or python -m emolib student)")
+    directory = Path(directory)
+    weights = directory / "best.safetensors"
+    classes, widths = student_dir_shape(directory)
+    cfg = cfg or from_dict(read_json(directory / "config.json"))
+    try:
+        saved = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise ResultFileError(f"{weights}: unreadable weights ({exc})") from exc
     s = cfg.student
     backbone = load_backbone(s.backbone, freeze=s.freeze, max_seconds=s.max_seconds,
                              precision=cfg.training.precision)
-    model = st.EmoDistillStudent(backbone.num_hidden_states, st.pooled_width(backbone, s.pooling), len(data.corpus.classes),
-                                 *head_widths(cfg, data), s, backbone=backbone)
-    saved = load_file(str(run.path("best.safetensors")))
-    missing, unexpected = model.load_state_dict(saved, strict=False)
+    model = st.EmoDistillStudent(backbone.num_hidden_states, st.pooled_width(backbone, s.pooling), len(classes),
+                                 *widths, s, backbone=backbone)
+    try:
+        missing, unexpected = model.load_state_dict(saved, strict=False)
+    except RuntimeError as exc:  # a shape that differs: another backbone or pooling than the config's
+        raise ResultFileError(f"{weights}: does not fit the student of this config ({exc})") from exc
     # a frozen backbone's weights are the pre-trained ones (not saved with the run), nothing else may be missing
     if unexpected or any(not k.startswith("backbone.") for k in missing) or (missing and s.freeze != "all"):
-        raise ResultFileError(f"{run.path('best.safetensors')}: does not fit the student of this config "
-                              f"(missing {missing[:3]}, unexpected {unexpected[:3]}); delete {run.dir} to train it again")
-    return model.eval(), data.corpus.classes
+        raise ResultFileError(f"{weights}: does not fit the student of this config "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]}); delete {directory} to train it again")
+    return model.eval(), list(classes)
 
 
 def classify(cfg: Config, fold: int | Sequence[int], audio_paths, data: Data | None = None,
              batch_size: int = 8) -> pd.DataFrame:
     """Emotion probabilities for audio files, from trained students alone (no transcript, no
-    openSMILE, no teacher): one row per file, ``path``, ``pred`` and ``p_<class>``.
+    openSMILE, no teacher, no corpus): one row per file, ``path``, ``pred`` and ``p_<class>``.
 
     ``fold`` is one fold's student, or several folds' (e.g. ``[1, 2, 3, 4, 5]``), whose
     probabilities are averaged: the usual ensemble of cross-validation models, each trained
     on other speakers."""
+    folds = [fold] if isinstance(fold, int) else list(fold)
+    return _classify([(cfg, lambda k=k: load_student(cfg, k, data)) for k in folds], audio_paths, batch_size)
+
+
+def classify_dirs(directories: Sequence[str | Path], audio_paths, overrides: dict[str, Any] | None = None,
+                  batch_size: int = 8) -> pd.DataFrame:
+    """:func:`classify` with the students saved in run folders (``.../student/<name>/fold<k>``,
+    e.g. copied from a GPU server), each with its own ``config.json``; ``overrides`` (dotted
+    keys, e.g. ``{"training.device": "cpu"}``) apply to each."""
+    from .config import from_dict
+    from .runs import read_json
+
+    students = []
+    for d in map(Path, directories):
+        if not (d / "config.json").is_file():
+            raise ResultFileError(f"{d}: not a complete student run (no config.json)")
+        cfg = from_dict(read_json(d / "config.json")).replace(overrides or {})
+        students.append((cfg, lambda d=d, cfg=cfg: load_student_dir(d, cfg)))
+    return _classify(students, audio_paths, batch_size)
+
+
+def _classify(students: Sequence[tuple[Config, Any]], audio_paths, batch_size: int) -> pd.DataFrame:
+    """Average the probabilities of ``(config, load)`` students, ``load()`` giving (model, classes)."""
     from . import student as st
     from .train import predict, resolve_device, set_threads
 
-    data = data or load_data(cfg)
-    set_threads(cfg.training)
-    folds = [fold] if isinstance(fold, int) else list(fold)
+    set_threads(students[0][0].training)
     paths_by_id = {str(i): str(p) for i, p in enumerate(audio_paths)}
-    device = resolve_device(cfg.training.device)
-    probs = []
-    for k in folds:
-        model, classes = load_student(cfg, k, data)
+    probs, classes = [], None
+    for cfg, load in students:
+        device = resolve_device(cfg.training.device)
+        model, these = load()
+        if classes is not None and these != classes:
+            raise ResultFileError(f"the students disagree on the classes ({classes} vs {these}): "
+                                  "they cannot be averaged")
+        classes = these
         # read as in training (a file that cannot be read raises an AudioError naming it)
         dataset = st.StudentDataset(list(paths_by_id), [0] * len(paths_by_id), {}, {}, "waveform", paths_by_id,
                                     cfg.student.max_seconds)

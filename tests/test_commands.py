@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -401,6 +402,57 @@ def test_predict_names_the_file_it_cannot_read(roots, toy, capsys, tmp_path):
     assert err[-1] == f"skipped 1 file(s): audio shorter than 25 ms (too short for a speech model's front end): " \
                       f"{folder / 'blip.wav'}"
     assert [row["path"] for row in csv.DictReader(out)] == [f"{folder}/caf\\xe9.wav"]
+
+
+def test_predict_reads_only_the_run_folders_which_may_be_copied_anywhere(roots, toy, capsys, tmp_path):
+    manifest = tmp_path / "elsewhere.csv"  # a corpus of its own, to be taken away
+    manifest.write_bytes(Path(toy["both"]).read_bytes())
+    base = ["--corpus", manifest, "--protocol", "session", *FAST, "--variant", "no_teachers"]
+    assert run(capsys, "student", *base, "--folds", "1", "3")[0] == 0
+    clips = [Path(u.path) for u in toy["utterances"][:2]]
+    code, out, err = run(capsys, "predict", *clips, *base)
+    # without --folds: every trained fold, found in the run folders
+    assert code == 0 and err[-1] == "student no_teachers (ce) of elsewhere, folds 1 3 (probabilities averaged), " \
+                                    "on 2 file(s)"
+    before = list(csv.DictReader(out))
+    assert len(before) == 2
+
+    manifest.unlink()  # the corpus is gone: the students still classify
+    code, out, err = run(capsys, "predict", *clips, *base)
+    assert code == 0 and list(csv.DictReader(out)) == before
+
+    # --run: a run folder copied to another place (another machine), with its own config;
+    # the runs root is empty now
+    copy = tmp_path / "from the server" / "no_teachers"
+    shutil.copytree(next((roots / "runs" / "student").iterdir()), copy)
+    shutil.rmtree(roots / "runs")
+    code, out, err = run(capsys, "predict", *clips, "--run", copy, "--set", "training.num_threads=1")
+    assert code == 0 and list(csv.DictReader(out)) == before
+    # one fold's folder, or --folds within the run, give that fold's student alone
+    code, out, _ = run(capsys, "predict", *clips, "--run", copy / "fold3", "--set", "training.num_threads=1")
+    alone = list(csv.DictReader(out))
+    assert code == 0 and alone != before
+    code, out, err = run(capsys, "predict", *clips, "--run", copy, "--folds", "3", "--set", "training.num_threads=1")
+    assert code == 0 and list(csv.DictReader(out)) == alone
+    assert err[-1] == "student no_teachers (ce) of elsewhere, fold 3, on 2 file(s)"
+
+    # a wrong folder is one error line
+    for args, message in [
+            (["--run", copy, "--folds", "2"], f"error: --run {copy}: no complete student for fold 2 here (give a "
+                                              "folder .../student/<name> or one of its fold<k> folders)"),
+            (["--run", tmp_path / "nowhere"], f"error: --run {tmp_path / 'nowhere'}: no such folder")]:
+        assert run(capsys, "predict", *clips, *args) == (2, [], [message])
+    other = tmp_path / "other" / "fold3"  # a student of other classes is not averaged with these
+    shutil.copytree(copy / "fold3", other)
+    metrics = json.loads((other / "metrics.json").read_text())
+    (other / "metrics.json").write_text(json.dumps({**metrics, "classes": metrics["classes"][::-1]}))
+    code, out, err = run(capsys, "predict", *clips, "--run", copy, "--run", other)
+    assert code == 2 and out == [] and len(err) == 1
+    assert err[0].startswith("error: the students have different classes: ")
+    (copy / "fold1" / "best.safetensors").write_bytes(b"truncated")
+    code, out, err = run(capsys, "predict", "--run", copy / "fold1", *clips)
+    assert code == 2 and out == [] and len(err) == 1
+    assert err[0].startswith(f"error: {copy / 'fold1' / 'best.safetensors'}: unreadable weights")
 
 
 def cli_config(base: list[str]):
