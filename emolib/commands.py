@@ -265,12 +265,16 @@ def predict(cfg: Config, inputs: Sequence[str | Path], folds: Sequence[int] | No
     if len({tuple(c) for c in shapes.values()}) > 1:
         raise RequestError("the students have different classes: " + "; ".join(
             f"{d}: {' '.join(c)}" for d, c in shapes.items()))
-    first = read_json(Path(dirs[0]) / "metrics.json")
     info = sys.stdout if out is not None else sys.stderr
-    print(f"student {first.get('variant', cfg.distill.variant)} ({' + '.join(first.get('terms', []))}) of "
-          f"{first.get('corpus', '?')}, fold{'s' if len(dirs) > 1 else ''} "
-          f"{' '.join(Path(d).name[4:] for d in dirs)}{' (probabilities averaged)' if len(dirs) > 1 else ''}, "
-          f"on {len(files)} file(s)", file=info, flush=True)
+    averaged = " (probabilities averaged)" if len(dirs) > 1 else ""
+    if len({Path(d).parent for d in dirs}) == 1:  # one run's folds
+        first = read_json(Path(dirs[0]) / "metrics.json")
+        used = (f"student {first.get('variant', cfg.distill.variant)} ({' + '.join(first.get('terms', []))}) of "
+                f"{first.get('corpus', '?')}, fold{'s' if len(dirs) > 1 else ''} "
+                f"{' '.join(Path(d).name[4:] for d in dirs)}")
+    else:  # --run folders of several runs
+        used = f"{len(dirs)} students: {', '.join(printable(Path(d).parent.name + '/' + Path(d).name) for d in dirs)}"
+    print(f"{used}{averaged}, on {len(files)} file(s)", file=info, flush=True)
     if short:
         print(f"skipped {len(short)} file(s): {SKIP_SHORT}: {', '.join(map(printable, short[:3]))}"
               f"{', ...' if len(short) > 3 else ''}", file=info, flush=True)

@@ -449,6 +449,12 @@ def test_predict_reads_only_the_run_folders_which_may_be_copied_anywhere(roots, 
     code, out, err = run(capsys, "predict", *clips, "--run", copy, "--run", other)
     assert code == 2 and out == [] and len(err) == 1
     assert err[0].startswith("error: the students have different classes: ")
+    # students of several runs may be averaged (here the same fold twice: its own probabilities)
+    shutil.copytree(copy / "fold3", tmp_path / "again" / "fold3")
+    code, out, err = run(capsys, "predict", *clips, "--run", copy / "fold3", "--run", tmp_path / "again" / "fold3",
+                         "--set", "training.num_threads=1")
+    assert code == 0 and err[-1] == "2 students: no_teachers/fold3, again/fold3 (probabilities averaged), on 2 file(s)"
+    assert list(csv.DictReader(out)) == alone
     (copy / "fold1" / "best.safetensors").write_bytes(b"truncated")
     code, out, err = run(capsys, "predict", "--run", copy / "fold1", *clips)
     assert code == 2 and out == [] and len(err) == 1
