@@ -26,7 +26,13 @@ are printed at the end. The parts:
    (costed as (a): the same backbone with heads). CPU seconds per audio-second per
    component, and the ratio (b)/(a). Reading the audio is common to both and counted
    in neither total (openSMILE's row reads the file again, as ``prosody.extract`` does).
-4. Peak resident memory (``ru_maxrss``) of each measuring process once the models are
+4. Classifying files with the ensemble ``predict`` uses, one student per fold
+   (``pipeline.classify``; untrained heads): the students on the frozen backbone sharing
+   it (loaded once, one pass per file, each student's heads reading the pooled states)
+   vs each student run whole (a backbone each, one pass per student and file). CPU and
+   wall time per audio-second of the whole call, loading included, best of two
+   interleaved rounds, and the ratio.
+5. Peak resident memory (``ru_maxrss``) of each measuring process once the models are
    loaded, and at its end.
 
 The teachers and heads here are untrained (random heads, packaged MiniLM weights):
@@ -231,19 +237,21 @@ STEP_COLUMNS = [("threads", "threads", "d"), ("variant", "variant", "s"), ("cpu_
 # -- 3. inference: the student alone vs the multimodal pipeline ---------------------------------
 
 
+def untrained_student(cfg, n_classes: int, backbone=None, seed: int = 0) -> st.EmoDistillStudent:
+    """The default student with random heads, on ``backbone`` (else a frozen one is loaded)."""
+    s = cfg.student
+    backbone = backbone or backbones.load_backbone(s.backbone, freeze="all", max_seconds=s.max_seconds)
+    torch.manual_seed(seed)
+    return st.EmoDistillStudent(backbone.num_hidden_states, st.pooled_width(backbone, s.pooling), n_classes,
+                                pipeline.text_embedding_dim(cfg), cfg.prosodic_teacher.embedding_dim, s,
+                                backbone=backbone).eval()
+
+
 class Models:
     """Every model of both inference paths, loaded once; untrained where the training is ours."""
 
     def __init__(self, cfg, n_classes: int):
-        s = cfg.student
-        backbone = backbones.load_backbone(s.backbone, freeze="all", max_seconds=s.max_seconds)
-        # the width of one pooled hidden state (e.g. mean and std: twice the backbone's)
-        pooled_width = backbones.POOLINGS[s.pooling](torch.zeros(1, 1, backbone.hidden_size),
-                                                     torch.ones(1, 1, dtype=torch.bool)).shape[-1]
-        torch.manual_seed(0)
-        self.student = st.EmoDistillStudent(backbone.num_hidden_states, pooled_width, n_classes,
-                                            pipeline.text_embedding_dim(cfg), cfg.prosodic_teacher.embedding_dim, s,
-                                            backbone=backbone).eval()
+        self.student = untrained_student(cfg, n_classes)
         # speech recognition: the same packaged weights, encoder and decoder, 30 s windows
         self.whisper = whisper_ct2.load_whisper("tiny.en")
         self.mel_30s = whisper_ct2.feature_extractor(self.whisper.config.num_mel_bins)
@@ -319,6 +327,31 @@ def inference(m: Models, utterances: list, max_seconds: float, n: int) -> tuple[
     return rows, ratio, transcripts
 
 
+# -- 4. the ensemble of the folds' students: a shared frozen backbone vs each student whole ----
+
+
+def ensemble(cfg, data, utterances: list, n: int) -> tuple[list[dict], dict]:
+    """Rows for ``n`` threads (already set) and the ratio (each whole) / (shared)."""
+    folds, classes = len(data.folds), data.corpus.classes
+    cfg = cfg.replace({"student.freeze": "all", "training.num_threads": n})
+    students = [(cfg, lambda backbone, k=k: (untrained_student(cfg, len(classes), backbone, seed=k), classes))
+                for k in range(folds)]
+    files = [u.path for u in utterances]
+    audio = sum(min(u.duration, cfg.student.max_seconds) for u in utterances)
+    best: dict[bool, Clock] = {}
+    for share in (True, False, True, False):
+        clock = Clock()
+        with clock:
+            pipeline._classify(students, files, BATCH, share_backbone=share)
+        if share not in best or clock.cpu < best[share].cpu:
+            best[share] = clock
+    labels = {True: f"{folds} students, frozen backbone shared (loaded once, one pass per file)",
+              False: f"{folds} students, each run whole (a backbone and a pass each)"}
+    rows = [per_audio_second(labels[share], best[share], audio, threads=n, shared=share) for share in (True, False)]
+    return rows, {"cpu": best[False].cpu / best[True].cpu, "wall": best[False].wall / best[True].wall,
+                  "students": folds}
+
+
 def measure(preset: str, utterances: int, steps: int, n: int) -> dict:
     """Every part with ``n`` torch threads, in the calling (fresh) process."""
     torch.set_num_threads(n)
@@ -338,6 +371,7 @@ def measure(preset: str, utterances: int, steps: int, n: int) -> dict:
     out["backbone_rows"], out["backbone_ratio"] = backbone.measure(n)
     out["step_rows"], out["step_ratio"] = training_steps(step, n, steps)
     out["inference_rows"], out["inference_ratio"], transcripts = inference(models, chosen, cfg.student.max_seconds, n)
+    out["ensemble_rows"], out["ensemble_ratio"] = ensemble(cfg, data, chosen, n)
     peaks["at the end"] = peak_mib()
     tokens = [len(t) for t in transcripts]
     out.update(peak_rss_mib=peaks, load_average=load + [load_average()], mean_transcript_tokens=statistics.mean(tokens),
@@ -397,7 +431,15 @@ def main() -> None:
     print(f"  transcripts: {first['mean_transcript_tokens']:.1f} tokens on average (max "
           f"{first['max_transcript_tokens']}); e.g. {ex['id']}: {ex['text']!r} -> {ex['recognised']!r}")
 
-    print("\n4. peak resident memory of each measuring process:")
+    print(f"\n4. classifying the same files with an ensemble of {first['ensemble_ratio']['students']} students, one "
+          "per fold, as predict does (the whole call, loading included; best of 2 rounds):")
+    table([r for res in results for r in res["ensemble_rows"]], COST_COLUMNS)
+    for res in results:
+        r = res["ensemble_ratio"]
+        print(f"  each whole / shared with {res['threads']} thread(s): {r['cpu']:.1f}x the CPU time, "
+              f"{r['wall']:.1f}x the wall time")
+
+    print("\n5. peak resident memory of each measuring process:")
     for res in results:
         print(f"  {res['threads']} thread(s): " + ", ".join(f"{v:.0f} MiB {k}" for k, v in res["peak_rss_mib"].items()))
     print("load average (1 min) at the start -> end of each process: " + "; ".join(

@@ -599,17 +599,17 @@ def trained_folds(cfg: Config) -> list[int]:
     return []
 
 
-def load_student(cfg: Config, fold: int, data: Data | None = None):
+def load_student(cfg: Config, fold: int, data: Data | None = None, backbone=None):
     """The trained student of ``cfg`` for ``fold`` and its classes: the selected weights
     (``best.safetensors``), ready for inference on audio alone, the whole backbone in front of
     the heads whatever part of it was cached in training. Needs the run folder, not the corpus
-    (``data``, when given, only says whether it had transcripts). Raises when the run is not
-    complete."""
+    (``data``, when given, only says whether it had transcripts). ``backbone``: see
+    :func:`load_student_dir`. Raises when the run is not complete."""
     run = trained_student(cfg, fold, None if data is None else data.corpus.has_transcripts)
     if not run.is_complete():
         raise FileNotFoundError(f"{run.dir}: no trained student for fold {fold} (train it first: "
                                 "pipeline.train_student or python -m emolib student)")
-    return load_student_dir(run.dir, run.cfg)
+    return load_student_dir(run.dir, run.cfg, backbone)
 
 
 def student_dir_shape(directory: str | Path) -> tuple[list[str], tuple[int, int]]:
@@ -638,10 +638,12 @@ def student_dir_shape(directory: str | Path) -> tuple[list[str], tuple[int, int]
     return list(classes), (widths[0][0], widths[1][0])
 
 
-def load_student_dir(directory: str | Path, cfg: Config | None = None):
+def load_student_dir(directory: str | Path, cfg: Config | None = None, backbone=None):
     """The student saved in a run folder ``.../student/<name>/fold<k>`` (perhaps copied from
     another machine) and its classes: the config from its ``config.json`` unless ``cfg`` is
-    given, the classes from ``metrics.json``, the head widths from ``best.safetensors``."""
+    given, the classes from ``metrics.json``, the head widths from ``best.safetensors``.
+    ``backbone``: an already loaded, wholly frozen backbone of the same config to share
+    (its weights are the pre-trained ones, never saved with a run); else one is loaded."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -659,8 +661,9 @@ def load_student_dir(directory: str | Path, cfg: Config | None = None):
     except (SafetensorError, OSError) as exc:
         raise ResultFileError(f"{weights}: unreadable weights ({exc})") from exc
     s = cfg.student
-    backbone = load_backbone(s.backbone, freeze=s.freeze, max_seconds=s.max_seconds,
-                             precision=cfg.training.precision)
+    if backbone is None or s.freeze != "all":
+        backbone = load_backbone(s.backbone, freeze=s.freeze, max_seconds=s.max_seconds,
+                                 precision=cfg.training.precision)
     model = st.EmoDistillStudent(backbone.num_hidden_states, st.pooled_width(backbone, s.pooling), len(classes),
                                  *widths, s, backbone=backbone)
     try:
@@ -675,15 +678,18 @@ def load_student_dir(directory: str | Path, cfg: Config | None = None):
 
 
 def classify(cfg: Config, fold: int | Sequence[int], audio_paths, data: Data | None = None,
-             batch_size: int = 8) -> pd.DataFrame:
+             batch_size: int = 8, share_backbone: bool = True, chunk: int = 256) -> pd.DataFrame:
     """Emotion probabilities for audio files, from trained students alone (no transcript, no
     openSMILE, no teacher, no corpus): one row per file, ``path``, ``pred`` and ``p_<class>``.
 
     ``fold`` is one fold's student, or several folds' (e.g. ``[1, 2, 3, 4, 5]``), whose
     probabilities are averaged: the usual ensemble of cross-validation models, each trained
-    on other speakers."""
+    on other speakers. Students on one wholly frozen backbone share it, which then runs once
+    per file (in chunks of ``chunk`` files); ``share_backbone=False`` runs each student whole
+    (the same probabilities, as a test checks, at one backbone pass per student)."""
     folds = [fold] if isinstance(fold, int) else list(fold)
-    return _classify([(cfg, lambda k=k: load_student(cfg, k, data)) for k in folds], audio_paths, batch_size)
+    return _classify([(cfg, lambda backbone, k=k: load_student(cfg, k, data, backbone)) for k in folds],
+                     audio_paths, batch_size, share_backbone, chunk)
 
 
 def classify_dirs(directories: Sequence[str | Path], audio_paths, overrides: dict[str, Any] | None = None,
@@ -699,32 +705,79 @@ def classify_dirs(directories: Sequence[str | Path], audio_paths, overrides: dic
         if not (d / "config.json").is_file():
             raise ResultFileError(f"{d}: not a complete student run (no config.json)")
         cfg = from_dict(read_json(d / "config.json")).replace(overrides or {})
-        students.append((cfg, lambda d=d, cfg=cfg: load_student_dir(d, cfg)))
+        students.append((cfg, lambda backbone, d=d, cfg=cfg: load_student_dir(d, cfg, backbone)))
     return _classify(students, audio_paths, batch_size)
 
 
-def _classify(students: Sequence[tuple[Config, Any]], audio_paths, batch_size: int) -> pd.DataFrame:
-    """Average the probabilities of ``(config, load)`` students, ``load()`` giving (model, classes)."""
+def _frozen_backbone(cfg: Config) -> tuple | None:
+    """What a wholly frozen backbone's pooled states depend on (None when it is fine-tuned):
+    students with the same key see the same pooled states for the same audio."""
+    s, t = cfg.student, cfg.training
+    return (s.backbone, s.max_seconds, s.pooling, t.precision, t.device) if s.freeze == "all" else None
+
+
+class _PooledStates(torch.nn.Module):
+    """A student's backbone and pooling alone: (B, layers, D) pooled states for waveforms."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch):
+        return {"pooled": self.model.pooled_states(batch)}
+
+
+def _classify(students: Sequence[tuple[Config, Any]], audio_paths, batch_size: int, share_backbone: bool = True,
+              chunk: int = 256) -> pd.DataFrame:
+    """Average the probabilities of ``(config, load)`` students, ``load(backbone)`` giving
+    (model, classes). Students on the same wholly frozen backbone share it: it is loaded
+    once and runs once per file (in chunks of ``chunk`` files, which bounds the memory),
+    each student's heads then read its pooled states; else each student runs whole."""
     from . import student as st
     from .train import predict, resolve_device, set_threads
 
     set_threads(students[0][0].training)
     paths_by_id = {str(i): str(p) for i, p in enumerate(audio_paths)}
-    probs, classes = [], None
-    for cfg, load in students:
+    ids = list(paths_by_id)
+    keys = {_frozen_backbone(cfg) for cfg, _ in students}
+    shared = share_backbone and len(students) > 1 and len(keys) == 1 and None not in keys
+    models, classes, backbone = [], None, None
+    probs: list[list[np.ndarray]] = [[] for _ in students]
+
+    def waveforms(cfg: Config, part: list[str]):  # read as in training (an unreadable file raises, named)
+        return st.StudentDataset(part, [0] * len(part), {}, {}, "waveform", paths_by_id, cfg.student.max_seconds)
+
+    def add(m: int, logits: np.ndarray) -> None:
+        probs[m].append(torch.softmax(torch.from_numpy(logits).double(), -1).numpy())
+
+    for m, (cfg, load) in enumerate(students):
         device = resolve_device(cfg.training.device)
-        model, these = load()
+        model, these = load(backbone if shared else None)
+        if not ids:
+            raise ValueError("classify: no audio files given")
         if classes is not None and these != classes:
             raise ResultFileError(f"the students disagree on the classes ({classes} vs {these}): "
                                   "they cannot be averaged")
         classes = these
-        # read as in training (a file that cannot be read raises an AudioError naming it)
-        dataset = st.StudentDataset(list(paths_by_id), [0] * len(paths_by_id), {}, {}, "waveform", paths_by_id,
-                                    cfg.student.max_seconds)
-        out = predict(model.to(device), dataset, st.make_collate("waveform", model.backbone), batch_size, device,
+        model.to(device)
+        if shared:
+            backbone = model.backbone
+            models.append(model)
+            continue
+        out = predict(model, waveforms(cfg, ids), st.make_collate("waveform", model.backbone), batch_size, device,
                       cfg.training.precision)
-        probs.append(torch.softmax(torch.from_numpy(out["logits"]).double(), -1).numpy())
-    mean = np.mean(probs, axis=0)
+        add(m, out["logits"])
+    if shared:
+        cfg = students[0][0]
+        device, precision = resolve_device(cfg.training.device), cfg.training.precision
+        for start in range(0, len(ids), chunk):
+            part = ids[start:start + chunk]
+            pooled = predict(_PooledStates(models[0]), waveforms(cfg, part), st.make_collate("waveform", backbone),
+                             batch_size, device, precision)["pooled"]
+            states = st.StudentDataset(part, [0] * len(part), {"pooled": dict(zip(part, pooled))}, {}, "pooled")
+            for m, model in enumerate(models):
+                add(m, predict(model, states, st.make_collate("pooled"), batch_size, device, precision)["logits"])
+    mean = np.mean([np.concatenate(p) for p in probs], axis=0)
     frame = pd.DataFrame({"path": [paths.printable(p) for p in paths_by_id.values()],
                           "pred": [classes[k] for k in mean.argmax(-1)]})
     for c, name in enumerate(classes):

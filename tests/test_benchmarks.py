@@ -38,12 +38,14 @@ def test_bench_student_on_a_fresh_machine(bench, tmp_path):
     out = bench("bench_student.py", "--preset", "tiny", "--utterances", "3", "--steps", "3", "--threads", "1",
                 "--out", str(tmp_path / "student.json"))
     for label in ("computed / cached (CPU)", "full / no_teachers (medians)", "(b) / (a) with 1 thread(s)",
-                  "peak resident memory"):
+                  "each whole / shared with 1 thread(s)", "peak resident memory"):
         assert label in out, label
     figures = json.loads((tmp_path / "student.json").read_text())
     (res,) = figures["per_threads"]
     assert res["threads"] == 1 and positive(res["backbone_ratio"])
-    assert all(positive(res["step_ratio"][k]) and positive(res["inference_ratio"][k]) for k in ("cpu", "wall"))
+    assert all(positive(res["step_ratio"][k]) and positive(res["inference_ratio"][k])
+               and positive(res["ensemble_ratio"][k]) for k in ("cpu", "wall"))
+    assert [r["shared"] for r in res["ensemble_rows"]] == [True, False]
     assert {r["variant"] for r in res["step_rows"]} == {"full", "no_teachers"}
     assert all(positive(v) for v in res["peak_rss_mib"].values())
 

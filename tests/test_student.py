@@ -563,6 +563,34 @@ def test_the_trained_student_classifies_audio_alone_as_in_its_test_predictions(r
         pipeline.classify(cfg, 1, [table[expected["id"][0]].path, roots / "nope.wav"], toy)
 
 
+def test_an_ensemble_on_a_frozen_backbone_runs_it_once_per_file(roots, toy, monkeypatch):
+    from emolib import backbones
+
+    cfg = _cfg(**{"student.optim.epochs": 2})  # tiny: the backbone is wholly frozen
+    for fold in (1, 2):
+        pipeline.train_student(cfg, fold, toy, verbose=False)
+    files = [u.path for u in toy.corpus.utterances[:5]]
+    loaded, passes = [], []
+    real = backbones.load_backbone
+
+    def counting(*args, **kwargs):
+        backbone = real(*args, **kwargs)
+        loaded.append(backbone)
+        backbone.register_forward_hook(lambda module, inputs, output: passes.append(len(output.hidden_states[0])))
+        return backbone
+
+    monkeypatch.setattr(backbones, "load_backbone", counting)
+    shared = pipeline.classify(cfg, [1, 2], files, toy, batch_size=2, chunk=3)
+    # one backbone for both students; each file through it once (chunks of 3 in batches of 2)
+    assert len(loaded) == 1 and passes == [2, 1, 2]
+    loaded.clear(), passes.clear()
+    whole = pipeline.classify(cfg, [1, 2], files, toy, batch_size=2, share_backbone=False)
+    assert len(loaded) == 2 and passes == [2, 2, 1] * 2
+    pd.testing.assert_frame_equal(shared, whole, check_exact=False, atol=2e-6)
+    with pytest.raises(ValueError, match="classify: no audio files given"):
+        pipeline.classify(cfg, [1, 2], [], toy)
+
+
 def test_classify_needs_a_trained_student(roots, toy):
     with pytest.raises(FileNotFoundError, match="no trained student for fold 2"):
         pipeline.classify(_cfg(), 2, [], toy)
