@@ -536,6 +536,48 @@ def default_prepare() -> Prepare | None:
     return pipeline.prepare
 
 
+def _apart(hook: Prepare) -> Prepare:
+    """``hook`` run in a new (spawned, not daemonic: it may start workers of its own) process;
+    its result or error comes back: a ValueError or FileNotFoundError as a ValueError with the
+    same message, anything else as a RuntimeError with the child's traceback."""
+
+    def call(cfg: Config) -> Any:
+        ctx = multiprocessing.get_context("spawn")
+        receive, send = ctx.Pipe(duplex=False)
+        child = ctx.Process(target=_call_and_send, args=(send, hook, cfg), name="emolib-prepare")
+        child.start()
+        send.close()
+        try:
+            kind, value = receive.recv()
+        except EOFError:
+            kind, value = "died", None
+        finally:
+            child.join()
+        if kind == "ok":
+            return value
+        if kind == "error":
+            raise ValueError(value)
+        if kind == "died":
+            raise DriverError(f"prepare: its process ended without a result (exit code {child.exitcode})")
+        raise RuntimeError(f"prepare failed in its process:\n{value}")
+
+    return call
+
+
+def _call_and_send(send, hook: Prepare, cfg: Config) -> None:
+    """The child's side of :func:`_apart`."""
+    import traceback
+
+    try:
+        send.send(("ok", hook(cfg)))
+    except (ValueError, FileNotFoundError) as e:  # a corpus, a file, a model folder: named, as in-process
+        send.send(("error", str(e)))
+    except BaseException:
+        send.send(("crash", traceback.format_exc()))
+    finally:
+        send.close()
+
+
 def _plain(obj: Any, what: str) -> Any:
     """JSON-shaped parameters (tuples become lists): what papermill can inject and a
     sidecar can record and compare exactly."""
@@ -703,11 +745,15 @@ def _run(preset: str, folds: list[int] | None, notebooks: list[str] | None, jobs
     fold_list: list[int] = []
     prepare_seconds, corpus = None, ""
     if per_fold:
-        # prepare computes features in this process: on the first listed GPU, not the shell's cuda:0
-        on_gpu = replace(cfg, training=replace(cfg.training, device=f"cuda:{gpus[0]}")) if gpus else cfg
-        fold_list, prepare_seconds, corpus = _resolve_folds(on_gpu, folds, prepare or default_prepare(), out)
-        if gpus and "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized():
-            sys.modules["torch"].cuda.empty_cache()  # this process keeps only its CUDA context on that GPU
+        hook = prepare or default_prepare()
+        if gpus and hook is not None:
+            # prepare computes features on the first listed GPU (not the shell's cuda:0), in a
+            # process of its own whose CUDA context ends with it: this one never holds a context
+            # that a kernel's would share the GPU with (or be refused by, in exclusive-process mode)
+            cfg_gpu = replace(cfg, training=replace(cfg.training, device=f"cuda:{gpus[0]}"))
+            fold_list, prepare_seconds, corpus = _resolve_folds(cfg_gpu, folds, _apart(hook), out)
+        else:
+            fold_list, prepare_seconds, corpus = _resolve_folds(cfg, folds, hook, out)
     # A once-only notebook that declares `folds` learns which folds this run covered
     # (a report over `--folds 1 2` must not look for folds 3-5); otherwise it keeps its default.
     report_folds = fold_list or (sorted({int(f) for f in folds}) if folds else None)

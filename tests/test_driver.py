@@ -213,16 +213,32 @@ def test_jobs_two_runs_folds_in_parallel_then_the_report(runs, capsys):
     ]
 
 
+def _prepare_and_record(cfg: Config) -> list[int]:
+    """A prepare hook that says where it ran (a module-level function: it runs in a child process)."""
+    record = {"device": cfg.training.device, "pid": os.getpid(), "visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    (Path(os.environ["EMOLIB_RUNS"]).parent / "prepared.json").write_text(json.dumps(record))
+    return [1, 2]
+
+
+def _prepare_refuses(cfg: Config) -> list[int]:
+    raise FileNotFoundError("/data/gone.csv: no such manifest")
+
+
+def _prepare_crashes(cfg: Config) -> list[int]:
+    return {}["no such key"]
+
+
 def test_gpus_give_each_running_fold_its_own_gpu(runs, capsys, monkeypatch):
     # No GPU here: the kernels only record what they would see. The shell shows two GPUs,
     # physical 5 and 3, so --gpus 1 0 means physical 3 then 5.
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,3")
     monkeypatch.setattr(driver, "_cuda_device_count", lambda: 2)
-    prepared_on = []
-    summary = driver.run("tiny", gpus=[1, 0], prepare=lambda cfg: prepared_on.append(cfg.training.device) or [1, 2],
-                         extra={"wait_for_folds": [1, 2]})
+    summary = driver.run("tiny", gpus=[1, 0], prepare=_prepare_and_record, extra={"wait_for_folds": [1, 2]})
     out = capsys.readouterr().out
-    assert prepared_on == ["cuda:1"]  # shared features on the first listed GPU
+    # shared features on the first listed GPU, in a process of its own (whose CUDA context ends
+    # with it), which sees the shell's GPUs
+    prepared = json.loads((runs.parent / "prepared.json").read_text())
+    assert prepared["device"] == "cuda:1" and prepared["visible"] == "5,3" and prepared["pid"] != os.getpid()
     assert re.search(r"jobs 2 on GPUs 3,5 ->", out)  # jobs: one per GPU
     # the two folds ran at the same time (the barrier), so on different GPUs
     seen = {k: _probe(runs, f"fold{k}")["gpu"] for k in (1, 2)}
@@ -242,6 +258,15 @@ def test_gpus_give_each_running_fold_its_own_gpu(runs, capsys, monkeypatch):
     summary = driver.run("tiny", gpus=[0, 1], jobs=1, folds=[1], extra={"message": "two"})
     assert "note: GPU 1 gets no work (1 job(s) at a time for 1 fold(s))" in capsys.readouterr().out
     assert summary.timing["gpus"] == ["0"]
+
+
+def test_prepare_apart_from_the_driver_reports_its_errors(runs, monkeypatch):
+    monkeypatch.setattr(driver, "_cuda_device_count", lambda: 1)
+    with pytest.raises(driver.DriverError, match=r"^prepare: /data/gone.csv: no such manifest$"):
+        driver.run("tiny", gpus=[0], prepare=_prepare_refuses)
+    with pytest.raises(RuntimeError, match=r"(?s)prepare failed in its process:.*KeyError: 'no such key'"):
+        driver.run("tiny", gpus=[0], prepare=_prepare_crashes)
+    assert not (runs / "notebooks").exists()  # nothing ran
 
 
 def test_a_freed_slot_goes_to_the_least_busy_gpu():
