@@ -289,6 +289,14 @@ def _visible_gpu(gpu: str | None) -> Iterator[None]:
             os.environ["CUDA_VISIBLE_DEVICES"] = previous
 
 
+#: A kernel that died before it answered, and how often a notebook's kernel is started before
+#: that counts as its failure. Kernels started at the same moment in parallel jobs can be
+#: given the same free TCP port (jupyter_client picks ports before the kernel binds them:
+#: "Address already in use"), so the loser is started again.
+KERNEL_START_DIED = "Kernel died before replying to kernel_info"
+KERNEL_START_ATTEMPTS = 3
+
+
 def execute(task: Task, gpu: str | None = None) -> Outcome:
     """Execute one notebook into its output file (atomically) and write its sidecar;
     with ``gpu``, its kernel sees that GPU only.
@@ -306,16 +314,22 @@ def execute(task: Task, gpu: str | None = None) -> Outcome:
     try:
         with atomic_path(task.output) as tmp, _visible_gpu(gpu):
             try:
-                papermill.execute_notebook(
-                    nb,
-                    str(tmp),
-                    parameters=task.parameters,
-                    kernel_name=KERNEL,
-                    language="python",
-                    progress_bar=False,
-                    cwd=str(task.source.parent),  # as in JupyterLab: the notebook's own folder
-                    config=kernel_config(),
-                )
+                for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+                    try:
+                        papermill.execute_notebook(
+                            nb,
+                            str(tmp),
+                            parameters=task.parameters,
+                            kernel_name=KERNEL,
+                            language="python",
+                            progress_bar=False,
+                            cwd=str(task.source.parent),  # as in JupyterLab: the notebook's own folder
+                            config=kernel_config(),
+                        )
+                        break
+                    except RuntimeError as e:  # no cell ran yet when the kernel died starting
+                        if attempt == KERNEL_START_ATTEMPTS or KERNEL_START_DIED not in str(e):
+                            raise
             except BaseException:
                 if tmp.is_file():  # papermill saves after every cell: keep the partial notebook
                     os.replace(tmp, task.failed_output)

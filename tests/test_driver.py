@@ -173,6 +173,29 @@ def test_a_failing_cell_is_reported_with_its_notebook(runs, capsys):
     ]
 
 
+def test_a_kernel_that_dies_starting_is_started_again(runs, capsys, monkeypatch):
+    # Parallel jobs can start two kernels on one free port: the loser dies before it answers.
+    real, calls = driver.papermill.execute_notebook, []
+
+    def flaky(*args, fail: int, **kwargs):
+        calls.append(1)
+        if len(calls) <= fail:
+            raise RuntimeError(driver.KERNEL_START_DIED)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(driver.papermill, "execute_notebook", lambda *a, **k: flaky(*a, fail=2, **k))
+    driver.run("tiny", folds=[1], notebooks=["00_data"], extra={"message": "again"})
+    assert len(calls) == 3 and _probe(runs, "fold1")["message"] == "again"
+    assert re.search(r"^\[1/1\] 00_data fold 1 \.\.\. done in", capsys.readouterr().out, re.M)
+
+    # a kernel that never starts fails the notebook after the last attempt, naming the cause
+    calls.clear()
+    monkeypatch.setattr(driver.papermill, "execute_notebook", lambda *a, **k: flaky(*a, fail=99, **k))
+    with pytest.raises(driver.NotebookFailed, match=driver.KERNEL_START_DIED):
+        driver.run("tiny", folds=[2], notebooks=["00_data"], extra={"message": "never"})
+    assert len(calls) == driver.KERNEL_START_ATTEMPTS
+
+
 def test_jobs_two_runs_folds_in_parallel_then_the_report(runs, capsys):
     calls: list[Config] = []
 
