@@ -381,6 +381,15 @@ def measure(preset: str, utterances: int, steps: int, n: int) -> dict:
     return out
 
 
+def cost_table(results: list[dict], part: str, ratio: str) -> None:
+    """A part's rows for every thread count, then its ratio per thread count."""
+    table([r for res in results for r in res[f"{part}_rows"]], COST_COLUMNS)
+    for res in results:
+        r = res[f"{part}_ratio"]
+        print(f"  {ratio} with {res['threads']} thread(s): {r['cpu']:.1f}x the CPU time, {r['wall']:.1f}x the "
+              "wall time")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="default", choices=PRESETS[:2],
@@ -422,22 +431,14 @@ def main() -> None:
 
     print(f"\n3. inference, one utterance at a time, {first['utterances']} utterances, {first['audio_s']:.1f} s of "
           "audio; teachers and heads untrained (cost does not depend on the weights):")
-    table([r for res in results for r in res["inference_rows"]], COST_COLUMNS)
-    for res in results:
-        r = res["inference_ratio"]
-        print(f"  (b) / (a) with {res['threads']} thread(s): {r['cpu']:.1f}x the CPU time, {r['wall']:.1f}x the "
-              "wall time")
+    cost_table(results, "inference", "(b) / (a)")
     ex = first["example"]
     print(f"  transcripts: {first['mean_transcript_tokens']:.1f} tokens on average (max "
           f"{first['max_transcript_tokens']}); e.g. {ex['id']}: {ex['text']!r} -> {ex['recognised']!r}")
 
     print(f"\n4. classifying the same files with an ensemble of {first['ensemble_ratio']['students']} students, one "
           "per fold, as predict does (the whole call, loading included; best of 2 rounds):")
-    table([r for res in results for r in res["ensemble_rows"]], COST_COLUMNS)
-    for res in results:
-        r = res["ensemble_ratio"]
-        print(f"  each whole / shared with {res['threads']} thread(s): {r['cpu']:.1f}x the CPU time, "
-              f"{r['wall']:.1f}x the wall time")
+    cost_table(results, "ensemble", "each whole / shared")
 
     print("\n5. peak resident memory of each measuring process:")
     for res in results:
