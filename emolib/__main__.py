@@ -9,6 +9,7 @@ command         does
 ``student``     distil one student variant on every fold of any corpus; mean UA, WA
 ``gap``         a distilled student vs plain fine-tuning (and oracle teachers), per fold
 ``predict``     classify audio files with trained students (audio alone); CSV
+``runs``        what is trained under ``runs/``: folds, mean UA and WA, changes from the preset
 ==============  ==================================================================
 
 Each command is one ``add_<command>_parser`` function that registers its arguments
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
 from typing import Any, Callable
 
@@ -277,6 +279,38 @@ def cmd_predict(args: argparse.Namespace) -> int:
                   interrupted="no predictions written (--out is written only when complete)")
 
 
+# -- runs ----------------------------------------------------------------------------
+
+
+def add_runs_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "runs",
+        help="what is trained under runs/: folds, mean UA and WA, changes from the preset",
+        description="List the trained runs under runs/ (or EMOLIB_RUNS) from their own files: complete and "
+        "partial folds, mean validation and test UA and test WA over the complete folds, and the settings in "
+        "which each differs from its preset. Trains nothing, reads no corpus.",
+    )
+    p.add_argument("--stage", nargs="+", choices=("prosodic_teacher", "linguistic_teacher", "student"),
+                   help="only these stages (default: all three)")
+    p.add_argument("--stale", action="store_true",
+                   help="print only the folders of runs an older emolib wrote, which this version never reuses "
+                   "(one per line, e.g. for review before deleting)")
+    p.set_defaults(func=cmd_runs)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from . import inventory, paths
+
+    summaries = inventory.list_runs(args.stage or inventory.TRAINED_STAGES)
+    if args.stale:
+        for s in summaries:
+            if s.stale:
+                print(paths.printable(s.dir))
+    else:
+        print(inventory.format_runs(summaries))
+    return 0
+
+
 RESUMES = "complete folds are kept, and the next run resumes the killed one"
 
 
@@ -310,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_student_parser(sub)
     add_gap_parser(sub)
     add_predict_parser(sub)
+    add_runs_parser(sub)
     return parser
 
 
@@ -333,7 +368,13 @@ def _drive(call: Callable[[], Any]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        # the reader went away (`python -m emolib runs | head`): as other Unix tools, stop quietly.
+        # Python would otherwise report the pipe again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by it
 
 
 if __name__ == "__main__":

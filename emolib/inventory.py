@@ -1,0 +1,204 @@
+"""What is on disk under ``runs/``: every trained run, how far it got, what it scored and how
+its config differs from its preset (``python -m emolib runs``).
+
+A run folder's name is a readable label and a config hash (``full-tl4-tp1-fce06fa1c9``);
+after a few ``--set`` experiments the hashes say nothing. This module reads each folder's
+own files, never the corpus: ``config.json`` (the preset it started from and every setting),
+``metrics.json`` (complete folds), ``history.csv`` and ``resume.pt`` (how far a partial fold
+got, and whether it resumes). The changes are those of the hashed settings of the sections
+the stage depends on (:data:`emolib.config.STAGE_SECTIONS`), the ones that made the hash.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from . import paths
+from .config import STAGE_SECTIONS, Config, _hashed_dict, from_dict, get_config, stage_hash
+from .runs import COMPLETE_MARKER, ResultFileError, read_json
+
+#: The stages that train models, in the paper's order; ``data`` (the probes) trains nothing.
+TRAINED_STAGES = ("prosodic_teacher", "linguistic_teacher", "student")
+
+
+@dataclass
+class PartialFold:
+    fold: int
+    epochs: int  # rows of history.csv: epochs finished
+    resumes: bool  # resume.pt is there: training continues after those epochs
+
+
+@dataclass
+class RunSummary:
+    stage: str
+    name: str
+    dir: Path
+    preset: str | None = None
+    corpus: str | None = None
+    complete: dict[int, dict[str, Any]] = field(default_factory=dict)  # fold -> metrics.json
+    partial: list[PartialFold] = field(default_factory=list)
+    changes: dict[str, Any] = field(default_factory=dict)  # dotted name -> value, vs the preset
+    unrecorded: list[str] = field(default_factory=list)  # hashed settings its config.json does not have
+    stale: bool = False  # its config.json no longer hashes to its folder name: this version never reuses it
+    problems: list[str] = field(default_factory=list)  # files that could not be read
+
+    def mean(self, key: str) -> float | None:
+        """The mean of a metric over the complete folds (None: no fold has it)."""
+        values = [m[key] for m in self.complete.values() if isinstance(m.get(key), (int, float))]
+        return sum(values) / len(values) if values else None
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: obj}
+
+
+def config_changes(stage: str, saved: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """The preset a saved ``config.json`` started from, and its hashed settings of ``stage``'s
+    sections that differ from that preset's (dotted names, sorted). Settings that do not enter
+    the hash (threads, device) are left out: they do not change what was trained."""
+    preset = saved.get("preset")
+    ours = _hashed_dict(from_dict(saved))
+    base = _hashed_dict(get_config(preset))
+    sections = STAGE_SECTIONS.get(stage, tuple(ours))
+    now = _flatten({s: ours.get(s, {}) for s in sections})
+    then = _flatten({s: base.get(s, {}) for s in sections})
+    missing = object()
+    return preset, {k: now.get(k) for k in sorted(set(now) | set(then)) if now.get(k, missing) != then.get(k, missing)}
+
+
+def unrecorded_settings(stage: str, saved: dict[str, Any]) -> list[str]:
+    """Hashed settings of ``stage``'s sections that a saved ``config.json`` lacks: it was written
+    before they existed, when the code behaved as it then did, not necessarily as their default
+    says. Settings added as ``_added`` (hashed only when not their default) are left out: their
+    default is what the older code did."""
+    out: list[str] = []
+
+    def walk(obj: Any, values: Any, prefix: str) -> None:
+        for f in fields(obj):
+            mode = f.metadata.get("hash", True)
+            if mode is False or mode == "unless_default":
+                continue
+            value = getattr(obj, f.name)
+            if not isinstance(values, dict) or f.name not in values:
+                out.append(prefix + f.name)
+            elif is_dataclass(value):
+                walk(value, values[f.name], f"{prefix}{f.name}.")
+
+    cfg = Config()
+    for section in STAGE_SECTIONS.get(stage, ()):
+        if section not in saved:
+            out.append(section)
+        else:
+            walk(getattr(cfg, section), saved[section], f"{section}.")
+    return out
+
+
+def _fold_number(folder: Path) -> int | None:
+    digits = folder.name[len("fold"):]
+    return int(digits) if folder.name.startswith("fold") and digits.isdigit() else None
+
+
+def _epochs_done(fold_dir: Path) -> int:
+    history = fold_dir / "history.csv"
+    if not history.is_file():
+        return 0
+    with open(history, newline="") as f:
+        return max(0, sum(1 for _ in csv.reader(f)) - 1)
+
+
+def summarise_run(stage: str, run_dir: Path) -> RunSummary:
+    """One ``runs/<stage>/<name>`` folder, from its fold folders' files."""
+    summary = RunSummary(stage=stage, name=run_dir.name, dir=run_dir)
+    folds = sorted((n, d) for d in run_dir.iterdir() if d.is_dir() and (n := _fold_number(d)) is not None)
+    saved = None
+    for number, fold_dir in folds:
+        marker = fold_dir / COMPLETE_MARKER
+        metrics = None
+        if marker.is_file():
+            try:
+                metrics = read_json(marker)
+            except ResultFileError as err:
+                summary.problems.append(str(err))
+        if isinstance(metrics, dict):
+            summary.complete[number] = metrics
+            summary.corpus = summary.corpus or metrics.get("corpus")
+        else:
+            summary.partial.append(PartialFold(number, _epochs_done(fold_dir), (fold_dir / "resume.pt").is_file()))
+        if saved is None and (fold_dir / "config.json").is_file():
+            try:
+                saved = read_json(fold_dir / "config.json")
+            except ResultFileError as err:
+                summary.problems.append(str(err))
+    if saved is not None:
+        try:
+            summary.preset, summary.changes = config_changes(stage, saved)
+            summary.unrecorded = unrecorded_settings(stage, saved)
+            summary.stale = stage_hash(from_dict(saved), stage) != run_dir.name.rsplit("-", 1)[-1]
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            summary.problems.append(f"{run_dir}/fold*/config.json: not a config this version reads ({err})")
+    return summary
+
+
+def list_runs(stages: tuple[str, ...] | list[str] = TRAINED_STAGES, root: Path | None = None) -> list[RunSummary]:
+    """Every run folder of these stages under ``root`` (default: ``paths.runs_dir()``), by stage then name."""
+    root = Path(root) if root is not None else paths.runs_dir()
+    out = []
+    for stage in stages:
+        if stage not in STAGE_SECTIONS:
+            raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(TRAINED_STAGES)}")
+        folder = root / stage
+        if folder.is_dir():
+            out += [summarise_run(stage, d) for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+    return out
+
+
+def _folds_text(numbers: list[int]) -> str:
+    """``[1, 2, 3, 5]`` -> ``1-3,5``."""
+    parts, start = [], None
+    for i, n in enumerate(numbers):
+        if start is None:
+            start = n
+        if i + 1 == len(numbers) or numbers[i + 1] != n + 1:
+            parts.append(str(start) if start == n else f"{start}-{n}")
+            start = None
+    return ",".join(parts)
+
+
+def _percent(value: float | None) -> str:
+    return "  -  " if value is None else f"{100 * value:5.2f}"
+
+
+def format_runs(summaries: list[RunSummary]) -> str:
+    """A block per stage: a line per run (folds, mean validation and test UA, test WA over the
+    complete folds), then its partial folds and its changes from the preset."""
+    if not summaries:
+        return f"no runs under {paths.printable(paths.runs_dir())}"
+    lines: list[str] = []
+    width = max(len(s.name) for s in summaries)
+    for stage in dict.fromkeys(s.stage for s in summaries):
+        group = [s for s in summaries if s.stage == stage]
+        lines.append(f"{stage} ({len(group)} run{'s' * (len(group) != 1)}; UA and WA in %, means over the complete folds)")
+        lines.append(f"  {'run':<{width}}  {'preset':<7}  {'corpus':<8}  {'folds':<9}  val UA  test UA  test WA")
+        for s in group:
+            folds = _folds_text(sorted(s.complete)) or "none"
+            lines.append(f"  {s.name:<{width}}  {s.preset or '?':<7}  {(s.corpus or '?')[:8]:<8}  {folds:<9}  "
+                         f"{_percent(s.mean('best_val_ua'))}  {_percent(s.mean('ua'))}    {_percent(s.mean('wa'))}")
+            for p in s.partial:
+                state = f"resumes after epoch {p.epochs}" if p.resumes else f"{p.epochs} epochs logged, no resume state"
+                lines.append(f"      fold {p.fold} partial: {state}")
+            if s.changes:
+                lines.append("      " + "  ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
+                                                 for k, v in s.changes.items()))
+            if s.stale:
+                unknown = f"; not recorded: {', '.join(s.unrecorded)}" if s.unrecorded else ""
+                lines.append(f"      stale: an older emolib's run, never reused by this version{unknown}")
+            for problem in s.problems:
+                lines.append(f"      unreadable: {problem}")
+    return "\n".join(lines)
