@@ -204,3 +204,32 @@ table = data.corpus.by_id()
 result = pipeline.classify(cfg, fold, [table[i].path for i in test_ids], data)
 result.insert(1, "label", [table[i].label for i in test_ids])
 display(result.assign(path=[str(p).rsplit("/", 1)[-1] for p in result["path"]]).round(3))
+
+# %% [markdown]
+# ## Exercises
+#
+# For a course on distillation: change the parameters cell (or pass them with
+# `python -m emolib run -p NAME=VALUE`) and run the notebook again. Complete runs are reused,
+# so only what changed trains; on the `default` preset a student takes seconds (its backbone's
+# states are cached), a new corpus or new teachers take minutes.
+#
+# 1. **Teachers instead of labels.** `overrides = {"distill.alpha": 0.0}` drops the
+#    cross-entropy: the student learns from the teachers' soft labels and embeddings alone.
+#    How close does it come to the full student, and does it still beat the linguistic
+#    teacher, whose mistakes it now copies? Look at the per-class recalls.
+# 2. **Temperatures.** `tau_linguistic = 0.5`, then `8.0`. In the temperature figure, what
+#    becomes of the teacher's second choice? In the loss curves the logit terms carry their
+#    τ² factor: how does the linguistic term's size change with τ, and what would it do
+#    without that factor? (`tests/test_losses.py` checks the terms by hand, τ < 1 included.)
+# 3. **Which teacher does what?** `variant = "no_linguistic_teacher"`, then
+#    `"no_prosodic_teacher"`: which classes lose recall without each teacher? Compare with the
+#    teachers' own per-class recalls above, and with rows 4 and 5 of the paper's Table 2.
+# 4. **When are soft labels worth more?** `overrides = {"data.synth.label_noise": 0.1}`
+#    gives one turn in ten the label of another emotion than the one it expresses (same audio
+#    and words; IEMOCAP's labels are majority votes of evaluators who disagree). The teachers
+#    and both students train again. Does the student's lead over `no_teachers` grow? The README
+#    ("What we measured on the way") reports it over all folds.
+# 5. **The most any teacher could give.** `overrides = {"distill.teacher_targets": "oracle"}`
+#    replaces both teachers by the exact posteriors of each channel, which the corpus
+#    generator knows (built-in corpus only). If even these add little over `no_teachers`,
+#    what limits the student: its teachers, or its own (frozen) backbone?

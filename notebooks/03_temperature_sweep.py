@@ -77,3 +77,17 @@ display(sweep.pivot_table(index="tau", columns="teacher", values=["ua", "wa"]).r
 fig = report.plot_fig2(sweep, cfg)
 plots.save_figure(fig, pipeline.fold_figure_path(cfg, "fig2", fold),
                   report.provenance(cfg, data.corpus.name, fold=fold));
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. **A finer grid.** `taus_linguistic = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]`: is there an
+#    optimum, or a plateau? With one fold of 240 test turns, one turn is 0.4 UA: how large a
+#    difference between two temperatures would you trust? Notebook 05 adds the spread over folds.
+# 2. **Choosing τ honestly.** The figure compares temperatures on the test speakers, as the
+#    paper's does. Which column of the table above would you pick a temperature on, and why
+#    not `ua`? (The `best val UA` column is the validation speakers', held out from training.)
+# 3. **Why the τ² factor.** Set `overrides = {"distill.alpha": 0.0}` and sweep again: without
+#    the cross-entropy, the logit term alone sets the gradient's scale. Read
+#    `emolib/losses.py` and explain why, without τ², large temperatures would train more
+#    slowly (Hinton et al. 2015, Sec. 2).

@@ -101,3 +101,18 @@ ax.set_xlabel(f"UA (%), fold {fold}")
 fig.tight_layout()
 plots.save_figure(fig, pipeline.fold_figure_path(cfg, "ablations", fold),
                   report.provenance(cfg, data.corpus.name, fold=fold));
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. **Read a row.** For each variant, the `terms` column lists the loss terms it trains
+#    with. Which single term's removal costs the most on this fold? Run another fold
+#    (`fold = 2`): does the ranking hold? A difference smaller than the spread over folds
+#    (notebook 05) is not a finding.
+# 2. **Noise or signal?** `overrides = {"training.seed": 1}` retrains every variant with
+#    another initialisation and batch order. How much does `no_teachers` move? Compare that
+#    with the full student's lead (`python -m emolib gap --seeds 0 1 2` does it over all folds).
+# 3. **A less frozen student.** `overrides = {"student.freeze": "top:1"}` fine-tunes the top
+#    layer of Whisper's encoder as well (tens of times slower on a CPU). Does a student that
+#    can change its features take more from the teachers? (The README, "What we measured on
+#    the way", says what the validation speakers showed over all folds.)
