@@ -8,7 +8,7 @@ data probes for one fold) is a *run*: a folder
         corpus.json        the corpus it is trained on: name, size, fingerprint
         resume.pt          training state after the last finished epoch (while running)
         best.safetensors   the weights selected on the validation speakers
-        history.csv        one row per epoch
+        history.csv        one row per epoch (rewritten after each: a running run's progress)
         predictions.csv    one row per test utterance
         outputs.safetensors  (teachers) logits and embeddings for every utterance
         metrics.json       written last: its presence marks the run complete

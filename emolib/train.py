@@ -306,6 +306,7 @@ def fit(
                 torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "history": history, "best_ua": best_ua,
                             "best_epoch": best_epoch, **_rng_states(device)}, tmp)
+            _write_history(run, history)  # after every epoch: a running run's progress, to plot or list
         _report(desc, row, optim.epochs, improved, show, bar)
     if bar is not None:
         bar.close()
@@ -319,13 +320,17 @@ def fit(
                                   f"{best_epoch}; delete {best_path.parent} to train it again")
         load_weights(model, best_path)
     if run is not None:
-        import pandas as pd
-
-        run.write_csv("history.csv", pd.DataFrame(history))
+        _write_history(run, history)
     selected_ua = best_ua if best_ua >= 0 else None  # None without validation speakers (best_ua is NaN)
     return FitResult(history=history, best_epoch=best_epoch, best_val_ua=selected_ua,
                      stopped_early=stopped_early, resumed_from=resumed_from,
                      seconds=time.perf_counter() - started, threads=torch.get_num_threads())
+
+
+def _write_history(run: Run, history: list[dict[str, Any]]) -> None:
+    import pandas as pd
+
+    run.write_csv("history.csv", pd.DataFrame(history))
 
 
 def _rng_states(device: torch.device) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
-from emolib import pipeline
+from emolib import inventory, pipeline
 from emolib.backbones import load_backbone
 from emolib.config import get_config
 from emolib.losses import TERMS
@@ -180,6 +180,9 @@ def test_killed_student_run_resumes_to_the_same_result(roots, toy, kill_after_ep
     assert killer.calls == 2  # the teachers were reused, so every _report call was the student's
     assert run.is_partial() and run.path("resume.pt").is_file() and not run.path("predictions.csv").exists()
     assert torch.load(run.path("resume.pt"), weights_only=False)["epoch"] == 2
+    assert list(run.history()["epoch"]) == [1, 2]  # written after every epoch
+    (listed,) = inventory.list_runs(["student"])
+    assert listed.partial == [inventory.PartialFold(fold=2, epochs=2, resumes=True)] and listed.complete == {}
 
     killer.disarm()
     resumed = pipeline.train_student(cfg, 2, toy, verbose=False)
