@@ -26,7 +26,7 @@ TRAINED_STAGES = ("prosodic_teacher", "linguistic_teacher", "student")
 @dataclass
 class PartialFold:
     fold: int
-    epochs: int  # rows of history.csv: epochs finished
+    epochs: int | None  # rows of history.csv: epochs finished (None: no history.csv)
     resumes: bool  # resume.pt is there: training continues after those epochs
 
 
@@ -105,10 +105,10 @@ def _fold_number(folder: Path) -> int | None:
     return int(digits) if folder.name.startswith("fold") and digits.isdigit() else None
 
 
-def _epochs_done(fold_dir: Path) -> int:
+def _epochs_done(fold_dir: Path) -> int | None:
     history = fold_dir / "history.csv"
     if not history.is_file():
-        return 0
+        return None
     with open(history, newline="") as f:
         return max(0, sum(1 for _ in csv.reader(f)) - 1)
 
@@ -191,7 +191,10 @@ def format_runs(summaries: list[RunSummary]) -> str:
             lines.append(f"  {s.name:<{width}}  {s.preset or '?':<7}  {(s.corpus or '?')[:8]:<8}  {folds:<9}  "
                          f"{_percent(s.mean('best_val_ua'))}  {_percent(s.mean('ua'))}    {_percent(s.mean('wa'))}")
             for p in s.partial:
-                state = f"resumes after epoch {p.epochs}" if p.resumes else f"{p.epochs} epochs logged, no resume state"
+                if p.resumes:
+                    state = "resumes where it stopped" if p.epochs is None else f"resumes after epoch {p.epochs}"
+                else:
+                    state = "no epoch finished" if not p.epochs else f"{p.epochs} epochs logged, no resume state"
                 lines.append(f"      fold {p.fold} partial: {state}")
             if s.changes:
                 lines.append("      " + "  ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"

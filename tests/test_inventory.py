@@ -24,9 +24,11 @@ def finished(stage: str, cfg, fold: int, label: str, ua: float, wa: float, val: 
     return run
 
 
-def partial(stage: str, cfg, fold: int, label: str, epochs: int, resumes: bool) -> Run:
+def partial(stage: str, cfg, fold: int, label: str, epochs: int | None, resumes: bool) -> Run:
     run = Run(stage, cfg, fold, label=label).start()
-    atomic_write_text(run.path("history.csv"), "epoch,train_loss\n" + "".join(f"{e},1.0\n" for e in range(1, epochs + 1)))
+    if epochs is not None:
+        rows = "".join(f"{e},1.0\n" for e in range(1, epochs + 1))
+        atomic_write_text(run.path("history.csv"), "epoch,train_loss\n" + rows)
     if resumes:
         atomic_write_text(run.path("resume.pt"), "state")
     _unlock(run.dir)  # as a killed process's lock is released; no metrics.json: the fold stays partial
@@ -115,6 +117,18 @@ def test_the_command_lists_stages_in_the_paper_s_order_and_filters_them(runs, ca
 def test_no_runs_says_where_it_looked(runs, capsys):
     assert main(["runs"]) == 0
     assert capsys.readouterr().out.strip() == f"no runs under {runs}"
+
+
+@pytest.mark.parametrize("epochs, resumes, state", [
+    (3, True, "resumes after epoch 3"),
+    (None, True, "resumes where it stopped"),  # an older emolib wrote history.csv only at the end
+    (None, False, "no epoch finished"),  # killed during its first epoch
+    (2, False, "2 epochs logged, no resume state"),
+])
+def test_a_partial_fold_says_how_far_it_got(runs, epochs, resumes, state):
+    partial("student", get_config("tiny"), 4, "full", epochs=epochs, resumes=resumes)
+    (summary,) = inventory.list_runs()
+    assert f"      fold 4 partial: {state}" in inventory.format_runs([summary]).splitlines()
 
 
 @pytest.mark.parametrize("folds, text", [([1, 2, 3, 5], "1-3,5"), ([2], "2"), ([], ""), ([1, 3, 4], "1,3-4")])
