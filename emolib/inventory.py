@@ -109,8 +109,11 @@ def _epochs_done(fold_dir: Path) -> int | None:
     history = fold_dir / "history.csv"
     if not history.is_file():
         return None
-    with open(history, newline="") as f:
-        return max(0, sum(1 for _ in csv.reader(f)) - 1)
+    try:
+        with open(history, newline="") as f:
+            return max(0, sum(1 for _ in csv.reader(f)) - 1)
+    except (OSError, UnicodeDecodeError, csv.Error):  # a listing goes on: the epochs are just unknown
+        return None
 
 
 def summarise_run(stage: str, run_dir: Path) -> RunSummary:

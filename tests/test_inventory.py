@@ -123,10 +123,14 @@ def test_no_runs_says_where_it_looked(runs, capsys):
     (3, True, "resumes after epoch 3"),
     (None, True, "resumes where it stopped"),  # an older emolib wrote history.csv only at the end
     (None, False, "no epoch finished"),  # killed during its first epoch
+    ("garbage", True, "resumes where it stopped"),
     (2, False, "2 epochs logged, no resume state"),
 ])
 def test_a_partial_fold_says_how_far_it_got(runs, epochs, resumes, state):
-    partial("student", get_config("tiny"), 4, "full", epochs=epochs, resumes=resumes)
+    run = partial("student", get_config("tiny"), 4, "full", epochs=None if epochs == "garbage" else epochs,
+                  resumes=resumes)
+    if epochs == "garbage":  # an unreadable history.csv counts as none
+        run.path("history.csv").write_bytes(b"\xff\xfe\x00garbage")
     (summary,) = inventory.list_runs()
     assert f"      fold 4 partial: {state}" in inventory.format_runs([summary]).splitlines()
 
