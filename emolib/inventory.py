@@ -10,6 +10,7 @@ the stage depends on (:data:`emolib.config.STAGE_SECTIONS`), the ones that made 
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from . import paths
 from .config import STAGE_SECTIONS, Config, _hashed_dict, from_dict, get_config, stage_hash
-from .runs import COMPLETE_MARKER, ResultFileError, read_json
+from .runs import COMPLETE_MARKER, CORPUS_RECORD, ResultFileError, read_json
 
 #: The stages that train models, in the paper's order; ``data`` (the probes) trains nothing.
 TRAINED_STAGES = ("prosodic_teacher", "linguistic_teacher", "student")
@@ -134,6 +135,9 @@ def summarise_run(stage: str, run_dir: Path) -> RunSummary:
             summary.corpus = summary.corpus or metrics.get("corpus")
         else:
             summary.partial.append(PartialFold(number, _epochs_done(fold_dir), (fold_dir / "resume.pt").is_file()))
+        if summary.corpus is None and (fold_dir / CORPUS_RECORD).is_file():  # a partial fold's, before any metrics
+            with contextlib.suppress(ResultFileError, AttributeError):
+                summary.corpus = read_json(fold_dir / CORPUS_RECORD).get("corpus")
         if saved is None and (fold_dir / "config.json").is_file():
             try:
                 saved = read_json(fold_dir / "config.json")

@@ -129,9 +129,11 @@ def test_no_runs_says_where_it_looked(runs, capsys):
 def test_a_partial_fold_says_how_far_it_got(runs, epochs, resumes, state):
     run = partial("student", get_config("tiny"), 4, "full", epochs=None if epochs == "garbage" else epochs,
                   resumes=resumes)
+    atomic_write_text(run.path("corpus.json"), '{"corpus": "synth", "utterances": 12}')
     if epochs == "garbage":  # an unreadable history.csv counts as none
         run.path("history.csv").write_bytes(b"\xff\xfe\x00garbage")
     (summary,) = inventory.list_runs()
+    assert summary.corpus == "synth"  # from the fold's corpus record: it has no metrics yet
     assert f"      fold 4 partial: {state}" in inventory.format_runs([summary]).splitlines()
 
 
