@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from .config import PRESETS
 from .folds import PROTOCOLS
+from .inventory import TRAINED_STAGES
 
 #: ``pipeline.TEACHER_KINDS``, repeated because the pipeline imports torch, which ``--help``
 #: must not wait for; a test keeps the two equal.
@@ -290,7 +291,7 @@ def add_runs_parser(sub: argparse._SubParsersAction) -> None:
         "partial folds, mean validation and test UA and test WA over the complete folds, and the settings in "
         "which each differs from its preset. Trains nothing, reads no corpus.",
     )
-    p.add_argument("--stage", nargs="+", choices=("prosodic_teacher", "linguistic_teacher", "student"),
+    p.add_argument("--stage", nargs="+", choices=TRAINED_STAGES,
                    help="only these stages (default: all three)")
     p.add_argument("--stale", action="store_true",
                    help="print only the folders of runs an older emolib wrote, which this version never reuses "
@@ -301,7 +302,7 @@ def add_runs_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_runs(args: argparse.Namespace) -> int:
     from . import inventory, paths
 
-    summaries = inventory.list_runs(args.stage or inventory.TRAINED_STAGES)
+    summaries = inventory.list_runs(args.stage or TRAINED_STAGES)
     if args.stale:
         for s in summaries:
             if s.stale:
