@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
-from .config import STAGE_SECTIONS, Config, _hashed_dict, from_dict, get_config, stage_hash
-from .runs import COMPLETE_MARKER, CORPUS_RECORD, ResultFileError, read_json
+from .config import STAGE_SECTIONS, Config, _hashed_dict, from_dict, get_config
+from .runs import COMPLETE_MARKER, CORPUS_RECORD, ResultFileError, _run_key, read_json
 
 #: The stages that train models, in the paper's order; ``data`` (the probes) trains nothing.
 TRAINED_STAGES = ("prosodic_teacher", "linguistic_teacher", "student")
@@ -60,18 +60,17 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: obj}
 
 
-def config_changes(stage: str, saved: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
-    """The preset a saved ``config.json`` started from, and its hashed settings of ``stage``'s
-    sections that differ from that preset's (dotted names, sorted). Settings that do not enter
-    the hash (threads, device) are left out: they do not change what was trained."""
-    preset = saved.get("preset")
-    ours = _hashed_dict(from_dict(saved))
-    base = _hashed_dict(get_config(preset))
+def config_changes(stage: str, cfg: Config) -> dict[str, Any]:
+    """A run's hashed settings of ``stage``'s sections that differ from its preset's (dotted
+    names, sorted). Settings that do not enter the hash (threads, device) are left out: they
+    do not change what was trained."""
+    ours = _hashed_dict(cfg)
+    base = _hashed_dict(get_config(cfg.preset))
     sections = STAGE_SECTIONS.get(stage, tuple(ours))
     now = _flatten({s: ours.get(s, {}) for s in sections})
     then = _flatten({s: base.get(s, {}) for s in sections})
     missing = object()
-    return preset, {k: now.get(k) for k in sorted(set(now) | set(then)) if now.get(k, missing) != then.get(k, missing)}
+    return {k: now.get(k) for k in sorted(set(now) | set(then)) if now.get(k, missing) != then.get(k, missing)}
 
 
 def unrecorded_settings(stage: str, saved: dict[str, Any]) -> list[str]:
@@ -145,9 +144,11 @@ def summarise_run(stage: str, run_dir: Path) -> RunSummary:
                 summary.problems.append(str(err))
     if saved is not None:
         try:
-            summary.preset, summary.changes = config_changes(stage, saved)
+            cfg = from_dict(saved)
+            summary.preset, summary.changes = cfg.preset, config_changes(stage, cfg)
             summary.unrecorded = unrecorded_settings(stage, saved)
-            summary.stale = stage_hash(from_dict(saved), stage) != run_dir.name.rsplit("-", 1)[-1]
+            # the key Run gives this config now (runs._run_key, as a partial run's resume check uses it)
+            summary.stale = _run_key(stage, cfg, None) != run_dir.name.rsplit("-", 1)[-1]
         except (ValueError, TypeError, KeyError, AttributeError) as err:
             summary.problems.append(f"{run_dir}/fold*/config.json: not a config this version reads ({err})")
     return summary
