@@ -24,6 +24,7 @@ import os
 import sys
 from typing import Any, Callable
 
+from .audio import AUDIO_SUFFIXES
 from .config import PRESETS
 from .folds import PROTOCOLS
 from .inventory import TRAINED_STAGES
@@ -257,7 +258,8 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
         "(path, pred, p_<class>) or writes it with --out. Never trains: train first with `student` or "
         "`make report`, with the same options. Reads only the run folders, not the corpus.",
     )
-    p.add_argument("inputs", nargs="+", metavar="AUDIO", help="audio files, or folders of them (.wav, .flac, .ogg)")
+    p.add_argument("inputs", nargs="+", metavar="AUDIO",
+                   help=f"audio files, or folders searched for them ({', '.join(AUDIO_SUFFIXES)})")
     p.add_argument("--variant", metavar="NAME", help="the student variant (default: the preset's, full)")
     p.add_argument("--corpus", metavar="SPEC", help="the corpus the students were trained on (default: the preset's)")
     p.add_argument("--protocol", choices=PROTOCOLS, help="its folds (default: the preset's)")

@@ -56,6 +56,10 @@ from .runs import atomic_path
 #: The rate of every model input: HuBERT, wav2vec2, WavLM and Whisper are all trained at 16 kHz.
 SAMPLE_RATE = 16000
 
+#: The audio files a folder is searched for (``python -m emolib predict``): what soundfile
+#: (libsndfile >= 1.1) reads.
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
+
 #: Peak absolute amplitude (full scale = 1.0) below which a clip counts as silent:
 #: -80 dBFS, about 3 least significant bits of 16-bit PCM (1 LSB = 3.05e-5), i.e. only
 #: digital silence or dither. Speech recorded at any usable level peaks far above it.

@@ -36,6 +36,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .audio import AUDIO_SUFFIXES
 from .config import Config, get_config
 from .metrics import format_mean_line
 
@@ -184,10 +185,6 @@ def student(cfg: Config, folds: Sequence[int] | None = None) -> dict:
         runs.append(pipeline.train_student(cfg, k, data, verbose=False))
         print(_fold_line(runs[-1], reused), flush=True)
     return _close(runs, data)
-
-
-#: The audio files ``predict`` collects from a folder: what soundfile (libsndfile >= 1.1) reads.
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
 
 
 def audio_files(inputs: Sequence[str | Path]) -> list[Path]:

@@ -48,7 +48,7 @@ def _added(default):
 class SynthConfig:
     """The built-in espeak-ng corpus (see ``emolib/corpora/synth.py`` and its corpus card)."""
 
-    utterances_per_speaker: int = 120  # 10 speakers -> 1,200 utterances; sized to the 10-minute CPU report
+    utterances_per_speaker: int = 120  # 10 speakers -> 1,200 utterances; sized to the ~13-minute CPU report
     # The two cue probabilities are the one place where the corpus was fitted to the paper: the
     # words are the stronger channel and the voice the weaker, complementary one, as the paper's
     # teachers on IEMOCAP (linguistic 71.8 UA, prosodic 50.1 UA, Table 2 rows 8 and 7).
@@ -274,7 +274,7 @@ def _tiny() -> Config:
 
 
 def _default() -> Config:
-    """The CPU report on the built-in corpus (about 10 minutes on 2 cores)."""
+    """The CPU report on the built-in corpus (about 13 minutes on 2 cores)."""
     return Config(preset="default")
 
 

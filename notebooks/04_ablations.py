@@ -27,7 +27,7 @@
 # | 8 | linguistic teacher alone | (the teacher's own result) |
 #
 # On IEMOCAP the linguistic teacher matters most (row 5 falls 9 UA below row 1), and each
-# KD level adds 1-2 points.
+# KD level adds about 2 points.
 
 # %% tags=["parameters"]
 preset = "default"  # tiny | default | paper
@@ -111,7 +111,8 @@ plots.save_figure(fig, pipeline.fold_figure_path(cfg, "ablations", fold),
 #    (notebook 05) is not a finding.
 # 2. **Noise or signal?** `overrides = {"training.seed": 1}` retrains every variant with
 #    another initialisation and batch order. How much does `no_teachers` move? Compare that
-#    with the full student's lead (`python -m emolib gap --seeds 0 1 2` does it over all folds).
+#    with the full student's lead (over all folds and three seeds:
+#    `python -m emolib gap --corpus synth --protocol session --seeds 0 1 2`).
 # 3. **A less frozen student.** `overrides = {"student.freeze": "top:1"}` fine-tunes the top
 #    layer of Whisper's encoder as well (tens of times slower on a CPU). Does a student that
 #    can change its features take more from the teachers? (The README, "What we measured on
