@@ -103,6 +103,27 @@ def test_total_is_eq5_with_named_coefficients():
         torch.nn.functional.cross_entropy(out["logits"], batch["labels"]).item(), rel=1e-6)
 
 
+def test_total_of_one_hand_computed_example():
+    # one utterance, 2 classes, the student's logits (0, 0): p = (1/2, 1/2), label 0 -> CE = ln 2.
+    # Linguistic teacher (ln 3, 0) at tau 1 and prosodic teacher (2 ln 3, 0) at tau 2 both soften
+    # to q = (3/4, 1/4): KL(q || p) = K = 3/4 ln 1.5 + 1/4 ln 0.5, times tau^2 = 1 and 4.
+    # Embeddings: student (1, 0) vs linguistic (1, 1) -> -cos = -1/sqrt 2; vs prosodic (2, 0) -> -1.
+    k = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
+    out = {"logits": torch.zeros(1, 2), "embedding_linguistic": torch.tensor([[1.0, 0.0]]),
+           "embedding_prosodic": torch.tensor([[1.0, 0.0]])}
+    batch = {"labels": torch.tensor([0]), "teacher_logits_linguistic": torch.tensor([[math.log(3.0), 0.0]]),
+             "teacher_logits_prosodic": torch.tensor([[2 * math.log(3.0), 0.0]]),
+             "teacher_embedding_linguistic": torch.tensor([[1.0, 1.0]]),
+             "teacher_embedding_prosodic": torch.tensor([[2.0, 0.0]])}
+    total, terms = distillation_loss(out, batch, get_variant("full"), tau_linguistic=1.0, tau_prosodic=2.0,
+                                     alpha=0.7, beta=2.0, gamma=0.3)
+    expected = {"ce": math.log(2.0), "logit_linguistic": k, "logit_prosodic": 4 * k,
+                "embedding_linguistic": -1 / math.sqrt(2.0), "embedding_prosodic": -1.0}
+    assert {name: value.item() for name, value in terms.items()} == pytest.approx(expected, rel=1e-6)
+    assert total.item() == pytest.approx(0.7 * math.log(2.0) + 2.0 * 5 * k + 0.3 * (-1 / math.sqrt(2.0) - 1.0),
+                                         rel=1e-6)
+
+
 #: The terms each variant trains with, written out from the paper's Table 2 and Fig. 2 (not read
 #: from the variants themselves, so that a wrong definition fails here).
 EXPECTED_TERMS = {

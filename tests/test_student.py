@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
-from emolib import inventory, pipeline
+from emolib import inventory, losses, pipeline
 from emolib.backbones import load_backbone
 from emolib.config import get_config
 from emolib.losses import TERMS
@@ -113,6 +113,29 @@ def test_full_distillation_of_one_fold(roots, toy):
     # a second call reuses the complete run
     again = pipeline.train_student(cfg, 1, toy, verbose=False)
     assert again.dir == run.dir and again.metrics() == m
+
+
+def test_the_config_s_coefficients_temperatures_and_smoothing_reach_the_loss(roots, toy, monkeypatch):
+    # every value distinct, so that two of them swapped on the way to Eq. 5 fail here
+    settings = {"distill.alpha": 0.5, "distill.beta": 2.0, "distill.gamma": 0.25, "distill.tau_linguistic": 2.0,
+                "distill.tau_prosodic": 0.5, "student.optim.label_smoothing": 0.1, "student.optim.epochs": 2}
+    calls = []
+    real = losses.distillation_loss
+
+    def spy(outputs, batch, variant, *args):
+        calls.append(args)
+        return real(outputs, batch, variant, *args)
+
+    monkeypatch.setattr(losses, "distillation_loss", spy)
+    run = pipeline.train_student(_cfg(**settings), 1, toy, verbose=False)
+    # (tau_L, tau_P, alpha, beta, gamma, label smoothing), in every training step
+    assert calls and set(calls) == {(2.0, 0.5, 0.5, 2.0, 0.25, 0.1)}
+    h = run.history()
+    total = (0.5 * h["train_ce"] + 2.0 * (h["train_logit_linguistic"] + h["train_logit_prosodic"])
+             + 0.25 * (h["train_embedding_linguistic"] + h["train_embedding_prosodic"]))
+    np.testing.assert_allclose(h["train_loss"], total, rtol=1e-5)
+    m = run.metrics()
+    assert (m["tau_linguistic"], m["tau_prosodic"]) == (2.0, 0.5) and run.dir.parent.name.startswith("full-tl2-tp0.5-")
 
 
 @pytest.mark.parametrize("variant, zero, trained", [

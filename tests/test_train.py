@@ -180,3 +180,56 @@ def test_a_resumed_run_continues_numpy_s_random_draws_exactly(tmp_path, monkeypa
     resumed = fit(killed)
     assert resumed.resumed_from == 3
     assert [row["train_loss"] for row in resumed.history] == reference
+
+
+def test_early_stopping_after_patience_epochs_without_a_better_validation_ua(run, monkeypatch):
+    # best at epoch 1; epochs 2 and 3 are the patience (2); epoch 4 is never trained
+    scripted_ua(monkeypatch, [0.5, 0.4, 0.3])
+    optim = OptimConfig(lr=0.1, epochs=6, batch_size=4, patience=2, warmup_ratio=0.0)
+    result = train.fit(Linear(), Points(), Points(), ce, optim, TRAINING, run=run, desc="loop")
+    assert result.stopped_early and (result.best_epoch, result.best_val_ua) == (1, 0.5)
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]
+    assert list(run.history()["epoch"]) == [1, 2, 3]
+
+
+def test_early_stopping_counts_the_epochs_before_an_interruption(run, monkeypatch):
+    # killed while saving epoch 3's state: the resumed run redoes epoch 3, then stops as the
+    # uninterrupted run above does
+    scripted_ua(monkeypatch, [0.5, 0.4, 0.3])
+    real_save = torch.save
+
+    def save(obj, f, *a, **kw):
+        if obj["epoch"] == 3:
+            raise KeyboardInterrupt
+        return real_save(obj, f, *a, **kw)
+
+    optim = OptimConfig(lr=0.1, epochs=6, batch_size=4, patience=2, warmup_ratio=0.0)
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(Linear(), Points(), Points(), ce, optim, TRAINING, run=run, desc="loop")
+    monkeypatch.setattr(torch, "save", real_save)
+    scripted_ua(monkeypatch, [0.3])
+    result = train.fit(Linear(), Points(), Points(), ce, optim, TRAINING, run=run, desc="loop")
+    assert result.resumed_from == 3 and result.stopped_early and result.best_epoch == 1
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]
+
+
+def test_no_patience_trains_every_epoch(run, monkeypatch):
+    scripted_ua(monkeypatch, [0.5, 0.4, 0.3])
+    result = train.fit(Linear(), Points(), Points(), ce, OPTIM, TRAINING, run=run, desc="loop")
+    assert not result.stopped_early and len(result.history) == 3 and result.best_epoch == 1
+
+
+def test_the_schedule_warms_up_linearly_then_decays_linearly_to_zero():
+    # 10 steps, 20 % warmup = 2 steps: factors 1/2, 2/2, then (10 - s) / 8
+    factor = train._schedule(10, 0.2)
+    assert [factor(s) for s in range(11)] == [0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0.0]
+    assert [train._schedule(4, 0.0)(s) for s in range(5)] == [1.0, 0.75, 0.5, 0.25, 0.0]
+
+
+def test_the_logged_rate_follows_the_schedule(run):
+    # 12 points, batch 4: 3 steps an epoch, 9 in all; warmup round(0.25 * 9) = 2 steps. The rate
+    # logged after epoch e is the one after 3e steps: 0.1 * (9 - 3e) / 7, reaching 0 at the end
+    optim = OptimConfig(lr=0.1, epochs=3, batch_size=4, patience=0, warmup_ratio=0.25)
+    result = train.fit(Linear(), Points(), Points(), ce, optim, TRAINING, run=run, desc="loop")
+    assert [row["lr"] for row in result.history] == pytest.approx([0.1 * 6 / 7, 0.1 * 3 / 7, 0.0], abs=1e-12)
