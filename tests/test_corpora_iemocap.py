@@ -1,9 +1,11 @@
 """IEMOCAP loader against the real corpus's 5,531-utterance listing (EmoBox), and bad input."""
 import collections
-import time
 
 import numpy as np
 import pytest
+import soundfile
+
+from emolib import audio
 
 from emolib.audio import read_audio
 from emolib.corpora import SKIP_EMPTY, CorpusError, load_corpus
@@ -33,16 +35,8 @@ def full_tree(tmp_path_factory, reference):
 
 
 @pytest.fixture(scope="module")
-def loaded(full_tree):
-    """(corpus, seconds taken by load_corpus)."""
-    start = time.perf_counter()
-    corpus = load_corpus(f"iemocap:{full_tree}")
-    return corpus, time.perf_counter() - start
-
-
-@pytest.fixture(scope="module")
-def corpus(loaded):
-    return loaded[0]
+def corpus(full_tree):
+    return load_corpus(f"iemocap:{full_tree}")
 
 
 def test_the_paper_protocol_exactly(corpus, reference):
@@ -94,10 +88,16 @@ def test_other_labels_and_non_label_lines_are_counted_skips(corpus):
     assert corpus.skipped == SKIPS_OF_THE_FULL_TREE
 
 
-def test_loads_fast(loaded):
-    seconds = loaded[1]
-    print(f"IEMOCAP fixture (5,531 utterances, 5,833 wavs) loaded in {seconds:.2f} s")
-    assert seconds < 5.0  # about 0.4 s on the 2-core CI machine
+def test_loading_reads_headers_only(full_tree, monkeypatch):
+    # 5,833 wavs: loading checks each one's header (length, rate) and decodes none of them, so the
+    # whole corpus loads in well under a second (about 0.4 s on the 2-core CI machine)
+    def refuse(*args, **kwargs):
+        raise AssertionError("audio samples decoded while loading the corpus")
+
+    monkeypatch.setattr(soundfile, "read", refuse)
+    monkeypatch.setattr(soundfile.SoundFile, "read", refuse)
+    monkeypatch.setattr(audio, "read_audio", refuse)
+    assert len(load_corpus(f"iemocap:{full_tree}")) == 5531
 
 
 def test_iemocap6_keeps_excited_and_frustrated(full_tree):

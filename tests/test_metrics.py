@@ -1,7 +1,7 @@
 """UA / WA / macro-F1 and paired differences over folds: hand-computed cases and parity with scikit-learn."""
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
 from emolib.metrics import (classification_metrics, format_mean_line, macro_f1, paired_difference, summarize_folds,
                             unweighted_accuracy, weighted_accuracy)
@@ -30,6 +30,16 @@ def test_parity_with_scikit_learn(seed):
     assert m["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))
     assert np.array(m["confusion"]).sum() == 200
     assert np.trace(np.array(m["confusion"])) == int((y_true == y_pred).sum())
+    recalls = recall_score(y_true, y_pred, labels=range(4), average=None)
+    assert [m["recall"][c] for c in CLASSES] == pytest.approx(recalls.tolist())
+
+
+def test_confusion_rows_are_the_truth_by_hand():
+    # truth neutral, neutral, angry, sad; predicted neutral, angry, angry, neutral
+    m = classification_metrics([0, 0, 1, 2], [0, 1, 1, 0], CLASSES)
+    assert m["confusion"] == [[1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
+    assert m["recall"] == {"neutral": 0.5, "angry": 1.0, "sad": 0.0, "happy": None}
+    assert m["ua"] == pytest.approx(0.5) and m["wa"] == pytest.approx(0.5) and m["n"] == 4
 
 
 def test_absent_class_has_no_recall_and_does_not_count_in_ua():
@@ -48,6 +58,12 @@ def test_fold_summary_mean_std_and_pooled():
     # pooled: neutral 3/5 right, angry 3/3 -> UA 0.8; WA 6/8
     assert s["ua_pooled"] == pytest.approx(0.8)
     assert s["wa_pooled"] == pytest.approx(0.75)
+    assert s["folds"] == 2 and s["ua_std"] == pytest.approx(np.std([1.0, 2 / 3], ddof=1))
+    # macro-F1: fold 1 is perfect (1.0); fold 2 has neutral P 1, R 1/3 and angry P 1/3, R 1: F1 1/2 each;
+    # pooled, neutral P 1, R 3/5 and angry P 3/5, R 1: F1 3/4 each
+    assert s["macro_f1_mean"] == pytest.approx(0.75) and s["macro_f1_std"] == pytest.approx(np.std([1, 0.5], ddof=1))
+    assert s["macro_f1_pooled"] == pytest.approx(0.75)
+    assert s["confusion_pooled"] == [[3, 2, 0, 0], [0, 3, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
     assert format_mean_line(s).startswith("mean UA 83.33 WA 75.00 (pooled UA 80.00 WA 75.00")
 
 

@@ -12,7 +12,14 @@ def test_lld_and_functionals_shapes(tmp_path):
     sf.write(path, (0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32), 16000)
     lld = prosody.extract(path, "lld")
     assert lld.shape[1] == 25 and 95 <= lld.shape[0] <= 100  # 10 ms hop over 1 s
-    assert prosody.extract(path, "functionals").shape == (88,)
+    functionals = prosody.extract(path, "functionals")
+    assert functionals.shape == (88,)
+    # a steady 150 Hz tone is voiced throughout, at 12 log2(150 / 27.5) = 29.37 semitones above 27.5 Hz
+    f0 = lld[:, prosody.LLD_NAMES.index("F0semitoneFrom27.5Hz_sma3nz")]
+    semitones = 12 * np.log2(150 / 27.5)
+    assert (f0 > 0).mean() > 0.9 and np.median(f0) == pytest.approx(semitones, abs=0.5)
+    # the functionals' first two are that F0's mean and its normalised deviation (about 0 for a steady tone)
+    assert functionals[0] == pytest.approx(semitones, abs=0.5) and abs(functionals[1]) < 0.01
 
 
 def test_silent_and_too_short_audio_are_kept_and_counted(tmp_path):
@@ -37,6 +44,11 @@ def test_normaliser_uses_given_arrays_only_and_repairs_nan():
     ready, counts = prosody.prepare_lld({"x": x[:, :2]}, norm)
     assert counts["nan_frames_replaced"] == 2
     np.testing.assert_allclose(ready["x"][:2], [[0.0, 0.0], [0.0, 0.0]])
+    # finite values are standardised with the fitted statistics: (x - mean) / std
+    ready, counts = prosody.prepare_lld({"y": np.array([[5.0, 7.0], [1.0, np.nan]], np.float32)}, norm)
+    assert counts["nan_frames_replaced"] == 1
+    np.testing.assert_allclose(ready["y"][:2], [[2.0 / np.std([1, 3, 5]), 2.0], [-2.0 / np.std([1, 3, 5]), 0.0]],
+                               rtol=1e-6)
 
 
 def test_unknown_level_is_an_error(tmp_path):
