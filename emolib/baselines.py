@@ -87,15 +87,22 @@ def run_probes(corpus: Corpus, fold: Fold, functionals: dict[str, np.ndarray] | 
             out[b] = fit_predict(channel, [train_ids[i] for i in a], [train_ids[i] for i in b])
         return out
 
-    log_probs = {}
+    log_probs: dict[str, np.ndarray] = {}
+
+    def test_log_probs(channel):
+        """The test speakers' log-probabilities from the channel's probe on every training speaker."""
+        if channel not in log_probs:
+            log_probs[channel] = fit_predict(channel, train_ids, test_ids)
+        return log_probs[channel]
+
     for probe in probes:
-        if probe == "both":
+        if probe == "both":  # the channels' own probes are fitted here when they were not asked for
             stacked_train = np.hstack([out_of_fold("text"), out_of_fold("voice")])
             combiner = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced", random_state=seed)
-            pred = combiner.fit(stacked_train, ytr).predict(np.hstack([log_probs["text"], log_probs["voice"]]))
+            pred = combiner.fit(stacked_train, ytr).predict(np.hstack([test_log_probs("text"),
+                                                                       test_log_probs("voice")]))
         else:
-            log_probs[probe] = fit_predict(probe, train_ids, test_ids)
-            pred = log_probs[probe].argmax(1)
+            pred = test_log_probs(probe).argmax(1)
         metrics[probe] = classification_metrics(yte, pred, corpus.classes)
         frame[f"pred_{probe}"] = [corpus.classes[p] for p in pred]
     return metrics, frame
