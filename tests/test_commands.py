@@ -10,6 +10,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -467,3 +469,62 @@ def cli_config(base: list[str]):
     named = dict(zip(base[0:4:2], base[1:4:2]))  # --corpus X --protocol Y
     overrides = {"training.num_threads": 1}
     return command_config("tiny", overrides, {"data.corpus": str(named["--corpus"]), "data.protocol": named["--protocol"]})
+
+
+def test_every_option_of_student_and_teacher_reaches_the_config(roots, toy, monkeypatch):
+    from emolib import commands
+
+    seen = {}
+    monkeypatch.setattr(commands, "student", lambda cfg, folds: seen.update(student=(cfg, folds)))
+    monkeypatch.setattr(commands, "teacher", lambda kind, cfg, folds: seen.update(teacher=(kind, cfg, folds)))
+    common = ["--corpus", str(toy["both"]), "--protocol", "speaker", "--folds", "2", "3", "--n-folds", "3",
+              "--validation-speakers", "1", "--seeds", "7", *FAST]
+    assert cli.main(["student", "--variant", "no_logit_kd", "--tau-linguistic", "2", "--tau-prosodic", "0.5",
+                     *common]) == 0
+    cfg, folds = seen["student"]
+    assert folds == [2, 3] and cfg.distill.variant == "no_logit_kd"
+    assert (cfg.distill.tau_linguistic, cfg.distill.tau_prosodic) == (2.0, 0.5)
+    assert (cfg.data.corpus, cfg.data.protocol, cfg.data.n_folds) == (str(toy["both"]), "speaker", 3)
+    assert (cfg.data.validation_speakers, cfg.training.seed, cfg.training.num_threads) == (1, 7, 1)
+    assert cli.main(["teacher", "--kind", "linguistic", *common]) == 0
+    kind, cfg, folds = seen["teacher"]
+    assert (kind, folds, cfg.data.protocol, cfg.data.n_folds, cfg.training.seed) == ("linguistic", [2, 3], "speaker",
+                                                                                      3, 7)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["teacher", "--kind", "prosodic"], "interrupted: complete folds are kept, and the next run resumes the killed one"),
+    (["student"], "interrupted: complete folds are kept, and the next run resumes the killed one"),
+])
+def test_ctrl_c_in_training_ends_with_130_and_says_what_is_kept(roots, toy, capsys, monkeypatch, argv, message):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "fit", interrupted)
+    code, _, err = run(capsys, *argv, "--corpus", toy["both"], "--protocol", "session", *FAST)
+    assert code == 130 and err[-1] == message
+
+
+def test_ctrl_c_in_the_report_ends_with_130(monkeypatch, capsys):
+    from emolib import driver
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(driver, "run", interrupted)
+    for argv in (["run", "--preset", "tiny"], ["figures", "--preset", "tiny"]):
+        code, _, err = run(capsys, *argv)
+        assert code == 130
+        assert err[-1] == "interrupted: complete notebooks are kept and skipped on the next run"
+
+
+def test_a_closed_pipe_ends_a_command_quietly_with_141(tmp_path):
+    # the reader is gone before the command writes (`python -m emolib runs | true`): no traceback
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "emolib", "runs"], stdout=write_end, stderr=subprocess.PIPE,
+                              env={**os.environ, "EMOLIB_RUNS": str(tmp_path / "runs")}, timeout=120)
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, b"")

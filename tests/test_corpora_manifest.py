@@ -175,3 +175,25 @@ def test_the_fingerprint_sees_an_audio_file_replaced_by_another_length(tmp_path)
     first = load_corpus(str(path)).fingerprint()
     trees.write(tmp_path / "clips" / "a.wav", trees.wav_bytes(0.3))
     assert load_corpus(str(path)).fingerprint() != first
+
+
+@pytest.mark.parametrize("spec", ["iemocap", "iemocap:", "foo:bar", "corpus.txt", "ravdess"])
+def test_an_unknown_corpus_spec_is_an_error_listing_the_known_ones(spec):
+    with pytest.raises(CorpusError) as err:
+        load_corpus(spec)
+    assert str(err.value) == (f"unknown corpus spec {spec!r}: use synth, iemocap:PATH, ravdess:PATH, cremad:PATH, "
+                              "emodb:PATH, or the path of a .csv/.jsonl manifest")
+
+
+def test_a_corpus_refuses_labels_outside_its_classes_and_duplicate_ids():
+    from emolib.corpora import Corpus, Utterance
+
+    def utt(i, label="sad"):
+        return Utterance(id=i, label=label, speaker="s1", session="1")
+
+    with pytest.raises(CorpusError, match=r"^mine: labels \['bored', 'calm'\] are not in the class set "
+                                          r"\['neutral', 'angry', 'sad', 'happy'\]$"):
+        Corpus("mine", [utt("a", "calm"), utt("b", "bored"), utt("c")])
+    with pytest.raises(CorpusError, match=r"^mine: duplicate utterance ids, e\.g\. \['a'\]$"):
+        Corpus("mine", [utt("a"), utt("b"), utt("a")])
+    assert len(Corpus("mine", [utt("a"), utt("b")])) == 2

@@ -84,6 +84,12 @@ def test_parameters_are_injected_and_a_second_run_skips(runs, capsys):
     assert "time per stage" in second and re.search(r"^  00_data +0\.0 s   0 executed, 1 skipped$", second, re.M)
     assert json.loads((out.parent / "timing.json").read_text())["stages"] == summary.timing["stages"]
 
+    # --force executes a complete notebook again (e.g. after editing emolib)
+    code = cli.main(["run", "--preset", "tiny", "--folds", "2", "--notebooks", "00_data", "--set", "training.seed=3",
+                     "-p", "message=hi", "--force"])
+    assert code == 0 and "[1/1] 00_data fold 2 ... done in" in capsys.readouterr().out
+    assert (out / "fold2.ipynb").stat().st_mtime_ns != mtime
+
     # A changed parameter is a different request: it executes again.
     driver.run("tiny", folds=[2], notebooks=["00_data"], overrides={"training.seed": 3}, extra={"message": "bye"})
     assert "00_data fold 2 ... done in" in capsys.readouterr().out
