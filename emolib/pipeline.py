@@ -476,9 +476,19 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
     if not cfg.student.backbone_lr_scale > 0:
         raise ValueError(f"student.backbone_lr_scale={cfg.student.backbone_lr_scale!r}: must be a positive factor "
                          "(1 = the heads' learning rate; freeze the backbone with student.freeze=all instead of 0)")
+    d = cfg.distill
+    if min(d.alpha, d.beta, d.gamma) < 0:
+        raise ValueError(f"distill.alpha={d.alpha}, beta={d.beta}, gamma={d.gamma}: Eq. 5's coefficients weigh "
+                         "its terms and must be >= 0")
     data = data or load_data(cfg)
     cfg = canonical_student_config(cfg, data.corpus.has_transcripts)
     variant, note = effective_variant(cfg, data.corpus)
+    weights = {"ce": d.alpha, "logit_linguistic": d.beta, "logit_prosodic": d.beta, "embedding_linguistic": d.gamma,
+               "embedding_prosodic": d.gamma}
+    if not any(weights[term] for term in variant.enabled()):
+        raise ValueError(f"variant {d.variant!r} trains with {', '.join(variant.enabled())}, and every one of them "
+                         f"has coefficient 0 (distill.alpha={d.alpha}, beta={d.beta}, gamma={d.gamma}): the loss is "
+                         "0, so nothing would learn")
     if note and verbose:
         print(note, flush=True)
     run = student_run(cfg, fold, data.corpus.has_transcripts)

@@ -78,7 +78,9 @@ else:
 # ## Counts per class, session and speaker
 #
 # IEMOCAP is unbalanced (neutral 1,708 vs sad 1,084), which is why the paper reports UA
-# (mean per-class recall) beside WA (accuracy).
+# (mean per-class recall) beside WA (accuracy). The built-in corpus is balanced: every
+# speaker has the same number of turns of each class, so UA and WA coincide on it (unless
+# `data.synth.label_noise` relabels some turns).
 
 # %%
 display(pd.crosstab(frame["session"], frame["label"], margins=True))
@@ -133,8 +135,10 @@ print(data.fold(fold).summary())
 # ## Probes: what each channel carries (this fold)
 #
 # Logistic regression on TF-IDF of the transcripts (the words), on the 88 eGeMAPS
-# functionals (the voice), and on both, trained on the fold's training and validation
-# speakers and tested on its test speakers. Fixed, standard settings: nothing is tuned. On
+# functionals (the voice), and on both (a third regression on the first two's class
+# probabilities, stacked: each training speaker's come from probes fitted without that
+# speaker), trained on the fold's training and validation speakers and tested on its test
+# speakers. Fixed, standard settings: nothing is tuned. On
 # the built-in corpus the card's Bayes ceilings are expectations over the random draw of
 # cues; one fold's 240 test utterances scatter a probe's score by about 3 points (one standard
 # deviation) around its expected value, so a probe at its channel's ceiling can land a little above it (the report's

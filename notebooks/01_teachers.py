@@ -24,9 +24,14 @@
 #   package).
 #
 # Both are trained by the same loop as the student (`emolib/train.py`): AdamW, warm-up then
-# linear decay, early stopping on the **validation speakers'** UA. Each teacher's logits
-# and embedding for every utterance are cached beside its result files, so the student
-# never runs a teacher.
+# linear decay, and the epoch kept is the one with the best UA on the **validation
+# speakers** (the prosodic teacher also stops early once 6 epochs bring no better one; the
+# linguistic teacher trains for 3 epochs, BERT's recipe). Each teacher's **logits** and
+# **embedding** for every utterance are cached beside its result files, so the student
+# never runs a teacher. The embedding is the vector the teacher classifies from: the
+# ResNet's 128 values after pooling over time, the language model's mean over its tokens'
+# last hidden states (384 values for MiniLM). Notebook 02 pulls the student's heads towards
+# these vectors.
 
 # %% tags=["parameters"]
 preset = "default"  # tiny | default | paper
@@ -91,10 +96,12 @@ plots.save_figure(fig, pipeline.fold_figure_path(cfg, "teacher_confusion", fold)
 # Each teacher next to the simple model of its channel: logistic regression on the eGeMAPS
 # functionals (the usual acoustic baseline, the `voice` probe of notebook 00) and on TF-IDF
 # of the words (`text`). A teacher is worth distilling from when it is at least as good as its
-# probe; on the built-in corpus both are close to their channel's Bayes ceiling (an expected
-# value: a fold's score scatters by about 3 points around it, see notebook 00), so neither
-# can beat the other by much. On the default's 5 folds: linguistic teacher 71.92 vs probe
-# 73.75, prosodic 56.00 vs 55.92 (`figures/teachers_vs_baselines.md`).
+# probe. On the built-in corpus the linguistic teacher and the text probe both sit at the
+# words' Bayes ceiling (an expected value: a fold's score scatters by about 3 points around
+# it, see notebook 00), so neither can beat the other by much; the prosodic teacher matches
+# the eGeMAPS probe, both about 10 points below the voice's ceiling. On the default's 5
+# folds: linguistic teacher 71.92 vs probe 73.75 (ceiling 71.50), prosodic 56.00 vs 55.92
+# (ceiling 66.25; `figures/teachers_vs_baselines.md`).
 
 # %%
 probes = pipeline.run_probes(cfg, fold, data).metrics()["probes"]

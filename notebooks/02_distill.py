@@ -40,19 +40,21 @@
 #   mean; `"mean"` would also divide by the number of classes).
 # * **Temperatures.** $\sigma(z/\tau)$ with $\tau > 1$ flattens a distribution (the
 #   teacher's second and third choices become visible), $\tau < 1$ sharpens it towards the
-#   hard label. The cell after training shows one teacher's distribution at several $\tau$.
+#   hard label. The cell after training shows each teacher's distribution at several $\tau$.
 # * **Negative cosine** only asks for the same *direction* as the teacher's embedding, not its
 #   length: the student's heads keep their own scale. Its best value is -1, so the total loss
 #   can go below 0.
 # * **Frozen teachers.** The teachers are trained first (notebook 01) and never updated here:
 #   their logits and embeddings for every training utterance are read from their result
-#   files, so a distillation step costs what a plain step costs (see the benchmark).
+#   files, so a distillation step costs what a plain step costs (`benchmarks/bench_student.py`
+#   measures both).
 #
 # At inference the teachers, the transcripts and openSMILE are gone: audio in, emotion out
 # (the last cell classifies audio files with the student alone).
 #
-# On the CPU default the speech encoder is Whisper tiny.en's encoder, frozen, with a learned
-# weighted sum of its layers; its pooled states are computed once and cached, so training
+# On the CPU default the speech encoder is Whisper tiny.en's encoder, frozen; the linguistic
+# head reads its top layer and the prosodic head a learned weighted sum of its layers
+# (`student.layer_mix = "split"`). Its pooled states are computed once and cached, so training
 # touches only the heads. The `paper` preset fine-tunes HuBERT-base instead, its new layers
 # at ten times HuBERT's learning rate (`student.backbone_lr_scale`). To fine-tune Whisper's
 # layers on a CPU, try `overrides = {"student.freeze": "top:4", "student.backbone_lr_scale": 0.1}`:
@@ -94,11 +96,12 @@ print(f"variant {cfg.distill.variant}: tau_L {cfg.distill.tau_linguistic}, tau_P
 # The teachers the variant needs are trained first (or reused from notebook 01). The
 # baseline, `no_teachers`, is the same student trained with cross-entropy alone: the
 # paper's row 6, "plain fine-tuned HuBERT" (on the CPU default the encoder stays frozen and
-# only the heads learn, for both).
+# only the heads learn, for both). It always weighs its cross-entropy by α = 1: with only one
+# term, α would merely rescale the loss, and at α = 0 it would learn nothing.
 
 # %%
 student = pipeline.train_student(cfg, fold, data)
-baseline = pipeline.train_student(cfg.replace({"distill.variant": "no_teachers"}), fold, data)
+baseline = pipeline.train_student(cfg.replace({"distill.variant": "no_teachers", "distill.alpha": 1.0}), fold, data)
 
 # %% [markdown]
 # ## What a temperature does to a teacher's logits
@@ -182,7 +185,8 @@ plots.save_figure(fig, student.dir / "confusion", prov);
 # With a learned layer mix (`student.layer_mix`), the softmax weight of every hidden state
 # (0: the embeddings before the first transformer layer). On the default, `split`: the
 # linguistic head reads the top layer, the prosodic head a learned mix (prosody lives lower in
-# speech encoders than words do).
+# speech encoders than words do). Read each weight against the uniform 1/N of N hidden states:
+# a head that prefers some layers departs from it; one that stays near it averages them all.
 
 # %%
 weights = student.metrics()["layer_weights"]
@@ -208,17 +212,20 @@ display(result.assign(path=[str(p).rsplit("/", 1)[-1] for p in result["path"]]).
 # %% [markdown]
 # ## Exercises
 #
-# For a course on distillation: change the parameters cell (or pass them with
-# `python -m emolib run -p NAME=VALUE`) and run the notebook again. Complete runs are reused,
+# For a course on distillation: change the parameters cell and run the notebook again (headless:
+# `python -m emolib run --notebooks 02_distill --folds 1`, with `-p variant=...` for a parameter
+# and `--set distill.alpha=0` for an override). Complete runs are reused,
 # so only what changed trains; on the `default` preset a student takes seconds (its backbone's
 # states are cached), a new corpus or new teachers take minutes.
 #
 # 1. **Teachers instead of labels.** `overrides = {"distill.alpha": 0.0}` drops the
-#    cross-entropy: the student learns from the teachers' soft labels and embeddings alone.
+#    cross-entropy: the student learns from the teachers' soft labels and embeddings alone
+#    (the `no_teachers` baseline keeps its cross-entropy).
 #    How close does it come to the full student, and does it still beat the linguistic
 #    teacher, whose mistakes it now copies? Look at the per-class recalls.
-# 2. **Temperatures.** `tau_linguistic = 0.5`, then `8.0`. In the temperature figure, what
-#    becomes of the teacher's second choice? In the loss curves the logit terms carry their
+# 2. **Temperatures.** `tau_linguistic = 0.5`, then `8.0`. The temperature figure draws
+#    τ = 0.5 to 8 whatever τ_L is: which bars are the student's target now, and what becomes
+#    of the teacher's second choice? In the loss curves the logit terms carry their
 #    τ² factor: how does the linguistic term's size change with τ, and what would it do
 #    without that factor? (`tests/test_losses.py` checks the terms by hand, τ < 1 included.)
 # 3. **Which teacher does what?** `variant = "no_linguistic_teacher"`, then

@@ -66,7 +66,7 @@ for teacher, variant, key in report.SWEEPS:
         rows.append({"teacher": teacher, "tau": tau, "fold": fold, "ua": 100 * m["ua"], "wa": 100 * m["wa"],
                      "best val UA": 100 * m["best_val_ua"] if m["best_val_ua"] is not None else None})
 sweep = pd.DataFrame(rows)
-display(sweep.pivot_table(index="tau", columns="teacher", values=["ua", "wa"]).round(2))
+display(sweep.pivot_table(index="tau", columns="teacher", values=["ua", "wa", "best val UA"]).round(2))
 
 # %% [markdown]
 # ## This fold's curves
@@ -87,7 +87,8 @@ plots.save_figure(fig, pipeline.fold_figure_path(cfg, "fig2", fold),
 # 2. **Choosing τ honestly.** The figure compares temperatures on the test speakers, as the
 #    paper's does. Which column of the table above would you pick a temperature on, and why
 #    not `ua`? (The `best val UA` column is the validation speakers', held out from training.)
-# 3. **Why the τ² factor.** Set `overrides = {"distill.alpha": 0.0}` and sweep again: without
-#    the cross-entropy, the logit term alone sets the gradient's scale. Read
+# 3. **Why the τ² factor.** Set `overrides = {"distill.alpha": 0.0, "distill.gamma": 0.0}` and
+#    sweep again: without the cross-entropy and the embedding terms, the logit term alone sets
+#    the gradient's scale. Read
 #    `emolib/losses.py` and explain why, without τ², large temperatures would train more
 #    slowly (Hinton et al. 2015, Sec. 2).

@@ -63,6 +63,7 @@ for kind in pipeline.TEACHER_KINDS:
     results[f"{kind} teacher alone"] = pipeline.train_teacher(kind, cfg, fold, data).metrics()
 table = pd.DataFrame({name: {"UA": 100 * m["ua"], "WA": 100 * m["wa"], "macro-F1": 100 * m["macro_f1"],
                              "terms": ", ".join(m.get("terms", ["(teacher)"]))} for name, m in results.items()}).T
+table = table.astype({"UA": float, "WA": float, "macro-F1": float})  # the terms made every column text
 display(table.round(2))
 
 # %% [markdown]
@@ -106,14 +107,15 @@ plots.save_figure(fig, pipeline.fold_figure_path(cfg, "ablations", fold),
 # ## Exercises
 #
 # 1. **Read a row.** For each variant, the `terms` column lists the loss terms it trains
-#    with. Which single term's removal costs the most on this fold? Run another fold
+#    with. Which removal costs the most on this fold? Run another fold
 #    (`fold = 2`): does the ranking hold? A difference smaller than the spread over folds
 #    (notebook 05) is not a finding.
 # 2. **Noise or signal?** `overrides = {"training.seed": 1}` retrains every variant with
-#    another initialisation and batch order. How much does `no_teachers` move? Compare that
+#    another initialisation and batch order (and both teachers, which train with the seed too). How much does `no_teachers` move? Compare that
 #    with the full student's lead (over all folds and three seeds:
 #    `python -m emolib gap --corpus synth --protocol session --seeds 0 1 2`).
 # 3. **A less frozen student.** `overrides = {"student.freeze": "top:1"}` fine-tunes the top
 #    layer of Whisper's encoder as well (tens of times slower on a CPU). Does a student that
 #    can change its features take more from the teachers? (The README, "What we measured on
-#    the way", says what the validation speakers showed over all folds.)
+#    the way", says what the validation speakers showed on folds 1 and 2, and over all folds
+#    for a student whose every layer learns, `top:4`.)

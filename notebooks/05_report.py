@@ -120,8 +120,9 @@ display(Markdown(report.markdown_table(tb, caption3)))
 # The built-in corpus records, for every utterance, whether its words and whether its voice
 # carry its emotion (drawn independently). Scoring each model on the four cells shows what it
 # learned: the linguistic teacher is right where the words carry the label and at chance
-# elsewhere, the prosodic teacher the other way round (as far as eGeMAPS keeps the words out:
-# the table's note says how); a speech-only student can hear both,
+# elsewhere; the prosodic teacher is right on part of the cells where the voice carries it and
+# above chance elsewhere (eGeMAPS keeps some of the words: the table's note says how); a
+# speech-only student can hear both,
 # and the teachers' knowledge is what should lift it where only one channel speaks. On a corpus
 # without these records (IEMOCAP and the others) the section is skipped.
 #

@@ -516,6 +516,20 @@ def test_oracle_teachers_need_the_built_in_corpus(roots, toy):
         pipeline.train_student(_cfg(**{"distill.teacher_targets": "oracle"}), 1, toy, verbose=False)
 
 
+@pytest.mark.parametrize("settings, message", [
+    ({"distill.variant": "no_teachers", "distill.alpha": 0.0},
+     r"variant 'no_teachers' trains with ce, and every one of them has coefficient 0 \(distill\.alpha=0\.0, "
+     r"beta=1\.0, gamma=1\.0\): the loss is 0, so nothing would learn"),
+    ({"distill.variant": "no_logit_kd", "distill.alpha": 0.0, "distill.gamma": 0.0},
+     r"variant 'no_logit_kd' trains with ce, embedding_linguistic, embedding_prosodic, and every one of them"),
+    ({"distill.beta": -1.0}, r"distill\.alpha=1\.0, beta=-1\.0, gamma=1\.0: Eq\. 5's coefficients .* must be >= 0"),
+])
+def test_a_loss_that_cannot_be_nonzero_is_refused_before_training(roots, toy, settings, message):
+    with pytest.raises(ValueError, match=message):
+        pipeline.train_student(_cfg(**settings), 1, toy, verbose=False)
+    assert not (roots / "runs").exists()  # nothing trained, not even a teacher
+
+
 def _backbone_move(run) -> dict[str, np.ndarray]:
     """How far each trained backbone tensor moved from the seeded tiny-random start."""
     from safetensors.torch import load_file
