@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tokenize
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,11 @@ from .config import config_hash
 from .runs import ResultFileError, atomic_path, atomic_write_json
 
 
+#: What numpy raises on a damaged ``.npy``: a short file, or a header whose text no longer parses
+#: (numpy tokenizes it: garbage there gives a TokenError or a SyntaxError, not a ValueError).
+NPY_ERRORS = (ValueError, EOFError, OSError, SyntaxError, tokenize.TokenError)
+
+
 def _whole_npy(path: Path) -> bool:
     """Whether a ``.npy`` file holds as many bytes as its header promises (reads the header only)."""
     try:
@@ -31,7 +37,7 @@ def _whole_npy(path: Path) -> bool:
             read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
             shape, _, dtype = read_header(f)
             expected = f.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    except (ValueError, EOFError, OSError):
+    except NPY_ERRORS:
         return False
     return path.stat().st_size == expected
 
@@ -93,7 +99,7 @@ class FeatureCache:
         path = self.path(digest)
         try:
             return np.load(path)
-        except (ValueError, EOFError, OSError) as exc:
+        except NPY_ERRORS as exc:
             raise ResultFileError(f"{path}: damaged cache entry ({exc}); delete it and it is computed again") from exc
 
     def put(self, digest: str, array: np.ndarray) -> None:

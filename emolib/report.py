@@ -24,6 +24,7 @@ from . import paths
 from .config import Config
 from .losses import ABLATION_VARIANTS
 from .metrics import paired_difference
+from .runs import read_table
 
 # -- the paper's numbers ------------------------------------------------------------------------
 
@@ -304,7 +305,7 @@ def channel_breakdown(cfg: Config, study: "Study") -> pd.DataFrame | None:
     data_runs = [data_run(cfg, k) for k in study.folds]
     if not all(r.path("channels.csv").is_file() for r in data_runs):
         return None
-    flags = pd.concat([pd.read_csv(r.path("channels.csv")) for r in data_runs]).set_index("id")
+    flags = pd.concat([read_table(r.path("channels.csv")) for r in data_runs]).set_index("id")
     probes = pd.concat([r.predictions() for r in data_runs]).set_index("id")
     models: list[tuple[str, pd.DataFrame]] = []
     for channel in ("text", "voice", "both"):

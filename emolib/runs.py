@@ -308,14 +308,27 @@ class Run:
         return read_json(self.dir / COMPLETE_MARKER)
 
     def predictions(self):
-        import pandas as pd
-
-        return pd.read_csv(self.dir / "predictions.csv")
+        return read_table(self.dir / "predictions.csv")
 
     def history(self):
-        import pandas as pd
+        return read_table(self.dir / "history.csv")
 
-        return pd.read_csv(self.dir / "history.csv")
+
+#: Columns of the result tables that hold names: read back as the text they were written as, so
+#: that a corpus's id "01", label "0" or speaker "NA" stays what it is (a plain read_csv makes them
+#: the number 1, the number 0 and a missing value). ``pred_<probe>`` columns hold class names too.
+TEXT_COLUMNS = ("id", "speaker", "session", "label", "pred")
+
+
+def read_table(path: str | os.PathLike):
+    """A CSV result table (predictions, history, channel flags) with its name columns as text
+    (:data:`TEXT_COLUMNS`); only an empty field is a missing value, and only in the others."""
+    import pandas as pd
+
+    columns = pd.read_csv(path, nrows=0).columns
+    text = [c for c in columns if c in TEXT_COLUMNS or c.startswith("pred_")]
+    return pd.read_csv(path, dtype={c: str for c in text}, keep_default_na=False,
+                       na_values={c: ["", "nan", "NaN"] for c in columns if c not in text})
 
 
 def _run_key(stage: str, cfg: Config, extra: dict | None) -> str:

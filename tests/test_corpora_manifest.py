@@ -1,7 +1,9 @@
 """Manifest loader (CSV, JSONL, JSON): any other corpus, audio and/or text."""
 import json
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from emolib.corpora import SKIP_EMPTY, SKIP_SHORT, CorpusError, load_corpus
 from emolib.corpora import manifest
@@ -89,6 +91,31 @@ def test_jsonl_record_missing_a_column_others_have(tmp_path):
 def test_malformed_csv_row(tmp_path):
     path = trees.write(tmp_path / "m.csv", "label,speaker,text\nsad,a,Hi.\nsad,a,Hi,again\n")
     with pytest.raises(CorpusError, match=r"m\.csv:3: 4 fields, the header has 3"):
+        manifest.load(path)
+
+
+def test_a_quote_never_closed_is_an_error_not_a_field_that_swallows_the_rest(tmp_path):
+    path = trees.write(tmp_path / "m.csv", 'label,speaker,text\nsad,a,"Hi.\nsad,b,Hi again\nangry,c,No.\n')
+    with pytest.raises(CorpusError, match=r"m\.csv:2: malformed CSV from this line on \(unexpected end of data; "
+                                          r"a quote opened and never closed\?\)"):
+        manifest.load(path)
+    # a quoted field may hold commas, doubled quotes and line breaks
+    path = trees.write(tmp_path / "ok.csv", 'label,speaker,text\nsad,a,"Hi, ""you""\nthere"\nangry,c,No.\n')
+    assert [u.text for u in manifest.load(path)] == ['Hi, "you"\nthere', "No."]
+
+
+def test_native_labels_that_differ_only_in_case_are_an_error(tmp_path):
+    path = trees.write(tmp_path / "m.csv", "label,speaker,text\nAngry,a,Hi.\ncalm,b,Oh.\nangry,c,No.\n")
+    with pytest.raises(CorpusError, match=r"m\.csv:4: label 'angry' differs from 'Angry' \(.*m\.csv:2\) only in "
+                                          r"case; write each class one way"):
+        manifest.load(path, labels="native")
+
+
+def test_one_audio_file_under_two_ids_is_an_error(tmp_path):
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.full(16000, 0.1, np.float32), 16000)
+    path = trees.write(tmp_path / "m.csv", "id,label,speaker,path\nx,sad,s1,a.wav\ny,angry,s2,./a.wav\n")
+    with pytest.raises(CorpusError, match=r"m\.csv:3: audio file .*a\.wav is already utterance 'x' \(.*m\.csv:2\)"):
         manifest.load(path)
 
 

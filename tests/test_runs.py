@@ -52,6 +52,20 @@ def test_a_writer_that_fails_midway_leaves_the_old_file(tmp_path):
     assert not fresh.exists() and [p.name for p in tmp_path.iterdir()] == ["predictions.csv"]
 
 
+def test_names_in_result_tables_come_back_as_written(runs):
+    # a manifest's ids, numeric labels and a speaker called NA: a plain read_csv would give the
+    # numbers 1 and 0 and a missing value, and the labels would no longer be the corpus's classes
+    run = Run("student", get_config("tiny"), fold=1, label="names").start()
+    predictions = pd.DataFrame({"id": ["01", "2e3"], "speaker": ["NA", "None"], "session": ["1", "1"],
+                                "label": ["0", "1"], "pred": ["1", "1"], "p_0": [0.25, float("nan")],
+                                "p_1": [0.75, 1.0], "pred_text": ["0", "null"]})
+    run.finish({"ua": 0.5}, predictions)
+    back = run.predictions()
+    for column in ("id", "speaker", "session", "label", "pred", "pred_text"):
+        assert back[column].tolist() == predictions[column].tolist(), column
+    assert back["p_1"].tolist() == [0.75, 1.0] and back["p_0"].iloc[0] == 0.25 and np.isnan(back["p_0"].iloc[1])
+
+
 def test_a_complete_run_is_detected_and_reused(runs):
     cfg = get_config("tiny")
     run = Run("prosodic_teacher", cfg, fold=2, label="resnet")
@@ -149,6 +163,14 @@ def test_damaged_cache_entries_are_computed_again(tmp_path):
         assert not cache.has(digest) and not cache.path(digest).exists(), digest
         cache.put(digest, whole)
         assert cache.has(digest) and np.array_equal(cache.get(digest), whole)
+    # a header whose text is garbage (numpy's header parser raises a TokenError there, not a ValueError)
+    cache.put("aa06", whole)
+    data = bytearray(cache.path("aa06").read_bytes())
+    data[10:20] = b"zzzzzzzzzz"
+    cache.path("aa06").write_bytes(bytes(data))
+    with pytest.raises(ResultFileError, match=r"aa06\.npy: damaged cache entry"):
+        cache.get("aa06")
+    assert not cache.has("aa06") and not cache.path("aa06").exists()
     cache.put("aa04", np.zeros((0, 25), np.float16))  # an empty array is whole
     assert cache.has("aa04")
     cache.path("aa05").parent.mkdir(exist_ok=True)

@@ -24,9 +24,10 @@ sorted unique values).
 Formats: ``.csv`` (UTF-8, header row), ``.jsonl`` (one JSON object per line,
 blank lines allowed), ``.json`` (one array of objects; messages and default ids
 then use the record's 1-based position instead of a line number). Errors name
-the manifest and line: a malformed JSON line, a missing required column or
-value, an unknown label (with the valid ones), an audio file that does not exist
-or cannot be read, duplicate ids. Audio files with no samples are skipped with a
+the manifest and line: a malformed JSON line, a CSV quote never closed, a missing
+required column or value, an unknown label (with the valid ones), two native labels
+that differ only in case, an audio file that does not exist or cannot be read,
+duplicate ids, one audio file under two ids (it would leak across folds). Audio files with no samples are skipped with a
 printed count. Only headers are read (durations).
 """
 from __future__ import annotations
@@ -55,13 +56,32 @@ def _read(path: Path) -> tuple[list[str], Iterator[tuple[str, int, dict[str, Any
         raise CorpusError(f"{path}: not UTF-8 text ({err})") from err
 
     if suffix == ".csv":
-        reader = csv.DictReader(text.splitlines(keepends=True))
-        columns = [c.strip() for c in reader.fieldnames or ()]
+        # strict: a quote that is never closed is an error, not a field that swallows the rest of the file
+        reader = csv.DictReader(text.splitlines(keepends=True), strict=True)
+
+        def malformed(line: int, err: csv.Error) -> CorpusError:
+            return CorpusError(f"{path}:{line}: malformed CSV from this line on ({err}; a quote opened and "
+                               "never closed?)")
+
+        try:
+            columns = [c.strip() for c in reader.fieldnames or ()]
+        except csv.Error as err:
+            raise malformed(1, err) from err
         if len(set(columns)) != len(columns):
             raise CorpusError(f"{path}:1: repeated column names in the header {columns}")
 
+        def records() -> Iterator[dict[str | None, Any]]:
+            while True:
+                start = reader.line_num + 1
+                try:
+                    yield next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as err:
+                    raise malformed(start, err) from err
+
         def rows() -> Iterator[tuple[str, int, dict[str, Any]]]:
-            for row in reader:
+            for row in records():
                 extra = row.pop(None, None) or []  # DictReader keeps surplus fields under None
                 found = sum(v is not None for v in row.values()) + len(extra)
                 if found != len(columns):
@@ -127,6 +147,8 @@ def load(path: Path, labels: str = "iemocap4") -> Corpus:
 
     skipped: collections.Counter = collections.Counter()
     first_seen: dict[str, str] = {}
+    first_label: dict[str, tuple[str, str]] = {}  # casefolded label -> (label as written, where first)
+    audio_seen: dict[Path, tuple[str, str]] = {}  # audio file -> (its utterance id, where)
     utterances: list[Utterance] = []
     for where, number, record in records:
         label = _nonempty(where, record, "label")
@@ -135,6 +157,10 @@ def load(path: Path, labels: str = "iemocap4") -> Corpus:
                 f"{where}: unknown label {label!r}; valid labels for labels='iemocap4': {', '.join(CLASSES)} "
                 "(labels='native' keeps the manifest's own labels)"
             )
+        written, first = first_label.setdefault(label.casefold(), (label, where))
+        if written != label:  # two spellings of one class would train as two classes
+            raise CorpusError(f"{where}: label {label!r} differs from {written!r} ({first}) only in case; "
+                              "write each class one way")
         speaker = _nonempty(where, record, "speaker")
         session = record.get("session")
         session = speaker if session is None or str(session).strip() == "" else str(session).strip()
@@ -161,6 +187,10 @@ def load(path: Path, labels: str = "iemocap4") -> Corpus:
         if uid in first_seen:
             raise CorpusError(f"{where}: duplicate id {uid!r} (first at {first_seen[uid]})")
         first_seen[uid] = where
+        if audio is not None:
+            other, other_where = audio_seen.setdefault(audio.resolve(), (uid, where))
+            if other != uid:  # the same recording in two folds would leak from training into testing
+                raise CorpusError(f"{where}: audio file {audio} is already utterance {other!r} ({other_where})")
         utterances.append(Utterance(
             id=uid, label=label, speaker=speaker, session=session, path=audio, text=text, duration=duration,
             meta={k: v for k, v in record.items() if k not in KNOWN},
