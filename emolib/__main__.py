@@ -318,14 +318,21 @@ RESUMES = "complete folds are kept, and the next run resumes the killed one"
 
 
 def _train(call: Callable[[], Any], interrupted: str = RESUMES) -> int:
-    """Run a training command; a request that cannot run becomes one ``error:`` line."""
+    """Run a training command; a request that cannot run, or a file met on the way that cannot be
+    used (each message names the file and what to do), becomes one ``error:`` line."""
+    from .audio import AudioError
     from .commands import RequestError
+    from .corpora import CorpusError
+    from .runs import ResultFileError, StaleRunError
 
     try:
         call()
     except RequestError as e:  # nothing was trained
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (AudioError, CorpusError, ResultFileError, StaleRunError) as e:  # complete folds are kept
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"\ninterrupted: {interrupted}", file=sys.stderr)
         return 130

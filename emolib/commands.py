@@ -146,6 +146,10 @@ def _student_data(cfg: Config, folds: Sequence[int] | None):
         raise RequestError(f"the student needs audio, and corpus {data.corpus.name!r} is text-only "
                            "(a manifest without a 'path' column)")
     variant, note = pipeline.effective_variant(cfg, data.corpus)
+    try:
+        pipeline.check_student_settings(cfg, variant)
+    except ValueError as err:
+        raise RequestError(str(err)) from err
     return data, numbers, held, variant, note
 
 
@@ -345,7 +349,9 @@ def gap(cfg: Config, folds: Sequence[int] | None = None, oracle: bool = True) ->
     print(held, end="")
     targets = cfg.distill.teacher_targets
     label = cfg.distill.variant if targets == "in_sample" else f"{cfg.distill.variant} ({targets})"
-    students = {label: cfg, PLAIN: cfg.replace({"distill.variant": PLAIN})}
+    # plain fine-tuning weighs its one term by alpha = 1 whatever the variant's alpha: with a single
+    # term alpha only rescales the loss, and at alpha = 0 (teachers instead of labels) it would learn nothing
+    students = {label: cfg, PLAIN: cfg.replace({"distill.variant": PLAIN, "distill.alpha": 1.0})}
     if oracle and targets != "oracle":
         if pipeline.oracle_available(cfg, data.corpus):
             students[f"{cfg.distill.variant} (oracle)"] = cfg.replace({"distill.teacher_targets": "oracle"})

@@ -75,7 +75,7 @@ from traitlets.config import Config as TraitletsConfig
 
 from . import paths
 from .config import Config, get_config
-from .runs import atomic_path, atomic_write_json, read_json
+from .runs import ResultFileError, atomic_path, atomic_write_json, read_json
 
 #: The report's notebooks in the paper's order: data, the two teachers, distillation,
 #: the temperature sweep (Fig. 2), the ablations (Table 2), then tables and figures.
@@ -240,9 +240,9 @@ class Task:
             return False
         try:
             record = read_json(self.sidecar)
-        except (OSError, ValueError):
+        except (OSError, ValueError, ResultFileError):  # a damaged record: the notebook runs again
             return False
-        return (record.get("source_sha1") == self.sha1 and record.get("parameters") == self.parameters
+        return isinstance(record, dict) and (record.get("source_sha1") == self.sha1 and record.get("parameters") == self.parameters
                 and record.get("corpus", "") == self.corpus)
 
 

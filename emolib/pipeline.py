@@ -462,15 +462,9 @@ def oracle_targets(kind: str, cfg: Config, corpus: Corpus, ids, dim: int) -> dic
     return {"logits": logits, "embedding": embedding}
 
 
-def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: bool = True) -> Run:
-    """Distil the variant ``cfg.distill.variant`` into a student for one fold.
-
-    Trains (or reuses) the teachers the variant needs, reads their cached outputs,
-    trains the student on the shared loop and writes its result files."""
-    from . import student as st
-    from .losses import distillation_loss
-    from .train import fit, predict, setup
-
+def check_student_settings(cfg: Config, variant) -> None:
+    """A ValueError saying why, for settings no student can train with (``variant``: the
+    effective one, :func:`effective_variant`); checked before anything trains."""
     if cfg.distill.teacher_targets not in TEACHER_TARGETS:
         raise ValueError(f"distill.teacher_targets={cfg.distill.teacher_targets!r}; choose one of {TEACHER_TARGETS}")
     if not cfg.student.backbone_lr_scale > 0:
@@ -480,15 +474,27 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
     if min(d.alpha, d.beta, d.gamma) < 0:
         raise ValueError(f"distill.alpha={d.alpha}, beta={d.beta}, gamma={d.gamma}: Eq. 5's coefficients weigh "
                          "its terms and must be >= 0")
-    data = data or load_data(cfg)
-    cfg = canonical_student_config(cfg, data.corpus.has_transcripts)
-    variant, note = effective_variant(cfg, data.corpus)
     weights = {"ce": d.alpha, "logit_linguistic": d.beta, "logit_prosodic": d.beta, "embedding_linguistic": d.gamma,
                "embedding_prosodic": d.gamma}
     if not any(weights[term] for term in variant.enabled()):
         raise ValueError(f"variant {d.variant!r} trains with {', '.join(variant.enabled())}, and every one of them "
                          f"has coefficient 0 (distill.alpha={d.alpha}, beta={d.beta}, gamma={d.gamma}): the loss is "
                          "0, so nothing would learn")
+
+
+def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: bool = True) -> Run:
+    """Distil the variant ``cfg.distill.variant`` into a student for one fold.
+
+    Trains (or reuses) the teachers the variant needs, reads their cached outputs,
+    trains the student on the shared loop and writes its result files."""
+    from . import student as st
+    from .losses import distillation_loss
+    from .train import fit, predict, setup
+
+    data = data or load_data(cfg)
+    variant, note = effective_variant(cfg, data.corpus)
+    check_student_settings(cfg, variant)
+    cfg = canonical_student_config(cfg, data.corpus.has_transcripts)
     if note and verbose:
         print(note, flush=True)
     run = student_run(cfg, fold, data.corpus.has_transcripts)

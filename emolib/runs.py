@@ -229,10 +229,16 @@ class Run:
         if self.is_complete():
             _unlock(self.dir)
             return self
-        if self.is_partial() and not (self._saved_config_matches() and self.same_corpus(corpus)):
+        if self.is_partial():
             # e.g. a folder written by an older version of the hashing, or on another version of
             # the corpus: its state is not ours to resume
-            shutil.rmtree(self.dir)
+            why = (["a config.json that is not this run's (damaged, or from an older emolib)"]
+                   if not self._saved_config_matches() else self._changes(corpus))
+            if why:
+                if (self.dir / "resume.pt").is_file():
+                    print(f"{self.dir}: discarding the partial run, trained on {'; and on '.join(why)}; "
+                          "starting it again", flush=True)
+                shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.dir / "config.json", self.cfg.to_dict())
         if corpus is not None:

@@ -528,3 +528,26 @@ def test_a_closed_pipe_ends_a_command_quietly_with_141(tmp_path):
     finally:
         os.close(write_end)
     assert (done.returncode, done.stderr) == (141, b"")
+
+
+def test_a_student_that_could_not_learn_is_refused_before_anything_trains(roots, toy, capsys):
+    code, out, err = run(capsys, "student", "--variant", "no_teachers", "--corpus", toy["audio"], "--protocol",
+                         "session", *FAST, "--set", "distill.alpha=0")
+    assert code == 2 and err == ["error: variant 'no_teachers' trains with ce, and every one of them has coefficient "
+                                 "0 (distill.alpha=0.0, beta=1.0, gamma=1.0): the loss is 0, so nothing would learn"]
+    assert not (roots / "runs").exists()
+
+
+def test_a_run_trained_on_another_version_of_the_corpus_is_one_error_line(roots, toy, capsys, tmp_path):
+    manifest = tmp_path / "corpus.csv"
+    shutil.copy(toy["both"], manifest)
+    argv = ["teacher", "--kind", "prosodic", "--corpus", manifest, "--protocol", "session", "--folds", "1", *FAST]
+    assert run(capsys, *argv)[0] == 0
+    lines = manifest.read_text().splitlines(keepends=True)
+    lines[1] = lines[1].replace(",neutral,", ",sad,")  # a label corrected after training
+    manifest.write_text("".join(lines))
+    pipeline._load_data.cache_clear()  # as a new process would: this one keeps the corpus it loaded
+    code, _, err = run(capsys, *argv)
+    (run_dir,) = (roots / "runs" / "prosodic_teacher").iterdir()
+    assert code == 1 and len(err) == 1
+    assert err[0].startswith(f"error: {run_dir / 'fold1'}: trained on ") and f"Delete {run_dir} to train again" in err[0]

@@ -90,6 +90,12 @@ def test_parameters_are_injected_and_a_second_run_skips(runs, capsys):
     assert code == 0 and "[1/1] 00_data fold 2 ... done in" in capsys.readouterr().out
     assert (out / "fold2.ipynb").stat().st_mtime_ns != mtime
 
+    # a damaged completion record (a full disk, a hand edit) is not completion: the notebook runs again
+    for damaged in ('{"source_sha1": "ab', "[]"):
+        (out / "fold2.json").write_text(damaged)
+        driver.run("tiny", folds=[2], notebooks=["00_data"], overrides={"training.seed": 3}, extra={"message": "hi"})
+        assert "[1/1] 00_data fold 2 ... done in" in capsys.readouterr().out, damaged
+
     # A changed parameter is a different request: it executes again.
     driver.run("tiny", folds=[2], notebooks=["00_data"], overrides={"training.seed": 3}, extra={"message": "bye"})
     assert "00_data fold 2 ... done in" in capsys.readouterr().out

@@ -91,7 +91,7 @@ def from_saved(run: Run) -> dict:
     return json.loads((run.dir / "config.json").read_text())
 
 
-def test_a_partial_run_resumes_for_the_same_config_only(runs):
+def test_a_partial_run_resumes_for_the_same_config_only(runs, capsys):
     cfg = get_config("tiny")
     run = Run("student", cfg, fold=1, label="full").start()
     (run.dir / "resume.pt").write_bytes(b"epoch 3")
@@ -110,6 +110,8 @@ def test_a_partial_run_resumes_for_the_same_config_only(runs):
     atomic_write_json(run.dir / "config.json", cfg.replace({"student.dropout": 0.5}).to_dict())
     Run("student", cfg, fold=1, label="full").start()
     assert sorted(p.name for p in run.dir.iterdir()) == ["config.json"]
+    assert capsys.readouterr().out == (f"{run.dir}: discarding the partial run, trained on a config.json that is "
+                                       "not this run's (damaged, or from an older emolib); starting it again\n")
     assert from_saved(run) == json.loads(json.dumps(cfg.to_dict()))
 
     # finishing removes the resume state
@@ -189,15 +191,17 @@ def test_damaged_teacher_outputs_are_named_with_the_folder_to_delete(runs):
         load_outputs(run)
 
 
-def test_a_run_refuses_to_be_reused_on_another_version_of_its_corpus(runs):
+def test_a_run_refuses_to_be_reused_on_another_version_of_its_corpus(runs, capsys):
     cfg = get_config("tiny")
     before = {"corpus": "m", "utterances": 3, "fingerprint": "aaaa"}
     after = {"corpus": "m", "utterances": 4, "fingerprint": "bbbb"}
     run = Run("student", cfg, 1, label="full").start(before)
     (run.dir / "resume.pt").write_bytes(b"epoch 2")
-    # a partial run on another version is not resumed
+    # a partial run on another version is not resumed, and the log says why
     Run("student", cfg, 1, label="full").start(after)
     assert not (run.dir / "resume.pt").exists() and read_json(run.dir / "corpus.json") == after
+    assert capsys.readouterr().out.startswith(f"{run.dir}: discarding the partial run, trained on another version "
+                                              "of corpus 'm' (3 utterances, fingerprint aaaa; now 4, bbbb)")
     run.finish({"ua": 0.5})
     run.require_corpus(after)
     assert run.same_corpus(after) and not run.same_corpus(before) and run.same_corpus(None)
