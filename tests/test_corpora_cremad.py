@@ -95,3 +95,14 @@ def test_an_actor_listed_twice_in_the_demographics_is_an_error(tmp_path):
     with pytest.raises(CorpusError, match=rf"VideoDemographics\.csv:{len(lines) + 1}: actor 1001 listed twice "
                                           r"\(first at line 2\)"):
         cremad.load(root)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"ActorID,Age,Sex\n1001,51,Male\n1002,21,F\xe9male\n", r"VideoDemographics\.csv: not UTF-8 text"),
+    (b"Sex,ActorID,Age\nMale,1001,51\nFemale,1002\n", r"VideoDemographics\.csv:3: malformed row"),
+])
+def test_a_demographics_table_that_cannot_be_read_is_named(tmp_path, content, message):
+    root = trees.build_cremad(tmp_path)
+    (root / "VideoDemographics.csv").write_bytes(content)
+    with pytest.raises(CorpusError, match=message):
+        cremad.load(root)

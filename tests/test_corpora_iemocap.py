@@ -157,6 +157,15 @@ def test_small_tree(small):
     assert u.meta["mode"] == "improvised" and u.meta["dialog"] == DIALOG
 
 
+def test_byte_order_marks_are_not_part_of_the_first_line(small):
+    # files saved by some Windows editors start with a UTF-8 byte-order mark
+    for path in (_label_file(small), _transcript_file(small)):
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    corpus = iemocap.load(small)
+    assert corpus.by_id()["Ses01F_impro01_F000"].text == "Line 0 of Ses01F_impro01."
+    assert len(corpus) == 4
+
+
 def test_malformed_label_line_names_file_and_line(small):
     # line 1: % header, line 2: blank, line 3: the first summary line
     _edit(_label_file(small), "\tneu\t[2.5000, 3.0000, 2.0000]", "\tneu")

@@ -60,21 +60,24 @@ def _demographics(path: Path) -> dict[str, dict[str, object]]:
     if not path.is_file():
         return {}
     out: dict[str, dict[str, object]] = {}
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        missing = {"ActorID", "Age", "Sex"} - set(reader.fieldnames or ())
-        if missing:
-            raise CorpusError(f"{path}: missing column(s) {sorted(missing)}")
-        first: dict[str, int] = {}
-        for row in reader:
-            try:
-                actor = row["ActorID"].strip()
-                out[actor] = {"gender": row["Sex"].strip().lower(), "age": int(row["Age"])}
-            except (ValueError, AttributeError) as err:
-                raise CorpusError(f"{path}:{reader.line_num}: malformed row ({err})") from err
-            if actor in first:
-                raise CorpusError(f"{path}:{reader.line_num}: actor {actor} listed twice (first at line {first[actor]})")
-            first[actor] = reader.line_num
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise CorpusError(f"{path}: not UTF-8 text ({err})") from err
+    reader = csv.DictReader(text.splitlines(keepends=True))
+    missing = {"ActorID", "Age", "Sex"} - set(reader.fieldnames or ())
+    if missing:
+        raise CorpusError(f"{path}: missing column(s) {sorted(missing)}")
+    first: dict[str, int] = {}
+    for row in reader:
+        try:
+            actor = row["ActorID"].strip()
+            out[actor] = {"gender": row["Sex"].strip().lower(), "age": int(row["Age"])}
+        except (ValueError, AttributeError, TypeError) as err:  # TypeError: a short row's missing field
+            raise CorpusError(f"{path}:{reader.line_num}: malformed row ({err})") from err
+        if actor in first:
+            raise CorpusError(f"{path}:{reader.line_num}: actor {actor} listed twice (first at line {first[actor]})")
+        first[actor] = reader.line_num
     return out
 
 

@@ -100,7 +100,7 @@ SKIP_MISSING_TEXT = "labelled utterances without a transcript line (on_missing='
 def _read_text(path: Path) -> str:
     data = path.read_bytes()
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a byte-order mark is not part of the first line
     except UnicodeDecodeError:
         return data.decode("latin-1")
 
