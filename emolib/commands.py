@@ -269,7 +269,7 @@ def predict(cfg: Config, inputs: Sequence[str | Path], folds: Sequence[int] | No
     info = sys.stdout if out is not None else sys.stderr
     averaged = " (probabilities averaged)" if len(dirs) > 1 else ""
     if len({Path(d).parent for d in dirs}) == 1:  # one run's folds
-        first = read_json(Path(dirs[0]) / "metrics.json")
+        first = read_json(Path(dirs[0]) / "metrics.json", dict)
         used = (f"student {first.get('variant', cfg.distill.variant)} ({' + '.join(first.get('terms', []))}) of "
                 f"{first.get('corpus', '?')}, fold{'s' if len(dirs) > 1 else ''} "
                 f"{' '.join(Path(d).name[4:] for d in dirs)}")

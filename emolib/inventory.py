@@ -126,7 +126,7 @@ def summarise_run(stage: str, run_dir: Path) -> RunSummary:
         metrics = None
         if marker.is_file():
             try:
-                metrics = read_json(marker)
+                metrics = read_json(marker, dict)
             except ResultFileError as err:
                 summary.problems.append(str(err))
         if isinstance(metrics, dict):
@@ -135,11 +135,11 @@ def summarise_run(stage: str, run_dir: Path) -> RunSummary:
         else:
             summary.partial.append(PartialFold(number, _epochs_done(fold_dir), (fold_dir / "resume.pt").is_file()))
         if summary.corpus is None and (fold_dir / CORPUS_RECORD).is_file():  # a partial fold's, before any metrics
-            with contextlib.suppress(ResultFileError, AttributeError):
-                summary.corpus = read_json(fold_dir / CORPUS_RECORD).get("corpus")
+            with contextlib.suppress(ResultFileError):
+                summary.corpus = read_json(fold_dir / CORPUS_RECORD, dict).get("corpus")
         if saved is None and (fold_dir / "config.json").is_file():
             try:
-                saved = read_json(fold_dir / "config.json")
+                saved = read_json(fold_dir / "config.json", dict)
             except ResultFileError as err:
                 summary.problems.append(str(err))
     if saved is not None:

@@ -646,7 +646,7 @@ def student_dir_shape(directory: str | Path) -> tuple[list[str], tuple[int, int]
             shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
     except (SafetensorError, OSError) as exc:
         raise ResultFileError(f"{weights}: unreadable weights ({exc})") from exc
-    classes = read_json(directory / COMPLETE_MARKER).get("classes")
+    classes = read_json(directory / COMPLETE_MARKER, dict).get("classes")
     widths = [shapes.get(f"{k}_head.3.bias") for k in ("linguistic", "prosodic")]
     if not classes or None in widths or shapes.get("ffn.3.bias") != [len(classes)]:
         raise ResultFileError(f"{directory}: metrics.json's classes and best.safetensors's heads do not make "
@@ -671,7 +671,7 @@ def load_student_dir(directory: str | Path, cfg: Config | None = None, backbone=
     directory = Path(directory)
     weights = directory / "best.safetensors"
     classes, widths = student_dir_shape(directory)
-    cfg = cfg or from_dict(read_json(directory / "config.json"))
+    cfg = cfg or from_dict(read_json(directory / "config.json", dict))
     try:
         saved = load_file(str(weights))
     except (SafetensorError, OSError) as exc:
@@ -720,7 +720,7 @@ def classify_dirs(directories: Sequence[str | Path], audio_paths, overrides: dic
     for d in map(Path, directories):
         if not (d / "config.json").is_file():
             raise ResultFileError(f"{d}: not a complete student run (no config.json)")
-        cfg = from_dict(read_json(d / "config.json")).replace(overrides or {})
+        cfg = from_dict(read_json(d / "config.json", dict)).replace(overrides or {})
         students.append((cfg, lambda backbone, d=d, cfg=cfg: load_student_dir(d, cfg, backbone)))
     return _classify(students, audio_paths, batch_size)
 

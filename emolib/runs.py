@@ -165,12 +165,17 @@ def _unlock(run_dir: Path) -> None:
         os.close(fd)  # closing the file releases the lock
 
 
-def read_json(path: str | os.PathLike) -> Any:
+def read_json(path: str | os.PathLike, expect: type | None = None) -> Any:
+    """A JSON file's value; :class:`ResultFileError` naming the file when it is not JSON, or when
+    its value is not of type ``expect`` (e.g. ``dict`` for a record of a run)."""
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            value = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ResultFileError(f"{path}: not readable JSON ({exc})") from exc
+    if expect is not None and not isinstance(value, expect):
+        raise ResultFileError(f"{path}: holds a JSON {type(value).__name__}, not the {expect.__name__} expected")
+    return value
 
 
 # -- runs ----------------------------------------------------------------------------
@@ -288,8 +293,8 @@ class Run:
         if not saved.is_file():
             return False
         try:
-            return _run_key(self.stage, from_dict(read_json(saved)), self.extra) == self.key
-        except (ValueError, TypeError, KeyError):  # unreadable, or fields this version does not know
+            return _run_key(self.stage, from_dict(read_json(saved, dict)), self.extra) == self.key
+        except (ResultFileError, ValueError, TypeError, KeyError):  # damaged, or fields this version does not know
             return False
 
     def write_json(self, name: str, obj: Any) -> Path:
@@ -311,7 +316,7 @@ class Run:
         _unlock(self.dir)
 
     def metrics(self) -> dict[str, Any]:
-        return read_json(self.dir / COMPLETE_MARKER)
+        return read_json(self.dir / COMPLETE_MARKER, dict)
 
     def predictions(self):
         return read_table(self.dir / "predictions.csv")

@@ -66,6 +66,22 @@ def test_names_in_result_tables_come_back_as_written(runs):
     assert back["p_1"].tolist() == [0.75, 1.0] and back["p_0"].iloc[0] == 0.25 and np.isnan(back["p_0"].iloc[1])
 
 
+def test_a_record_that_is_json_but_not_an_object_is_named(runs, capsys):
+    run = Run("student", get_config("tiny"), fold=1, label="full").start()
+    (run.dir / "resume.pt").write_bytes(b"epoch 1")
+    (run.dir / "metrics.json").write_text("[]")
+    assert not run.is_complete()  # a damaged marker: the run is redone, not reused
+    with pytest.raises(ResultFileError, match=r"fold1/metrics\.json: holds a JSON list, not the dict expected"):
+        run.metrics()
+    # a partial run whose config.json is damaged is started again, and the log says so
+    for damaged in ("[]", '{"student": '):
+        (run.dir / "resume.pt").write_bytes(b"epoch 1")
+        (run.dir / "config.json").write_text(damaged)
+        Run("student", get_config("tiny"), fold=1, label="full").start()
+        assert not (run.dir / "resume.pt").exists(), damaged
+        assert "discarding the partial run, trained on a config.json that is not this run's" in capsys.readouterr().out
+
+
 def test_a_complete_run_is_detected_and_reused(runs):
     cfg = get_config("tiny")
     run = Run("prosodic_teacher", cfg, fold=2, label="resnet")
