@@ -71,7 +71,7 @@ def run_record(data: Data, cfg: Config, stage: str) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_data(data_cfg_json: str) -> Data:
+def _load_data(data_cfg_json: str, stamp: tuple[int, int] | None = None) -> Data:
     import json
 
     from .config import DataConfig, SynthConfig
@@ -85,11 +85,24 @@ def _load_data(data_cfg_json: str) -> Data:
 
 
 def load_data(cfg: Config) -> Data:
-    """The corpus and its folds for ``cfg.data`` (memoised within a process)."""
+    """The corpus and its folds for ``cfg.data`` (memoised within a process; a manifest file
+    edited since, e.g. in the same JupyterLab kernel, is loaded again)."""
     import dataclasses
     import json
 
-    return _load_data(json.dumps(dataclasses.asdict(cfg.data), sort_keys=True))
+    return _load_data(json.dumps(dataclasses.asdict(cfg.data), sort_keys=True), _manifest_stamp(cfg.data.corpus))
+
+
+def _manifest_stamp(spec: str) -> tuple[int, int] | None:
+    """A manifest file's modification time and size (None for any other corpus spec)."""
+    path = Path(str(spec)).expanduser()
+    if path.suffix.lower() not in (".csv", ".jsonl", ".json"):
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None  # the loader names the missing file
+    return st.st_mtime_ns, st.st_size
 
 
 def audio_items(corpus: Corpus, ids=None) -> list[tuple[str, Any]]:
