@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import tokenize
 from pathlib import Path
 from typing import Any
@@ -42,12 +43,28 @@ def _whole_npy(path: Path) -> bool:
     return path.stat().st_size == expected
 
 
+_FILE_DIGESTS: dict[tuple, str] = {}  # (resolved path, size, mtime) -> digest
+#: A file modified less than this long ago is hashed again each time: the kernel stamps
+#: modification times from a coarse clock (a few ms), so a file rewritten at once with as many
+#: bytes could keep its stamp ("racy" entries, as git calls them).
+RACY_SECONDS = 2.0
+
+
 def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """SHA-1 of a file's bytes."""
+    """SHA-1 of a file's bytes. Memoised per process on the file's size and modification time:
+    the feature caches ask for every clip of a corpus each time a model trains (some 80 times
+    in the report), and a file written again gets a new modification time."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _FILE_DIGESTS:
+        return _FILE_DIGESTS[key]
     h = hashlib.sha1()
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
+    if time.time() - st.st_mtime_ns / 1e9 > RACY_SECONDS:
+        _FILE_DIGESTS[key] = h.hexdigest()
     return h.hexdigest()
 
 

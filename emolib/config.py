@@ -113,7 +113,8 @@ class ProsodicTeacherConfig:
     small ResNet (He et al. 2016) in the style of audio CNNs (PANNs' ResNet22 stages
     halved), which is what 1 hour to 7 hours of emotional speech supports."""
 
-    channels: tuple[int, ...] = (16, 32, 64)  # one stage per entry, each halving time and descriptor axes
+    channels: tuple[int, ...] = (16, 32, 64)  # one stage per entry; every stage after the first halves the
+    # time and descriptor axes (the stem has already halved both, as in ResNet)
     blocks_per_stage: int = 1  # basic residual blocks per stage
     embedding_dim: int = 128  # the vector the student's prosodic head matches; 128 as VGGish's audio
     # embedding (Hershey et al. 2017). Sizes 16 to 512 gave the same student (README)

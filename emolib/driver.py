@@ -20,9 +20,9 @@ What the driver guarantees:
   parameters, corpus fingerprint, wall time). The sidecar is written last, so it marks completion.
 * **Re-running skips what is complete**: a notebook whose output and sidecar exist with
   the same source hash, parameters and corpus fingerprint (a manifest edited in place
-  keeps its name, not its fingerprint), unless a notebook before it in its chain (the
-  same fold; any fold for a once-only notebook) executed in this run, since its inputs
-  may then have changed. The skip does not see changes to the ``emolib`` package: use
+  keeps its name, not its fingerprint), unless a notebook it depends on (``DEPENDS_ON``,
+  the same fold: the sweep and the ablations on the distillation, not on each other; any
+  fold for a once-only notebook) executed in this run, since its inputs may then have changed. The skip does not see changes to the ``emolib`` package: use
   ``--force`` after editing the package (the notebooks' own runs still reuse every
   complete result, :mod:`emolib.runs`).
 * **A failure stops the run.** No new notebook starts; notebooks already running in

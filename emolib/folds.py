@@ -61,6 +61,17 @@ def make_folds(
         raise ValueError(f"{corpus.name}: {protocol} protocol needs at least 2 {protocol}s, found {groups}")
     if n_folds and n_folds > len(groups):
         raise ValueError(f"{corpus.name}: n_folds={n_folds} but only {len(groups)} {protocol}s")
+    if protocol == "session":  # a session's speakers are held out whole: they must be only there
+        sessions: dict[str, set[str]] = {}
+        for u in corpus:
+            sessions.setdefault(u.speaker, set()).add(u.session)
+        mixed = sorted((speaker, sorted(found)) for speaker, found in sessions.items() if len(found) > 1)
+        if mixed:
+            speaker, found = mixed[0]
+            more = f" (and {len(mixed) - 1} more speakers)" if len(mixed) > 1 else ""
+            raise ValueError(f"{corpus.name}: speaker {speaker!r} records in sessions {found}{more}; "
+                             "leave-one-session-out tests a session's speakers on all their turns, so each speaker "
+                             "must belong to one session: use the speaker protocol, or one session per speaker")
     # Deal the sorted groups round-robin into folds: deterministic and balanced in count.
     k = n_folds or len(groups)
     fold_groups = [tuple(groups[i::k]) for i in range(k)]

@@ -28,7 +28,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -95,10 +95,10 @@ def _work(job):
 
 @dataclass
 class FeatureSet:
-    """Per-utterance arrays plus what the extraction had to repair."""
+    """Per-utterance arrays (what the descriptors needed repairing is counted later, by
+    :func:`prepare_lld`)."""
 
     arrays: dict[str, np.ndarray]
-    counts: dict[str, int] = field(default_factory=dict)
 
     def __getitem__(self, uid: str) -> np.ndarray:
         return self.arrays[uid]

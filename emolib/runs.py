@@ -333,7 +333,8 @@ TEXT_COLUMNS = ("id", "speaker", "session", "label", "pred")
 
 def read_table(path: str | os.PathLike):
     """A CSV result table (predictions, history, channel flags) with its name columns as text
-    (:data:`TEXT_COLUMNS`); only an empty field is a missing value, and only in the others."""
+    (:data:`TEXT_COLUMNS`), never missing values; in the other columns an empty field (or nan)
+    is one."""
     import pandas as pd
 
     columns = pd.read_csv(path, nrows=0).columns

@@ -364,6 +364,8 @@ def _load_resume_state(path, desc: str) -> dict[str, Any] | None:
         return None
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
+    except (ImportError, MemoryError, OSError):  # not the file's fault (a changed environment, no memory,
+        raise  # no permission): the state is kept for a run that can read it
     except Exception as exc:  # a damaged zip archive or pickle: torch raises several types
         print(f"{desc}: {path} is damaged ({type(exc).__name__}: {exc}); starting this run again from epoch 1",
               flush=True)

@@ -54,3 +54,16 @@ def test_errors_are_clear():
         make_folds(_corpus(sessions=2), "session", validation_speakers=2)
     with pytest.raises(ValueError, match="n_folds"):
         make_folds(_corpus(), "session", n_folds=6)
+
+
+def test_a_speaker_in_two_sessions_cannot_be_held_out_by_session():
+    # S1F also records in session S2: holding out S1 would test S1F's S2 turns too, and twice over folds
+    corpus = _corpus(sessions=3)
+    utts = corpus.utterances + [Utterance(id="S1F_extra", label="sad", speaker="S1F", session="S2")]
+    with pytest.raises(ValueError, match=r"^toy: speaker 'S1F' records in sessions \['S1', 'S2'\]; "
+                                         r"leave-one-session-out .* use the speaker protocol"):
+        make_folds(Corpus("toy", utts), "session")
+    # by speaker, each speaker is held out once, whatever their sessions
+    folds = make_folds(Corpus("toy", utts), "speaker", validation_speakers=1)
+    tested = [i for f in folds for i in f.test_ids]
+    assert sorted(tested) == sorted(u.id for u in utts)  # every turn tested exactly once

@@ -1,7 +1,9 @@
 """Result files: atomic writes, complete runs reused, partial runs detected and resumed."""
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -285,3 +287,26 @@ def test_a_second_process_waits_for_the_run_another_trains_then_reuses_it(runs, 
     # and this process can train it itself afterwards (here after deleting it): the lock is free
     shutil.rmtree(run.dir)
     assert not run.start().is_complete() and run.dir.is_dir()
+
+
+def test_file_digests_are_remembered_until_the_file_changes(tmp_path, monkeypatch):
+    from emolib import cache
+
+    path = tmp_path / "clip.bin"
+    path.write_bytes(b"a" * 64)
+    os.utime(path, ns=(10**18, 10**18))  # an old file (2001): remembered after the first read
+    first = cache.file_digest(path)
+    assert first == hashlib.sha1(b"a" * 64).hexdigest()
+    reads = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda *a, **k: reads.append(a[0]) or real_open(*a, **k))
+    assert cache.file_digest(path) == first and reads == []  # a stat, no read
+    # the same size written again: a new modification time, so the new bytes are read
+    path.write_bytes(b"b" * 64)
+    os.utime(path, ns=(10**18 + 1, 10**18 + 1))
+    assert cache.file_digest(path) == hashlib.sha1(b"b" * 64).hexdigest() and reads == [path]
+    # a file modified just now is read every time (its stamp may not change on a quick rewrite)
+    fresh = tmp_path / "fresh.bin"
+    fresh.write_bytes(b"c" * 8)
+    cache.file_digest(fresh), cache.file_digest(fresh)
+    assert reads == [path, fresh, fresh]

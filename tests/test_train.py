@@ -233,3 +233,17 @@ def test_the_logged_rate_follows_the_schedule(run):
     optim = OptimConfig(lr=0.1, epochs=3, batch_size=4, patience=0, warmup_ratio=0.25)
     result = train.fit(Linear(), Points(), Points(), ce, optim, TRAINING, run=run, desc="loop")
     assert [row["lr"] for row in result.history] == pytest.approx([0.1 * 6 / 7, 0.1 * 3 / 7, 0.0], abs=1e-12)
+
+
+def test_a_resume_state_that_this_environment_cannot_read_is_kept(run, monkeypatch):
+    # e.g. pickled with a module this environment lacks: not a damaged file, so nothing is deleted
+    train.fit(Linear(), Points(), Points(), ce, OPTIM, TRAINING, run=run, desc="loop")
+    run.path("resume.pt").write_bytes(b"a state")
+
+    def unreadable(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'numpy._core'")
+
+    monkeypatch.setattr(torch, "load", unreadable)
+    with pytest.raises(ModuleNotFoundError):
+        train._load_resume_state(run.path("resume.pt"), "loop")
+    assert run.path("resume.pt").read_bytes() == b"a state"

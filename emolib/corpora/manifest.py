@@ -70,7 +70,7 @@ def _read(path: Path) -> tuple[list[str], Iterator[tuple[str, int, dict[str, Any
         if len(set(columns)) != len(columns):
             raise CorpusError(f"{path}:1: repeated column names in the header {columns}")
 
-        def records() -> Iterator[dict[str | None, Any]]:
+        def parsed() -> Iterator[dict[str | None, Any]]:
             while True:
                 start = reader.line_num + 1
                 try:
@@ -81,7 +81,7 @@ def _read(path: Path) -> tuple[list[str], Iterator[tuple[str, int, dict[str, Any
                     raise malformed(start, err) from err
 
         def rows() -> Iterator[tuple[str, int, dict[str, Any]]]:
-            for row in records():
+            for row in parsed():
                 extra = row.pop(None, None) or []  # DictReader keeps surplus fields under None
                 found = sum(v is not None for v in row.values()) + len(extra)
                 if found != len(columns):
