@@ -39,6 +39,7 @@ import numpy as np
 from .audio import AUDIO_SUFFIXES
 from .config import Config, get_config
 from .metrics import format_mean_line
+from .runs import fold_number
 
 
 class RequestError(ValueError):
@@ -272,7 +273,7 @@ def predict(cfg: Config, inputs: Sequence[str | Path], folds: Sequence[int] | No
         first = read_json(Path(dirs[0]) / "metrics.json", dict)
         used = (f"student {first.get('variant', cfg.distill.variant)} ({' + '.join(first.get('terms', []))}) of "
                 f"{first.get('corpus', '?')}, fold{'s' if len(dirs) > 1 else ''} "
-                f"{' '.join(Path(d).name[4:] for d in dirs)}")
+                f"{' '.join(str(fold_number(d)) for d in dirs)}")
     else:  # --run folders of several runs
         used = f"{len(dirs)} students: {', '.join(printable(Path(d).parent.name + '/' + Path(d).name) for d in dirs)}"
     print(f"{used}{averaged}, on {len(files)} file(s)", file=info, flush=True)
@@ -306,7 +307,7 @@ def _student_dirs(run_dirs: Sequence[str | Path], folds: Sequence[int] | None) -
         if (d / "config.json").is_file():
             found.append(d)
             continue
-        chosen = [f for f in complete_fold_dirs(d) if not folds or int(f.name[4:]) in folds]
+        chosen = [f for f in complete_fold_dirs(d) if not folds or fold_number(f) in folds]
         if not chosen:
             which = f" for fold{'s' if len(set(folds)) > 1 else ''} {' '.join(map(str, sorted(set(folds))))}" \
                 if folds else ""

@@ -75,6 +75,7 @@ from traitlets.config import Config as TraitletsConfig
 
 from . import paths
 from .config import Config, get_config
+from .machine import available_cores
 from .runs import ResultFileError, atomic_path, atomic_write_json, read_json
 
 #: The report's notebooks in the paper's order: data, the two teachers, distillation,
@@ -399,12 +400,6 @@ def _limit_threads(threads: int) -> None:
     """Worker-process initialiser: kernels started from here inherit the thread limits."""
     for var in THREAD_VARIABLES:
         os.environ[var] = str(threads)
-
-
-def available_cores() -> int:
-    with contextlib.suppress(AttributeError):
-        return len(os.sched_getaffinity(0))  # honours taskset / container CPU sets
-    return os.cpu_count() or 1
 
 
 def _run_folds(chains: dict[int, list[Task]], slots: list[str | None], force: bool,

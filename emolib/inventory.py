@@ -18,7 +18,7 @@ from typing import Any
 
 from . import paths
 from .config import STAGE_SECTIONS, Config, _hashed_dict, from_dict, get_config
-from .runs import COMPLETE_MARKER, CORPUS_RECORD, ResultFileError, _run_key, read_json
+from .runs import COMPLETE_MARKER, CORPUS_RECORD, ResultFileError, _run_key, fold_number, read_json
 
 #: The stages that train models, in the paper's order; ``data`` (the probes) trains nothing.
 TRAINED_STAGES = ("prosodic_teacher", "linguistic_teacher", "student")
@@ -100,11 +100,6 @@ def unrecorded_settings(stage: str, saved: dict[str, Any]) -> list[str]:
     return out
 
 
-def _fold_number(folder: Path) -> int | None:
-    digits = folder.name[len("fold"):]
-    return int(digits) if folder.name.startswith("fold") and digits.isdigit() else None
-
-
 def _epochs_done(fold_dir: Path) -> int | None:
     history = fold_dir / "history.csv"
     if not history.is_file():
@@ -119,7 +114,7 @@ def _epochs_done(fold_dir: Path) -> int | None:
 def summarise_run(stage: str, run_dir: Path) -> RunSummary:
     """One ``runs/<stage>/<name>`` folder, from its fold folders' files."""
     summary = RunSummary(stage=stage, name=run_dir.name, dir=run_dir)
-    folds = sorted((n, d) for d in run_dir.iterdir() if d.is_dir() and (n := _fold_number(d)) is not None)
+    folds = sorted((n, d) for d in run_dir.iterdir() if d.is_dir() and (n := fold_number(d)) is not None)
     saved = None
     for number, fold_dir in folds:
         marker = fold_dir / COMPLETE_MARKER

@@ -33,9 +33,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .audio import SAMPLE_RATE, read_audio
 from .cache import FeatureCache, file_digest
+from .machine import available_cores
 
-SAMPLE_RATE = 16000
 MIN_FRAMES = 10  # 0.1 s of 10 ms LLD frames
 SILENT_LOUDNESS = 2e-3  # Loudness_sma3 of all-zero audio is 0.00103, of a 200 Hz tone at -80 dBFS 0.0058
 
@@ -64,8 +65,6 @@ def _smile(level: str):
 
 def extract(path: str | os.PathLike, level: str = "lld", max_seconds: float | None = None) -> np.ndarray:
     """eGeMAPSv02 of one file: ``(frames, 25)`` LLDs or ``(88,)`` functionals, float32."""
-    from .audio import read_audio
-
     signal = read_audio(path, sample_rate=SAMPLE_RATE, max_seconds=max_seconds, allow_silent=True)
     frame = _smile(level).process_signal(signal, SAMPLE_RATE)
     values = frame.to_numpy(dtype=np.float32)
@@ -121,7 +120,7 @@ def features(
             for uid, path in items if not cache.has(digests[uid])]
     todo = list({job[1]: job for job in todo}.values())  # identical files are extracted once
     if todo:
-        n = min(processes or os.cpu_count() or 1, len(todo))
+        n = min(processes or available_cores(), len(todo))
         desc = f"eGeMAPS {level} ({len(todo)} files, {n} proc)"
         if n > 1:
             ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()

@@ -325,6 +325,13 @@ class Run:
         return read_table(self.dir / "history.csv")
 
 
+def fold_number(folder: str | os.PathLike) -> int | None:
+    """k of a run's fold folder ``fold<k>``; None for a folder of any other name."""
+    name = Path(folder).name
+    digits = name[len("fold"):]
+    return int(digits) if name.startswith("fold") and digits.isdigit() else None
+
+
 #: Columns of the result tables that hold names: read back as the text they were written as, so
 #: that a corpus's id "01", label "0" or speaker "NA" stays what it is (a plain read_csv makes them
 #: the number 1, the number 0 and a missing value). ``pred_<probe>`` columns hold class names too.

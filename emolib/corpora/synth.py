@@ -41,7 +41,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
 import string
 import time
 from dataclasses import dataclass
@@ -51,14 +50,15 @@ from typing import Any
 import numpy as np
 
 from .. import paths
+from ..audio import SAMPLE_RATE  # the corpus's rate: what every speech model of the paper reads
 from ..config import CLASSES, SynthConfig, _hashed_dict, config_hash
+from ..machine import available_cores
 from ..runs import atomic_write_bytes, atomic_write_json, atomic_write_text
 from . import Corpus, CorpusError, Utterance, espeak
 
 #: Bump when the code below changes what is generated (the tables are hashed on their own).
 GENERATOR_VERSION = 1
 
-SAMPLE_RATE = 16000  # the corpus's rate: what every speech model of the paper reads
 MANIFEST = "manifest.jsonl"
 CARD = "CARD.md"
 
@@ -763,13 +763,6 @@ def _existing_samples(path: Path) -> int | None:
     return sf.info(str(path)).frames
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # honours taskset / container CPU sets
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def generate(synth: SynthConfig | None = None, root: Path | None = None, progress: bool = True) -> Path:
     """Make the corpus (or finish a partial one) and return its folder. Existing wav files
     are reused; the card, then the manifest are written last."""
@@ -787,7 +780,7 @@ def generate(synth: SynthConfig | None = None, root: Path | None = None, progres
             todo.append(plan)
         else:
             samples[plan.id] = n
-    processes = synth.processes or _cores()
+    processes = synth.processes or available_cores()
 
     def rendered():
         if processes > 1 and len(todo) > 1:
