@@ -26,7 +26,7 @@ from .config import Config, config_hash
 from .corpora import Corpus, load_from_config
 from .folds import Fold, get_fold, make_folds
 from .metrics import classification_metrics
-from .runs import COMPLETE_MARKER, ResultFileError, Run, atomic_path
+from .runs import COMPLETE_MARKER, ResultFileError, Run, atomic_path, fold_number
 
 TEACHER_KINDS = ("prosodic", "linguistic")
 
@@ -615,14 +615,14 @@ def trained_student(cfg: Config, fold: int, has_transcripts: bool | None = None)
 
 def complete_fold_dirs(parent: str | Path) -> list[Path]:
     """The complete ``fold<k>`` folders of a run folder, by fold number."""
-    dirs = [d for d in Path(parent).glob("fold*") if d.name[4:].isdigit() and (d / COMPLETE_MARKER).is_file()]
-    return sorted(dirs, key=lambda d: int(d.name[4:]))
+    dirs = [d for d in Path(parent).glob("fold*") if fold_number(d) is not None and (d / COMPLETE_MARKER).is_file()]
+    return sorted(dirs, key=fold_number)
 
 
 def trained_folds(cfg: Config) -> list[int]:
     """The folds whose student of ``cfg`` is complete, read from the run folders alone."""
     for has in (True, False):
-        folds = [int(d.name[4:]) for d in complete_fold_dirs(student_run(cfg, 1, has).dir.parent)]
+        folds = [fold_number(d) for d in complete_fold_dirs(student_run(cfg, 1, has).dir.parent)]
         if folds:
             return folds
     return []
