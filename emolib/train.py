@@ -296,9 +296,10 @@ def fit(
             improved = True
         if improved:
             best_ua, best_epoch = row.get("val_ua", float("nan")), epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if best_path is not None:
+            if best_path is not None:  # the selection lives on disk, not as a second copy in (GPU) memory
                 _save_weights(model, best_path, epoch, best_ua)
+            else:
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
         if run is not None:
@@ -313,7 +314,7 @@ def fit(
 
     if best_state is not None:
         model.load_state_dict(best_state)
-    elif best_path is not None and best_path.is_file():  # resumed after the last improvement
+    elif best_path is not None and best_path.is_file():  # the selected epoch's weights, saved when it ended
         saved = _saved_selection(best_path)
         if saved is not None and saved[0] != best_epoch:
             raise ResultFileError(f"{best_path}: holds the weights of epoch {saved[0]}, but the run selected epoch "

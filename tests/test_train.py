@@ -247,3 +247,21 @@ def test_a_resume_state_that_this_environment_cannot_read_is_kept(run, monkeypat
     with pytest.raises(ModuleNotFoundError):
         train._load_resume_state(run.path("resume.pt"), "loop")
     assert run.path("resume.pt").read_bytes() == b"a state"
+
+
+def test_the_selected_epoch_is_restored_with_or_without_a_run_folder(run, monkeypatch):
+    # epoch 1 is the best; epoch 2 is worse and patience 1 stops the run there. With a run folder
+    # the selection is read back from best.safetensors, without one from a copy in memory (on the CPU)
+    optim = OptimConfig(lr=0.1, epochs=3, batch_size=4, patience=1, warmup_ratio=0.0)
+    models = {}
+    for where in ("disk", "memory"):
+        scripted_ua(monkeypatch, [0.5, 0.1])
+        torch.manual_seed(0)
+        models[where] = Linear()
+        result = train.fit(models[where], Points(), Points(), ce, optim, TRAINING,
+                           run=run if where == "disk" else None, desc="loop")
+        assert (result.best_epoch, len(result.history), result.stopped_early) == (1, 2, True)
+    last = torch.load(run.path("resume.pt"), weights_only=False)["model"]  # the state after epoch 2
+    for name, value in models["disk"].state_dict().items():
+        assert torch.equal(value, models["memory"].state_dict()[name]), name
+        assert not torch.equal(value, last[name]), name
