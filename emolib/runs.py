@@ -237,12 +237,12 @@ class Run:
         if self.is_partial():
             # e.g. a folder written by an older version of the hashing, or on another version of
             # the corpus: its state is not ours to resume
-            why = (["a config.json that is not this run's (damaged, or from an older emolib)"]
-                   if not self._saved_config_matches() else self._changes(corpus))
+            why = ("its config.json is not this run's (damaged, or from an older emolib)"
+                   if not self._saved_config_matches() else
+                   "; ".join(f"trained on {change}" for change in self._changes(corpus)))
             if why:
                 if (self.dir / "resume.pt").is_file():
-                    print(f"{self.dir}: discarding the partial run, trained on {'; and on '.join(why)}; "
-                          "starting it again", flush=True)
+                    print(f"{self.dir}: discarding the partial run ({why}); starting it again", flush=True)
                 shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.dir / "config.json", self.cfg.to_dict())

@@ -81,7 +81,7 @@ def test_a_record_that_is_json_but_not_an_object_is_named(runs, capsys):
         (run.dir / "config.json").write_text(damaged)
         Run("student", get_config("tiny"), fold=1, label="full").start()
         assert not (run.dir / "resume.pt").exists(), damaged
-        assert "discarding the partial run, trained on a config.json that is not this run's" in capsys.readouterr().out
+        assert "discarding the partial run (its config.json is not this run's" in capsys.readouterr().out
 
 
 def test_a_complete_run_is_detected_and_reused(runs):
@@ -128,8 +128,8 @@ def test_a_partial_run_resumes_for_the_same_config_only(runs, capsys):
     atomic_write_json(run.dir / "config.json", cfg.replace({"student.dropout": 0.5}).to_dict())
     Run("student", cfg, fold=1, label="full").start()
     assert sorted(p.name for p in run.dir.iterdir()) == ["config.json"]
-    assert capsys.readouterr().out == (f"{run.dir}: discarding the partial run, trained on a config.json that is "
-                                       "not this run's (damaged, or from an older emolib); starting it again\n")
+    assert capsys.readouterr().out == (f"{run.dir}: discarding the partial run (its config.json is not this run's "
+                                       "(damaged, or from an older emolib)); starting it again\n")
     assert from_saved(run) == json.loads(json.dumps(cfg.to_dict()))
 
     # finishing removes the resume state
@@ -218,7 +218,7 @@ def test_a_run_refuses_to_be_reused_on_another_version_of_its_corpus(runs, capsy
     # a partial run on another version is not resumed, and the log says why
     Run("student", cfg, 1, label="full").start(after)
     assert not (run.dir / "resume.pt").exists() and read_json(run.dir / "corpus.json") == after
-    assert capsys.readouterr().out.startswith(f"{run.dir}: discarding the partial run, trained on another version "
+    assert capsys.readouterr().out.startswith(f"{run.dir}: discarding the partial run (trained on another version "
                                               "of corpus 'm' (3 utterances, fingerprint aaaa; now 4, bbbb)")
     run.finish({"ua": 0.5})
     run.require_corpus(after)
