@@ -149,9 +149,9 @@ def summarise_run(stage: str, run_dir: Path) -> RunSummary:
     return summary
 
 
-def list_runs(stages: tuple[str, ...] | list[str] = TRAINED_STAGES, root: Path | None = None) -> list[RunSummary]:
-    """Every run folder of these stages under ``root`` (default: ``paths.runs_dir()``), by stage then name."""
-    root = Path(root) if root is not None else paths.runs_dir()
+def list_runs(stages: tuple[str, ...] | list[str] = TRAINED_STAGES) -> list[RunSummary]:
+    """Every run folder of these stages under ``paths.runs_dir()`` (``EMOLIB_RUNS``), by stage then name."""
+    root = paths.runs_dir()
     out = []
     for stage in stages:
         if stage not in STAGE_SECTIONS:
