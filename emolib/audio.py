@@ -14,8 +14,8 @@ problem                      behaviour
 missing file                 ``AudioError`` ("no such audio file")
 unreadable / corrupt file    ``AudioError`` (libsndfile's reason; a git-lfs
                              pointer stub is recognised and named as such)
-truncated WAV                ``AudioError`` (the header declares more audio
-                             than the file holds: an interrupted copy)
+truncated WAV, AIFF, W64,    ``AudioError`` (the header declares more audio
+RF64                         than the file holds: an interrupted copy)
 empty (0 samples)            ``AudioError``
 NaN or infinite samples      ``AudioError`` (possible in float WAVs)
 silent                       ``AudioError`` unless ``allow_silent=True``;
@@ -114,19 +114,27 @@ def _check_exists(path: Path) -> None:
         raise AudioError(f"{path}: not a file")
 
 
-#: libsndfile's note on a WAV whose data chunk is shorter than its header declares.
-_SHORT_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M)
+#: libsndfile's note on a file shorter than its header declares, in the line of the chunk that
+#: says so: the audio chunk of a WAV (``data``) or an AIFF (``SSND``), the whole file of a Sony
+#: Wave64 (``riff``) or an RF64 (``Riff size``, from its ds64 chunk).
+_SHORT_CHUNK = {
+    "WAV": re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M),
+    "WAVEX": re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M),
+    "AIFF": re.compile(r"^\s*SSND\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M),
+    "W64": re.compile(r"^riff\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M),
+    "RF64": re.compile(r"^\s*Riff size\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M),
+}
 
 
 def _check_whole(f: sf.SoundFile, path: Path) -> None:
-    """Refuse a WAV cut short (an interrupted copy or download): libsndfile would read it as a
-    shorter clip. Streamed WAVs that declare no length (0 or 0xFFFFFFFF bytes) are fine."""
-    if f.format not in ("WAV", "WAVEX"):
-        return
-    m = _SHORT_DATA.search(f.extra_info)
+    """Refuse a file cut short (an interrupted copy or download): libsndfile would read it as a
+    shorter clip. Streamed WAVs that declare no length (0 or 0xFFFFFFFF bytes) are fine, and so is
+    a missing pad byte. FLAC and Ogg carry no declared length to compare: a cut one fails when read."""
+    pattern = _SHORT_CHUNK.get(f.format)
+    m = pattern.search(f.extra_info) if pattern is not None else None
     if m is not None:
         declared, held = int(m[1]), int(m[2])
-        if 0 < declared < 0xFFFFFFFF and held < declared:
+        if 0 < declared < 0xFFFFFFFF and held < declared - 1:
             raise AudioError(f"{path}: truncated: its header declares {declared} bytes of audio, the file holds "
                              f"{held} (an interrupted copy? copy the file again)")
 

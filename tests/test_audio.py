@@ -188,6 +188,17 @@ def test_a_truncated_wav_is_named_not_read_as_a_shorter_clip(make_wav):
             read(path)
 
 
+@pytest.mark.parametrize("fmt, suffix", [("AIFF", "aiff"), ("W64", "w64"), ("RF64", "rf64")])
+def test_other_containers_cut_short_are_named_too(tmp_path, fmt, suffix):
+    path = tmp_path / f"clip.{suffix}"
+    sf.write(path, _sine(1.0, 16000), 16000, format=fmt, subtype="PCM_16")
+    assert audio_info(path).duration == pytest.approx(1.0)  # whole: read as it is
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(AudioError, match=rf"clip\.{suffix}: truncated: its header declares \d+ bytes"):
+        audio_info(path)
+
+
 def test_a_streamed_wav_without_a_declared_length_is_read(make_wav):
     # writers that stream (ffmpeg to a pipe) leave the RIFF and data sizes at 0xFFFFFFFF
     path = make_wav("streamed.wav", seconds=0.5)
