@@ -117,13 +117,9 @@ def _check_exists(path: Path) -> None:
 #: libsndfile's note on a file shorter than its header declares, in the line of the chunk that
 #: says so: the audio chunk of a WAV (``data``) or an AIFF (``SSND``), the whole file of a Sony
 #: Wave64 (``riff``) or an RF64 (``Riff size``, from its ds64 chunk).
-_SHORT_CHUNK = {
-    "WAV": re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M),
-    "WAVEX": re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M),
-    "AIFF": re.compile(r"^\s*SSND\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M),
-    "W64": re.compile(r"^riff\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M),
-    "RF64": re.compile(r"^\s*Riff size\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M),
-}
+_SHORT_CHUNK = {fmt: re.compile(rf"^\s*{chunk}\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M)
+                for fmt, chunk in (("WAV", "data"), ("WAVEX", "data"), ("AIFF", "SSND"), ("W64", "riff"),
+                                   ("RF64", "Riff size"))}
 
 
 def _check_whole(f: sf.SoundFile, path: Path) -> None:

@@ -211,9 +211,10 @@ class Run:
         if not marker.is_file():
             return False
         try:
-            return isinstance(read_json(marker), dict)
+            read_json(marker, dict)
         except ResultFileError:
             return False
+        return True
 
     def is_partial(self) -> bool:
         return self.dir.exists() and not self.is_complete()
