@@ -31,6 +31,7 @@ up to 12), and greedy decoding gives the same tokens, for tiny.en and multilingu
 """
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import struct
@@ -404,12 +405,15 @@ def greedy_decode(model, input_features: torch.Tensor, prompt: Sequence[int], ma
     ids = torch.tensor([list(prompt)], dtype=torch.long)
     suppress = torch.tensor(config.suppress_tokens or [], dtype=torch.long)
     suppress_begin = torch.tensor(config.begin_suppress_tokens or [], dtype=torch.long)
+    # transformers 5.x renamed the key-value cache argument and output ``past_key_values`` to ``cache``
+    # (the old name warns from 5.24 and goes in 5.40); pyproject allows 4.46 to <6, so ask the model
+    cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     out: list[int] = []
     past = None
     step_input = ids
     for step in range(max_new_tokens):
-        res = model(encoder_outputs=encoder_out, decoder_input_ids=step_input, past_key_values=past, use_cache=True)
-        past = res.past_key_values
+        res = model(encoder_outputs=encoder_out, decoder_input_ids=step_input, use_cache=True, **{cache_name: past})
+        past = getattr(res, cache_name)
         logits = res.logits[0, -1].clone()
         logits[suppress] = -torch.inf
         if step == 0:
