@@ -295,6 +295,8 @@ def _visible_gpu(gpu: str | None) -> Iterator[None]:
 #: "Address already in use"), so the loser is started again.
 KERNEL_START_DIED = "Kernel died before replying to kernel_info"
 KERNEL_START_ATTEMPTS = 3
+#: A notebook's temporary output untouched for this long belongs to a killed execution.
+STALE_TEMPORARY_SECONDS = 3600
 
 
 def execute(task: Task, gpu: str | None = None) -> Outcome:
@@ -307,8 +309,17 @@ def execute(task: Task, gpu: str | None = None) -> Outcome:
     sha1 = hashlib.sha1(data).hexdigest()  # what actually ran, should the file change mid-run
     nb = read_notebook(data.decode("utf-8"))
     task.output.parent.mkdir(parents=True, exist_ok=True)
+    # The old record goes first: an execution interrupted from here on (Ctrl-C, a kill) must leave
+    # the notebook incomplete, or the next run would skip it and keep, say, half-rewritten figures.
+    with contextlib.suppress(FileNotFoundError):
+        task.sidecar.unlink()
+    now = time.time()
     for stale in task.output.parent.glob(f".{task.output.name}.*"):
-        stale.unlink()  # temporary files of an execution that was killed (SIGKILL leaves them)
+        # temporary files of an execution that was killed (SIGKILL leaves them); a live one, of
+        # another driver on the same runs folder, is saved by papermill at least every 30 s
+        with contextlib.suppress(FileNotFoundError):
+            if now - stale.stat().st_mtime > STALE_TEMPORARY_SECONDS:
+                stale.unlink()
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     try:

@@ -50,7 +50,11 @@ def _probe(runs: Path, name: str) -> dict:
 def test_parameters_are_injected_and_a_second_run_skips(runs, capsys):
     out = _out_dir(runs, "tiny", {"training.seed": 3}) / "00_data"
     out.mkdir(parents=True)
-    (out / ".fold2.ipynb.killed.ipynb").write_text("{")  # left behind by a SIGKILLed execution
+    killed = out / ".fold2.ipynb.killed.ipynb"  # left behind by a SIGKILLed execution two hours ago
+    killed.write_text("{")
+    os.utime(killed, (killed.stat().st_mtime - 7200,) * 2)
+    live = out / ".fold2.ipynb.live.ipynb"  # being written by another driver on the same runs folder
+    live.write_text("{")
 
     driver.run("tiny", folds=[2], notebooks=["00_data"], overrides={"training.seed": "3"}, extra={"message": "hi"})
     first = capsys.readouterr().out
@@ -71,7 +75,9 @@ def test_parameters_are_injected_and_a_second_run_skips(runs, capsys):
     sidecar = json.loads((out / "fold2.json").read_text())
     assert sidecar["source_sha1"] == hashlib.sha1((NOTEBOOKS / "00_data.py").read_bytes()).hexdigest()
     assert sidecar["parameters"] == {"preset": "tiny", "overrides": {"training.seed": 3}, "fold": 2, "message": "hi"}
-    assert sorted(p.name for p in out.iterdir()) == ["fold2.ipynb", "fold2.json"]  # the stale temporary is gone
+    # the stale temporary is gone, the live one is left to its writer
+    assert sorted(p.name for p in out.iterdir()) == [".fold2.ipynb.live.ipynb", "fold2.ipynb", "fold2.json"]
+    live.unlink()
 
     # The same request again: nothing executes. "3" and 3 are the same override.
     mtime = (out / "fold2.ipynb").stat().st_mtime_ns
@@ -112,6 +118,28 @@ def test_parameters_are_injected_and_a_second_run_skips(runs, capsys):
         driver.run("tiny", prepare=lambda cfg: Prepared(fingerprint), **again)
         assert f"00_data fold 2 ... {status}" in capsys.readouterr().out, fingerprint
         assert json.loads((out / "fold2.json").read_text())["corpus"] == fingerprint
+
+
+def test_an_interrupted_re_execution_leaves_the_notebook_incomplete(runs, capsys, monkeypatch):
+    """Ctrl-C or a kill while a complete notebook runs again (e.g. the report, after new results)
+    must not leave its old record behind: the next run would skip it and keep half-rewritten figures."""
+    out = _out_dir(runs, "tiny") / "00_data"
+    driver.run("tiny", folds=[1], notebooks=["00_data"])
+    assert (out / "fold1.json").is_file()
+    capsys.readouterr()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    execute_notebook = driver.papermill.execute_notebook
+    monkeypatch.setattr(driver.papermill, "execute_notebook", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        driver.run("tiny", folds=[1], notebooks=["00_data"], force=True)
+    assert not (out / "fold1.json").exists()
+    assert (out / "fold1.ipynb").is_file()  # the earlier output stays readable until a new one replaces it
+    monkeypatch.setattr(driver.papermill, "execute_notebook", execute_notebook)
+    driver.run("tiny", folds=[1], notebooks=["00_data"])
+    assert "[1/1] 00_data fold 1 ... done in" in capsys.readouterr().out  # executed, not skipped
 
 
 def test_unknown_parameter_is_rejected_before_execution(runs, capsys):
