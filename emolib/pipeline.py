@@ -284,50 +284,51 @@ def train_teacher(kind: str, cfg: Config, fold: int, data: Data | None = None, v
         if verbose:
             print(f"{name}: reusing {run.dir}", flush=True)
         return run
-    f = data.fold(fold) if without is None else cross_fit_folds(data.corpus, data.fold(fold))[without]
-    device = setup(cfg.training)
-    n_classes = len(data.corpus.classes)
-    extra: dict[str, Any] = {}
-    if kind == "prosodic":
-        tcfg = cfg.prosodic_teacher
-        make, counts = _prosodic_datasets(cfg, data, f)
-        extra["feature_repairs"] = counts
-        model = ProsodicResNet(len(prosody.LLD_NAMES), n_classes, tcfg)
-        train_set = make(f.train_ids, tcfg.crop_frames)
-        datasets = {s: make(ids, None) for s, ids in (("val", f.val_ids), ("all", data.corpus.ids))}
-        collate = collate_lld
-    else:
-        tcfg = cfg.linguistic_teacher
-        tokenizer, encoder = load_text_encoder(tcfg.model, seed=cfg.training.seed)
-        model = LinguisticTeacher(encoder, n_classes, tcfg)
-        table = data.corpus.by_id()
-        labels = dict(zip(data.corpus.ids, data.corpus.labels()))
+    with run.releasing_on_error():
+        f = data.fold(fold) if without is None else cross_fit_folds(data.corpus, data.fold(fold))[without]
+        device = setup(cfg.training)
+        n_classes = len(data.corpus.classes)
+        extra: dict[str, Any] = {}
+        if kind == "prosodic":
+            tcfg = cfg.prosodic_teacher
+            make, counts = _prosodic_datasets(cfg, data, f)
+            extra["feature_repairs"] = counts
+            model = ProsodicResNet(len(prosody.LLD_NAMES), n_classes, tcfg)
+            train_set = make(f.train_ids, tcfg.crop_frames)
+            datasets = {s: make(ids, None) for s, ids in (("val", f.val_ids), ("all", data.corpus.ids))}
+            collate = collate_lld
+        else:
+            tcfg = cfg.linguistic_teacher
+            tokenizer, encoder = load_text_encoder(tcfg.model, seed=cfg.training.seed)
+            model = LinguisticTeacher(encoder, n_classes, tcfg)
+            table = data.corpus.by_id()
+            labels = dict(zip(data.corpus.ids, data.corpus.labels()))
 
-        def make(ids):
-            return TextDataset([table[i].text or "" for i in ids], [labels[i] for i in ids], tokenizer,
-                               tcfg.max_tokens)
+            def make(ids):
+                return TextDataset([table[i].text or "" for i in ids], [labels[i] for i in ids], tokenizer,
+                                   tcfg.max_tokens)
 
-        train_set = make(f.train_ids)
-        datasets = {"val": make(f.val_ids), "all": make(data.corpus.ids)}
-        collate = make_text_collate(tokenizer.pad_token_id)
-    result = fit(model, train_set, datasets["val"] if f.val_ids else None,
-                 cross_entropy_loss(tcfg.optim.label_smoothing), tcfg.optim, cfg.training, collate=collate, run=run,
-                 desc=name, device=device)
-    out = predict(model, datasets["all"], collate, tcfg.optim.batch_size, device, cfg.training.precision)
-    save_outputs(run, data.corpus.ids, out)
-    position = {uid: i for i, uid in enumerate(data.corpus.ids)}
-    test_rows = [position[i] for i in f.test_ids]
-    test_logits = out["logits"][test_rows]
-    y_true = data.corpus.labels(f.test_ids)
-    metrics = classification_metrics(y_true, test_logits.argmax(-1), data.corpus.classes)
-    metrics.update({"stage": f"{kind}_teacher", "fold": fold, "best_epoch": result.best_epoch,
-                    "best_val_ua": result.best_val_ua, "epochs_run": len(result.history),
-                    "stopped_early": result.stopped_early, "train_seconds": result.seconds,
-                    "threads": result.threads, "n_parameters": sum(p.numel() for p in model.parameters()),
-                    "n_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                    "embedding_dim": int(out["embedding"].shape[1]), "corpus": data.corpus.name,
-                    "without_group": without, "test_speakers": list(f.test_speakers), **extra})
-    run.finish(metrics, _prediction_frame(data.corpus, f.test_ids, test_logits))
+            train_set = make(f.train_ids)
+            datasets = {"val": make(f.val_ids), "all": make(data.corpus.ids)}
+            collate = make_text_collate(tokenizer.pad_token_id)
+        result = fit(model, train_set, datasets["val"] if f.val_ids else None,
+                     cross_entropy_loss(tcfg.optim.label_smoothing), tcfg.optim, cfg.training, collate=collate, run=run,
+                     desc=name, device=device)
+        out = predict(model, datasets["all"], collate, tcfg.optim.batch_size, device, cfg.training.precision)
+        save_outputs(run, data.corpus.ids, out)
+        position = {uid: i for i, uid in enumerate(data.corpus.ids)}
+        test_rows = [position[i] for i in f.test_ids]
+        test_logits = out["logits"][test_rows]
+        y_true = data.corpus.labels(f.test_ids)
+        metrics = classification_metrics(y_true, test_logits.argmax(-1), data.corpus.classes)
+        metrics.update({"stage": f"{kind}_teacher", "fold": fold, "best_epoch": result.best_epoch,
+                        "best_val_ua": result.best_val_ua, "epochs_run": len(result.history),
+                        "stopped_early": result.stopped_early, "train_seconds": result.seconds,
+                        "threads": result.threads, "n_parameters": sum(p.numel() for p in model.parameters()),
+                        "n_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                        "embedding_dim": int(out["embedding"].shape[1]), "corpus": data.corpus.name,
+                        "without_group": without, "test_speakers": list(f.test_speakers), **extra})
+        run.finish(metrics, _prediction_frame(data.corpus, f.test_ids, test_logits))
     if verbose:
         print(f"{name}: test UA {100 * metrics['ua']:.2f} WA {100 * metrics['wa']:.2f} "
               f"macro-F1 {100 * metrics['macro_f1']:.2f} (best epoch {result.best_epoch}, "
@@ -545,56 +546,57 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
         if verbose:
             print(f"{name}: reusing {run.dir}", flush=True)
         return run
-    device = setup(cfg.training)
-    s = cfg.student
-    labels = dict(zip(data.corpus.ids, data.corpus.labels()))
-    paths_by_id = {u.id: u.path for u in data.corpus}
-    mode = st.input_mode(cfg)
-    inputs = st.cached_inputs(cfg, data.corpus, progress=verbose) if st.uses_cached_inputs(cfg) else {}
-    if mode == "pooled":  # the frozen backbone's work is all in the cache
-        backbone, index = None, None
-        num_states, hidden = next(iter(inputs["pooled"].values())).shape
-    else:
-        from .backbones import load_backbone
+    with run.releasing_on_error():
+        device = setup(cfg.training)
+        s = cfg.student
+        labels = dict(zip(data.corpus.ids, data.corpus.labels()))
+        paths_by_id = {u.id: u.path for u in data.corpus}
+        mode = st.input_mode(cfg)
+        inputs = st.cached_inputs(cfg, data.corpus, progress=verbose) if st.uses_cached_inputs(cfg) else {}
+        if mode == "pooled":  # the frozen backbone's work is all in the cache
+            backbone, index = None, None
+            num_states, hidden = next(iter(inputs["pooled"].values())).shape
+        else:
+            from .backbones import load_backbone
 
-        # what learns runs under the training precision (bf16 autocast on a GPU server); fit() moves it
-        backbone = load_backbone(s.backbone, freeze=s.freeze, max_seconds=s.max_seconds,
-                                 precision=cfg.training.precision)
-        num_states = backbone.num_hidden_states
-        hidden = st.pooled_width(backbone, s.pooling)
-        index = inputs.get("index")
-    model = st.EmoDistillStudent(num_states, hidden, len(data.corpus.classes), *head_widths(cfg, data), s,
-                                 backbone=backbone, input_index=index)
+            # what learns runs under the training precision (bf16 autocast on a GPU server); fit() moves it
+            backbone = load_backbone(s.backbone, freeze=s.freeze, max_seconds=s.max_seconds,
+                                     precision=cfg.training.precision)
+            num_states = backbone.num_hidden_states
+            hidden = st.pooled_width(backbone, s.pooling)
+            index = inputs.get("index")
+        model = st.EmoDistillStudent(num_states, hidden, len(data.corpus.classes), *head_widths(cfg, data), s,
+                                     backbone=backbone, input_index=index)
 
-    def make(ids, with_teacher=True):
-        return st.StudentDataset(ids, [labels[i] for i in ids], inputs, teacher if with_teacher else {}, mode,
-                                 paths_by_id, s.max_seconds)
+        def make(ids, with_teacher=True):
+            return st.StudentDataset(ids, [labels[i] for i in ids], inputs, teacher if with_teacher else {}, mode,
+                                     paths_by_id, s.max_seconds)
 
-    collate = st.make_collate(mode, backbone)
-    d = cfg.distill
+        collate = st.make_collate(mode, backbone)
+        d = cfg.distill
 
-    def loss_fn(model, batch):
-        return distillation_loss(model(batch), batch, variant, d.tau_linguistic, d.tau_prosodic, d.alpha, d.beta,
-                                 d.gamma, s.optim.label_smoothing)
+        def loss_fn(model, batch):
+            return distillation_loss(model(batch), batch, variant, d.tau_linguistic, d.tau_prosodic, d.alpha, d.beta,
+                                     d.gamma, s.optim.label_smoothing)
 
-    result = fit(model, make(f.train_ids), make(f.val_ids, with_teacher=False) if f.val_ids else None, loss_fn,
-                 s.optim, cfg.training, collate=collate, run=run, desc=name,
-                 device=device, lr_scales={"backbone.": s.backbone_lr_scale} if backbone is not None else None)
-    out = predict(model, make(f.test_ids, with_teacher=False), collate, s.optim.batch_size, device,
-                  cfg.training.precision)
-    y_true = data.corpus.labels(f.test_ids)
-    metrics = classification_metrics(y_true, out["logits"].argmax(-1), data.corpus.classes)
-    weights = model.layer_weights()
-    metrics.update({"stage": "student", "variant": d.variant, "terms": list(variant.enabled()),
-                    "teacher_targets": d.teacher_targets,
-                    "tau_linguistic": d.tau_linguistic, "tau_prosodic": d.tau_prosodic, "fold": fold,
-                    "best_epoch": result.best_epoch, "best_val_ua": result.best_val_ua,
-                    "epochs_run": len(result.history), "stopped_early": result.stopped_early,
-                    "train_seconds": result.seconds, "threads": result.threads, "corpus": data.corpus.name,
-                    "note": note,
-                    "n_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                    "layer_weights": weights})
-    run.finish(metrics, _prediction_frame(data.corpus, f.test_ids, out["logits"]))
+        result = fit(model, make(f.train_ids), make(f.val_ids, with_teacher=False) if f.val_ids else None, loss_fn,
+                     s.optim, cfg.training, collate=collate, run=run, desc=name,
+                     device=device, lr_scales={"backbone.": s.backbone_lr_scale} if backbone is not None else None)
+        out = predict(model, make(f.test_ids, with_teacher=False), collate, s.optim.batch_size, device,
+                      cfg.training.precision)
+        y_true = data.corpus.labels(f.test_ids)
+        metrics = classification_metrics(y_true, out["logits"].argmax(-1), data.corpus.classes)
+        weights = model.layer_weights()
+        metrics.update({"stage": "student", "variant": d.variant, "terms": list(variant.enabled()),
+                        "teacher_targets": d.teacher_targets,
+                        "tau_linguistic": d.tau_linguistic, "tau_prosodic": d.tau_prosodic, "fold": fold,
+                        "best_epoch": result.best_epoch, "best_val_ua": result.best_val_ua,
+                        "epochs_run": len(result.history), "stopped_early": result.stopped_early,
+                        "train_seconds": result.seconds, "threads": result.threads, "corpus": data.corpus.name,
+                        "note": note,
+                        "n_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                        "layer_weights": weights})
+        run.finish(metrics, _prediction_frame(data.corpus, f.test_ids, out["logits"]))
     if verbose:
         print(f"{name}: test UA {100 * metrics['ua']:.2f} WA {100 * metrics['wa']:.2f} "
               f"(best epoch {result.best_epoch}, {result.seconds:.1f} s)", flush=True)
@@ -832,18 +834,19 @@ def run_probes(cfg: Config, fold: int, data: Data | None = None, verbose: bool =
         run.require_corpus(record)
         write_channels(run, data.corpus, data.fold(fold).test_ids)  # runs made before channels.csv existed
         return run
-    write_channels(run, data.corpus, data.fold(fold).test_ids)
-    functionals = None
-    if data.corpus.has_audio:
-        functionals = prosody.features(audio_items(data.corpus), "functionals", cfg.data.max_seconds,
-                                       progress=verbose).arrays
-    metrics, frame = fit_probes(data.corpus, data.fold(fold), functionals, seed=cfg.training.seed)
-    f = data.fold(fold)
-    run.finish({"stage": "data", "fold": fold, "corpus": data.corpus.name, "probes": metrics,
-                "classes": list(data.corpus.classes), "n_folds": len(data.folds),
-                "has_transcripts": data.corpus.has_transcripts,
-                "n_train": len(f.train_ids) + len(f.val_ids), "n_test": len(f.test_ids),
-                "test_speakers": list(f.test_speakers)}, frame)
+    with run.releasing_on_error():
+        write_channels(run, data.corpus, data.fold(fold).test_ids)
+        functionals = None
+        if data.corpus.has_audio:
+            functionals = prosody.features(audio_items(data.corpus), "functionals", cfg.data.max_seconds,
+                                           progress=verbose).arrays
+        metrics, frame = fit_probes(data.corpus, data.fold(fold), functionals, seed=cfg.training.seed)
+        f = data.fold(fold)
+        run.finish({"stage": "data", "fold": fold, "corpus": data.corpus.name, "probes": metrics,
+                    "classes": list(data.corpus.classes), "n_folds": len(data.folds),
+                    "has_transcripts": data.corpus.has_transcripts,
+                    "n_train": len(f.train_ids) + len(f.val_ids), "n_test": len(f.test_ids),
+                    "test_speakers": list(f.test_speakers)}, frame)
     if verbose:
         line = ", ".join(f"{k} UA {100 * v['ua']:.2f}" for k, v in metrics.items())
         print(f"probes fold {fold}: {line}", flush=True)

@@ -132,6 +132,15 @@ class StaleRunError(RuntimeError):
 _HELD_LOCKS: dict[Path, int] = {}  # run folder -> the open lock file this process holds
 
 
+def lock_path(run_dir: Path) -> Path:
+    """The run's lock file, beside the runs, not among their folders: ``<runs>/.locks/<stage>/<name>/fold<k>.lock``."""
+    try:
+        path = paths.runs_dir() / ".locks" / run_dir.relative_to(paths.runs_dir())
+    except ValueError:  # EMOLIB_RUNS changed since the Run was made
+        path = run_dir.parent / ".locks" / run_dir.name
+    return path.with_name(f"{path.name}.lock")
+
+
 def _lock(run_dir: Path) -> None:
     """Hold the run's lock until :meth:`Run.finish` or the end of the process (module
     docstring), waiting while another process holds it."""
@@ -141,11 +150,7 @@ def _lock(run_dir: Path) -> None:
         import fcntl
     except ImportError:  # Windows: no advisory locks; runs are not shared there
         return
-    try:  # beside the runs, not among their folders: <runs>/.locks/<stage>/<name>/fold<k>.lock
-        path = paths.runs_dir() / ".locks" / run_dir.relative_to(paths.runs_dir())
-    except ValueError:  # EMOLIB_RUNS changed since the Run was made
-        path = run_dir.parent / ".locks" / run_dir.name
-    path = path.with_name(f"{path.name}.lock")
+    path = lock_path(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
     try:
@@ -250,6 +255,21 @@ class Run:
         if corpus is not None:
             atomic_write_json(self.dir / CORPUS_RECORD, corpus)
         return self
+
+    def release(self) -> None:
+        """Give up the run's lock without finishing it (the partial state stays, to resume)."""
+        _unlock(self.dir)
+
+    @contextlib.contextmanager
+    def releasing_on_error(self) -> Iterator["Run"]:
+        """Around the training of a started run: should it fail or be interrupted in a process
+        that lives on (a JupyterLab kernel after "interrupt"), the lock is released, so that other
+        processes do not wait for a training that has stopped. Running it again resumes."""
+        try:
+            yield self
+        except BaseException:
+            self.release()
+            raise
 
     def same_corpus(self, corpus: dict[str, Any] | None) -> bool:
         """Whether the run was trained on this corpus and with these models (``corpus``: the

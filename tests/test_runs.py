@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from emolib import runs as runs_mod
 from emolib.config import from_dict, get_config
 from emolib.cache import FeatureCache
 from emolib.runs import (_UMASK, ResultFileError, Run, StaleRunError, atomic_path, atomic_write_json,
@@ -287,6 +288,37 @@ def test_a_second_process_waits_for_the_run_another_trains_then_reuses_it(runs, 
     # and this process can train it itself afterwards (here after deleting it): the lock is free
     shutil.rmtree(run.dir)
     assert not run.start().is_complete() and run.dir.is_dir()
+
+
+def _lock_is_free(run: Run) -> bool:
+    import fcntl
+
+    fd = os.open(runs_mod.lock_path(run.dir), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another open file: fails while anyone holds the lock
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def test_a_training_that_fails_in_a_live_process_releases_the_run(runs):
+    """A cell interrupted in a JupyterLab kernel: the kernel lives on, and must not keep other
+    processes waiting for a training that has stopped. Its partial state stays, to resume."""
+    run = Run("prosodic_teacher", get_config("tiny"), fold=1).start()
+    assert not _lock_is_free(run)
+    with pytest.raises(KeyboardInterrupt), run.releasing_on_error():
+        (run.dir / "resume.pt").write_bytes(b"state")
+        raise KeyboardInterrupt
+    assert _lock_is_free(run) and (run.dir / "resume.pt").is_file()
+    assert not run.start().is_complete() and not _lock_is_free(run)  # started again: held again, state kept
+    assert (run.dir / "resume.pt").is_file()
+    with run.releasing_on_error():  # no error: still held, until finish
+        pass
+    assert not _lock_is_free(run)
+    run.finish({"ua": 0.5})
+    assert _lock_is_free(run)
 
 
 def test_file_digests_are_remembered_until_the_file_changes(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ waiting for each other under load, and 1 ms with one (see also ``conftest.py``).
 """
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -17,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
-from emolib import inventory, losses, pipeline
+from emolib import inventory, losses, pipeline, runs
 from emolib.backbones import load_backbone
 from emolib.config import get_config
 from emolib.losses import TERMS
@@ -201,6 +202,14 @@ def test_killed_student_run_resumes_to_the_same_result(roots, toy, kill_after_ep
         pipeline.train_student(cfg, 2, toy, verbose=False)
     run = pipeline.student_run(cfg, 2)
     assert killer.calls == 2  # the teachers were reused, so every _report call was the student's
+    # this process lives on (as a JupyterLab kernel does): it no longer holds the run's lock
+    import fcntl
+
+    fd = os.open(runs.lock_path(run.dir), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
     assert run.is_partial() and run.path("resume.pt").is_file() and not run.path("predictions.csv").exists()
     assert torch.load(run.path("resume.pt"), weights_only=False)["epoch"] == 2
     assert list(run.history()["epoch"]) == [1, 2]  # written after every epoch
