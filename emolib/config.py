@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -29,6 +30,30 @@ from typing import Any
 CLASSES = ("neutral", "angry", "sad", "happy")
 
 PRESETS = ("tiny", "default", "paper")
+
+#: The words some settings take. An override with another word is refused at once, naming the
+#: valid ones, before anything loads or trains; the modules that read these settings use these tuples.
+PROTOCOLS = ("session", "speaker")  # data.protocol, see folds.py
+FRAME_POOLINGS = ("mean", "stats")  # prosodic_teacher.pooling, student.pooling (backbones.POOLINGS)
+TOKEN_POOLINGS = ("mean", "cls")  # linguistic_teacher.pooling, see teachers.py
+LAYER_MIXES = ("last", "shared", "per_head", "split", "concat")  # student.layer_mix, see student.py
+INPUT_NORMS = ("standardise", "layer")  # student.input_norm
+TEACHER_TARGETS = ("in_sample", "cross_fit", "oracle")  # distill.teacher_targets, see pipeline.py
+PRECISIONS = ("fp32", "bf16")  # training.precision
+PROGRESS_MODES = ("auto", "bar", "log", "none")  # training.progress, see progress.py
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.protocol": PROTOCOLS,
+    "prosodic_teacher.pooling": FRAME_POOLINGS,
+    "linguistic_teacher.pooling": TOKEN_POOLINGS,
+    "student.layer_mix": LAYER_MIXES,
+    "student.pooling": FRAME_POOLINGS,
+    "student.input_norm": INPUT_NORMS,
+    "distill.teacher_targets": TEACHER_TARGETS,
+    "training.precision": PRECISIONS,
+    "training.progress": PROGRESS_MODES,
+}
+#: student.freeze: one of these, or "top:K" (K checked against the backbone's layers when it loads).
+FREEZE_MODES = ("none", "feature_encoder", "all")
 
 
 def _nohash(default=dataclasses.MISSING, **kw):
@@ -72,8 +97,8 @@ class SynthConfig:
     # IEMOCAP's labels are majority votes of three evaluators who often disagree; the built-in corpus has none by
     # default (labels are the expressed emotion), and the audio and transcripts do not depend on this setting.
     # A study knob, off by default: with 0.1 / 0.2 the validation gap of full EmoDistill over plain fine-tuning
-    # grew from about 1 to 3.3 / 2.6 UA, not to the +5 of the paper, while both teachers fell well below the
-    # paper's (README, "Results on the built-in corpus", label noise).
+    # grew from about 1 to 3.3 / 2.6 UA, not to the +5 of the paper, while the linguistic teacher fell well below
+    # the paper's (README, "Results on the built-in corpus", label noise).
     label_noise: float = _added(0.0)
     jitter: float = 1.0  # scale of the per-utterance prosodic jitter (synth.JITTER_SD) that makes single utterances overlap
     snr_db: tuple[float, float] = (30.0, 45.0)  # background noise SNR range: audible hiss, far from degrading speech
@@ -410,12 +435,27 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
                 f"unknown config name {name!r}.{hint} Valid names: {', '.join(names)} "
                 f"(sections: {', '.join(sections)})"
             )
+        if name == "preset":  # it would relabel the config without changing a setting
+            raise ValueError(f"config preset: choose the preset itself (--preset {value}, get_config({value!r})), "
+                             "not as an override")
         *parents, leaf = name.split(".")
         obj = cfg
         for p in parents:
             obj = getattr(obj, p)
-        setattr(obj, leaf, _absolute_paths(name, _coerce(name, getattr(obj, leaf), value)))
+        value = _coerce(name, getattr(obj, leaf), value)
+        _check_choice(name, value)
+        setattr(obj, leaf, _absolute_paths(name, value))
     return cfg
+
+
+def _check_choice(name: str, value: Any) -> None:
+    """A ValueError naming the valid words when ``value`` is not one a word-valued setting takes."""
+    if name == "student.freeze":
+        if value not in FREEZE_MODES and not re.fullmatch(r"top:[1-9][0-9]*", value):
+            raise ValueError(f"config {name}: {value!r} is not a freeze mode; use {', '.join(FREEZE_MODES)} or top:K "
+                             "(K >= 1: all but the top K layers are frozen)")
+    elif name in CHOICES and value not in CHOICES[name]:
+        raise ValueError(f"config {name}: {value!r} is not one of {', '.join(CHOICES[name])}")
 
 
 #: Overridable names whose value may be a local path (a corpus spec, a model directory).

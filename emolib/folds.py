@@ -22,9 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from .config import PROTOCOLS
 from .corpora import Corpus
-
-PROTOCOLS = ("session", "speaker")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from . import paths, prosody
-from .config import Config, config_hash
+from .config import TEACHER_TARGETS, Config, config_hash
 from .corpora import Corpus, load_from_config
 from .folds import Fold, get_fold, make_folds
 from .metrics import classification_metrics
@@ -158,7 +158,6 @@ def teacher_run(kind: str, cfg: Config, fold: int, without: int | None = None) -
 #: targets come from a teacher trained on the other groups (3: each extra teacher sees two thirds
 #: of the training speakers, the usual cost/bias trade-off of 3-5 folds for out-of-fold predictions).
 CROSS_FIT_GROUPS = 3
-TEACHER_TARGETS = ("in_sample", "cross_fit", "oracle")
 #: Oracle logits are log posteriors; a class the channel rules out gets this probability, not 0
 #: (which has no finite logit): a margin of ln(1e4) = 9.2 nats, softmax-exact to 4 decimals at tau 1.
 ORACLE_FLOOR = 1e-4

@@ -33,18 +33,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .config import Config, StudentConfig
+from .config import INPUT_NORMS, LAYER_MIXES, Config, StudentConfig
 
 
-#: How the heads read the backbone's hidden states: ``last`` the top one (the paper: the
-#: transformer's output), ``shared`` one learned softmax-weighted sum (SUPERB), ``per_head``
-#: one learned sum per projection head, ``split`` the top layer for the linguistic head and a
-#: learned sum for the prosodic head (prosody lives lower in speech encoders than words do),
-#: ``concat`` all of them side by side.
-LAYER_MIXES = ("last", "shared", "per_head", "split", "concat")
-
-#: How the pooled states are scaled before the layer mix (``student.input_norm``).
-INPUT_NORMS = ("standardise", "layer")
+# How the heads read the backbone's hidden states (LAYER_MIXES, ``student.layer_mix``): ``last`` the
+# top one (the paper: the transformer's output), ``shared`` one learned softmax-weighted sum (SUPERB),
+# ``per_head`` one learned sum per projection head, ``split`` the top layer for the linguistic head and
+# a learned sum for the prosodic head (prosody lives lower in speech encoders than words do), ``concat``
+# all of them side by side. How the pooled states are scaled before the layer mix: INPUT_NORMS
+# (``student.input_norm``).
 
 
 class EmoDistillStudent(nn.Module):

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from . import paths
-from .config import LinguisticTeacherConfig, ProsodicTeacherConfig
+from .config import FRAME_POOLINGS, TOKEN_POOLINGS, LinguisticTeacherConfig, ProsodicTeacherConfig
 
 # -- the prosodic teacher --------------------------------------------------------------------
 
@@ -76,8 +76,8 @@ class ProsodicResNet(nn.Module):
 
     def __init__(self, n_descriptors: int, n_classes: int, cfg: ProsodicTeacherConfig):
         super().__init__()
-        if cfg.pooling not in ("mean", "stats"):
-            raise ValueError(f"prosodic_teacher.pooling must be 'mean' or 'stats', got {cfg.pooling!r}")
+        if cfg.pooling not in FRAME_POOLINGS:
+            raise ValueError(f"prosodic_teacher.pooling must be one of {FRAME_POOLINGS}, got {cfg.pooling!r}")
         c0 = cfg.channels[0]
         self.pooling = cfg.pooling
         self.stem = nn.Sequential(nn.Conv2d(1, c0, 3, (2, 2), 1, bias=False), nn.BatchNorm2d(c0), nn.ReLU())
@@ -221,8 +221,8 @@ class LinguisticTeacher(nn.Module):
 
     def __init__(self, encoder: nn.Module, n_classes: int, cfg: LinguisticTeacherConfig):
         super().__init__()
-        if cfg.pooling not in ("mean", "cls"):
-            raise ValueError(f"linguistic_teacher.pooling must be 'mean' or 'cls', got {cfg.pooling!r}")
+        if cfg.pooling not in TOKEN_POOLINGS:
+            raise ValueError(f"linguistic_teacher.pooling must be one of {TOKEN_POOLINGS}, got {cfg.pooling!r}")
         self.encoder = encoder
         self.pooling = cfg.pooling
         hidden = encoder.config.hidden_size

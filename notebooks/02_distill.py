@@ -57,8 +57,9 @@
 # (`student.layer_mix = "split"`). Its pooled states are computed once and cached, so training
 # touches only the heads. The `paper` preset fine-tunes HuBERT-base instead, its new layers
 # at ten times HuBERT's learning rate (`student.backbone_lr_scale`). To fine-tune Whisper's
-# layers on a CPU, try `overrides = {"student.freeze": "top:4", "student.backbone_lr_scale": 0.1}`:
-# about 150 times the default's training time (the README reports what it changes).
+# layers on a CPU, try `overrides = {"student.freeze": "top:4", "student.backbone_lr_scale": 0.1,
+# "student.optim.epochs": 12, "student.optim.patience": 4}` (the budget of the README's runs):
+# about 150 times the default's training time per epoch (the README reports what it changes).
 
 # %% tags=["parameters"]
 preset = "default"  # tiny | default | paper

@@ -15,7 +15,8 @@
 #
 # This notebook **never trains**. It reads the result files that notebooks 00-04 wrote for
 # every fold (`config.json`, `metrics.json`, `predictions.csv` under `runs/`) and writes
-# into `figures/`:
+# into `figures/` (for the default config; any other config's report goes to
+# `runs/figures/<preset>-<hash>/`, printed below):
 #
 # * `table2_ablations.md/.tex`: the paper's eight ablation rows, ours beside the paper's;
 # * `fig2_temperature.pdf/.png`: accuracy against each teacher's temperature;

@@ -287,6 +287,8 @@ def test_unknown_names_are_one_line_errors(roots, toy, capsys):
     code, _, err = run(capsys, "student", *base, "--set", "student.lr=1e-4")
     assert code == 2 and len(err) == 1
     assert err[0].startswith("error: unknown config name 'student.lr'. Did you mean ") and "student.optim.lr" in err[0]
+    code, _, err = run(capsys, "student", *base, "--set", "student.input_norm=standardize")  # a value: no teacher trains
+    assert (code, err) == (2, ["error: config student.input_norm: 'standardize' is not one of standardise, layer"])
     code, _, err = run(capsys, "student", *base, "--folds", "7")
     assert (code, err) == (2, ["error: fold 7 does not exist; folds are 1..3"])
     code, _, err = run(capsys, "teacher", "--kind", "prosodic", *base, "--set", "data.protocol=speaker")

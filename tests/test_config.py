@@ -1,6 +1,8 @@
 """Configs: presets, dotted overrides, the stable hash and the per-stage hashes."""
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
 import subprocess
@@ -95,6 +97,47 @@ def test_badly_typed_override_is_an_error(name, value, message):
     assert str(err.value) == message
 
 
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("student.input_norm", "standardize", "config student.input_norm: 'standardize' is not one of standardise, layer"),
+        ("student.pooling", "max", "config student.pooling: 'max' is not one of mean, stats"),
+        ("student.layer_mix", "splt", "config student.layer_mix: 'splt' is not one of last, shared, per_head, split, concat"),
+        ("linguistic_teacher.pooling", "max", "config linguistic_teacher.pooling: 'max' is not one of mean, cls"),
+        ("training.precision", "fp16", "config training.precision: 'fp16' is not one of fp32, bf16"),
+        ("student.freeze", "top4", "config student.freeze: 'top4' is not a freeze mode; use none, feature_encoder, all "
+                                   "or top:K (K >= 1: all but the top K layers are frozen)"),
+        ("student.freeze", "top:0", "config student.freeze: 'top:0' is not a freeze mode; use none, feature_encoder, "
+                                    "all or top:K (K >= 1: all but the top K layers are frozen)"),
+    ],
+)
+def test_a_word_a_setting_does_not_take_is_refused_before_anything_loads(name, value, message):
+    """A misspelt value is caught where the override is read, not after the teachers trained."""
+    with pytest.raises(ValueError) as err:
+        get_config("default", {name: value})
+    assert str(err.value) == message
+    assert get_config("default", {"student.freeze": "top:12"}).student.freeze == "top:12"  # K is checked on loading
+
+
+def test_the_preset_is_not_an_override():
+    """``--set preset=paper`` would only relabel a default config (runs would list it as paper)."""
+    with pytest.raises(ValueError, match=r"^config preset: choose the preset itself \(--preset paper, "):
+        get_config("default", {"preset": "paper"})
+
+
+def test_the_words_settings_take_are_the_ones_the_modules_use():
+    from emolib import backbones, progress
+    from emolib.config import CHOICES, FRAME_POOLINGS, PROGRESS_MODES
+
+    assert set(backbones.POOLINGS) == set(FRAME_POOLINGS)
+    assert set(PROGRESS_MODES) == {"auto", *progress.MODES}
+    for preset in ("tiny", "default", "paper"):  # every preset's own words are valid
+        cfg = get_config(preset)
+        for name, choices in CHOICES.items():
+            value = functools.reduce(getattr, name.split("."), cfg)
+            assert value in choices, (preset, name, value)
+
+
 def test_unknown_name_lists_the_valid_ones():
     with pytest.raises(KeyError) as err:
         get_config("default", {"student.optim.learning_rate": 1e-4})
@@ -120,8 +163,9 @@ def test_hash_is_insensitive_to_key_order_and_sees_every_result_setting():
     ]}
     assert base.hash() not in changed.values() and len(set(changed.values())) == 4
     # settings that cannot change a result are left out
-    for name, value in [("training.num_threads", 2), ("training.num_workers", 4), ("training.progress", "log"), ("preset", "x")]:
+    for name, value in [("training.num_threads", 2), ("training.num_workers", 4), ("training.progress", "log")]:
         assert base.replace({name: value}).hash() == base.hash(), name
+    assert dataclasses.replace(base, preset="x").hash() == base.hash()
 
 
 def test_a_setting_added_later_changes_the_hash_only_away_from_its_default():
