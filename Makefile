@@ -45,7 +45,8 @@ venv: $(STAMP) ## create .venv and install the package (torch pin first); a no-o
 
 $(STAMP):
 	@test -n "$(TORCH_PIN)" || { echo "error: pyproject.toml has no exact \"torch==X\" pin" >&2; exit 1; }
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# a venv cut off while it was made (Ctrl-C during ensurepip) has a python but no pip: made again
+	$(PY) -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install --disable-pip-version-check $(TORCH_ARGS) '$(TORCH_PIN)'
 	$(PY) -m pip install --disable-pip-version-check -e '.[test]'
 	rm -f $(VENV)/.installed-*
