@@ -31,16 +31,20 @@ NPY_ERRORS = (ValueError, EOFError, OSError, SyntaxError, tokenize.TokenError)
 
 
 def _whole_npy(path: Path) -> bool:
-    """Whether a ``.npy`` file holds as many bytes as its header promises (reads the header only)."""
+    """Whether a ``.npy`` file holds as many bytes as its header promises (reads the header only).
+    A file that cannot be read at all (permissions, an I/O error, a stale NFS handle) is not
+    damaged, and may be another process's good entry: :class:`ResultFileError` naming it."""
     try:
         with open(path, "rb") as f:
             major, _ = np.lib.format.read_magic(f)
             read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
             shape, _, dtype = read_header(f)
             expected = f.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        return path.stat().st_size == expected
+    except OSError as exc:
+        raise ResultFileError(f"{path}: cannot read this cache entry ({exc}); it was left as it is") from exc
     except NPY_ERRORS:
         return False
-    return path.stat().st_size == expected
 
 
 _FILE_DIGESTS: dict[tuple, str] = {}  # (resolved path, size, mtime) -> digest

@@ -200,6 +200,25 @@ def test_damaged_cache_entries_are_computed_again(tmp_path):
         cache.get("aa05")
 
 
+def test_a_cache_entry_that_cannot_be_read_is_named_and_kept(tmp_path, monkeypatch):
+    """An I/O error (a stale NFS handle, another user's 0600 file) says nothing about the entry:
+    deleting it would destroy another process's good work."""
+    from emolib import cache as cache_module
+
+    cache = FeatureCache("egemaps", {"level": "lld"}, root=tmp_path)
+    cache.put("aa01", np.ones((3, 25), np.float32))
+
+    def unreadable(path, *args, **kwargs):
+        raise OSError(116, "Stale file handle")
+
+    monkeypatch.setattr(cache_module, "open", unreadable, raising=False)
+    with pytest.raises(ResultFileError, match=r"aa01\.npy: cannot read this cache entry \(\[Errno 116\] Stale file "
+                                              r"handle\); it was left as it is"):
+        cache.has("aa01")
+    monkeypatch.undo()
+    assert cache.has("aa01") and np.array_equal(cache.get("aa01"), np.ones((3, 25), np.float32))
+
+
 def test_damaged_teacher_outputs_are_named_with_the_folder_to_delete(runs):
     from emolib.pipeline import load_outputs
 
