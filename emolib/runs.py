@@ -237,6 +237,7 @@ class Run:
         process completed it meanwhile, nothing is touched: the caller checks :meth:`is_complete`
         after ``start`` and reuses the result."""
         _lock(self.dir)
+        self._remove_leftovers()
         if self.is_complete():
             _unlock(self.dir)
             return self
@@ -255,6 +256,18 @@ class Run:
         if corpus is not None:
             atomic_write_json(self.dir / CORPUS_RECORD, corpus)
         return self
+
+    def _remove_leftovers(self) -> None:
+        """What a killed process left in the folder (called under the lock: nobody else writes
+        here): the temporary files of writes it did not finish (a SIGKILL runs no cleanup; one of
+        ``resume.pt`` holds a whole training state), and ``resume.pt`` of a run it completed."""
+        if not self.dir.is_dir():
+            return
+        leftovers = [p for p in self.dir.glob(".*") if p.is_file()]  # only atomic_path writes dot files here
+        if self.is_complete():
+            leftovers.append(self.dir / "resume.pt")
+        for path in leftovers:
+            path.unlink(missing_ok=True)
 
     def release(self) -> None:
         """Give up the run's lock without finishing it (the partial state stays, to resume)."""

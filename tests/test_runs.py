@@ -163,6 +163,22 @@ def test_a_run_killed_while_finishing_keeps_its_resume_state(runs, monkeypatch):
     assert run.is_partial() and (run.dir / "resume.pt").read_bytes() == b"epoch 4"
 
 
+def test_what_a_killed_process_left_in_a_run_is_removed_when_it_starts_again(runs):
+    """SIGKILL runs no cleanup: a half-written copy of the training state (a whole model and
+    optimiser, ~1 GB on the paper preset) would otherwise stay in the folder for good."""
+    run = Run("student", get_config("tiny"), 1, label="full").start()
+    (run.dir / "resume.pt").write_bytes(b"epoch 3")
+    (run.dir / ".resume.pt.k1ll3d.pt").write_bytes(b"half of epoch 4")
+    (run.dir / ".history.csv.x.csv").write_bytes(b"epoch,")
+    run.release()
+    assert not run.start().is_complete()
+    assert sorted(p.name for p in run.dir.iterdir()) == ["config.json", "resume.pt"]  # the state resumes
+    # killed after the marker, before resume.pt was deleted: gone the next time the run is started
+    run.write_json("metrics.json", {"ua": 0.5})
+    run.release()
+    assert run.start().is_complete() and not (run.dir / "resume.pt").exists()
+
+
 def test_a_damaged_metrics_file_marks_the_run_partial_and_is_named(runs):
     run = Run("student", get_config("tiny"), 1, label="full").start()
     run.finish({"ua": 0.5})
