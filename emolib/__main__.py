@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import os
+import signal
 import sys
+import threading
 from typing import Any, Callable
 
 from .audio import AUDIO_SUFFIXES
@@ -379,12 +382,32 @@ def _drive(call: Callable[[], Any]) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with _sigterm_as_ctrl_c():
+            return args.func(args)
     except BrokenPipeError:
         # the reader went away (`python -m emolib runs | head`): as other Unix tools, stop quietly.
         # Python would otherwise report the pipe again when it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by it
+
+
+def _terminate_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c():
+    """`kill PID` takes the Ctrl-C path: unfinished writes removed, run locks released, the driver's
+    workers and their kernels stopped, complete results kept (exit code 130). The handler before
+    is put back afterwards (main() is also called inside other programs, e.g. the tests)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -57,8 +57,10 @@ import hashlib
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -406,10 +408,37 @@ class _Progress:
         print(("" if started else self._prefix(outcome.task)) + status, file=self.out, flush=True)
 
 
+#: How long a worker whose driver is gone gives its notebook's kernel to shut down before it exits.
+ORPHAN_GRACE_SECONDS = 30
+
+
 def _limit_threads(threads: int) -> None:
-    """Worker-process initialiser: kernels started from here inherit the thread limits."""
+    """Worker-process initialiser: kernels started from here inherit the thread limits; and a
+    worker whose driver is killed (SIGKILL, the OOM killer) stops instead of training on for
+    nobody and then idling for ever (:func:`_stop_when_orphaned`)."""
     for var in THREAD_VARIABLES:
         os.environ[var] = str(threads)
+    threading.Thread(target=_stop_when_orphaned, args=(os.getppid(),), daemon=True,
+                     name="emolib-orphan-watch").start()
+
+
+def _stop_when_orphaned(driver: int, interval: float = 1.0) -> None:
+    """Once the worker's parent is no longer ``driver``: SIGTERM to itself, which nbclient turns
+    into shutting its kernel down (the notebook then fails, and is run again next time), then exit."""
+    while os.getppid() == driver:
+        time.sleep(interval)
+    os.kill(os.getpid(), signal.SIGTERM)  # between notebooks (no handler): the worker just ends here
+    time.sleep(ORPHAN_GRACE_SECONDS)
+    os._exit(1)
+
+
+def _stop_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """SIGTERM to every worker, whose nbclient then shuts its kernel down: the driver was interrupted
+    (Ctrl-C reaches the workers too, a ``kill`` of the driver does not)."""
+    processes = getattr(pool, "_processes", None) or {}  # pid -> process; no public API before Python 3.14
+    for pid in list(processes):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
 
 
 def _run_folds(chains: dict[int, list[Task]], slots: list[str | None], force: bool,
@@ -527,18 +556,22 @@ def _run_graph(chains: dict[int, list[Task]], slots: list[str | None], force: bo
                 free.remove(gpu)
                 running[pool.submit(execute, task, gpu)] = (task, gpu)
 
-        fill()
-        while running:
-            finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
-            for future in finished:
-                task, gpu = running.pop(future)
-                free.append(gpu)
-                try:
-                    outcome = future.result()
-                except Exception as e:  # the worker process itself died (e.g. out of memory)
-                    outcome = Outcome(task, "failed", error=f"{type(e).__name__}: {e}")
-                settle(outcome)
+        try:
             fill()
+            while running:
+                finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in finished:
+                    task, gpu = running.pop(future)
+                    free.append(gpu)
+                    try:
+                        outcome = future.result()
+                    except Exception as e:  # the worker process itself died (e.g. out of memory)
+                        outcome = Outcome(task, "failed", error=f"{type(e).__name__}: {e}")
+                    settle(outcome)
+                fill()
+        except BaseException:  # Ctrl-C, or SIGTERM (see __main__): do not wait for the running notebooks
+            _stop_workers(pool)
+            raise
     return outcomes
 
 

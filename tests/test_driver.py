@@ -10,8 +10,10 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -419,3 +421,62 @@ def test_relative_roots_and_paths_mean_the_same_folder_in_the_kernels(runs, tmp_
     injected = next(c.source for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
     assert json.dumps(str(tmp_path / "my model")) in injected
     assert os.environ["EMOLIB_RUNS"] == "rel runs"  # the caller's environment is left as it was
+
+
+
+DRIVE_TWO_WAITING_FOLDS = """
+import sys
+from emolib import __main__ as cli, driver
+driver.default_prepare = lambda: None  # no corpus: the fixture notebooks need none
+sys.exit(cli.main(["run", "--preset", "tiny", "--folds", "1", "2", "--notebooks", "00_data", "--jobs", "2",
+                   "-p", "wait_for_folds=[9]"]))  # fold 9 never comes: each kernel waits (60 s, then fails)
+"""
+
+
+def _drive_two_waiting_folds(runs: Path) -> tuple[subprocess.Popen, list]:
+    """The driver in a process of its own, once both folds' kernels are running: (driver, its
+    workers and their kernels)."""
+    import psutil
+
+    driver_process = subprocess.Popen([sys.executable, "-c", DRIVE_TWO_WAITING_FOLDS], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)
+    probe, deadline = runs / "probe", time.monotonic() + 120
+    while not all((probe / f"arrived-fold{k}.json").exists() for k in (1, 2)):
+        assert driver_process.poll() is None, driver_process.communicate()
+        assert time.monotonic() < deadline, "the kernels never started"
+        time.sleep(0.1)
+    descendants = psutil.Process(driver_process.pid).children(recursive=True)
+    assert len(descendants) >= 4  # two workers, two kernels
+    return driver_process, descendants
+
+
+def _still_alive(processes: list, seconds: float = 90) -> list:
+    """Those of ``processes`` still alive after waiting up to ``seconds`` for them (then killed,
+    so that they do not outlive the test)."""
+    import psutil
+
+    _, alive = psutil.wait_procs(processes, timeout=seconds)
+    for p in alive:
+        p.kill()
+    return alive
+
+
+@pytest.mark.slow
+def test_a_killed_driver_leaves_no_worker_or_kernel_behind(runs):
+    """SIGKILL (or the OOM killer) on the driver alone: its workers stop their kernels and exit,
+    rather than training on for nobody and then idling for ever."""
+    driver_process, descendants = _drive_two_waiting_folds(runs)
+    driver_process.kill()
+    driver_process.communicate()
+    assert _still_alive(descendants) == []
+    assert not list((runs / "notebooks").rglob("fold*.json"))  # nothing is recorded as complete
+
+
+@pytest.mark.slow
+def test_sigterm_on_the_driver_takes_the_ctrl_c_path(runs):
+    driver_process, descendants = _drive_two_waiting_folds(runs)
+    driver_process.send_signal(signal.SIGTERM)
+    _, err = driver_process.communicate(timeout=120)
+    assert driver_process.returncode == 130, err
+    assert "interrupted: complete notebooks are kept and skipped on the next run" in err
+    assert _still_alive(descendants) == []
