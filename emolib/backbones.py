@@ -60,7 +60,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -689,11 +689,11 @@ def pooled_states(backbone_name: str, items: Sequence[tuple[str, str | os.PathLi
 
 def feature_states(backbone_name: str, items: Sequence[tuple[str, str | os.PathLike]],
                    max_seconds: float | None = None, batch_size: int = 8, progress: bool = True,
-                   device: str | None = "auto", precision: str = "fp32") -> dict[str, np.ndarray]:
-    """id -> (T, C) float16 (memory-mapped): the feature encoder's output on the clip's real
-    frames, what ``freeze="feature_encoder"`` caches (the ``paper`` preset: HuBERT's CNN frozen, as in
-    wav2vec 2.0's fine-tuning and Wang et al. 2021's recipe);
-    training then runs the projection and every transformer layer, never the CNN. float16 as in
+                   device: str | None = "auto", precision: str = "fp32") -> Mapping[str, np.ndarray]:
+    """id -> (T, C) float16 (memory-mapped when read, :class:`~emolib.cache.MappedArrays`): the
+    feature encoder's output on the clip's real frames, what ``freeze="feature_encoder"`` caches
+    (the ``paper`` preset: HuBERT's CNN frozen, as in wav2vec 2.0's fine-tuning and Wang et al.
+    2021's recipe); training then runs the projection and every transformer layer, never the CNN. float16 as in
     :func:`frame_states` (HuBERT-base: 512 values per 20 ms, about 50 KB per second of audio)."""
 
     def store(cache, digest, out, b):
@@ -703,15 +703,17 @@ def feature_states(backbone_name: str, items: Sequence[tuple[str, str | os.PathL
     cache = _cache(backbone_name, "features", max_seconds, precision)
     digests = _compute_missing(backbone_name, items, cache, store, max_seconds, batch_size, progress, device,
                                precision, None, f"{backbone_name} feature encoder", features_only=True)
-    return {uid: np.load(cache.path(d), mmap_mode="r") for uid, d in digests.items()}
+    from .cache import MappedArrays
+
+    return MappedArrays(cache, digests)
 
 
 def frame_states(backbone_name: str, items: Sequence[tuple[str, str | os.PathLike]], index: int,
                  max_seconds: float | None = None, batch_size: int = 8, progress: bool = True,
-                 device: str | None = "auto", precision: str = "fp32") -> dict[str, np.ndarray]:
-    """id -> (T, D) float16 (memory-mapped): hidden state ``index`` on the clip's real
-    frames, the input of the first trainable layer for ``freeze="top:K"``
-    (``index = first_trainable_state - 1``); only the layers below it are run.
+                 device: str | None = "auto", precision: str = "fp32") -> Mapping[str, np.ndarray]:
+    """id -> (T, D) float16 (memory-mapped when read, :class:`~emolib.cache.MappedArrays`): hidden
+    state ``index`` on the clip's real frames, the input of the first trainable layer for
+    ``freeze="top:K"`` (``index = first_trainable_state - 1``); only the layers below it are run.
     float16 halves the disk and memory of frame-level caches; the top layers then see
     inputs rounded to 3 significant digits (cast to float32 by :func:`pad_frames`)."""
 
@@ -722,4 +724,6 @@ def frame_states(backbone_name: str, items: Sequence[tuple[str, str | os.PathLik
     cache = _cache(backbone_name, "frames", max_seconds, precision, index)
     digests = _compute_missing(backbone_name, items, cache, store, max_seconds, batch_size, progress, device,
                                precision, index, f"{backbone_name} frame states {index}")
-    return {uid: np.load(cache.path(d), mmap_mode="r") for uid, d in digests.items()}
+    from .cache import MappedArrays
+
+    return MappedArrays(cache, digests)

@@ -1,6 +1,7 @@
 """emolib.backbones: speech encoders by name, exact padding, freezing modes, forward_from
 and the on-disk caches of frozen states. Tiny local models only (plus the packaged
 Whisper tiny.en, 8 M parameters)."""
+import os
 from pathlib import Path
 
 import numpy as np
@@ -445,3 +446,23 @@ def test_frame_states_feed_forward_from(items):
                                np.stack([pooled[k][index] for k, _ in items]), atol=2e-3)
     with pytest.raises(ValueError, match="index must be in 0..2"):
         B.frame_states("tiny-random", items[:1], 3, max_seconds=1.0, progress=False)
+
+
+def test_frame_level_caches_keep_no_file_open(items):
+    """A memory-mapped array holds a file descriptor while it lives: mapping a whole corpus at
+    once (IEMOCAP: 5,531 clips) runs out of them at the usual limit of 1,024 per process."""
+    def open_files() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("counts open files through /proc")
+    backbone = load_backbone("tiny-random", freeze="top:1")
+    for states in (B.frame_states("tiny-random", items, backbone.first_trainable_state - 1, progress=False),
+                   B.feature_states("tiny-random", items, progress=False)):
+        before = open_files()
+        assert sorted(states) == [uid for uid, _ in items] and len(states) == len(items)
+        sums = [float(states[uid].astype(np.float32).sum()) for uid in states]  # as a dataset reads them
+        assert open_files() == before and all(np.isfinite(sums))
+        held = [states[uid] for uid in states]  # an array kept is a file kept open, as before
+        assert open_files() == before + len(items)
+        del held
