@@ -56,6 +56,7 @@ per utterance, keyed by the audio file's content (:mod:`emolib.cache`).
 from __future__ import annotations
 
 import abc
+import contextlib
 import math
 import os
 from dataclasses import dataclass
@@ -177,6 +178,7 @@ class SpeechBackbone(nn.Module, abc.ABC):
         if max_seconds is not None and max_seconds <= 0:
             raise ValueError(f"max_seconds must be positive, got {max_seconds}")
         self.name, self.freeze, self.max_seconds, self.precision = name, freeze, max_seconds, precision
+        self.frozen_precision = "fp32"  # the student's caches are fp32 (see _part); a cache of its own sets it
         self.num_hidden_states = self.num_layers + 1
         trainable = _trainable_parts(freeze, self.num_layers)
         parts = self._parts()
@@ -231,8 +233,18 @@ class SpeechBackbone(nn.Module, abc.ABC):
                         target.train(False)
         return self
 
-    def _grad(self, part: str):
-        return torch.set_grad_enabled(torch.is_grad_enabled() and self._live[part])
+    @contextlib.contextmanager
+    def _part(self, part: str):
+        """Around running ``part``: gradients only when it learns; and under bf16, a frozen part runs
+        at :attr:`frozen_precision` (fp32 unless set), the precision its cached outputs were computed
+        at, so that a student classifying audio feeds its heads what it was trained and tested on."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self._live[part]):
+            if self._live[part] or self.precision == self.frozen_precision:
+                yield
+            else:
+                with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                    enabled=self.frozen_precision == "bf16"):
+                    yield
 
     @property
     def _embedding_live(self) -> bool:
@@ -301,12 +313,12 @@ class SpeechBackbone(nn.Module, abc.ABC):
         context = self._context(hidden, mask) if index < end else None
         for i in range(index, end):  # layer i maps hidden state i to hidden state i + 1
             part = f"layer_{i}"
-            with self._grad(part):
+            with self._part(part):
                 drop = self.training and self._live[part] and float(torch.rand([])) < self.layerdrop
                 if not drop:
                     hidden = self._layer(i, hidden, context)
             if i == self.num_layers - 1:
-                with self._grad("final"):
+                with self._part("final"):
                     states.append(self._final(hidden))
             else:
                 states.append(hidden)
@@ -407,7 +419,7 @@ class WaveformBackbone(SpeechBackbone):
     def _features(self, inputs, lengths):
         net = self.net
         frames = net._get_feat_extract_output_lengths(lengths).long()
-        with self._grad("feature_encoder"):
+        with self._part("feature_encoder"):
             if self.per_clip_cnn:
                 feats = [net.feature_extractor(inputs[b : b + 1, : int(n)]) for b, n in enumerate(lengths)]
                 extract = inputs.new_zeros(len(feats), feats[0].shape[1], int(frames.max()), dtype=feats[0].dtype)
@@ -420,7 +432,7 @@ class WaveformBackbone(SpeechBackbone):
 
     def _embed_features(self, extract, mask):
         net = self.net
-        with self._grad("embedding"):
+        with self._part("embedding"):
             hidden = net.feature_projection(extract)
             if isinstance(hidden, tuple):  # wav2vec2 / WavLM also return the normalised CNN features
                 hidden = hidden[0]
@@ -438,7 +450,7 @@ class WaveformBackbone(SpeechBackbone):
             # WavLM's relative position bias is computed by layer 0 and shared by all layers
             batch, length = hidden.shape[:2]
             attention = self.net.encoder.layers[0].attention
-            with self._grad("layer_0"):
+            with self._part("layer_0"):
                 bias = attention.compute_bias(length, length)
             bias = bias.unsqueeze(0).expand(batch, -1, -1, -1).reshape(batch * attention.num_heads, length, length)
             return (None if bool(mask.all()) else mask.long()), bias  # WavLM takes a 2-D key padding mask
@@ -510,7 +522,7 @@ class WhisperBackbone(SpeechBackbone):
 
     def _features(self, inputs, lengths):
         net = self.net
-        with self._grad("feature_encoder"):
+        with self._part("feature_encoder"):
             x = F.gelu(net.conv1(inputs))
             x = F.gelu(net.conv2(x)).transpose(1, 2)
         return x, _frame_mask(lengths // 2, x.shape[1])
@@ -640,25 +652,30 @@ def _compute_missing(name: str, items: Sequence[tuple[str, str | os.PathLike]], 
     if len(set(ids)) != len(ids):
         raise ValueError("duplicate utterance ids in items")
     digests = {uid: file_digest(path) for uid, path in items}
-    todo: dict[str, Path] = {}
+    paths_of: dict[str, Path] = {}
     for uid, path in items:
-        if not cache.has(digests[uid]):
-            todo.setdefault(digests[uid], Path(path))
-    if not todo:
+        paths_of.setdefault(digests[uid], Path(path))
+    missing = {d for d in paths_of if not cache.has(d)}
+    if not missing:
         return digests
     backbone = load_backbone(name, freeze="all", max_seconds=max_seconds, device=device, precision=precision)
+    backbone.frozen_precision = precision  # a cache's entries are computed at the cache's precision
     if up_to is not None and not 0 <= up_to < backbone.num_hidden_states:
         raise ValueError(f"index must be in 0..{backbone.num_hidden_states - 1} for {name}, got {up_to}")
-    # sorting by duration keeps padding (and so wasted compute) small
-    order = sorted(todo, key=lambda d: audio_info(todo[d]).duration)
+    # Sorting by duration keeps padding (and so wasted compute) small. The batches are cut from all the
+    # clips, cached or not, and every batch with a missing clip is computed whole: a clip's states differ
+    # in the last bits with the clips it shares a batch with, so an extraction resumed after a kill (or
+    # raced by another process) must batch as an uninterrupted one did, to write the same bytes.
+    order = sorted(paths_of, key=lambda d: audio_info(paths_of[d]).duration)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [b for b in batches if missing.intersection(b)]
     with torch.inference_mode():
-        label = f"{desc} ({len(order)} clips, {len(batches)} batches)"  # the log's count is of batches
+        label = f"{desc} ({sum(map(len, batches))} clips, {len(batches)} batches)"  # the log's count is of batches
         for batch_digests in progress_bar(batches, total=len(batches), desc=label,
                                           enabled=progress):
             # a silent clip of a corpus is kept, as the eGeMAPS extraction keeps it (and the prosodic
             # teacher counts it): every model sees the same utterances (audio.py's module doc)
-            waves = [read_audio(todo[d], SAMPLE_RATE, max_seconds, allow_silent=True) for d in batch_digests]
+            waves = [read_audio(paths_of[d], SAMPLE_RATE, max_seconds, allow_silent=True) for d in batch_digests]
             batch = backbone.prepare(waves)
             out = backbone.features(**batch) if features_only else backbone(**batch, up_to=up_to)
             for b, digest in enumerate(batch_digests):

@@ -637,6 +637,13 @@ def _plain(obj: Any, what: str) -> Any:
         raise DriverError(f"{what}: {e}") from None
 
 
+def _trains_on_cuda(cfg: Config) -> bool:
+    """Whether the notebooks' kernels will train on a GPU (``training.device``, ``auto`` included)."""
+    from .train import resolve_device
+
+    return resolve_device(cfg.training.device).type == "cuda"
+
+
 def _cuda_device_count() -> int:
     import torch
 
@@ -785,6 +792,11 @@ def _run(preset: str, folds: list[int] | None, notebooks: list[str] | None, jobs
     if jobs < 1:
         raise DriverError(f"--jobs must be at least 1, got {jobs}")
     cfg, overrides = _build_config(preset, dict(overrides or {}))
+    on_cuda = bool(gpus) or _trains_on_cuda(cfg)
+    if on_cuda and not gpus and jobs > 1:  # every kernel would pick the same GPU, and the others idle
+        raise DriverError(f"--jobs {jobs} without --gpus would train {jobs} folds at once on one GPU "
+                          f"(training.device={cfg.training.device}); give each running fold its own GPU with "
+                          "--gpus 0 1 ... (make: GPUS=\"0 1 ...\"), or run one fold at a time with --jobs 1")
     slots = gpu_slots(gpus, max(jobs, len(gpus or ())), cfg.training.device)  # every listed GPU at least once
     extra = _plain(dict(extra or {}), "-p")
     selected = select_notebooks(notebooks)
@@ -796,11 +808,11 @@ def _run(preset: str, folds: list[int] | None, notebooks: list[str] | None, jobs
     prepare_seconds, corpus = None, ""
     if per_fold:
         hook = prepare or default_prepare()
-        if gpus and hook is not None:
-            # prepare computes features on the first listed GPU (not the shell's cuda:0), in a
-            # process of its own whose CUDA context ends with it: this one never holds a context
+        if on_cuda and hook is not None:
+            # prepare computes features on the GPU (the first listed one, not the shell's cuda:0), in
+            # a process of its own whose CUDA context ends with it: this one never holds a context
             # that a kernel's would share the GPU with (or be refused by, in exclusive-process mode)
-            cfg_gpu = replace(cfg, training=replace(cfg.training, device=f"cuda:{gpus[0]}"))
+            cfg_gpu = replace(cfg, training=replace(cfg.training, device=f"cuda:{gpus[0]}")) if gpus else cfg
             fold_list, prepare_seconds, corpus = _resolve_folds(cfg_gpu, folds, _apart(hook), out)
         else:
             fold_list, prepare_seconds, corpus = _resolve_folds(cfg, folds, hook, out)

@@ -310,16 +310,27 @@ def test_gradients_reach_only_the_trainable_top(speech):
     assert with_grad == {"layers.3", "layer_norm"}
 
 
-def test_bf16_autocast_runs_on_cpu(speech):
+def test_bf16_autocast_runs_what_learns_and_leaves_frozen_parts_as_cached(speech):
+    """What learns runs under bf16; a frozen part runs in fp32, as the student's caches computed it,
+    so that a bf16 student classifying audio feeds its heads what it was trained and tested on."""
     fp32 = load_backbone("tiny-random")
-    bf16 = load_backbone("tiny-random", precision="bf16")
     batch = fp32.prepare([speech])
     with torch.no_grad():
         ref = fp32(**batch)
         a = masked_mean(ref.hidden_states[-1], ref.frame_mask)
-        out = bf16(**batch)
-        b = masked_mean(out.hidden_states[-1], out.frame_mask)
-    assert torch.nn.functional.cosine_similarity(a, b).item() > 0.99
+        learning = load_backbone("tiny-random", freeze="none", precision="bf16")(**batch)
+        b = masked_mean(learning.hidden_states[-1], learning.frame_mask)
+        assert torch.nn.functional.cosine_similarity(a, b).item() > 0.99 and not torch.equal(a, b)
+        frozen = load_backbone("tiny-random", freeze="all", precision="bf16")(**batch)
+        for x, y in zip(frozen.hidden_states, ref.hidden_states, strict=True):
+            assert torch.equal(x, y)
+        encoder_frozen = load_backbone("tiny-random", freeze="feature_encoder", precision="bf16")
+        assert torch.equal(encoder_frozen.features(**batch).features, fp32.features(**batch).features)
+        assert not torch.equal(encoder_frozen(**batch).hidden_states[-1], ref.hidden_states[-1])  # the rest learns
+        cache_at_bf16 = load_backbone("tiny-random", precision="bf16")
+        cache_at_bf16.frozen_precision = "bf16"  # what a cache of precision bf16 computes its entries with
+        c = masked_mean(cache_at_bf16(**batch).hidden_states[-1], ref.frame_mask)
+        assert torch.nn.functional.cosine_similarity(a, c).item() > 0.99 and not torch.equal(a, c)
     with pytest.raises(ValueError, match="precision must be fp32 or bf16"):
         load_backbone("tiny-random", precision="fp16")
 
@@ -388,17 +399,21 @@ def test_pooled_states_are_cached_reused_and_resumed(items, monkeypatch):
     again = B.pooled_states("tiny-random", items, max_seconds=2.0, batch_size=2, progress=False)
     assert (count.loads, count.clips) == (1, 5)
     assert all(np.array_equal(first[k], again[k]) for k in first)
-    # a lost entry (a run killed before writing it) is the only one computed again
+    # a lost entry (a run killed before writing it): only its batch is computed again, batched as it was
+    # the first time (the clips sorted by duration: u2 0.7 s, u0 1.0 s | u3 1.6 s, u1 2.5 s (cut to 2) |
+    # u4), so that every entry holds the same bytes as after an uninterrupted extraction
     cache = B._cache("tiny-random", "pooled", 2.0, "fp32")
     from emolib.cache import file_digest
 
+    written = {uid: cache.path(file_digest(path)).read_bytes() for uid, path in items}
     cache.path(file_digest(items[3][1])).unlink()
     resumed = B.pooled_states("tiny-random", items, max_seconds=2.0, batch_size=2, progress=False)
-    assert (count.loads, count.clips) == (2, 6)
-    np.testing.assert_allclose(resumed["u3"], first["u3"], rtol=1e-5, atol=1e-6)  # alone now, batched before
+    assert (count.loads, count.clips) == (2, 7)  # u3 and u1
+    assert {uid: cache.path(file_digest(path)).read_bytes() for uid, path in items} == written
+    assert all(np.array_equal(resumed[k], first[k]) for k in first)
     # other settings are another cache
     B.pooled_states("tiny-random", items[:1], max_seconds=1.0, progress=False)
-    assert count.clips == 7
+    assert count.clips == 8
 
 
 def test_a_killed_run_resumes_with_the_missing_clips(items, monkeypatch):
@@ -419,7 +434,7 @@ def test_a_killed_run_resumes_with_the_missing_clips(items, monkeypatch):
     monkeypatch.setattr(emolib.backbones, "read_audio", real)
     count = _Counting(monkeypatch)
     states = B.pooled_states("tiny-random", items, batch_size=1, progress=False)
-    assert count.clips == 3 and len(states) == 5
+    assert count.clips == 3 and len(states) == 5  # batches of one: only the clips not yet written
 
 
 def test_duplicate_audio_is_encoded_once_and_duplicate_ids_refused(items, monkeypatch):

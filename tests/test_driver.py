@@ -325,6 +325,21 @@ def test_gpus_give_each_running_fold_its_own_gpu(runs, capsys, monkeypatch):
     assert summary.timing["gpus"] == ["0"]
 
 
+def test_a_gpu_without_gpus_runs_one_fold_at_a_time_and_prepares_apart(runs, capsys, monkeypatch):
+    """training.device=auto on a GPU server, no --gpus: the shared features are still computed in a
+    process of their own (the driver holds no CUDA context), and several jobs would all train on
+    cuda:0 while the other GPUs idle: refused, saying what to do."""
+    monkeypatch.setattr(driver, "_trains_on_cuda", lambda cfg: True)
+    with pytest.raises(driver.DriverError, match=r"^--jobs 2 without --gpus would train 2 folds at once on one GPU "
+                                                 r"\(training.device=auto\); .* --gpus 0 1 \.\.\. .* --jobs 1$"):
+        driver.run("tiny", jobs=2, prepare=_prepare_and_record)
+    assert not (runs.parent / "prepared.json").exists()  # refused before anything ran
+    driver.run("tiny", jobs=1, prepare=_prepare_and_record, notebooks=["00_data"])
+    prepared = json.loads((runs.parent / "prepared.json").read_text())
+    assert prepared["device"] == "auto" and prepared["pid"] != os.getpid()
+    capsys.readouterr()
+
+
 def test_prepare_apart_from_the_driver_reports_its_errors(runs, monkeypatch):
     monkeypatch.setattr(driver, "_cuda_device_count", lambda: 1)
     with pytest.raises(driver.DriverError, match=r"^prepare: /data/gone.csv: no such manifest$"):

@@ -599,11 +599,13 @@ def test_a_frozen_backbone_ignores_its_rate_and_a_bad_rate_is_refused(roots, toy
         pipeline.train_student(_cfg(**{"student.backbone_lr_scale": 0.0}), 1, toy, verbose=False)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("freeze", ["all", "feature_encoder"])
-def test_the_trained_student_classifies_audio_alone_as_in_its_test_predictions(roots, toy, freeze):
+def test_the_trained_student_classifies_audio_alone_as_in_its_test_predictions(roots, toy, freeze, precision):
     # inference needs the audio only: the whole backbone runs in front of the heads, and gives the
-    # probabilities the run wrote from its cached inputs
-    cfg = _cfg(**{"student.freeze": freeze, "student.optim.epochs": 2})
+    # probabilities the run wrote from its cached inputs (under bf16 too: the frozen part runs in
+    # fp32 there, as it did for the cache; what learns runs in bf16 in both)
+    cfg = _cfg(**{"student.freeze": freeze, "student.optim.epochs": 2, "training.precision": precision})
     run = pipeline.train_student(cfg, 1, toy, verbose=False)
     table = toy.corpus.by_id()
     expected = run.predictions()
@@ -611,7 +613,10 @@ def test_the_trained_student_classifies_audio_alone_as_in_its_test_predictions(r
     assert list(got["path"]) == [str(table[i].path) for i in expected["id"]]
     assert list(got["pred"]) == list(expected["pred"])
     columns = [f"p_{c}" for c in toy.corpus.classes]
-    np.testing.assert_allclose(got[columns].to_numpy(), expected[columns].to_numpy(), atol=1e-4)
+    # layers that learn under bf16 round differently with the padding of other batches (bf16 keeps 3
+    # significant digits); the frozen part is exact (test_backbones: frozen parts run in fp32)
+    atol = 1e-3 if precision == "bf16" and freeze != "all" else 1e-4
+    np.testing.assert_allclose(got[columns].to_numpy(), expected[columns].to_numpy(), atol=atol)
     from emolib.audio import AudioError
 
     with pytest.raises(AudioError, match="nope.wav"):
