@@ -248,7 +248,8 @@ class TrainingConfig:
     device: str = _hashed_as("auto", "auto")
     precision: str = "fp32"  # "bf16": autocast on GPU (and CPU in tests); "fp32"
     seed: int = 0
-    deterministic: bool = True  # torch.use_deterministic_algorithms on CPU
+    deterministic: bool = True  # torch.use_deterministic_algorithms; on a GPU also deterministic cuDNN and
+    # cuBLAS (CUBLAS_WORKSPACE_CONFIG), so that a resumed run continues exactly; false: faster GPU training
     num_threads: int = _nohash(0)  # torch threads; 0 = leave torch's default
     num_workers: int = _nohash(0)  # DataLoader workers
     progress: str = _nohash("auto")  # "bar" (interactive), "log" (one line per epoch), "auto", "none"

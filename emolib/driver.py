@@ -764,11 +764,15 @@ ROOT_VARIABLES = ("EMOLIB_ROOT", "EMOLIB_DATA", "EMOLIB_CACHE", "EMOLIB_RUNS", "
 @contextlib.contextmanager
 def _kernel_environment() -> Iterator[None]:
     """For the kernels started meanwhile: ``EMOLIB_PROGRESS=log`` (unless set), one line per
-    epoch in the executed notebooks, not a tqdm refresh per line (:mod:`emolib.progress`); and
-    every ``EMOLIB_*`` root absolute, since the kernels run in ``notebooks/`` and would read a
-    relative one against that folder."""
-    previous = {var: os.environ.get(var) for var in ("EMOLIB_PROGRESS", *ROOT_VARIABLES)}
+    epoch in the executed notebooks, not a tqdm refresh per line (:mod:`emolib.progress`); every
+    ``EMOLIB_*`` root absolute, since the kernels run in ``notebooks/`` and would read a relative
+    one against that folder; and cuBLAS's deterministic workspace (unless set), which cuBLAS reads
+    only when it starts (``training.deterministic`` on a GPU, :func:`emolib.train.setup`)."""
+    from .train import CUBLAS_WORKSPACE
+
+    previous = {var: os.environ.get(var) for var in ("EMOLIB_PROGRESS", "CUBLAS_WORKSPACE_CONFIG", *ROOT_VARIABLES)}
     os.environ.setdefault("EMOLIB_PROGRESS", "log")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     for var in ROOT_VARIABLES:
         if os.environ.get(var):
             os.environ[var] = os.path.abspath(os.environ[var])

@@ -313,7 +313,9 @@ def train_teacher(kind: str, cfg: Config, fold: int, data: Data | None = None, v
         result = fit(model, train_set, datasets["val"] if f.val_ids else None,
                      cross_entropy_loss(tcfg.optim.label_smoothing), tcfg.optim, cfg.training, collate=collate, run=run,
                      desc=name, device=device)
-        out = predict(model, datasets["all"], collate, tcfg.optim.batch_size, device, cfg.training.precision)
+        # fp32 whatever the training precision: these are the students' targets, kept for good
+        # (under bf16 autocast a logit near 10 would be rounded to a step of 0.06)
+        out = predict(model, datasets["all"], collate, tcfg.optim.batch_size, device, "fp32")
         save_outputs(run, data.corpus.ids, out)
         position = {uid: i for i, uid in enumerate(data.corpus.ids)}
         test_rows = [position[i] for i in f.test_ids]

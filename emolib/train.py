@@ -67,13 +67,23 @@ def set_threads(training: TrainingConfig) -> None:
         torch.set_num_threads(threads)
 
 
+#: cuBLAS's deterministic workspace setting (PyTorch: "Reproducibility", CUDA convolution/cuBLAS notes).
+CUBLAS_WORKSPACE = ":4096:8"
+
+
 def setup(training: TrainingConfig) -> torch.device:
     """Threads, seeds and determinism for a run; returns the device."""
     set_threads(training)
     seed_everything(training.seed)
     device = resolve_device(training.device)
-    if training.deterministic and device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    if training.deterministic:
+        if device.type == "cuda":
+            # cuBLAS reads this when it starts, so it must come before the process's first CUDA matmul
+            # (the driver sets it for its kernels); PyTorch's reproducibility notes give these settings
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)  # warns, not fails, where an op has no such kernel
     return device
 
 

@@ -144,6 +144,11 @@ def test_bf16_autocast_path_runs_on_cpu(roots):
     # autocast really ran in bfloat16 (8-bit mantissa): the loss moves, but only a little
     l16, l32 = run.history()["train_loss"][0], fp32.history()["train_loss"][0]
     assert np.isfinite(l16) and l16 != l32 and l16 == pytest.approx(l32, abs=0.05)
+    # the outputs kept as the students' targets are computed in fp32, not rounded to bf16's 8 bits
+    _, outputs = pipeline.load_outputs(run)
+    for name in ("logits", "embedding"):
+        values = torch.from_numpy(np.asarray(outputs[name], dtype=np.float32))
+        assert not torch.equal(values.to(torch.bfloat16).float(), values), name
     with pytest.raises(ValueError, match="precision"):
         train.autocast(torch.device("cpu"), "fp16")
 

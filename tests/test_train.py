@@ -1,6 +1,8 @@
 """The shared training loop's resume state: damaged files and a kill between two of its writes."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -265,3 +267,32 @@ def test_the_selected_epoch_is_restored_with_or_without_a_run_folder(run, monkey
     for name, value in models["disk"].state_dict().items():
         assert torch.equal(value, models["memory"].state_dict()[name]), name
         assert not torch.equal(value, last[name]), name
+
+
+@pytest.fixture
+def torch_flags():
+    """Put back the process-wide flags that setup() sets."""
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    yield
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2:]
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_deterministic_training_is_asked_for_on_every_device(device, torch_flags, monkeypatch):
+    """On a GPU too (cuDNN, cuBLAS), so that a resumed run continues exactly there as well. No GPU
+    here: setup is told it has one, and only the switches it turns are checked."""
+    monkeypatch.setattr(train, "resolve_device", lambda name: torch.device(device))
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True
+    assert train.setup(get_config("tiny").training) == torch.device(device)
+    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    on_gpu = device == "cuda"
+    assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == (on_gpu, not on_gpu)
+    assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") == (":4096:8" if on_gpu else None)
+
+    torch.use_deterministic_algorithms(False)
+    train.setup(get_config("tiny", {"training.deterministic": False}).training)
+    assert not torch.are_deterministic_algorithms_enabled()
