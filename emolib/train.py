@@ -114,7 +114,8 @@ def predict(model: torch.nn.Module, dataset: Dataset, collate: Callable | None, 
             device: torch.device, precision: str = "fp32", num_workers: int = 0) -> dict[str, np.ndarray]:
     """Every output of the model (logits, embeddings) for ``dataset``, in its order, as float32."""
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers,
+                        pin_memory=device.type == "cuda")
     chunks: dict[str, list[np.ndarray]] = {}
     for batch in loader:
         batch = to_device(batch, device)
@@ -276,8 +277,9 @@ def fit(
             train_set.set_epoch(epoch)  # e.g. a new random crop per epoch, reproducible on resume
         generator = torch.Generator().manual_seed(training.seed * 100_003 + epoch)
         loader = DataLoader(train_set, batch_size=optim.batch_size, shuffle=True, collate_fn=collate,
-                            generator=generator, num_workers=training.num_workers, drop_last=False)
-        sums: dict[str, float] = {}
+                            generator=generator, num_workers=training.num_workers, drop_last=False,
+                            pin_memory=device.type == "cuda")  # pinned: to_device's copies overlap compute
+        sums: dict[str, torch.Tensor] = {}
         seen = 0
         for batch in loader:
             batch = to_device(batch, device)
@@ -291,10 +293,12 @@ def fit(
             scheduler.step()
             n = len(batch["labels"])
             seen += n
-            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * n
-            for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach()) * n
-        row: dict[str, Any] = {"epoch": epoch, **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()},
+            # summed where they are, in float64 as Python floats would be (the same numbers): reading
+            # them every step would make the CPU wait for the GPU instead of queueing the next batch
+            for name, value in (("loss", loss), *terms.items()):
+                term = value.detach().double() * n
+                sums[name] = sums[name] + term if name in sums else term
+        row: dict[str, Any] = {"epoch": epoch, **{f"train_{k}": float(v) / max(seen, 1) for k, v in sums.items()},
                                "lr": scheduler.get_last_lr()[0] / optimizer.param_groups[0].get("lr_scale", 1.0)}
         if val_set is not None and len(val_set):
             out = predict(model, val_set, collate, optim.batch_size, device, training.precision, training.num_workers)
