@@ -647,6 +647,7 @@ def _compute_missing(name: str, items: Sequence[tuple[str, str | os.PathLike]], 
     from .audio import audio_info
     from .cache import file_digest
     from .progress import progress_bar
+    from .runs import work_lock
 
     ids = [i for i, _ in items]
     if len(set(ids)) != len(ids):
@@ -655,31 +656,33 @@ def _compute_missing(name: str, items: Sequence[tuple[str, str | os.PathLike]], 
     paths_of: dict[str, Path] = {}
     for uid, path in items:
         paths_of.setdefault(digests[uid], Path(path))
-    missing = {d for d in paths_of if not cache.has(d)}
-    if not missing:
+    if all(cache.has(d) for d in paths_of):
         return digests
-    backbone = load_backbone(name, freeze="all", max_seconds=max_seconds, device=device, precision=precision)
-    backbone.frozen_precision = precision  # a cache's entries are computed at the cache's precision
-    if up_to is not None and not 0 <= up_to < backbone.num_hidden_states:
-        raise ValueError(f"index must be in 0..{backbone.num_hidden_states - 1} for {name}, got {up_to}")
-    # Sorting by duration keeps padding (and so wasted compute) small. The batches are cut from all the
-    # clips, cached or not, and every batch with a missing clip is computed whole: a clip's states differ
-    # in the last bits with the clips it shares a batch with, so an extraction resumed after a kill (or
-    # raced by another process) must batch as an uninterrupted one did, to write the same bytes.
-    order = sorted(paths_of, key=lambda d: audio_info(paths_of[d]).duration)
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    batches = [b for b in batches if missing.intersection(b)]
-    with torch.inference_mode():
-        label = f"{desc} ({sum(map(len, batches))} clips, {len(batches)} batches)"  # the log's count is of batches
-        for batch_digests in progress_bar(batches, total=len(batches), desc=label,
-                                          enabled=progress):
-            # a silent clip of a corpus is kept, as the eGeMAPS extraction keeps it (and the prosodic
-            # teacher counts it): every model sees the same utterances (audio.py's module doc)
-            waves = [read_audio(paths_of[d], SAMPLE_RATE, max_seconds, allow_silent=True) for d in batch_digests]
-            batch = backbone.prepare(waves)
-            out = backbone.features(**batch) if features_only else backbone(**batch, up_to=up_to)
-            for b, digest in enumerate(batch_digests):
-                store(cache, digest, out, b)
+    with work_lock(cache.dir / ".lock", desc):  # another process extracting into this cache: wait, then reuse
+        missing = {d for d in paths_of if not cache.has(d)}
+        if not missing:
+            return digests
+        backbone = load_backbone(name, freeze="all", max_seconds=max_seconds, device=device, precision=precision)
+        backbone.frozen_precision = precision  # a cache's entries are computed at the cache's precision
+        if up_to is not None and not 0 <= up_to < backbone.num_hidden_states:
+            raise ValueError(f"index must be in 0..{backbone.num_hidden_states - 1} for {name}, got {up_to}")
+        # Sorting by duration keeps padding (and so wasted compute) small. The batches are cut from all the
+        # clips, cached or not, and every batch with a missing clip is computed whole: a clip's states differ
+        # in the last bits with the clips it shares a batch with, so an extraction resumed after a kill (or
+        # raced by another process) must batch as an uninterrupted one did, to write the same bytes.
+        order = sorted(paths_of, key=lambda d: audio_info(paths_of[d]).duration)
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        batches = [b for b in batches if missing.intersection(b)]
+        with torch.inference_mode():
+            label = f"{desc} ({sum(map(len, batches))} clips, {len(batches)} batches)"  # the log counts batches
+            for batch_digests in progress_bar(batches, total=len(batches), desc=label, enabled=progress):
+                # a silent clip of a corpus is kept, as the eGeMAPS extraction keeps it (and the prosodic
+                # teacher counts it): every model sees the same utterances (audio.py's module doc)
+                waves = [read_audio(paths_of[d], SAMPLE_RATE, max_seconds, allow_silent=True) for d in batch_digests]
+                batch = backbone.prepare(waves)
+                out = backbone.features(**batch) if features_only else backbone(**batch, up_to=up_to)
+                for b, digest in enumerate(batch_digests):
+                    store(cache, digest, out, b)
     return digests
 
 

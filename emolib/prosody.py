@@ -35,6 +35,7 @@ import numpy as np
 
 from .audio import SAMPLE_RATE, read_audio
 from .cache import FeatureCache, file_digest
+from .runs import work_lock
 from .machine import available_cores
 
 MIN_FRAMES = 10  # 0.1 s of 10 ms LLD frames
@@ -111,14 +112,26 @@ def features(
 
     ``processes`` defaults to the machine's cores (capped by the work to do)."""
     from . import paths
-    from .progress import progress_bar
 
     items = list(items)
     cache = FeatureCache("egemaps", _settings(level, max_seconds))
     digests = {uid: file_digest(path) for uid, path in items}
-    todo = [(str(path), digests[uid], level, max_seconds, str(paths.cache_dir()))
-            for uid, path in items if not cache.has(digests[uid])]
-    todo = list({job[1]: job for job in todo}.values())  # identical files are extracted once
+
+    def to_do() -> list[tuple]:
+        jobs = [(str(path), digests[uid], level, max_seconds, str(paths.cache_dir()))
+                for uid, path in items if not cache.has(digests[uid])]
+        return list({job[1]: job for job in jobs}.values())  # identical files are extracted once
+
+    if to_do():
+        with work_lock(cache.dir / ".lock", f"eGeMAPS {level}"):  # another process extracting: wait, then reuse
+            _extract_all(to_do(), level, processes, progress)
+    return FeatureSet({uid: cache.get(digests[uid]) for uid, _ in items})
+
+
+def _extract_all(todo: list[tuple], level: str, processes: int | None, progress: bool) -> None:
+    """Run the extraction jobs of :func:`features`, in ``processes`` forked processes."""
+    from .progress import progress_bar
+
     if todo:
         n = min(processes or available_cores(), len(todo))
         desc = f"eGeMAPS {level} ({len(todo)} files, {n} proc)"
@@ -131,7 +144,6 @@ def features(
         else:
             for job in progress_bar(todo, desc=desc, enabled=progress):
                 _work(job)
-    return FeatureSet({uid: cache.get(digests[uid]) for uid, _ in items})
 
 
 # -- normalisation (statistics from the training speakers of a fold only) ------------------

@@ -141,27 +141,48 @@ def lock_path(run_dir: Path) -> Path:
     return path.with_name(f"{path.name}.lock")
 
 
-def _lock(run_dir: Path) -> None:
-    """Hold the run's lock until :meth:`Run.finish` or the end of the process (module
-    docstring), waiting while another process holds it."""
-    if run_dir in _HELD_LOCKS:
-        return  # this process is the one training it (e.g. a notebook cell run again)
+def _acquire(path: Path, waiting: str) -> int | None:
+    """An open file descriptor holding an exclusive lock on ``path`` (created), waiting while another
+    process holds it after printing ``waiting`` (``{pid}``: the holder's); None where there are no
+    advisory locks (Windows, where runs and caches are not shared)."""
     try:
         import fcntl
-    except ImportError:  # Windows: no advisory locks; runs are not shared there
-        return
-    path = lock_path(run_dir)
+    except ImportError:
+        return None
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-        print(f"{run_dir}: another process (pid {holder}) is training this run; waiting for it", flush=True)
+        print(waiting.format(pid=holder), flush=True)
         fcntl.flock(fd, fcntl.LOCK_EX)
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
-    _HELD_LOCKS[run_dir] = fd
+    return fd
+
+
+def _lock(run_dir: Path) -> None:
+    """Hold the run's lock until :meth:`Run.finish` or the end of the process (module
+    docstring), waiting while another process holds it."""
+    if run_dir in _HELD_LOCKS:
+        return  # this process is the one training it (e.g. a notebook cell run again)
+    fd = _acquire(lock_path(run_dir), f"{run_dir}: another process (pid {{pid}}) is training this run; waiting for it")
+    if fd is not None:
+        _HELD_LOCKS[run_dir] = fd
+
+
+@contextlib.contextmanager
+def work_lock(path: Path, what: str) -> Iterator[None]:
+    """Around shared work that several processes may need at once (a corpus to generate, features
+    to extract into a cache): the first does it, the others wait, then find it done (re-check
+    after entering). ``path``: the lock file; ``what``: the work, for the waiting message."""
+    fd = _acquire(path, f"{what}: another process (pid {{pid}}) is making it; waiting for it")
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _unlock(run_dir: Path) -> None:

@@ -437,6 +437,56 @@ def test_a_killed_run_resumes_with_the_missing_clips(items, monkeypatch):
     assert count.clips == 3 and len(states) == 5  # batches of one: only the clips not yet written
 
 
+HOLD_THE_LOCK = """
+import sys
+from pathlib import Path
+from emolib.runs import work_lock
+with work_lock(Path(sys.argv[1]), "pooled states"):
+    print("holding", flush=True)
+    sys.stdin.readline()  # extract until the parent says so
+"""
+
+
+def test_a_cache_another_process_is_filling_is_waited_for_then_read(items, monkeypatch, tmp_path, capsys):
+    """Two commands on one cache folder: the second waits for the first's extraction instead of
+    doing it again (hours on the paper preset), then finds every entry there."""
+    import shutil
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    cache = B._cache("tiny-random", "pooled", None, "fp32")
+    other = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(cache.dir / ".lock")], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline() == "holding\n"
+        count = _Counting(monkeypatch)
+        got: list = []
+        waiter = threading.Thread(target=lambda: got.append(B.pooled_states("tiny-random", items, progress=False)))
+        waiter.start()
+        out, deadline = "", time.monotonic() + 60
+        while "waiting for it" not in out and time.monotonic() < deadline:
+            out += capsys.readouterr().out
+            time.sleep(0.01)
+        assert f"tiny-random pooled states: another process (pid {other.pid}) is making it; waiting for it" in out
+        assert waiter.is_alive() and not got
+        # the other process's work, done meanwhile (here: the same entries made in a cache of their own)
+        monkeypatch.setenv("EMOLIB_CACHE", str(tmp_path / "elsewhere"))
+        made = B._cache("tiny-random", "pooled", None, "fp32")
+        reference = B.pooled_states("tiny-random", items, progress=False)
+        shutil.copytree(made.dir, cache.dir, dirs_exist_ok=True)
+        clips = count.clips
+        other.stdin.write("done\n")
+        other.stdin.flush()
+        waiter.join(timeout=60)
+        assert got and count.clips == clips  # nothing computed again after the wait
+        assert all(np.array_equal(got[0][k], reference[k]) for k in reference)
+    finally:
+        other.stdin.close()
+        other.wait(timeout=60)
+
+
 def test_duplicate_audio_is_encoded_once_and_duplicate_ids_refused(items, monkeypatch):
     count = _Counting(monkeypatch)
     states = B.pooled_states("tiny-random", items[:2] + [("copy", items[0][1])], progress=False)

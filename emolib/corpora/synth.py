@@ -823,7 +823,12 @@ def load(synth: SynthConfig | None = None, root: Path | None = None, progress: b
     folder = corpus_dir(synth, root)
     utterances = _read_manifest(folder)
     if utterances is None:
-        generate(synth, root, progress)
+        from ..runs import work_lock
+
+        # two processes loading a corpus not made yet (two commands on one data folder): one makes it
+        with work_lock(folder.with_name(f".{folder.name}.lock"), f"synth corpus {folder.name}"):
+            if _read_manifest(folder) is None:
+                generate(synth, root, progress)
         utterances = _read_manifest(folder)
         if utterances is None:  # files removed while generating (another process cleaning up?)
             raise CorpusError(f"{folder / MANIFEST}: generation finished but wav files are missing; call load() again")
