@@ -22,6 +22,7 @@ import math
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -84,6 +85,9 @@ def setup(training: TrainingConfig) -> torch.device:
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True, warn_only=True)  # warns, not fails, where an op has no such kernel
+    if training.precision == "bf16" and device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 0):
+        warnings.warn(f"training.precision=bf16 on {torch.cuda.get_device_name(device)}: GPUs before Ampere (compute "
+                      "capability 8.0) emulate bf16, slower than fp32; set training.precision=fp32 there", stacklevel=2)
     return device
 
 

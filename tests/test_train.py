@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -296,3 +297,16 @@ def test_deterministic_training_is_asked_for_on_every_device(device, torch_flags
     torch.use_deterministic_algorithms(False)
     train.setup(get_config("tiny", {"training.deterministic": False}).training)
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_bf16_on_a_gpu_that_only_emulates_it_is_warned_about(torch_flags, monkeypatch):
+    monkeypatch.setattr(train, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100-SXM2-32GB")
+    bf16 = get_config("tiny", {"training.precision": "bf16"}).training
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
+    with pytest.warns(UserWarning, match=r"^training.precision=bf16 on Tesla V100-SXM2-32GB: GPUs before Ampere "):
+        train.setup(bf16)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))  # an A100: silent
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train.setup(bf16)
