@@ -77,7 +77,7 @@ from traitlets.config import Config as TraitletsConfig
 from . import paths
 from .config import Config, get_config
 from .machine import available_cores
-from .runs import ResultFileError, atomic_path, atomic_write_json, read_json
+from .runs import ResultFileError, atomic_path, atomic_write_json, read_json, work_lock
 
 #: The report's notebooks in the paper's order: data, the two teachers, distillation,
 #: the temperature sweep (Fig. 2), the ablations (Table 2), then tables and figures.
@@ -235,6 +235,11 @@ class Task:
     def failed_output(self) -> Path:
         return self.output.with_name(f"{self.output.stem}.failed.ipynb")
 
+    @property
+    def lock(self) -> Path:
+        """Held while the notebook executes: ``<run>/.locks/<notebook>/<fold>.lock``."""
+        return self.output.parent.parent / ".locks" / self.output.parent.name / f"{self.output.stem}.lock"
+
     def is_complete(self) -> bool:
         """The executed notebook exists and its sidecar matches this source, these parameters and
         this version of the corpus."""
@@ -297,8 +302,6 @@ def _visible_gpu(gpu: str | None) -> Iterator[None]:
 #: "Address already in use"), so the loser is started again.
 KERNEL_START_DIED = "Kernel died before replying to kernel_info"
 KERNEL_START_ATTEMPTS = 3
-#: A notebook's temporary output untouched for this long belongs to a killed execution.
-STALE_TEMPORARY_SECONDS = 3600
 
 
 def execute(task: Task, gpu: str | None = None) -> Outcome:
@@ -311,17 +314,20 @@ def execute(task: Task, gpu: str | None = None) -> Outcome:
     sha1 = hashlib.sha1(data).hexdigest()  # what actually ran, should the file change mid-run
     nb = read_notebook(data.decode("utf-8"))
     task.output.parent.mkdir(parents=True, exist_ok=True)
+    # Another driver on the same runs folder executing this notebook: wait for it (its temporary
+    # output is then no longer being written, and this execution replaces its result).
+    with work_lock(task.lock, f"{task.notebook}{'' if task.fold is None else f' fold {task.fold}'}", "executing it"):
+        return _execute(task, nb, sha1, gpu)
+
+
+def _execute(task: Task, nb, sha1: str, gpu: str | None) -> Outcome:
+    """:func:`execute`, under the notebook's lock."""
     # The old record goes first: an execution interrupted from here on (Ctrl-C, a kill) must leave
     # the notebook incomplete, or the next run would skip it and keep, say, half-rewritten figures.
     with contextlib.suppress(FileNotFoundError):
         task.sidecar.unlink()
-    now = time.time()
     for stale in task.output.parent.glob(f".{task.output.name}.*"):
-        # temporary files of an execution that was killed (SIGKILL leaves them); a live one, of
-        # another driver on the same runs folder, is saved by papermill at least every 30 s
-        with contextlib.suppress(FileNotFoundError):
-            if now - stale.stat().st_mtime > STALE_TEMPORARY_SECONDS:
-                stale.unlink()
+        stale.unlink()  # temporary files of an execution that was killed (SIGKILL leaves them)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     try:

@@ -173,11 +173,11 @@ def _lock(run_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def work_lock(path: Path, what: str) -> Iterator[None]:
+def work_lock(path: Path, what: str, doing: str = "making it") -> Iterator[None]:
     """Around shared work that several processes may need at once (a corpus to generate, features
     to extract into a cache): the first does it, the others wait, then find it done (re-check
-    after entering). ``path``: the lock file; ``what``: the work, for the waiting message."""
-    fd = _acquire(path, f"{what}: another process (pid {{pid}}) is making it; waiting for it")
+    after entering). ``path``: the lock file; ``what`` and ``doing``: the waiting message's words."""
+    fd = _acquire(path, f"{what}: another process (pid {{pid}}) is {doing}; waiting for it")
     try:
         yield
     finally:

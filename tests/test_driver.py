@@ -52,11 +52,7 @@ def _probe(runs: Path, name: str) -> dict:
 def test_parameters_are_injected_and_a_second_run_skips(runs, capsys):
     out = _out_dir(runs, "tiny", {"training.seed": 3}) / "00_data"
     out.mkdir(parents=True)
-    killed = out / ".fold2.ipynb.killed.ipynb"  # left behind by a SIGKILLed execution two hours ago
-    killed.write_text("{")
-    os.utime(killed, (killed.stat().st_mtime - 7200,) * 2)
-    live = out / ".fold2.ipynb.live.ipynb"  # being written by another driver on the same runs folder
-    live.write_text("{")
+    (out / ".fold2.ipynb.killed.ipynb").write_text("{")  # left behind by a SIGKILLed execution
 
     driver.run("tiny", folds=[2], notebooks=["00_data"], overrides={"training.seed": "3"}, extra={"message": "hi"})
     first = capsys.readouterr().out
@@ -77,9 +73,7 @@ def test_parameters_are_injected_and_a_second_run_skips(runs, capsys):
     sidecar = json.loads((out / "fold2.json").read_text())
     assert sidecar["source_sha1"] == hashlib.sha1((NOTEBOOKS / "00_data.py").read_bytes()).hexdigest()
     assert sidecar["parameters"] == {"preset": "tiny", "overrides": {"training.seed": 3}, "fold": 2, "message": "hi"}
-    # the stale temporary is gone, the live one is left to its writer
-    assert sorted(p.name for p in out.iterdir()) == [".fold2.ipynb.live.ipynb", "fold2.ipynb", "fold2.json"]
-    live.unlink()
+    assert sorted(p.name for p in out.iterdir()) == ["fold2.ipynb", "fold2.json"]  # the stale temporary is gone
 
     # The same request again: nothing executes. "3" and 3 are the same override.
     mtime = (out / "fold2.ipynb").stat().st_mtime_ns
@@ -142,6 +136,44 @@ def test_an_interrupted_re_execution_leaves_the_notebook_incomplete(runs, capsys
     monkeypatch.setattr(driver.papermill, "execute_notebook", execute_notebook)
     driver.run("tiny", folds=[1], notebooks=["00_data"])
     assert "[1/1] 00_data fold 1 ... done in" in capsys.readouterr().out  # executed, not skipped
+
+
+HOLD_THE_NOTEBOOK = """
+import sys
+from pathlib import Path
+from emolib.runs import work_lock
+with work_lock(Path(sys.argv[1]), "00_data fold 1", "executing it"):
+    print("holding", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_a_notebook_another_driver_is_executing_is_waited_for(runs, capsys):
+    """Two drivers on one runs folder: the second does not delete the first's temporary output
+    (papermill writes it until the end) nor execute the notebook beside it; it waits its turn."""
+    import threading
+
+    lock = _out_dir(runs, "tiny") / ".locks" / "00_data" / "fold1.lock"
+    other = subprocess.Popen([sys.executable, "-c", HOLD_THE_NOTEBOOK, str(lock)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline() == "holding\n"
+        done: list = []
+        waiter = threading.Thread(target=lambda: done.append(driver.run("tiny", folds=[1], notebooks=["00_data"])))
+        waiter.start()
+        out, deadline = "", time.monotonic() + 60
+        while "waiting for it" not in out and time.monotonic() < deadline:
+            out += capsys.readouterr().out
+            time.sleep(0.01)
+        assert f"00_data fold 1: another process (pid {other.pid}) is executing it; waiting for it" in out
+        assert waiter.is_alive() and not (_out_dir(runs, "tiny") / "00_data" / "fold1.ipynb").exists()
+        other.stdin.write("done\n")
+        other.stdin.flush()
+        waiter.join(timeout=120)
+        assert [o.status for o in done[0].outcomes] == ["done"]
+    finally:
+        other.stdin.close()
+        other.wait(timeout=60)
 
 
 def test_unknown_parameter_is_rejected_before_execution(runs, capsys):
