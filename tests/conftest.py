@@ -2,6 +2,7 @@
 ``tests/fixtures/trees.py`` (import it as ``from fixtures import trees``)."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,21 @@ import pytest
 import soundfile as sf
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture
+def wait_for_stdout(capsys):
+    """``wait_for_stdout(text)``: what this test prints (from any thread) until it contains ``text``;
+    fails after 60 s. For a thread blocked on another process's lock, which says so first."""
+    def wait(text: str, seconds: float = 60) -> str:
+        out, deadline = "", time.monotonic() + seconds
+        while text not in out:
+            assert time.monotonic() < deadline, f"never printed {text!r}; printed: {out!r}"
+            time.sleep(0.01)
+            out += capsys.readouterr().out
+        return out
+
+    return wait
 
 
 @pytest.fixture

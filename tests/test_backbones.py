@@ -447,14 +447,13 @@ with work_lock(Path(sys.argv[1]), "pooled states"):
 """
 
 
-def test_a_cache_another_process_is_filling_is_waited_for_then_read(items, monkeypatch, tmp_path, capsys):
+def test_a_cache_another_process_is_filling_is_waited_for_then_read(items, monkeypatch, tmp_path, wait_for_stdout):
     """Two commands on one cache folder: the second waits for the first's extraction instead of
     doing it again (hours on the paper preset), then finds every entry there."""
     import shutil
     import subprocess
     import sys
     import threading
-    import time
 
     cache = B._cache("tiny-random", "pooled", None, "fp32")
     other = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(cache.dir / ".lock")], stdin=subprocess.PIPE,
@@ -465,10 +464,7 @@ def test_a_cache_another_process_is_filling_is_waited_for_then_read(items, monke
         got: list = []
         waiter = threading.Thread(target=lambda: got.append(B.pooled_states("tiny-random", items, progress=False)))
         waiter.start()
-        out, deadline = "", time.monotonic() + 60
-        while "waiting for it" not in out and time.monotonic() < deadline:
-            out += capsys.readouterr().out
-            time.sleep(0.01)
+        out = wait_for_stdout("waiting for it")
         assert f"tiny-random pooled states: another process (pid {other.pid}) is making it; waiting for it" in out
         assert waiter.is_alive() and not got
         # the other process's work, done meanwhile (here: the same entries made in a cache of their own)

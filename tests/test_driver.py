@@ -148,7 +148,7 @@ with work_lock(Path(sys.argv[1]), "00_data fold 1", "executing it"):
 """
 
 
-def test_a_notebook_another_driver_is_executing_is_waited_for(runs, capsys):
+def test_a_notebook_another_driver_is_executing_is_waited_for(runs, wait_for_stdout):
     """Two drivers on one runs folder: the second does not delete the first's temporary output
     (papermill writes it until the end) nor execute the notebook beside it; it waits its turn."""
     import threading
@@ -161,10 +161,7 @@ def test_a_notebook_another_driver_is_executing_is_waited_for(runs, capsys):
         done: list = []
         waiter = threading.Thread(target=lambda: done.append(driver.run("tiny", folds=[1], notebooks=["00_data"])))
         waiter.start()
-        out, deadline = "", time.monotonic() + 60
-        while "waiting for it" not in out and time.monotonic() < deadline:
-            out += capsys.readouterr().out
-            time.sleep(0.01)
+        out = wait_for_stdout("waiting for it")
         assert f"00_data fold 1: another process (pid {other.pid}) is executing it; waiting for it" in out
         assert waiter.is_alive() and not (_out_dir(runs, "tiny") / "00_data" / "fold1.ipynb").exists()
         other.stdin.write("done\n")

@@ -288,12 +288,11 @@ run.finish({"ua": 0.5})
 """
 
 
-def test_a_second_process_waits_for_the_run_another_trains_then_reuses_it(runs, capsys):
+def test_a_second_process_waits_for_the_run_another_trains_then_reuses_it(runs, wait_for_stdout):
     import shutil
     import subprocess
     import sys
     import threading
-    import time
 
     other = subprocess.Popen([sys.executable, "-c", HOLD_THE_RUN], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              text=True)
@@ -305,10 +304,7 @@ def test_a_second_process_waits_for_the_run_another_trains_then_reuses_it(runs, 
         started: list[Run] = []
         waiter = threading.Thread(target=lambda: started.append(run.start({"corpus": "x"})))
         waiter.start()
-        out, deadline = "", time.monotonic() + 60
-        while "waiting for it" not in out and time.monotonic() < deadline:
-            out += capsys.readouterr().out
-            time.sleep(0.01)
+        out = wait_for_stdout("waiting for it")
         assert f"{run.dir}: another process (pid {other.pid}) is training this run; waiting for it" in out
         assert waiter.is_alive() and not started  # blocked while the other process trains
         other.stdin.write("done\n")
