@@ -240,6 +240,11 @@ class Task:
         """Held while the notebook executes: ``<run>/.locks/<notebook>/<fold>.lock``."""
         return self.output.parent.parent / ".locks" / self.output.parent.name / f"{self.output.stem}.lock"
 
+    @property
+    def connection_file(self) -> Path:
+        """Its kernel's connection file, beside the lock (one kernel at a time per notebook)."""
+        return self.lock.with_suffix(".kernel.json")
+
     def is_complete(self) -> bool:
         """The executed notebook exists and its sidecar matches this source, these parameters and
         this version of the corpus."""
@@ -268,15 +273,20 @@ class Outcome:
         return f"{self.task.label} failed{where}\n  {self.error}{kept}"
 
 
-def kernel_config() -> TraitletsConfig:
-    """Encrypted kernel traffic (CurveZMQ) where jupyter_client and pyzmq support it.
+def kernel_config(connection_file: Path | None = None) -> TraitletsConfig:
+    """Encrypted kernel traffic (CurveZMQ) where jupyter_client and pyzmq support it; and the
+    kernel's connection file (its ports and keys) at ``connection_file``, when given.
 
     Kernels listen on localhost TCP ports, which other users of a shared server can
     reach; ipykernel >= 7.4 also prints a warning per unencrypted kernel, which would
-    interleave with the progress lines."""
+    interleave with the progress lines. jupyter_client otherwise writes the connection file
+    as a new temporary file in /tmp, which stays there when the kernel is killed."""
+    manager: dict[str, Any] = {}
     if "transport_encryption" in KernelManager.class_trait_names() and zmq.has("curve"):
-        return TraitletsConfig({"KernelManager": {"transport_encryption": "auto"}})
-    return TraitletsConfig()
+        manager["transport_encryption"] = "auto"
+    if connection_file is not None:
+        manager["connection_file"] = str(connection_file)
+    return TraitletsConfig({"KernelManager": manager} if manager else {})
 
 
 @contextlib.contextmanager
@@ -326,8 +336,8 @@ def _execute(task: Task, nb, sha1: str, gpu: str | None) -> Outcome:
     # the notebook incomplete, or the next run would skip it and keep, say, half-rewritten figures.
     with contextlib.suppress(FileNotFoundError):
         task.sidecar.unlink()
-    for stale in task.output.parent.glob(f".{task.output.name}.*"):
-        stale.unlink()  # temporary files of an execution that was killed (SIGKILL leaves them)
+    for stale in (*task.output.parent.glob(f".{task.output.name}.*"), task.connection_file):
+        stale.unlink(missing_ok=True)  # what an execution that was killed left (SIGKILL runs no cleanup)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     try:
@@ -343,7 +353,7 @@ def _execute(task: Task, nb, sha1: str, gpu: str | None) -> Outcome:
                             language="python",
                             progress_bar=False,
                             cwd=str(task.source.parent),  # as in JupyterLab: the notebook's own folder
-                            config=kernel_config(),
+                            config=kernel_config(task.connection_file),
                         )
                         break
                     except RuntimeError as e:  # no cell ran yet when the kernel died starting

@@ -67,8 +67,12 @@ def test_parameters_are_injected_and_a_second_run_skips(runs, capsys):
     assert printed == ["fold=2 preset=tiny seed=3 message=hi\n"]
     assert "jupytext" not in nb.metadata  # the executed copy can never pair back onto the source
     # batch runs log one line per epoch, not progress bars (the kernel would otherwise pick bars)
-    assert _probe(runs, "fold2") == {"fold": 2, "message": "hi", "seed": 3, "threads": None, "progress": "log",
-                                      "gpu": None}
+    probe = _probe(runs, "fold2")
+    # the kernel's ports and keys were written under runs/, where the next execution replaces a killed
+    # kernel's, not as a new temporary file in /tmp; a kernel that ends normally removes its own
+    connection = out.parent / ".locks" / "00_data" / "fold2.kernel.json"
+    assert probe.pop("connection_file") == str(connection) and not connection.exists()
+    assert probe == {"fold": 2, "message": "hi", "seed": 3, "threads": None, "progress": "log", "gpu": None}
 
     sidecar = json.loads((out / "fold2.json").read_text())
     assert sidecar["source_sha1"] == hashlib.sha1((NOTEBOOKS / "00_data.py").read_bytes()).hexdigest()
@@ -513,7 +517,7 @@ def test_a_killed_driver_leaves_no_worker_or_kernel_behind(runs):
     driver_process.kill()
     driver_process.communicate()
     assert _still_alive(descendants) == []
-    assert not list((runs / "notebooks").rglob("fold*.json"))  # nothing is recorded as complete
+    assert not list((runs / "notebooks").glob("*/00_data/fold*.json"))  # nothing is recorded as complete
 
 
 @pytest.mark.slow
