@@ -69,6 +69,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .audio import SAMPLE_RATE, read_audio
+from .config import PRECISIONS
 
 #: Packaged Whisper encoders (name here -> name in :data:`emolib.whisper_ct2.PACKAGED`).
 PACKAGED_WHISPER = {"whisper-tiny.en": "tiny.en", "whisper-base": "base"}
@@ -173,8 +174,8 @@ class SpeechBackbone(nn.Module, abc.ABC):
     layerdrop: float  # LayerDrop probability in training (Fan et al. 2019), from the checkpoint's config
 
     def _setup(self, name: str, freeze: str, max_seconds: float | None, precision: str) -> None:
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be {' or '.join(PRECISIONS)}, got {precision!r}")
         if max_seconds is not None and max_seconds <= 0:
             raise ValueError(f"max_seconds must be positive, got {max_seconds}")
         self.name, self.freeze, self.max_seconds, self.precision = name, freeze, max_seconds, precision
