@@ -395,6 +395,23 @@ def _terminate_as_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _default_sigterm_in_child() -> None:
+    """A forked child (a multiprocessing.Pool worker of eGeMAPS or corpus generation) must not inherit
+    the handler above: Pool stops its workers with SIGTERM, and a Python-level handler runs only when
+    the child's main thread gets back to the interpreter, which a worker waiting on a lock held across
+    the fork never does, so the pool's close waited for ever (and otherwise every worker printed a
+    KeyboardInterrupt traceback). The default action ends the child at once, as without the handler."""
+    try:
+        if signal.getsignal(signal.SIGTERM) is _terminate_as_interrupt:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except ValueError:  # not the main thread: nothing inherited a handler there
+        pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_default_sigterm_in_child)
+
+
 @contextlib.contextmanager
 def _sigterm_as_ctrl_c():
     """`kill PID` takes the Ctrl-C path: unfinished writes removed, run locks released, the driver's

@@ -528,3 +528,26 @@ def test_sigterm_on_the_driver_takes_the_ctrl_c_path(runs):
     assert driver_process.returncode == 130, err
     assert "interrupted: complete notebooks are kept and skipped on the next run" in err
     assert _still_alive(descendants) == []
+
+
+FORKED_POOL_UNDER_THE_HANDLER = """
+import multiprocessing, signal
+from emolib import __main__ as cli
+with cli._sigterm_as_ctrl_c():
+    for _ in range(5):  # a pool's close SIGTERMs its idle workers: once hung now and then, before the fix
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            total = sum(pool.map(abs, [-1, -2, 3]))
+            in_worker = pool.apply(signal.getsignal, (signal.SIGTERM,))
+    print(total, in_worker == signal.SIG_DFL, signal.getsignal(signal.SIGTERM) is cli._terminate_as_interrupt)
+"""
+
+
+def test_forked_pool_workers_stop_quietly_under_the_sigterm_handler():
+    """The handler is inherited by fork. The eGeMAPS and corpus pools stop their idle workers with
+    SIGTERM when they close, which must end them as by default: no KeyboardInterrupt traceback per
+    worker in every `make report` log, and the parent still takes the Ctrl-C path."""
+    done = subprocess.run([sys.executable, "-c", FORKED_POOL_UNDER_THE_HANDLER], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["6", "True", "True"]  # workers have the default action, the parent the handler
+    assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr, done.stderr
