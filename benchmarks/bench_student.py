@@ -9,8 +9,8 @@ thread pool, allocator and caches cannot colour the other's (changing the count 
 one process, 2 -> 1 -> 2, was seen to make small operations 10x slower). The figures
 are printed at the end. The parts:
 
-1. Backbone forward per audio-second, the default backbone (Whisper tiny.en encoder,
-   positions cut to the clips), on ``--utterances`` utterances of the preset's corpus:
+1. Backbone forward per audio-second, the preset's backbone (on ``default`` the Whisper
+   base encoder, positions cut to the clips), on ``--utterances`` utterances of the preset's corpus:
    computed (read, log-mel, encoder, pooling; batches of 8 as the cache fill runs them),
    ``backbones.pooled_states`` into a fresh temporary cache (also loading the model,
    hashing and writing), and the same call again, read from the cache.
@@ -20,8 +20,8 @@ are printed at the end. The parts:
    cross-entropy). Medians over ``--steps`` interleaved steps, and their ratio.
 3. Inference, one utterance at a time: (a) the student alone (log-mel, backbone,
    heads) vs (b) the multimodal pipeline it replaces: speech recognition with the same
-   Whisper tiny.en weights (log-mel and encoder over the 30 s window Whisper needs for
-   decoding, then ``whisper_ct2.greedy_decode``), the linguistic teacher (MiniLM) on
+   Whisper weights as the student's encoder (tiny.en on the ``tiny`` preset; log-mel and
+   encoder over the 30 s window Whisper needs for decoding, then ``whisper_ct2.greedy_decode``), the linguistic teacher (MiniLM) on
    the transcript, openSMILE eGeMAPS LLDs, the prosodic teacher, and the speech model
    (costed as (a): the same backbone with heads). CPU seconds per audio-second per
    component, and the ratio (b)/(a). Reading the audio is common to both and counted
@@ -252,11 +252,13 @@ class Models:
 
     def __init__(self, cfg, n_classes: int):
         self.student = untrained_student(cfg, n_classes)
-        # speech recognition: the same packaged weights, encoder and decoder, 30 s windows
-        self.whisper = whisper_ct2.load_whisper("tiny.en")
+        # speech recognition: the student's packaged Whisper weights, encoder and decoder, 30 s windows
+        # (the tiny preset's student is a random HuBERT: then the smallest packaged Whisper, tiny.en)
+        self.asr_name = backbones.PACKAGED_WHISPER.get(cfg.student.backbone, "tiny.en")
+        self.whisper = whisper_ct2.load_whisper(self.asr_name)
         self.mel_30s = whisper_ct2.feature_extractor(self.whisper.config.num_mel_bins)
-        self.whisper_tokenizer = whisper_ct2.load_tokenizer(whisper_ct2.packaged_model("tiny.en")[0])
-        self.prompt = [self.whisper_tokenizer.token_to_id(t) for t in ("<|startoftranscript|>", "<|notimestamps|>")]
+        self.whisper_tokenizer = whisper_ct2.load_tokenizer(whisper_ct2.packaged_model(self.asr_name)[0])
+        self.prompt = whisper_ct2.english_prompt(self.whisper, self.whisper_tokenizer)
         self.text_tokenizer, encoder = load_text_encoder(cfg.linguistic_teacher.model)
         self.max_tokens = cfg.linguistic_teacher.max_tokens
         self.linguistic = LinguisticTeacher(encoder, n_classes, cfg.linguistic_teacher).eval()
@@ -375,7 +377,7 @@ def measure(preset: str, utterances: int, steps: int, n: int) -> dict:
     peaks["at the end"] = peak_mib()
     tokens = [len(t) for t in transcripts]
     out.update(peak_rss_mib=peaks, load_average=load + [load_average()], mean_transcript_tokens=statistics.mean(tokens),
-               max_transcript_tokens=max(tokens),
+               max_transcript_tokens=max(tokens), asr_model=models.asr_name,
                example={"id": chosen[0].id, "text": chosen[0].text,
                         "recognised": models.whisper_tokenizer.decode(transcripts[0]).strip()})
     return out
@@ -433,7 +435,7 @@ def main() -> None:
           "audio; teachers and heads untrained (cost does not depend on the weights):")
     cost_table(results, "inference", "(b) / (a)")
     ex = first["example"]
-    print(f"  transcripts: {first['mean_transcript_tokens']:.1f} tokens on average (max "
+    print(f"  transcripts (Whisper {first['asr_model']}): {first['mean_transcript_tokens']:.1f} tokens on average (max "
           f"{first['max_transcript_tokens']}); e.g. {ex['id']}: {ex['text']!r} -> {ex['recognised']!r}")
 
     print(f"\n4. classifying the same files with an ensemble of {first['ensemble_ratio']['students']} students, one "

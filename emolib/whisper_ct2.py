@@ -387,6 +387,20 @@ def load_whisper(model: str | Path = "tiny.en", *, max_source_positions: int | N
 # -- greedy transcription -----------------------------------------------------------------
 
 
+def english_prompt(model, tokenizer) -> list[int]:
+    """The decoder prefix that transcribes English without timestamps. English-only models
+    (``tiny.en``, vocabulary of 51,864) take ``<|startoftranscript|><|notimestamps|>``;
+    multilingual ones (``base``, 51,865 and more, as transformers tells them apart) also
+    need the language and the task, ``<|en|><|transcribe|>``, or they guess the language."""
+    multilingual = model.config.vocab_size >= 51865
+    tokens = (["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"] if multilingual
+              else ["<|startoftranscript|>", "<|notimestamps|>"])
+    ids = [tokenizer.token_to_id(t) for t in tokens]
+    if None in ids:
+        raise ValueError(f"the tokenizer lacks {[t for t, i in zip(tokens, ids) if i is None]}: not Whisper's")
+    return ids
+
+
 @torch.no_grad()
 def greedy_decode(model, input_features: torch.Tensor, prompt: Sequence[int], max_new_tokens: int = 224) -> list[int]:
     """Greedy decoding of one clip, with the suppression rules CTranslate2 applies by

@@ -52,7 +52,7 @@
 # At inference the teachers, the transcripts and openSMILE are gone: audio in, emotion out
 # (the last cell classifies audio files with the student alone).
 #
-# On the CPU default the speech encoder is Whisper tiny.en's encoder, frozen; the linguistic
+# On the CPU default the speech encoder is Whisper base's encoder, frozen; the linguistic
 # head reads its top layer and the prosodic head a learned weighted sum of its layers
 # (`student.layer_mix = "split"`). Its pooled states are computed once and cached, so training
 # touches only the heads. The `paper` preset fine-tunes HuBERT-base instead, its new layers

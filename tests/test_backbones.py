@@ -157,7 +157,7 @@ def test_unknown_names_fail_with_a_clear_message(tmp_path, monkeypatch):
 
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", unreachable)
     with pytest.raises(OSError, match="cannot load speech backbone 'no-such-org/no-such-model' .*Offline, use "
-                                      "'whisper-tiny.en'"):
+                                      "'whisper-base'"):
         load_backbone("no-such-org/no-such-model")
 
 
