@@ -77,7 +77,7 @@ def _added(default):
 class SynthConfig:
     """The built-in espeak-ng corpus (see ``emolib/corpora/synth.py`` and its corpus card)."""
 
-    utterances_per_speaker: int = 120  # 10 speakers -> 1,200 utterances; sized to the ~13-minute CPU report
+    utterances_per_speaker: int = 120  # 10 speakers -> 1,200 utterances; sized to the ~10-minute CPU report
     # The two cue probabilities are the one place where the corpus was fitted to the paper: the
     # words are the stronger channel and the voice the weaker, complementary one, as the paper's
     # teachers on IEMOCAP (linguistic 71.8 UA, prosodic 50.1 UA, Table 2 rows 8 and 7).
@@ -181,7 +181,7 @@ class StudentConfig:
     # Packaged offline weights (hub ids, local dirs, "whisper-tiny.en" and "tiny-random" also work). Whisper base's
     # encoder (6 layers x 512, 20 M parameters) is the largest speech encoder any package ships, the nearest to the
     # paper's HuBERT-base (12 x 768, 94 M). Chosen over tiny.en (4 x 384, 8 M) on the validation speakers: full
-    # student 78.0 vs 76.8 UA, its gap over plain fine-tuning 2.8 vs 1.1 (mean of 3 seeds; README)
+    # student 78.0 vs 76.8 UA (seed 0), its gap over plain fine-tuning 2.75 vs 1.1 (mean of 3 seeds; README)
     backbone: str = "whisper-base"
     freeze: str = "all"  # "none", "feature_encoder", "all", or "top:K" (all but the top K layers learn)
     layer_mix: str = "split"  # how the heads read the layers: "last" (the paper: the encoder's output),
@@ -311,7 +311,7 @@ def _tiny() -> Config:
 
 
 def _default() -> Config:
-    """The CPU report on the built-in corpus (about 13 minutes on 2 cores)."""
+    """The CPU report on the built-in corpus (about 10 minutes on 2 cores)."""
     return Config(preset="default")
 
 
