@@ -57,9 +57,11 @@
 # (`student.layer_mix = "split"`). Its pooled states are computed once and cached, so training
 # touches only the heads. The `paper` preset fine-tunes HuBERT-base instead, its new layers
 # at ten times HuBERT's learning rate (`student.backbone_lr_scale`). To fine-tune Whisper's
-# layers on a CPU, try `overrides = {"student.freeze": "top:4", "student.backbone_lr_scale": 0.1,
-# "student.optim.epochs": 12, "student.optim.patience": 4}` (the budget of the README's runs):
-# about 150 times the default's training time per epoch (the README reports what it changes).
+# top K layers on a CPU, try `overrides = {"student.freeze": "top:2", "student.backbone_lr_scale": 0.1,
+# "student.optim.epochs": 12, "student.optim.patience": 4}` (the budget of the README's runs, which
+# fine-tuned all four layers of Whisper tiny.en, `"student.backbone": "whisper-tiny.en"` with
+# `"top:4"`, at about 150 times the frozen student's training time per epoch; the README reports
+# what it changed). Whisper base has six layers: `"top:6"` fine-tunes them all.
 
 # %% tags=["parameters"]
 preset = "default"  # tiny | default | paper
