@@ -406,7 +406,7 @@ def greedy_decode(model, input_features: torch.Tensor, prompt: Sequence[int], ma
     """Greedy decoding of one clip, with the suppression rules CTranslate2 applies by
     default (``suppress_tokens`` always, ``begin_suppress_tokens`` at the first step).
     ``prompt`` is the decoder prefix, e.g. ``[<|startoftranscript|>, <|notimestamps|>]``
-    (50257, 50362 for tiny.en). Returns the generated ids without the prompt or the
+    (50257, 50362 for tiny.en; :func:`english_prompt` gives the right one for a model). Returns the generated ids without the prompt or the
     end token. Used for the transcripts of the multimodal pipeline the student replaces.
 
     Decode from 30 s windows (the feature extractor's default padding): with the encoder
