@@ -10,8 +10,8 @@ one process, 2 -> 1 -> 2, was seen to make small operations 10x slower). The fig
 are printed at the end. The parts:
 
 1. Backbone forward per audio-second, the preset's backbone (on ``default`` the Whisper
-   base encoder, positions cut to the clips), on ``--utterances`` utterances of the preset's corpus:
-   computed (read, log-mel, encoder, pooling; batches of 8 as the cache fill runs them),
+   base encoder, positions cut to the clips), on ``--utterances`` utterances of the
+   preset's corpus: computed (read, log-mel, encoder, pooling; batches of 8 as the cache fill runs them),
    ``backbones.pooled_states`` into a fresh temporary cache (also loading the model,
    hashing and writing), and the same call again, read from the cache.
 2. One training step of the default student on cached pooled states (data loading,
@@ -21,8 +21,8 @@ are printed at the end. The parts:
 3. Inference, one utterance at a time: (a) the student alone (log-mel, backbone,
    heads) vs (b) the multimodal pipeline it replaces: speech recognition with the same
    Whisper weights as the student's encoder (tiny.en on the ``tiny`` preset; log-mel and
-   encoder over the 30 s window Whisper needs for decoding, then ``whisper_ct2.greedy_decode``), the linguistic teacher (MiniLM) on
-   the transcript, openSMILE eGeMAPS LLDs, the prosodic teacher, and the speech model
+   encoder over the 30 s window Whisper needs for decoding, then
+   ``whisper_ct2.greedy_decode``), the linguistic teacher (MiniLM) on the transcript, openSMILE eGeMAPS LLDs, the prosodic teacher, and the speech model
    (costed as (a): the same backbone with heads). CPU seconds per audio-second per
    component, and the ratio (b)/(a). Reading the audio is common to both and counted
    in neither total (openSMILE's row reads the file again, as ``prosody.extract`` does).
