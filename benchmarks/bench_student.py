@@ -11,9 +11,9 @@ are printed at the end. The parts:
 
 1. Backbone forward per audio-second, the preset's backbone (on ``default`` the Whisper
    base encoder, positions cut to the clips), on ``--utterances`` utterances of the
-   preset's corpus: computed (read, log-mel, encoder, pooling; batches of 8 as the cache fill runs them),
-   ``backbones.pooled_states`` into a fresh temporary cache (also loading the model,
-   hashing and writing), and the same call again, read from the cache.
+   preset's corpus: computed (read, log-mel, encoder, pooling; batches of 8 as the cache
+   fill runs them), ``backbones.pooled_states`` into a fresh temporary cache (also
+   loading the model, hashing and writing), and the same call again, read from the cache.
 2. One training step of the default student on cached pooled states (data loading,
    forward, Eq. 5, backward, clipping, AdamW): variant ``full`` (all four KD terms,
    teacher outputs in the batch as the cache gives them) vs ``no_teachers`` (plain
@@ -22,10 +22,11 @@ are printed at the end. The parts:
    heads) vs (b) the multimodal pipeline it replaces: speech recognition with the same
    Whisper weights as the student's encoder (tiny.en on the ``tiny`` preset; log-mel and
    encoder over the 30 s window Whisper needs for decoding, then
-   ``whisper_ct2.greedy_decode``), the linguistic teacher (MiniLM) on the transcript, openSMILE eGeMAPS LLDs, the prosodic teacher, and the speech model
-   (costed as (a): the same backbone with heads). CPU seconds per audio-second per
-   component, and the ratio (b)/(a). Reading the audio is common to both and counted
-   in neither total (openSMILE's row reads the file again, as ``prosody.extract`` does).
+   ``whisper_ct2.greedy_decode``), the linguistic teacher (MiniLM) on the transcript,
+   openSMILE eGeMAPS LLDs, the prosodic teacher, and the speech model (costed as (a):
+   the same backbone with heads). CPU seconds per audio-second per component, and the
+   ratio (b)/(a). Reading the audio is common to both and counted in neither total
+   (openSMILE's row reads the file again, as ``prosody.extract`` does).
 4. Classifying files with the ensemble ``predict`` uses, one student per fold
    (``pipeline.classify``; untrained heads): the students on the frozen backbone sharing
    it (loaded once, one pass per file, each student's heads reading the pooled states)
