@@ -273,9 +273,17 @@ class Outcome:
         return f"{self.task.label} failed{where}\n  {self.error}{kept}"
 
 
+#: A batch kernel's own log (not the notebook's output, which papermill records) shows critical
+#: messages only. jupyter_client interrupts every kernel (SIGINT) before it asks it to shut down,
+#: and a kernel still finishing a message then logs "ERROR | KeyboardInterrupt caught in kernel."
+#: into the run's output, an error line after a notebook that succeeded.
+KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=CRITICAL",)
+
+
 def kernel_config(connection_file: Path | None = None) -> TraitletsConfig:
-    """Encrypted kernel traffic (CurveZMQ) where jupyter_client and pyzmq support it; and the
-    kernel's connection file (its ports and keys) at ``connection_file``, when given.
+    """Encrypted kernel traffic (CurveZMQ) where jupyter_client and pyzmq support it; the
+    kernel's connection file (its ports and keys) at ``connection_file``, when given; and the
+    kernel's arguments (:data:`KERNEL_ARGUMENTS`).
 
     Kernels listen on localhost TCP ports, which other users of a shared server can
     reach; ipykernel >= 7.4 also prints a warning per unencrypted kernel, which would
@@ -286,7 +294,10 @@ def kernel_config(connection_file: Path | None = None) -> TraitletsConfig:
         manager["transport_encryption"] = "auto"
     if connection_file is not None:
         manager["connection_file"] = str(connection_file)
-    return TraitletsConfig({"KernelManager": manager} if manager else {})
+    config: dict[str, Any] = {"NotebookClient": {"extra_arguments": list(KERNEL_ARGUMENTS)}}
+    if manager:
+        config["KernelManager"] = manager
+    return TraitletsConfig(config)
 
 
 @contextlib.contextmanager

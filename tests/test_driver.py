@@ -248,6 +248,16 @@ def test_a_failing_cell_is_reported_with_its_notebook(runs, capsys):
     ]
 
 
+def test_a_batch_kernel_logs_nothing_into_the_run_output(runs, capfd):
+    # jupyter_client interrupts every kernel before shutting it down; one still finishing a message
+    # would log "ERROR | KeyboardInterrupt caught in kernel." after a notebook that succeeded. The
+    # fixture logs an error through the kernel's own logger; the kernel inherits the test's stderr.
+    driver.run("tiny", folds=[1], notebooks=["00_data"])
+    captured = capfd.readouterr()
+    assert "00_data fold 1 ... done in" in captured.out
+    assert "kernel log probe" not in captured.out + captured.err
+
+
 def test_a_kernel_that_dies_starting_is_started_again(runs, capsys, monkeypatch):
     # Parallel jobs can start two kernels on one free port: the loser dies before it answers.
     real, calls = driver.papermill.execute_notebook, []
