@@ -38,12 +38,14 @@ FRAME_POOLINGS = ("mean", "stats")  # prosodic_teacher.pooling, student.pooling 
 TOKEN_POOLINGS = ("mean", "cls")  # linguistic_teacher.pooling, see teachers.py
 LAYER_MIXES = ("last", "shared", "per_head", "split", "concat")  # student.layer_mix, see student.py
 INPUT_NORMS = ("standardise", "layer")  # student.input_norm
+PROSODIC_NORMS = ("fold", "speaker")  # prosodic_teacher.normalise, see prosody.py
 TEACHER_TARGETS = ("in_sample", "cross_fit", "oracle")  # distill.teacher_targets, see pipeline.py
 PRECISIONS = ("fp32", "bf16")  # training.precision
 PROGRESS_MODES = ("auto", "bar", "log", "none")  # training.progress, see progress.py
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.protocol": PROTOCOLS,
     "prosodic_teacher.pooling": FRAME_POOLINGS,
+    "prosodic_teacher.normalise": PROSODIC_NORMS,
     "linguistic_teacher.pooling": TOKEN_POOLINGS,
     "student.layer_mix": LAYER_MIXES,
     "student.pooling": FRAME_POOLINGS,
@@ -151,6 +153,12 @@ class ProsodicTeacherConfig:
     time_masks: int = 0  # SpecAugment-style time masks per training crop (Park et al. 2019); 0 = off
     time_mask_frames: int = 20  # each up to 200 ms
     descriptor_mask: int = 0  # one band of up to this many descriptors masked per crop; 0 = off
+    normalise: str = _added("fold")  # z-scores of the descriptors: "fold" = statistics of the fold's training
+    # speakers pooled; "speaker" = each speaker's own statistics over all of their utterances (no labels used),
+    # which takes out a voice's register and loudness so that what is left is how it departs from itself:
+    # speaker normalisation, common for prosodic emotion features (Sethu et al. 2007; Busso et al. 2009). It
+    # reads the held-out speakers' unlabelled audio to score them, which the paper's protocol does not, so
+    # "fold" stays the default; "speaker" lifted the teacher, not the student (README)
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=1e-2, epochs=30, batch_size=32, patience=6)
     )  # lr 1e-3 with AdamW: the usual setting for small CNNs trained from scratch on acoustic features;

@@ -243,12 +243,14 @@ def load_outputs(run: Run) -> tuple[list[str], dict[str, np.ndarray]]:
 def _prosodic_datasets(cfg: Config, data: Data, fold: Fold):
     from .teachers import LLDDataset
 
+    t = cfg.prosodic_teacher
     feats = prosody.features(audio_items(data.corpus), "lld", cfg.data.max_seconds)
-    normaliser = prosody.Normaliser.fit([feats[i] for i in fold.train_ids], voiced_only=prosody.VOICED_ONLY)
+    if t.normalise == "speaker":
+        normaliser = prosody.speaker_normalisers(feats.arrays, {u.id: u.speaker for u in data.corpus})
+    else:
+        normaliser = prosody.Normaliser.fit([feats[i] for i in fold.train_ids], voiced_only=prosody.VOICED_ONLY)
     ready, counts = prosody.prepare_lld(feats.arrays, normaliser)
     labels = dict(zip(data.corpus.ids, data.corpus.labels()))
-
-    t = cfg.prosodic_teacher
 
     def make(ids, crop):  # crop=None: evaluation (whole utterances, no masking)
         augment = dict(time_masks=t.time_masks, time_mask_frames=t.time_mask_frames,

@@ -29,7 +29,7 @@ import multiprocessing as mp
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -146,7 +146,7 @@ def _extract_all(todo: list[tuple], level: str, processes: int | None, progress:
                 _work(job)
 
 
-# -- normalisation (statistics from the training speakers of a fold only) ------------------
+# -- normalisation (statistics from the training speakers of a fold, or from each speaker) --
 
 
 #: Descriptors openSMILE computes on voiced frames only (``_sma3nz``: 0 when unvoiced).
@@ -189,9 +189,27 @@ class Normaliser:
         return z
 
 
-def prepare_lld(arrays: dict[str, np.ndarray], normaliser: Normaliser) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+def speaker_normalisers(arrays: Mapping[str, np.ndarray], speaker_of: Mapping[str, str]) -> dict[str, Normaliser]:
+    """Speaker normalisation: one :class:`Normaliser` per speaker, fitted on all of that
+    speaker's utterances in ``arrays`` (audio only, no labels), returned per utterance id.
+
+    A voice's register, range and loudness then read as 0, and what is left is how each turn
+    departs from its own speaker's habit, the standard treatment of prosodic emotion
+    features (Sethu et al. 2007; Busso et al. 2009). It needs a few utterances of every
+    speaker, including held-out ones, as IEMOCAP's dyadic sessions provide."""
+    by_speaker: dict[str, list[str]] = {}
+    for uid in arrays:
+        by_speaker.setdefault(speaker_of[uid], []).append(uid)
+    fitted = {spk: Normaliser.fit([arrays[u] for u in uids], voiced_only=VOICED_ONLY)
+              for spk, uids in by_speaker.items()}
+    return {uid: fitted[speaker_of[uid]] for uid in arrays}
+
+
+def prepare_lld(arrays: dict[str, np.ndarray], normaliser: Normaliser | Mapping[str, Normaliser]
+                ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """Normalise, repair NaN/inf and pad too-short maps (see the module docstring).
 
+    ``normaliser``: one for every utterance, or one per utterance id (:func:`speaker_normalisers`).
     Returns the ready arrays and the counts of each treatment."""
     out = {}
     counts = {"nan_frames_replaced": 0, "short_utterances_padded": 0, "silent_utterances": 0, "utterances": len(arrays)}
@@ -200,7 +218,7 @@ def prepare_lld(arrays: dict[str, np.ndarray], normaliser: Normaliser) -> tuple[
         loud = x[:, loudness][np.isfinite(x[:, loudness])]
         if loud.size and np.abs(loud).max() < SILENT_LOUDNESS:
             counts["silent_utterances"] += 1
-        z = normaliser(x)
+        z = (normaliser if isinstance(normaliser, Normaliser) else normaliser[uid])(x)
         bad = ~np.isfinite(z)
         if bad.any():
             counts["nan_frames_replaced"] += int(bad.any(axis=1).sum())

@@ -67,3 +67,27 @@ def test_voiced_only_descriptors_are_normalised_over_voiced_frames():
     z = norm(a)
     np.testing.assert_allclose(z[:, 1], [0.0, -1.0, 1.0, 0.0])  # unvoiced -> the voiced mean
     assert prosody.VOICED_ONLY.sum() == 15 and prosody.LLD_NAMES[10].startswith("F0semitone")
+
+
+def test_speaker_normalisation_takes_each_speaker_to_its_own_mean():
+    # 25 descriptors; speaker "lo" sits 10 below speaker "hi" on every one, with the same spread
+    rng = np.random.default_rng(0)
+    hi = [rng.normal(size=(50, 25)).astype(np.float32) + 40 for _ in range(2)]
+    arrays = {"u0": hi[0] - 10, "u1": hi[1] - 10, "u2": hi[0], "u3": hi[1]}  # the same turns, 10 lower
+    speaker_of = {"u0": "lo", "u1": "lo", "u2": "hi", "u3": "hi"}
+    per_utt = prosody.speaker_normalisers(arrays, speaker_of)
+    assert per_utt["u0"] is per_utt["u1"] and per_utt["u2"] is per_utt["u3"] and per_utt["u0"] is not per_utt["u2"]
+    # each speaker's statistics are those of all of that speaker's frames (voiced-only columns over non-zero ones)
+    lo = np.concatenate([arrays["u0"], arrays["u1"]]).astype(np.float64)
+    np.testing.assert_allclose(per_utt["u0"].mean, lo.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(per_utt["u0"].std, lo.std(0), rtol=1e-4)
+    ready, _ = prosody.prepare_lld(arrays, per_utt)
+    for uids in (("u0", "u1"), ("u2", "u3")):
+        frames = np.concatenate([ready[u] for u in uids])
+        np.testing.assert_allclose(frames.mean(0), 0.0, atol=1e-5)
+        np.testing.assert_allclose(frames.std(0), 1.0, rtol=1e-4)
+    # the 10-unit offset between the voices is gone: the same turn reads the same from either speaker
+    np.testing.assert_allclose(ready["u0"], ready["u2"], atol=1e-4)
+    # one fold-wide normaliser keeps it: 10 units over a pooled std of sqrt(1 + 5 ** 2)
+    pooled, _ = prosody.prepare_lld(arrays, prosody.Normaliser.fit(list(arrays.values())))
+    np.testing.assert_allclose((pooled["u2"] - pooled["u0"]).mean(), 10 / np.sqrt(1 + 25), rtol=0.02)

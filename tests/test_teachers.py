@@ -71,6 +71,36 @@ def test_prosodic_teacher_learns_separable_toy_set_and_writes_results(roots):
         pipeline.train_teacher("prosodic", cfg, 1, edited, verbose=False)
 
 
+@pytest.mark.parametrize("normalise", ["fold", "speaker"])
+def test_prosodic_inputs_are_normalised_on_training_speakers_or_per_speaker(roots, normalise):
+    data = toy_data(roots / "toy", sessions=3, per_class=2)
+    fold = data.fold(1)
+    cfg = _cfg(**{"prosodic_teacher.normalise": normalise})
+    make, _ = pipeline._prosodic_datasets(cfg, data, fold)
+    raw = prosody.features([(u.id, u.path) for u in data.corpus], "lld", progress=False)
+    speaker_of = {u.id: u.speaker for u in data.corpus}
+    loudness = prosody.LLD_NAMES.index("Loudness_sma3")  # defined on every frame (not voiced-only)
+
+    def loudness_of(ids):  # the loudness column of every frame the teacher would read, and the raw frames
+        ready = make(ids, None).arrays
+        return np.concatenate([r[:, loudness] for r in ready]), np.concatenate([raw[i][:, loudness] for i in ids])
+
+    if normalise == "fold":  # one set of statistics, the training speakers': only they come out at mean 0, std 1
+        z, x = loudness_of(list(fold.train_ids))
+        assert z.mean() == pytest.approx(0.0, abs=1e-4) and z.std() == pytest.approx(1.0, rel=1e-3)
+        z, x = loudness_of(list(fold.test_ids))
+        assert z.mean() != pytest.approx(0.0, abs=1e-2)
+    else:  # every speaker, held-out ones too, at mean 0 and std 1 over all of their own turns (no labels used)
+        for speaker in sorted(set(speaker_of.values())):
+            z, x = loudness_of([u for u, s in speaker_of.items() if s == speaker])
+            assert z.mean() == pytest.approx(0.0, abs=1e-4) and z.std() == pytest.approx(1.0, rel=1e-3), speaker
+            np.testing.assert_allclose(z, (x - x.mean()) / x.std(), rtol=1e-3, atol=1e-4)
+    # the fold's statistics stay the default, and at the default the teacher's hash is what it was before the option
+    base = get_config("default")
+    assert base.prosodic_teacher.normalise == "fold" and "normalise" not in base.to_dict_hashed()["prosodic_teacher"]
+    assert cfg.to_dict_hashed()["prosodic_teacher"].get("normalise") == (None if normalise == "fold" else "speaker")
+
+
 def test_lld_cache_reused_on_second_call(roots, monkeypatch):
     data = toy_data(roots / "toy", sessions=3, per_class=1)
     items = pipeline.audio_items(data.corpus)
