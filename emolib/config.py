@@ -191,7 +191,9 @@ class StudentConfig:
     # paper's HuBERT-base (12 x 768, 94 M). Chosen over tiny.en (4 x 384, 8 M) on the validation speakers: full
     # student 78.0 vs 76.8 UA (seed 0), its gap over plain fine-tuning 2.75 vs 1.1 (mean of 3 seeds; README)
     backbone: str = "whisper-base"
-    freeze: str = "all"  # "none", "feature_encoder", "all", or "top:K" (all but the top K layers learn)
+    freeze: str = "all"  # "none", "feature_encoder", "all", or "top:K" (all but the top K layers learn). The
+    # paper fine-tunes every layer; on CPU "all" (states cached once): fine-tuning Whisper base's 6 layers gave a
+    # smaller gap over plain fine-tuning on the validation speakers (+0.8 vs +2.2, folds 1-3) at ~300x the time
     layer_mix: str = "split"  # how the heads read the layers: "last" (the paper: the encoder's output),
     # "shared" (one learned softmax-weighted sum, SUPERB, Yang et al. 2021), "per_head", "split" (linguistic
     # head: the top layer; prosodic head: a learned sum), "concat"
