@@ -194,7 +194,7 @@ def speaker_normalisers(arrays: Mapping[str, np.ndarray], speaker_of: Mapping[st
     speaker's utterances in ``arrays`` (audio only, no labels), returned per utterance id.
 
     A voice's register, range and loudness then read as 0, and what is left is how each turn
-    departs from its own speaker's habit, the standard treatment of prosodic emotion
+    departs from its own speaker's habit, a common treatment of prosodic emotion
     features (Sethu et al. 2007; Busso et al. 2009). It needs a few utterances of every
     speaker, including held-out ones, as IEMOCAP's dyadic sessions provide."""
     by_speaker: dict[str, list[str]] = {}
