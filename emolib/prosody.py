@@ -13,7 +13,8 @@ Defined treatment of difficult audio (counted and reported, never a crash deep
 inside a batch):
 
 * **NaN / inf descriptors** (openSMILE emits them rarely, e.g. on clipped frames):
-  replaced by 0 *after* z-normalisation, i.e. by the training mean; counted.
+  replaced by 0 *after* z-normalisation, i.e. by the mean the normaliser was fitted on
+  (the training speakers', or the speaker's own); counted.
 * **Too short** utterances (fewer than ``MIN_FRAMES`` LLD frames, 0.1 s): padded
   with the training mean up to ``MIN_FRAMES`` so every network layer sees a valid
   map; counted. Below ~60 ms openSMILE returns a single all-NaN frame (with a
