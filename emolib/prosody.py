@@ -16,7 +16,7 @@ inside a batch):
   replaced by 0 *after* z-normalisation, i.e. by the mean the normaliser was fitted on
   (the training speakers', or the speaker's own); counted.
 * **Too short** utterances (fewer than ``MIN_FRAMES`` LLD frames, 0.1 s): padded
-  with the training mean up to ``MIN_FRAMES`` so every network layer sees a valid
+  with the fitted mean (0) up to ``MIN_FRAMES`` so every network layer sees a valid
   map; counted. Below ~60 ms openSMILE returns a single all-NaN frame (with a
   "Segment too short" warning), which the NaN rule above turns into the mean.
 * **Silent** audio (digital silence: openSMILE's loudness stays at its floor, about
