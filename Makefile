@@ -19,11 +19,12 @@ JOBS ?= $(if $(strip $(GPUS)),$(words $(GPUS)),$(shell nproc 2>/dev/null || echo
 # Extra pip options for the torch install only, e.g. TORCH_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 # (a CPU-only machine whose pip reaches only PyPI: there the Linux wheel of the pin is the CUDA build)
 TORCH_ARGS ?=
-# More options for `python -m emolib run`, e.g. ARGS="--set training.num_threads=1" or ARGS=--force
+# More options for `python -m emolib run` (make report), e.g. ARGS="--set training.num_threads=1" or ARGS=--force,
+# and for `python -m emolib figures` (make figures), e.g. ARGS="--set distill.tau_linguistic=2"
 ARGS ?=
 
 PY := $(VENV)/bin/python
-PYPROJECT_SHA := $(shell $(PYTHON) -c 'import hashlib; print(hashlib.sha1(open("pyproject.toml", "rb").read()).hexdigest()[:12])')
+PYPROJECT_SHA := $(shell $(PYTHON) -c 'import hashlib; print(hashlib.sha1(open("pyproject.toml", "rb").read()).hexdigest()[:12])' 2>/dev/null)
 STAMP := $(VENV)/.installed-$(PYPROJECT_SHA)
 TORCH_PIN := $(shell grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')
 
@@ -45,6 +46,9 @@ venv: $(STAMP) ## create .venv and install the package (torch pin first); a no-o
 
 $(STAMP):
 	@test -n "$(TORCH_PIN)" || { echo "error: pyproject.toml has no exact \"torch==X\" pin" >&2; exit 1; }
+	@v=$$($(PYTHON) -c 'import sys; print("Python %d.%d" % sys.version_info[:2])' 2>/dev/null) || v="not found"; \
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { echo "error: PYTHON=$(PYTHON): \
+	$$v; emolib needs Python 3.11+ (e.g. make $(or $(MAKECMDGOALS),venv) PYTHON=python3.11)" >&2; exit 1; }
 	@# a venv cut off while it was made (Ctrl-C during ensurepip) has a python but no pip: made again
 	$(PY) -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install --disable-pip-version-check $(TORCH_ARGS) '$(TORCH_PIN)'

@@ -10,7 +10,7 @@ import torch
 
 from emolib import backbones as B
 from emolib.audio import read_audio
-from emolib.backbones import load_backbone, masked_mean
+from emolib.backbones import load_backbone, masked_mean, masked_stats
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7,
@@ -69,6 +69,21 @@ def test_masked_mean_ignores_padding_even_nan():
     hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [float("nan"), 9.0]]])
     mask = torch.tensor([[True, True, False]])
     assert masked_mean(hidden, mask).tolist() == [[2.0, 3.0]]
+
+
+def test_masked_stats_is_the_population_mean_and_std_of_the_real_frames():
+    # real frames (1, 2), (3, 4), (5, 9): means 3 and 5, population variances 8/3 and 26/3
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [5.0, 9.0], [float("nan"), 100.0]],
+                           [[7.0, 7.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])
+    mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    out = masked_stats(hidden, mask)
+    assert out.shape == (2, 4) and out.dtype == torch.float32
+    torch.testing.assert_close(out[0], torch.tensor([3.0, 5.0, (8 / 3) ** 0.5, (26 / 3) ** 0.5]))
+    # one real frame: no spread, and the std is floored (sqrt(1e-8)) so that its gradient stays finite
+    torch.testing.assert_close(out[1], torch.tensor([7.0, 7.0, 1e-4, 1e-4]))
+    x = hidden[1:].clone().requires_grad_(True)
+    masked_stats(x, mask[1:]).sum().backward()
+    assert torch.isfinite(x.grad).all()
 
 
 def test_pad_frames():

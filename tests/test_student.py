@@ -353,6 +353,41 @@ def test_a_per_utterance_layer_norm_lets_an_offset_dimension_dominate():
         EmoDistillStudent(2, 6, 4, 5, 3, dataclasses.replace(get_config("tiny").student, input_norm="batch"))
 
 
+@pytest.mark.parametrize("mix", ["last", "shared", "per_head", "split", "concat"])
+def test_each_layer_mix_reads_the_layers_it_names(mix):
+    """Which hidden states reach each head: a change below the top layer must reach exactly the
+    heads whose mix includes the lower layers, and the learned weights start uniform."""
+    s = dataclasses.replace(get_config("tiny").student, layer_mix=mix, input_norm="layer", dropout=0.0)
+    torch.manual_seed(0)
+    model = EmoDistillStudent(3, 4, 4, 5, 3, s).eval()
+    x = torch.randn(2, 3, 4)
+    y = x.clone()
+    y[:, :-1] = torch.randn(2, 2, 4)  # every state but the top one changes
+    a, b = model({"pooled_states": x}), model({"pooled_states": y})
+    reads_lower = {"last": (False, False), "shared": (True, True), "per_head": (True, True),
+                   "split": (False, True), "concat": (True, True)}[mix]
+    for head, lower in zip(("linguistic", "prosodic"), reads_lower):
+        assert torch.equal(a[f"embedding_{head}"], b[f"embedding_{head}"]) is not lower, head
+    weights = model.layer_weights()
+    expected = {"last": None, "concat": None, "shared": ["shared"], "per_head": ["linguistic", "prosodic"],
+                "split": ["prosodic"]}[mix]
+    assert (weights if weights is None else sorted(weights)) == expected
+    for w in (weights or {}).values():
+        assert w == [pytest.approx(1 / 3, abs=1e-4)] * 3  # softmax of zeros: uniform before training
+    width = 3 * 4 if mix == "concat" else 4
+    assert model.linguistic_head[0].in_features == model.prosodic_head[0].in_features == width
+    # a learned mix is the softmax-weighted sum of the states: set one weight's logit high and it reads that state
+    if weights:
+        with torch.no_grad():
+            for logits in model.mix_logits.values():
+                logits.copy_(torch.tensor([0.0, 50.0, 0.0]))
+        only_middle = torch.zeros_like(x)
+        only_middle[:, 1] = x[:, 1]
+        key = "prosodic" if mix != "shared" else "linguistic"
+        torch.testing.assert_close(model({"pooled_states": x})[f"embedding_{key}"],
+                                   model({"pooled_states": only_middle})[f"embedding_{key}"], atol=1e-5, rtol=0)
+
+
 def test_bf16_autocast_path_runs_on_cpu(roots, toy, monkeypatch):
     # through the backbone (from the cached feature-encoder output) and every KD term
     base = {"student.freeze": "feature_encoder", "student.optim.epochs": 1}
