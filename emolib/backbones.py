@@ -623,13 +623,28 @@ def _identity(name: str) -> dict:
         from importlib.metadata import version
 
         return {"packaged": name, "version": version(_PACKAGE_OF[name])}
-    if name == "tiny-random":
-        return {"tiny_random": TINY_RANDOM_CONFIG, "seed": TINY_RANDOM_SEED}
+    if name == "tiny-random":  # its weights are transformers' initialisation, which a new version may change
+        from importlib.metadata import version
+
+        return {"tiny_random": TINY_RANDOM_CONFIG, "seed": TINY_RANDOM_SEED, "transformers": version("transformers")}
     local = Path(name).expanduser()
     if local.is_dir():  # a re-saved directory is a new backbone: key on every file's size and mtime
         return {"dir": str(local.resolve()), "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns]
                                                        for p in sorted(local.iterdir()) if p.is_file()}}
-    return {"hub": name}
+    return {"hub": name, "revision": _hub_revision(name)}
+
+
+def _hub_revision(name: str) -> str | None:
+    """The commit of the hub repository's snapshot that ``from_pretrained`` loads: an updated
+    model on the hub is a new backbone. Resolved through the config file alone (fetched if
+    needed, or read from the local Hugging Face cache offline); None if it cannot be resolved,
+    and loading the model then fails with its own message."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, allow_patterns=["config.json"])).name
+    except Exception:  # noqa: BLE001 - offline and not cached, or not a repository: no revision to key on
+        return None
 
 
 def _cache(name: str, what: str, max_seconds: float | None, precision: str, index: int | None = None):

@@ -16,6 +16,8 @@ join the training speakers, and the test fold is only predicted.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -39,8 +41,13 @@ def _text_features(corpus: Corpus, train_ids, test_ids):
 def _voice_features(functionals: dict[str, np.ndarray], train_ids, test_ids):
     xtr = np.stack([functionals[i] for i in train_ids]).astype(np.float64)
     xte = np.stack([functionals[i] for i in test_ids]).astype(np.float64)
-    mean, std = np.nanmean(xtr, 0), np.nanstd(xtr, 0)
-    std[std < 1e-8] = 1.0
+    xtr[~np.isfinite(xtr)] = np.nan  # statistics of the finite values only; a non-finite value becomes the mean (0)
+    xte[~np.isfinite(xte)] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column with no finite value: handled below
+        mean, std = np.nanmean(xtr, 0), np.nanstd(xtr, 0)
+    std[~np.isfinite(std) | (std < 1e-8)] = 1.0
+    mean[~np.isfinite(mean)] = 0.0
     return np.nan_to_num((xtr - mean) / std), np.nan_to_num((xte - mean) / std)
 
 

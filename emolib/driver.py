@@ -795,7 +795,7 @@ def _kernel_environment() -> Iterator[None]:
     ``EMOLIB_*`` root absolute, since the kernels run in ``notebooks/`` and would read a relative
     one against that folder; and cuBLAS's deterministic workspace (unless set), which cuBLAS reads
     only when it starts (``training.deterministic`` on a GPU, :func:`emolib.train.setup`)."""
-    from .train import CUBLAS_WORKSPACE
+    from . import CUBLAS_WORKSPACE
 
     previous = {var: os.environ.get(var) for var in ("EMOLIB_PROGRESS", "CUBLAS_WORKSPACE_CONFIG", *ROOT_VARIABLES)}
     os.environ.setdefault("EMOLIB_PROGRESS", "log")

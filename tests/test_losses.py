@@ -36,7 +36,11 @@ def test_logit_kd_is_batchmean_not_elementwise_mean():
     s, t = torch.zeros(3, 4), torch.tensor([[3.0, 0, 0, 0]] * 3)
     one = logit_kd(s[:1], t[:1], 1.0)
     assert logit_kd(s, t, 1.0).item() == pytest.approx(one.item(), rel=1e-6)  # batch size does not scale it
-    assert one.item() > 0.5  # "mean" would have divided by 4 classes as well
+    # student uniform (1/4 each), teacher p = softmax(3, 0, 0, 0): KL = sum_c p_c ln(4 p_c) = 0.8573...;
+    # "mean" would have divided it by the 4 classes as well
+    p = _softmax([3.0, 0.0, 0.0, 0.0], 1.0)
+    assert one.item() == pytest.approx(sum(pi * math.log(4 * pi) for pi in p), rel=1e-6)
+    assert one.item() == pytest.approx(0.8573, abs=1e-4)
 
 
 def test_logit_kd_zero_when_equal_and_rejects_bad_tau():

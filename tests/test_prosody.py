@@ -51,6 +51,19 @@ def test_normaliser_uses_given_arrays_only_and_repairs_nan():
                                rtol=1e-6)
 
 
+def test_an_infinite_training_frame_does_not_take_its_descriptor_s_statistics():
+    # column 0: finite values 1, 3, 5 and one inf (a clipped frame); column 1: -inf and 2, 4
+    a = np.array([[1.0, -np.inf], [3.0, 2.0]], np.float32)
+    b = np.array([[np.inf, 4.0], [5.0, 4.0]], np.float32)
+    norm = prosody.Normaliser.fit([a, b])
+    np.testing.assert_allclose(norm.mean, [3.0, 10 / 3], rtol=1e-6)
+    np.testing.assert_allclose(norm.std, [np.std([1, 3, 5]), np.std([2, 4, 4])], rtol=1e-6)
+    ready, counts = prosody.prepare_lld({"a": a}, norm)
+    assert counts["nan_frames_replaced"] == 1  # the inf itself becomes the mean, 0
+    np.testing.assert_allclose(ready["a"][:2], [[-2.0 / np.std([1, 3, 5]), 0.0],
+                                                [0.0, (2 - 10 / 3) / np.std([2, 4, 4])]], rtol=1e-6)
+
+
 def test_unknown_level_is_an_error(tmp_path):
     path = tmp_path / "x.wav"
     sf.write(path, np.full(1600, 0.1, np.float32), 16000)

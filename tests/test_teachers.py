@@ -59,7 +59,16 @@ def test_prosodic_teacher_learns_separable_toy_set_and_writes_results(roots):
     ids, outputs = pipeline.load_outputs(run)
     assert ids == data.corpus.ids and outputs["logits"].shape == (len(ids), 4)
     assert outputs["embedding"].shape == (len(ids), cfg.prosodic_teacher.embedding_dim)
-    assert len(run.predictions()) == len(data.fold(1).test_ids)
+    # the saved outputs (the students' targets) are the selected model's: its test predictions and UA follow from them
+    pred = run.predictions()
+    assert list(pred["id"]) == list(data.fold(1).test_ids)
+    classes = data.corpus.classes
+    logits = torch.from_numpy(outputs["logits"][[ids.index(u) for u in pred["id"]]]).double()
+    np.testing.assert_allclose(pred[[f"p_{c}" for c in classes]].to_numpy(), torch.softmax(logits, -1).numpy(),
+                               atol=1e-6)
+    assert list(pred["pred"]) == [classes[k] for k in logits.argmax(-1).tolist()]
+    recalls = [np.mean(pred["pred"][pred["label"] == c] == c) for c in classes]
+    assert m["ua"] == pytest.approx(np.mean(recalls)) and m["wa"] == pytest.approx(np.mean(pred["pred"] == pred["label"]))
     # reused, not retrained
     assert pipeline.train_teacher("prosodic", cfg, 1, data, verbose=False).metrics() == m
     assert json.loads(run.path("corpus.json").read_text()) == {**data.corpus_record, "models": {}}
@@ -155,6 +164,29 @@ def test_frozen_word_embeddings_are_not_trained():
     model = LinguisticTeacher(encoder, 4, cfg)
     assert not model.encoder.get_input_embeddings().weight.requires_grad
     assert any(p.requires_grad for p in model.encoder.encoder.parameters())
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_linguistic_teacher_s_embedding_ignores_the_padding_of_a_batch(pooling):
+    import dataclasses
+
+    from emolib.teachers import TextDataset, make_text_collate
+
+    cfg = dataclasses.replace(get_config("tiny").linguistic_teacher, pooling=pooling)
+    tokenizer, encoder = load_text_encoder("tiny-random", seed=0)
+    model = LinguisticTeacher(encoder, 4, cfg).eval()
+    ds = TextDataset(["so happy", "this is a much longer sentence about a sad day at work"], [3, 2], tokenizer, 32)
+    assert len(ds[0][0]) < len(ds[1][0])
+    collate = make_text_collate(tokenizer.pad_token_id)
+    with torch.no_grad():
+        both, alone = model(collate([ds[0], ds[1]])), model(collate([ds[0]]))
+        hidden = model.encoder(**{k: v for k, v in collate([ds[0]]).items() if k != "labels"}).last_hidden_state[0]
+    torch.testing.assert_close(both["embedding"][0], alone["embedding"][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(both["logits"][0], alone["logits"][0], atol=1e-5, rtol=1e-5)
+    # what each pooling is: the first token's state, or the mean over the real tokens
+    expected = hidden[0] if pooling == "cls" else hidden.mean(0)
+    torch.testing.assert_close(alone["embedding"][0], expected, atol=1e-6, rtol=1e-6)
+    assert alone["embedding"].shape == (1, model.embedding_dim)
 
 
 def test_linguistic_teacher_refuses_corpus_without_transcripts(roots):

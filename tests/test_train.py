@@ -310,3 +310,85 @@ def test_bf16_on_a_gpu_that_only_emulates_it_is_warned_about(torch_flags, monkey
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         train.setup(bf16)
+
+
+def test_an_epoch_s_loss_is_the_mean_over_utterances_and_its_ua_and_wa_are_the_validation_set_s(run):
+    # lr 0: the model does not move, so the epoch's loss is the full training set's mean cross-entropy,
+    # however it is cut into batches (12 points in batches of 5: 5, 5 and a last batch of 2)
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+    torch.manual_seed(0)
+    model, train_set, val_set = Linear(), Points(), Points(7)
+    with torch.no_grad():
+        ref_loss = torch.nn.functional.cross_entropy(model({"x": train_set.x})["logits"], train_set.y).item()
+        val_pred = model({"x": val_set.x})["logits"].argmax(-1).numpy()
+    assert len(set(val_set.y.tolist())) == 2 and 0 < accuracy_score(val_set.y, val_pred) < 1  # a non-trivial check
+    optim = OptimConfig(lr=0.0, epochs=1, batch_size=5, patience=0, warmup_ratio=0.0)
+    result = train.fit(model, train_set, val_set, ce, optim, TRAINING, run=run, desc="loop")
+    row = result.history[0]
+    assert row["train_loss"] == pytest.approx(ref_loss, rel=1e-6) and row["train_ce"] == pytest.approx(ref_loss, rel=1e-6)
+    assert row["val_ua"] == pytest.approx(balanced_accuracy_score(val_set.y, val_pred), abs=1e-12)
+    assert row["val_wa"] == pytest.approx(accuracy_score(val_set.y, val_pred), abs=1e-12)
+    assert result.best_val_ua == row["val_ua"] and result.best_epoch == 1
+
+
+@pytest.mark.parametrize("clip", [0.0, 0.5])
+def test_gradients_are_clipped_to_the_configured_global_norm(run, clip):
+    seen = []
+
+    def spy(optimizer, args, kwargs):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        seen.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+
+    def big(model, batch):  # a loss scaled up so that every unclipped gradient norm is far above 0.5
+        loss, terms = ce(model, batch)
+        return 1000 * loss, terms
+
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    handle = register_optimizer_step_pre_hook(spy)
+    try:
+        torch.manual_seed(0)
+        optim = OptimConfig(lr=1e-3, epochs=1, batch_size=4, patience=0, warmup_ratio=0.0, grad_clip=clip)
+        train.fit(Linear(), Points(), None, big, optim, TRAINING, run=run, desc="loop")
+    finally:
+        handle.remove()
+    assert len(seen) == 3  # one step per batch
+    if clip:
+        assert max(seen) == pytest.approx(clip, rel=1e-4)
+    else:
+        assert min(seen) > 10
+
+
+def test_the_thread_count_comes_from_the_config_else_the_environment(monkeypatch):
+    monkeypatch.setenv("EMOLIB_THREADS", "2")
+    train.set_threads(TrainingConfig(num_threads=1))
+    assert torch.get_num_threads() == 1
+    train.set_threads(TrainingConfig(num_threads=0))
+    assert torch.get_num_threads() == 2
+    monkeypatch.delenv("EMOLIB_THREADS")
+    train.set_threads(TrainingConfig(num_threads=0))  # neither: torch's count is left alone
+    assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("user_value", [None, ":16:8"])
+def test_importing_emolib_sets_cublas_s_workspace_before_any_cuda_work_unless_the_user_did(user_value):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "CUBLAS_WORKSPACE_CONFIG"}
+    if user_value:
+        env["CUBLAS_WORKSPACE_CONFIG"] = user_value
+    out = subprocess.run([sys.executable, "-c", "import os, emolib; print(os.environ['CUBLAS_WORKSPACE_CONFIG'])"],
+                         env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert out == (user_value or ":4096:8")
+
+
+def test_selected_weights_deleted_before_a_resume_are_named_not_replaced_by_the_last_epoch_s(run, monkeypatch):
+    scripted_ua(monkeypatch, [0.5, 0.1, 0.1])
+    torch.manual_seed(0)
+    train.fit(Linear(), Points(), Points(), ce, OPTIM, TRAINING, run=run, desc="loop")
+    run.path("best.safetensors").unlink()
+    with pytest.raises(ResultFileError, match=r"best\.safetensors: missing, but the run selected epoch 1; "
+                                              r"delete .*fold1 to train it again"):
+        train.fit(Linear(), Points(), Points(), ce, OPTIM, TRAINING, run=run, desc="loop")
