@@ -101,13 +101,18 @@ def test_other_sample_rates_are_resampled(make_wav, rate):
 
 def test_resample_to_other_target_rate(make_wav):
     path = make_wav("a.wav", data=_sine(0.5, 16000), subtype="FLOAT")
-    assert read_audio(path, sample_rate=8000).shape == (4000,)
+    y = read_audio(path, sample_rate=8000)
+    assert y.shape == (4000,)
+    ref = _sine(0.5, 8000)  # the same tone at 8 kHz, away from the filter's edge effects
+    assert np.max(np.abs(y[200:-200] - ref[200:-200])) < 2e-3
 
 
 def test_resample_function_is_identity_at_same_rate():
     x = _sine(0.1, 16000)
     np.testing.assert_array_equal(resample(x, 16000, 16000), x)
-    assert resample(_sine(1.0, 22050), 22050).shape == (16000,)
+    y = resample(_sine(1.0, 22050), 22050)  # the default target: the corpus's 16 kHz
+    assert y.shape == (16000,) and y.dtype == np.float32
+    assert np.max(np.abs(y[400:-400] - _sine(1.0, 16000)[400:-400])) < 2e-3
 
 
 def test_stereo_is_downmixed_to_the_channel_mean(make_wav):
@@ -118,8 +123,12 @@ def test_stereo_is_downmixed_to_the_channel_mean(make_wav):
 
 
 def test_stereo_48k_is_downmixed_and_resampled(make_wav):
-    path = make_wav("s48.wav", seconds=0.3, sample_rate=48000, channels=2)
-    assert read_audio(path).shape == (4800,)
+    left, right = _sine(0.3, 48000, 440.0, 0.5), _sine(0.3, 48000, 660.0, 0.25)
+    path = make_wav("s48.wav", data=np.stack([left, right], axis=1), sample_rate=48000, subtype="FLOAT")
+    y = read_audio(path)
+    assert y.shape == (4800,)
+    ref = (_sine(0.3, 16000, 440.0, 0.5) + _sine(0.3, 16000, 660.0, 0.25)) / 2  # the channels' mean at 16 kHz
+    assert np.max(np.abs(y[400:-400] - ref[400:-400])) < 2e-3
 
 
 def test_max_seconds_keeps_the_start(make_wav):

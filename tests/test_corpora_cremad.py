@@ -13,7 +13,7 @@ def root(tmp_path_factory):
     return trees.build_cremad(tmp_path_factory.mktemp("cremad"))
 
 
-def test_iemocap4_counts_and_skips(root, capsys):
+def test_cremad_iemocap4_counts_and_skips(root, capsys):
     corpus = load_corpus(f"cremad:{root}")
     # 3 actors x 90 files (15 per emotion) + 1040_ITH_SAD_X; DIS and FEA dropped;
     # 1076_MTI_SAD_XX (known bad) and the 0-byte 1002_DFA_NEU_XX skipped

@@ -13,7 +13,7 @@ def root(tmp_path_factory):
     return trees.build_emodb(tmp_path_factory.mktemp("emodb"))
 
 
-def test_iemocap4_counts_and_skips(root, capsys):
+def test_emodb_iemocap4_counts_and_skips(root, capsys):
     corpus = load_corpus(f"emodb:{root}")
     # 2 speakers x 2 texts x 7 emotions + 03a01Fb; boredom, disgust, fear dropped
     assert len(corpus) == 17
