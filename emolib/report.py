@@ -23,7 +23,7 @@ import pandas as pd
 from . import paths
 from .config import Config
 from .losses import ABLATION_VARIANTS
-from .metrics import paired_difference
+from .metrics import paired_difference, unweighted_accuracy
 from .runs import read_table
 
 # -- the paper's numbers ------------------------------------------------------------------------
@@ -282,7 +282,10 @@ CHANNELS_NOTE = ("Accuracy (% of the cell's test utterances predicted correctly)
                  "can only guess (about 25 % with four classes). A model of one channel should be near chance on "
                  "the cell that only the other channel carries; well above chance, it reaches the other channel "
                  "by a side door (eGeMAPS includes MFCC 1-4 and spectral descriptors, which carry some of what "
-                 "is said).")
+                 "is said). 'all' is the accuracy over every test utterance, pooled; the last column is the UA of "
+                 "each fold, its mean and standard deviation over folds, as in Table 2.")
+#: The channel table's last column (see :func:`channel_breakdown`).
+CHANNELS_UA = "UA (mean ± std over folds)"
 
 
 ORACLE_ROW = "student, full EmoDistill, oracle teachers (upper bound)"
@@ -306,12 +309,13 @@ def channel_breakdown(cfg: Config, study: "Study") -> pd.DataFrame | None:
     if not all(r.path("channels.csv").is_file() for r in data_runs):
         return None
     flags = pd.concat([read_table(r.path("channels.csv")) for r in data_runs]).set_index("id")
-    probes = pd.concat([r.predictions() for r in data_runs]).set_index("id")
-    models: list[tuple[str, pd.DataFrame]] = []
+    probes = [r.predictions().set_index("id") for r in data_runs]
+    models: list[tuple[str, list[pd.DataFrame]]] = []  # a model's predictions, one frame per fold
     for channel in ("text", "voice", "both"):
-        if f"pred_{channel}" in probes:
+        if all(f"pred_{channel}" in p for p in probes):
             models.append((f"{channel} probe (logistic regression)",
-                           probes[["label", f"pred_{channel}"]].rename(columns={f"pred_{channel}": "pred"})))
+                           [p[["label", f"pred_{channel}"]].rename(columns={f"pred_{channel}": "pred"})
+                            for p in probes]))
     sources = [("linguistic teacher", "teacher:linguistic"), ("prosodic teacher", "teacher:prosodic"),
                ("student, plain fine-tuning (no teachers)", "student:no_teachers"),
                ("student, w/o prosodic teacher", "student:no_prosodic_teacher"),
@@ -328,10 +332,10 @@ def channel_breakdown(cfg: Config, study: "Study") -> pd.DataFrame | None:
                 [student_run(cfg.replace({"distill.variant": what, **targets}), k, study.has_transcripts)
                  for k in study.folds])
         _require_complete(name, runs)
-        models.append((name, pd.concat([r.predictions() for r in runs]).set_index("id")[["label", "pred"]]))
+        models.append((name, [r.predictions().set_index("id")[["label", "pred"]] for r in runs]))
     rows = []
-    for name, frame in models:
-        joined = frame.join(flags, how="inner")
+    for name, per_fold in models:
+        joined = pd.concat(per_fold).join(flags, how="inner")
         if len(joined) != len(flags):
             raise ValueError(f"{name}: predictions cover {len(joined)} of the {len(flags)} test utterances "
                              "that channels.csv lists")
@@ -341,6 +345,8 @@ def channel_breakdown(cfg: Config, study: "Study") -> pd.DataFrame | None:
             inside = (joined["lexical_cue"] == lexical) & (joined["vocal_cue"] == vocal)
             row[cell] = 100 * correct[inside].mean() if inside.any() else float("nan")
         row["all"] = 100 * correct.mean()
+        fold_ua = [100 * unweighted_accuracy(f["label"], f["pred"]) for f in per_fold]
+        row[CHANNELS_UA] = _fmt(float(np.mean(fold_ua)), float(np.std(fold_ua, ddof=1)) if len(fold_ua) > 1 else None)
         rows.append(row)
     frame = pd.DataFrame(rows)
     shares = {cell: 100 * ((flags["lexical_cue"] == lx) & (flags["vocal_cue"] == vc)).mean()
@@ -450,6 +456,18 @@ def temperature_sweep(cfg: Config, study: "Study") -> pd.DataFrame:
                                 has_transcripts=study.has_transcripts, **{key: tau})
             for k, m in zip(study.folds, s.per_fold):
                 rows.append({"teacher": teacher, "tau": tau, "fold": k, "ua": 100 * m["ua"], "wa": 100 * m["wa"]})
+    return pd.DataFrame(rows)
+
+
+def sweep_table(sweep: pd.DataFrame) -> pd.DataFrame:
+    """The numbers behind Fig. 2: for each teacher swept and each temperature, in the grid's order,
+    UA and WA as mean ± standard deviation over folds (a single fold: its score alone)."""
+    rows = []
+    for (teacher, tau), part in sweep.groupby(["teacher", "tau"], sort=False):
+        spread = (lambda col: float(part[col].std(ddof=1))) if len(part) > 1 else (lambda col: None)
+        rows.append({"teacher swept": teacher, "temperature": f"{tau:g}",
+                     "UA (mean ± std)": _fmt(float(part["ua"].mean()), spread("ua")),
+                     "WA (mean ± std)": _fmt(float(part["wa"].mean()), spread("wa")), "folds": len(part)})
     return pd.DataFrame(rows)
 
 

@@ -19,7 +19,8 @@
 # `runs/figures/<preset>-<hash>/`, printed below):
 #
 # * `table2_ablations.md/.tex`: the paper's eight ablation rows, ours beside the paper's;
-# * `fig2_temperature.pdf/.png`: accuracy against each teacher's temperature;
+# * `fig2_temperature.pdf/.png`: accuracy against each teacher's temperature, and its values in
+#   `fig2_temperature_values.md/.tex`;
 # * `table1_comparison.md/.tex`: the paper's comparison table, with our rows marked by the
 #   corpus and backbone they come from;
 # * `teachers_vs_baselines.md`: each teacher against the logistic-regression probe of its
@@ -88,7 +89,11 @@ fig = report.plot_fig2(sweep, cfg)
 plots.save_figure(fig, out / "fig2_temperature", {**prov, "note": report.PAPER_FIG2_NOTE,
                                                   "grid_prosodic": list(cfg.sweep.taus_prosodic),
                                                   "grid_linguistic": list(cfg.sweep.taus_linguistic)})
-display(sweep.groupby(["teacher", "tau"])[["ua", "wa"]].agg(["mean", "std"]).round(2))
+values = report.sweep_table(sweep)
+caption2 = (f"Figure 2's values: the student's accuracy against each teacher's temperature (the other teacher's "
+            f"logit KD removed), corpus '{study.corpus}', UA/WA in %, mean ± std over {len(folds)} folds.")
+report.write_table(values, "fig2_temperature_values", caption2, "tab:temperature", [], prov, out)
+display(Markdown(report.markdown_table(values, caption2)))
 
 # %% [markdown]
 # ## Table 1: comparison with the literature

@@ -42,6 +42,7 @@ PER_FOLD = ("00_data", "01_teachers", "02_distill", "03_temperature_sweep", "04_
 FIGURES = sorted(f"{stem}.{ext}" for stem, exts in [
     ("table2_ablations", ("md", "tex", "json")), ("table1_comparison", ("md", "tex", "json")),
     ("teachers_vs_baselines", ("md", "tex", "json")), ("fig2_temperature", ("pdf", "png", "json")),
+    ("fig2_temperature_values", ("md", "tex", "json")),
     ("channels", ("md", "tex", "json"))] for ext in exts)
 #: Every student the notebooks train for a fold, by folder label (the hash follows): the six ablation
 #: variants (02 trains full and no_teachers, 04 reuses them) and the sweep's two temperatures per teacher.

@@ -53,6 +53,7 @@ PAPER_TABLE1 = [
 FIGURE_FILES = sorted(f"{stem}.{ext}" for stem, exts in [
     ("table2_ablations", ("md", "tex", "json")), ("table1_comparison", ("md", "tex", "json")),
     ("teachers_vs_baselines", ("md", "tex", "json")), ("fig2_temperature", ("pdf", "png", "json")),
+    ("fig2_temperature_values", ("md", "tex", "json")),
     ("channels", ("md", "tex", "json"))] for ext in exts)
 
 
@@ -270,13 +271,14 @@ def test_every_model_scored_on_each_channel_cell(executed):
     def row(name, folds):
         labels, preds = np.concatenate([t for t, _ in folds]), np.concatenate([p for _, p in folds])
         ok = labels == preds
+        fold_ua = np.array([_ua(t, p) for t, p in folds])
         return [name] + [f"{100 * ok[(lexical == lx) & (vocal == vc)].mean():.2f}" for lx, vc in cells] + [
-            f"{100 * ok.mean():.2f}"]
+            f"{100 * ok.mean():.2f}", f"{fold_ua.mean():.2f} ± {fold_ua.std(ddof=1):.2f}"]
 
     md = (figures / "channels.md").read_text()
     shares = [f"{100 * ((lexical == lx) & (vocal == vc)).mean():.0f}" for lx, vc in cells]
     assert (f"| model | both cues (n = {shares[0]} %) | words only (n = {shares[1]} %) | voice only (n = {shares[2]} %) "
-            f"| neither (n = {shares[3]} %) | all |") in md
+            f"| neither (n = {shares[3]} %) | all | UA (mean ± std over folds) |") in md
     expected = [row(f"{p} probe (logistic regression)", [fold[p] for fold in fixture.probes])
                 for p in ("text", "voice", "both")]
     for name, source in [("linguistic teacher", "teacher:linguistic"), ("prosodic teacher", "teacher:prosodic"),
@@ -311,7 +313,8 @@ def test_every_artefact_carries_its_provenance(executed):
     fixture, _, figures = executed
     expected = {"commit": report.git_commit(), "preset": "tiny", "corpus": CORPUS,
                 "config_hash": get_config("tiny").hash(), "folds": 3}
-    for stem in ("table2_ablations", "table1_comparison", "teachers_vs_baselines", "fig2_temperature", "channels"):
+    for stem in ("table2_ablations", "table1_comparison", "teachers_vs_baselines", "fig2_temperature",
+                 "fig2_temperature_values", "channels"):
         prov = json.loads((figures / f"{stem}.json").read_text())
         assert {k: prov[k] for k in expected} == expected, stem
     stamp = f"commit {expected['commit']}, preset tiny, corpus synth, config {expected['config_hash']}"
@@ -319,6 +322,23 @@ def test_every_artefact_carries_its_provenance(executed):
     fig2 = json.loads((figures / "fig2_temperature.json").read_text())
     assert fig2["grid_prosodic"] == [0.5, 2.0] and fig2["grid_linguistic"] == [0.5, 2.0]
     assert fig2["note"] == report.PAPER_FIG2_NOTE
+
+
+def test_the_figure_s_values_are_written_beside_it(executed):
+    """fig2_temperature_values.md: mean ± std over folds of every temperature's runs, in the grid's order."""
+    fixture, _, figures = executed
+    expected = []
+    for teacher in ("prosodic", "linguistic"):
+        for tau in (0.5, 2.0):
+            folds = fixture.truth[f"sweep:{teacher}:{tau:g}"]
+            ua, wa = np.array([_ua(*f) for f in folds]), np.array([_wa(*f) for f in folds])
+            expected.append([teacher, f"{tau:g}", f"{ua.mean():.2f} ± {ua.std(ddof=1):.2f}",
+                             f"{wa.mean():.2f} ± {wa.std(ddof=1):.2f}", "3"])
+    md = (figures / "fig2_temperature_values.md").read_text()
+    assert "| teacher swept | temperature | UA (mean ± std) | WA (mean ± std) | folds |" in md
+    assert _rows(md) == expected
+    assert md.startswith("**Figure 2's values: the student's accuracy against each teacher's temperature")
+    assert json.loads((figures / "fig2_temperature_values.json").read_text())["rows"][0]["teacher swept"] == "prosodic"
 
 
 def test_the_figure_embeds_truetype_fonts_and_its_provenance(executed):
