@@ -11,7 +11,7 @@ extraction, see ``docs/NOTES.md``), the comment says where it comes from: a stan
 recipe, cited. The few model settings that were compared on the built-in corpus (the
 student's pooling, layer mix and input scaling, training length, the ResNet's stem) were
 decided on its validation speakers only, never on a test fold, and each has a reason that
-holds for real speech too (given beside it; the README's "What we measured on the way"
+holds for real speech too (given beside it; `docs/distillation_gap.md`
 has the numbers). The corpus's own cue probabilities are the one place fitted to the paper.
 """
 from __future__ import annotations
@@ -100,7 +100,7 @@ class SynthConfig:
     # default (labels are the expressed emotion), and the audio and transcripts do not depend on this setting.
     # A study knob, off by default: with 0.1 / 0.2 the validation gap of full EmoDistill over plain fine-tuning
     # grew from about 1 to 3.3 / 2.6 UA, not to the +5 of the paper, while the linguistic teacher fell well below
-    # the paper's (README, "Results on the built-in corpus", label noise).
+    # the paper's (docs/distillation_gap.md, label noise).
     label_noise: float = _added(0.0)
     jitter: float = 1.0  # scale of the per-utterance prosodic jitter (synth.JITTER_SD) that makes single utterances overlap
     snr_db: tuple[float, float] = (30.0, 45.0)  # background noise SNR range: audible hiss, far from degrading speech
@@ -144,7 +144,7 @@ class ProsodicTeacherConfig:
     # time and descriptor axes (the stem has already halved both, as in ResNet)
     blocks_per_stage: int = 1  # basic residual blocks per stage
     embedding_dim: int = 128  # the vector the student's prosodic head matches; 128 as VGGish's audio
-    # embedding (Hershey et al. 2017). Sizes 16 to 512 gave the same student (README)
+    # embedding (Hershey et al. 2017). Sizes 16 to 512 gave the same student (docs/distillation_gap.md)
     pooling: str = "stats"  # over time: "mean", or "stats" = mean + std (x-vector statistics pooling,
     # Snyder et al. 2018): a pitch range or a loudness contour is a spread, not a mean
     dropout: float = 0.3  # before the classifier; the paper gives none: a middle value, not tuned
@@ -158,7 +158,7 @@ class ProsodicTeacherConfig:
     # which takes out a voice's register and loudness so that what is left is how it departs from itself:
     # speaker normalisation, common for prosodic emotion features (Sethu et al. 2007; Busso et al. 2009). It
     # reads the held-out speakers' unlabelled audio to score them, which the paper's protocol does not, so
-    # "fold" stays the default; "speaker" lifted the teacher, not the student (README)
+    # "fold" stays the default; "speaker" lifted the teacher, not the student (docs/distillation_gap.md)
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=1e-2, epochs=30, batch_size=32, patience=6)
     )  # lr 1e-3 with AdamW: the usual setting for small CNNs trained from scratch on acoustic features;
@@ -189,12 +189,12 @@ class StudentConfig:
     # Packaged offline weights (hub ids, local dirs, "whisper-tiny.en" and "tiny-random" also work). Whisper base's
     # encoder (6 layers x 512, 20 M parameters) is the largest speech encoder any package ships, the nearest to the
     # paper's HuBERT-base (12 x 768, 94 M). Chosen over tiny.en (4 x 384, 8 M) on the validation speakers: full
-    # student 78.0 vs 76.8 UA (seed 0), its gap over plain fine-tuning 2.75 vs 1.1 (mean of 3 seeds; README)
+    # student 78.0 vs 76.8 UA (seed 0), its gap over plain fine-tuning 2.75 vs 1.1 (mean of 3 seeds; docs/distillation_gap.md)
     backbone: str = "whisper-base"
     freeze: str = "all"  # "none", "feature_encoder", "all", or "top:K" (all but the top K layers learn). The
     # paper fine-tunes every layer; on CPU "all" (states cached once): fine-tuning Whisper base's 6 layers gave a
     # smaller gap over plain fine-tuning on the validation speakers (+0.8 vs +2.2, folds 1-3) for 30-52 min of
-    # training per run on one core against 2-6 s (plus about 40 s, once, to cache the frozen states; README)
+    # training per run on one core against 2-6 s (plus about 40 s, once, to cache the frozen states; docs/distillation_gap.md)
     layer_mix: str = "split"  # how the heads read the layers: "last" (the paper: the encoder's output),
     # "shared" (one learned softmax-weighted sum, SUPERB, Yang et al. 2021), "per_head", "split" (linguistic
     # head: the top layer; prosodic head: a learned sum), "concat"
@@ -230,7 +230,7 @@ class DistillConfig:
     tau_prosodic: float = 1.0  # hard logits suit the prosodic teacher (paper, Fig. 2 left); value lost
     # The coefficients' values were lost; 1 each gives every term its own scale (the tau^2 factor keeps the
     # logit terms' gradients at the cross-entropy's, Hinton et al. 2015; a cosine is bounded by 1). On the
-    # validation speakers, beta = 2, gamma = 2 or alpha = 0.1 / 0.3 did no better (README).
+    # validation speakers, beta = 2, gamma = 2 or alpha = 0.1 / 0.3 did no better (docs/distillation_gap.md).
     alpha: float = 1.0  # cross-entropy coefficient
     beta: float = 1.0  # logit-KD coefficient (applied to each teacher's term)
     gamma: float = 1.0  # embedding-KD coefficient (applied to each teacher's term)

@@ -32,7 +32,7 @@
 # Its labels are the emotion each turn expresses. IEMOCAP's are majority votes of
 # evaluators who often disagree: `overrides = {"data.synth.label_noise": 0.1}` releases one
 # turn in ten with another class (same audio and words), for a course exercise on how label
-# noise changes what the teachers' soft targets are worth (README, "Label noise").
+# noise changes what the teachers' soft targets are worth (`docs/distillation_gap.md`, "Label noise").
 #
 # This notebook shows the corpus, its folds, and simple probes of each channel for one
 # fold. Set `overrides = {"data.corpus": "iemocap:/path/to/IEMOCAP_full_release"}` to look

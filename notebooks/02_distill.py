@@ -58,9 +58,9 @@
 # touches only the heads. The `paper` preset fine-tunes HuBERT-base instead, its new layers
 # at ten times HuBERT's learning rate (`student.backbone_lr_scale`). To fine-tune Whisper's
 # top K layers on a CPU, try `overrides = {"student.freeze": "top:2", "student.backbone_lr_scale": 0.1,
-# "student.optim.epochs": 12, "student.optim.patience": 4}` (the budget of the README's runs, which
+# "student.optim.epochs": 12, "student.optim.patience": 4}` (the budget of the runs in `docs/distillation_gap.md`, which
 # fine-tuned all four layers of Whisper tiny.en, `"student.backbone": "whisper-tiny.en"` with
-# `"top:4"`, at about 150 times the frozen student's training time per epoch; the README reports
+# `"top:4"`, at about 150 times the frozen student's training time per epoch; that page reports
 # what it changed). Whisper base has six layers: `"top:6"` fine-tunes them all.
 
 # %% tags=["parameters"]
@@ -237,8 +237,8 @@ display(result.assign(path=[str(p).rsplit("/", 1)[-1] for p in result["path"]]).
 # 4. **When are soft labels worth more?** `overrides = {"data.synth.label_noise": 0.1}`
 #    gives one turn in ten the label of another emotion than the one it expresses (same audio
 #    and words; IEMOCAP's labels are majority votes of evaluators who disagree). The teachers
-#    and both students train again. Does the student's lead over `no_teachers` grow? The README
-#    ("What we measured on the way") reports it over all folds.
+#    and both students train again. Does the student's lead over `no_teachers` grow? `docs/distillation_gap.md`
+#    ("Label noise") reports it over all folds.
 # 5. **The most any teacher could give.** `overrides = {"distill.teacher_targets": "oracle"}`
 #    replaces both teachers by the exact posteriors of each channel, which the corpus
 #    generator knows (built-in corpus only). If even these add little over `no_teachers`,

@@ -116,6 +116,6 @@ plots.save_figure(fig, pipeline.fold_figure_path(cfg, "ablations", fold),
 #    `python -m emolib gap --corpus synth --protocol session --seeds 0 1 2`).
 # 3. **A less frozen student.** `overrides = {"student.freeze": "top:1"}` fine-tunes the top
 #    layer of Whisper's encoder as well (tens of times slower on a CPU). Does a student that
-#    can change its features take more from the teachers? (The README, "What we measured on
-#    the way", says what the validation speakers showed on folds 1 and 2, and over all folds
+#    can change its features take more from the teachers? (`docs/distillation_gap.md`
+#    says what the validation speakers showed on folds 1 and 2, and over all folds
 #    for a student whose every layer learns, `top:4`.)

@@ -312,7 +312,7 @@ def test_pooling_ignores_padding(roots, toy, freeze, mode):
 
 def _offset_states(n: int = 64) -> torch.Tensor:
     """(n, 2 layers, 6 dims) pooled states whose dimension 0 has a huge constant offset and
-    spread, as a few dimensions of Whisper's top layer do (README, "The student")."""
+    spread, as a few dimensions of Whisper's top layer do (docs/distillation_gap.md, "The student's inputs")."""
     g = torch.Generator().manual_seed(0)
     states = torch.randn(n, 2, 6, generator=g)
     states[..., 0] = 5e4 + 1e3 * states[..., 0]
