@@ -1,7 +1,7 @@
 """What is on disk under ``runs/``: every trained run, how far it got, what it scored and how
 its config differs from its preset (``python -m emolib runs``).
 
-A run folder's name is a readable label and a config hash (``full-tl4-tp1-fce06fa1c9``);
+A run folder's name is a readable label and a config hash (``full-tl4-tp1-83accde45a``);
 after a few ``--set`` experiments the hashes say nothing. This module reads each folder's
 own files, never the corpus: ``config.json`` (the preset it started from and every setting),
 ``metrics.json`` (complete folds), ``history.csv`` and ``resume.pt`` (how far a partial fold
