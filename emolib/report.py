@@ -345,8 +345,8 @@ def channel_breakdown(cfg: Config, study: "Study") -> pd.DataFrame | None:
             inside = (joined["lexical_cue"] == lexical) & (joined["vocal_cue"] == vocal)
             row[cell] = 100 * correct[inside].mean() if inside.any() else float("nan")
         row["all"] = 100 * correct.mean()
-        fold_ua = [100 * unweighted_accuracy(f["label"], f["pred"]) for f in per_fold]
-        row[CHANNELS_UA] = _fmt(float(np.mean(fold_ua)), float(np.std(fold_ua, ddof=1)) if len(fold_ua) > 1 else None)
+        fold_ua = pd.Series([100 * unweighted_accuracy(f["label"], f["pred"]) for f in per_fold])
+        row[CHANNELS_UA] = _fmt(float(fold_ua.mean()), float(fold_ua.std(ddof=1)))  # one fold: NaN, left out
         rows.append(row)
     frame = pd.DataFrame(rows)
     shares = {cell: 100 * ((flags["lexical_cue"] == lx) & (flags["vocal_cue"] == vc)).mean()
@@ -464,10 +464,9 @@ def sweep_table(sweep: pd.DataFrame) -> pd.DataFrame:
     UA and WA as mean ± standard deviation over folds (a single fold: its score alone)."""
     rows = []
     for (teacher, tau), part in sweep.groupby(["teacher", "tau"], sort=False):
-        spread = (lambda col: float(part[col].std(ddof=1))) if len(part) > 1 else (lambda col: None)
-        rows.append({"teacher swept": teacher, "temperature": f"{tau:g}",
-                     "UA (mean ± std)": _fmt(float(part["ua"].mean()), spread("ua")),
-                     "WA (mean ± std)": _fmt(float(part["wa"].mean()), spread("wa")), "folds": len(part)})
+        rows.append({"teacher swept": teacher, "temperature": f"{tau:g}",  # std of one fold: NaN, left out
+                     **{f"{m.upper()} (mean ± std)": _fmt(float(part[m].mean()), float(part[m].std(ddof=1)))
+                        for m in ("ua", "wa")}, "folds": len(part)})
     return pd.DataFrame(rows)
 
 

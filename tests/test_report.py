@@ -515,3 +515,11 @@ def test_report_on_a_corpus_without_transcripts(tmp_path, monkeypatch):
     summary = driver.run("tiny", notebooks=["05_report"], folds=[1, 2])
     assert [o.status for o in summary.outcomes] == ["done"]
     assert sorted(p.name for p in figures.iterdir()) == [f for f in FIGURE_FILES if not f.startswith("channels.")]
+
+
+def test_the_sweep_table_keeps_the_grid_order_and_gives_one_fold_without_a_spread():
+    sweep = pd.DataFrame({"teacher": ["prosodic", "prosodic", "linguistic"], "tau": [1.0, 1.0, 2.0],
+                          "fold": [1, 2, 1], "ua": [70.0, 72.0, 60.0], "wa": [71.0, 74.0, 61.0]})
+    table = report.sweep_table(sweep)
+    assert table.values.tolist() == [["prosodic", "1", "71.00 ± 1.41", "72.50 ± 2.12", 2],
+                                     ["linguistic", "2", "60.00", "61.00", 1]]
