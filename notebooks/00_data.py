@@ -136,7 +136,7 @@ print(data.fold(fold).summary())
 #
 # Logistic regression on TF-IDF of the transcripts (the words), on the 88 eGeMAPS
 # functionals (the voice), and on both (a third regression on the first two's class
-# probabilities, stacked: each training speaker's come from probes fitted without that
+# log-probabilities, stacked: each training speaker's come from probes fitted without that
 # speaker), trained on the fold's training and validation speakers and tested on its test
 # speakers. Fixed, standard settings: nothing is tuned. On
 # the built-in corpus the card's Bayes ceilings are expectations over the random draw of

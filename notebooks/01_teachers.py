@@ -35,7 +35,7 @@
 
 # %% tags=["parameters"]
 preset = "default"  # tiny | default | paper
-overrides = {}  # dotted config overrides, e.g. {"linguistic_teacher.model": "bert-base-uncased"}
+overrides = {}  # dotted config overrides, e.g. {"linguistic_teacher.model": "bert-base-uncased"} (a hub id: a machine that reaches the hub)
 fold = 1  # the test fold of this run
 
 # %%

@@ -24,8 +24,9 @@
 #   + \gamma\,\big[-\cos(e^s_L, e^{T}_L) - \cos(e^s_P, e^{T}_P)\big]$$
 #
 # * **logit-level KD**: the student's temperature-softened class distribution follows each
-#   teacher's, with one temperature per teacher (the $\tau^2$ factor keeps the gradient's
-#   scale independent of $\tau$, Hinton et al. 2015);
+#   teacher's, with one temperature per teacher (the $\tau^2$ factor keeps the soft targets'
+#   gradients roughly independent of $\tau$, exactly so only for large $\tau$, so that β and not
+#   τ sets their weight against the cross-entropy; Hinton et al. 2015);
 # * **embedding-level KD**: the linguistic head's output is pulled towards the linguistic
 #   teacher's embedding, the prosodic head's towards the prosodic teacher's.
 #
@@ -39,8 +40,8 @@
 #   classes and averaged over the batch (`reduction="batchmean"`, the mathematically correct
 #   mean; `"mean"` would also divide by the number of classes).
 # * **Temperatures.** $\sigma(z/\tau)$ with $\tau > 1$ flattens a distribution (the
-#   teacher's second and third choices become visible), $\tau < 1$ sharpens it towards the
-#   hard label. The cell after training shows each teacher's distribution at several $\tau$.
+#   teacher's second and third choices become visible), $\tau < 1$ sharpens it towards a
+#   one-hot on the teacher's top choice (which need not be the true label). The cell after training shows each teacher's distribution at several $\tau$.
 # * **Negative cosine** only asks for the same *direction* as the teacher's embedding, not its
 #   length: the student's heads keep their own scale. Its best value is -1, so the total loss
 #   can go below 0.
@@ -60,8 +61,9 @@
 # top K layers on a CPU, try `overrides = {"student.freeze": "top:2", "student.backbone_lr_scale": 0.1,
 # "student.optim.epochs": 12, "student.optim.patience": 4}` (the budget of the runs in `docs/distillation_gap.md`, which
 # fine-tuned all four layers of Whisper tiny.en, `"student.backbone": "whisper-tiny.en"` with
-# `"top:4"`, at about 150 times the frozen student's training time per epoch; that page reports
-# what it changed). Whisper base has six layers: `"top:6"` fine-tunes them all.
+# `"top:4"`, at about 150 times the frozen student's training time per run; that page reports
+# what it changed). Whisper base has six layers: `"top:6"` fine-tunes them all (the same page
+# reports that too, on the default Whisper base).
 
 # %% tags=["parameters"]
 preset = "default"  # tiny | default | paper
@@ -242,4 +244,6 @@ display(result.assign(path=[str(p).rsplit("/", 1)[-1] for p in result["path"]]).
 # 5. **The most any teacher could give.** `overrides = {"distill.teacher_targets": "oracle"}`
 #    replaces both teachers by the exact posteriors of each channel, which the corpus
 #    generator knows (built-in corpus only). If even these add little over `no_teachers`,
-#    what limits the student: its teachers, or its own (frozen) backbone?
+#    what limits the student: its teachers, or its own (frozen) backbone? (The temperature
+#    figure and the teacher rows of the tables above still show the real teachers, not the
+#    oracle's targets.)

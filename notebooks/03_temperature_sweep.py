@@ -87,8 +87,9 @@ plots.save_figure(fig, pipeline.fold_figure_path(cfg, "fig2", fold),
 # 2. **Choosing τ honestly.** The figure compares temperatures on the test speakers, as the
 #    paper's does. Which column of the table above would you pick a temperature on, and why
 #    not `ua`? (The `best val UA` column is the validation speakers', held out from training.)
-# 3. **Why the τ² factor.** Set `overrides = {"distill.alpha": 0.0, "distill.gamma": 0.0}` and
-#    sweep again: without the cross-entropy and the embedding terms, the logit term alone sets
-#    the gradient's scale. Read
-#    `emolib/losses.py` and explain why, without τ², large temperatures would train more
-#    slowly (Hinton et al. 2015, Sec. 2).
+# 3. **Why the τ² factor.** Set `overrides = {"distill.gamma": 0.0}` (cross-entropy and logit KD
+#    only) and sweep again. Read `emolib/losses.py` and explain why, without τ², the KD term's
+#    gradient would shrink about as 1/τ² *relative to the cross-entropy's*, so that at a large τ
+#    the student would all but ignore its teacher (Hinton et al. 2015, Sec. 2). Then: why would
+#    dropping τ² change almost nothing if the KD term were the only term? (Hint: the optimiser is
+#    AdamW, whose steps barely change when the whole loss is multiplied by a constant.)

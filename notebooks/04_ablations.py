@@ -118,4 +118,5 @@ plots.save_figure(fig, pipeline.fold_figure_path(cfg, "ablations", fold),
 #    layer of Whisper's encoder as well (tens of times slower on a CPU). Does a student that
 #    can change its features take more from the teachers? (`docs/distillation_gap.md`
 #    says what the validation speakers showed on folds 1 and 2, and over all folds
-#    for a student whose every layer learns, `top:4`.)
+#    for a student whose every layer learns, `top:4`; those runs used Whisper tiny.en, and the
+#    page's `top:6` runs the default Whisper base.)

@@ -23,9 +23,9 @@
 #   `fig2_temperature_values.md/.tex`;
 # * `table1_comparison.md/.tex`: the paper's comparison table, with our rows marked by the
 #   corpus and backbone they come from;
-# * `teachers_vs_baselines.md`: each teacher against the logistic-regression probe of its
+# * `teachers_vs_baselines.md/.tex`: each teacher against the logistic-regression probe of its
 #   channel (and, on the built-in corpus, the channel's Bayes ceiling);
-# * `channels.md` (on a corpus that records which channel carries each label, as the built-in
+# * `channels.md/.tex` (on a corpus that records which channel carries each label, as the built-in
 #   one does): every model's accuracy where the words, the voice, both or neither carry it.
 #
 # Each artefact carries the commit, preset, corpus and config hash it came from (a sidecar
@@ -57,7 +57,7 @@ print(f"corpus {study.corpus}, {len(folds)} folds, preset {cfg.preset}, commit {
 #
 # Rows 1-6 are students (HuBERT-base in the paper; here the backbone named in the caption),
 # rows 7-8 the teachers alone. Folds differ more from one another than the rows often do
-# (a ± of 3 points on 5 folds), so the last column compares each row with the full student
+# (the students' ± is 3.7 to 5.5 points on 5 folds), so the last column compares each row with the full student
 # fold by fold: the mean and spread of the differences, and in how many folds the full
 # student was ahead. A difference that is consistent across folds can be read even when it
 # is smaller than the ± of the means.
@@ -127,7 +127,8 @@ display(Markdown(report.markdown_table(tb, caption3)))
 # carry its emotion (drawn independently). Scoring each model on the four cells shows what it
 # learned: the linguistic teacher is right where the words carry the label and at chance
 # elsewhere; the prosodic teacher is right on part of the cells where the voice carries it and
-# above chance elsewhere (eGeMAPS keeps some of the words: the table's note says how); a
+# above chance where only the words carry it (eGeMAPS keeps some of the words: the table's note
+# says how), and where neither channel does, it guesses; a
 # speech-only student can hear both,
 # and the teachers' knowledge is what should lift it where only one channel speaks. On a corpus
 # without these records (IEMOCAP and the others) the section is skipped.
