@@ -193,7 +193,7 @@ class StudentConfig:
     backbone: str = "whisper-base"
     freeze: str = "all"  # "none", "feature_encoder", "all", or "top:K" (all but the top K layers learn). The
     # paper fine-tunes every layer; on CPU "all" (states cached once): fine-tuning Whisper base's 6 layers gave a
-    # smaller gap over plain fine-tuning on the validation speakers (+0.8 vs +2.2, folds 1-3) for 30-52 min of
+    # smaller gap over plain fine-tuning on the validation speakers (+0.2 vs +2.6, 5 folds) for 23-52 min of
     # training per run on one core against 2-6 s (plus about 40 s, once, to cache the frozen states; docs/distillation_gap.md)
     layer_mix: str = "split"  # how the heads read the layers: "last" (the paper: the encoder's output),
     # "shared" (one learned softmax-weighted sum, SUPERB, Yang et al. 2021), "per_head", "split" (linguistic
