@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -634,6 +635,7 @@ def _identity(name: str) -> dict:
     return {"hub": name, "revision": _hub_revision(name)}
 
 
+@functools.lru_cache(maxsize=None)  # once per process: resolving asks the hub
 def _hub_revision(name: str) -> str | None:
     """The commit of the hub repository's snapshot that ``from_pretrained`` loads: an updated
     model on the hub is a new backbone. Resolved through the config file alone (fetched if
