@@ -69,8 +69,6 @@ def set_threads(training: TrainingConfig) -> None:
         torch.set_num_threads(threads)
 
 
-
-
 def setup(training: TrainingConfig) -> torch.device:
     """Threads, seeds and determinism for a run; returns the device."""
     set_threads(training)
