@@ -334,10 +334,17 @@ def gap(cfg: Config, folds: Sequence[int] | None = None, oracle: bool = True) ->
     student's paired difference from plain fine-tuning. Settings are chosen on the
     validation block; the test block is the result, for reporting.
 
+    The test block also gives each gap's 95 % interval from a paired bootstrap over the test
+    utterances (:func:`emolib.report.paired_bootstrap_frames`), and p, the share of draws in
+    which the distilled student was not ahead: how far the test sets' sampling alone could
+    move the gap (a new training seed moves it too: ``--seeds``).
+
     Returns ``{"folds", "rows", "validation": {row: [UA per fold]}, "test": {...},
-    "gaps": {"validation": {row: paired_difference}, "test": {...}}}`` (fractions)."""
+    "gaps": {"validation": {row: paired_difference}, "test": {...}}, "test_intervals":
+    {row: paired_bootstrap}}`` (fractions)."""
     from . import paths, pipeline
     from .metrics import paired_difference
+    from .report import paired_bootstrap_frames
 
     if cfg.distill.variant == PLAIN:
         raise RequestError(f"gap compares a distilled variant with plain fine-tuning ({PLAIN}); "
@@ -366,6 +373,7 @@ def gap(cfg: Config, folds: Sequence[int] | None = None, oracle: bool = True) ->
     if any(not pipeline.student_run(c, k, has_text).is_complete() for c in students.values() for k in numbers):
         _fill_backbone_cache(cfg, data)  # every row reads the same backbone states
     scores: dict[str, dict[str, list[float]]] = {"validation": {r: [] for r in rows}, "test": {r: [] for r in rows}}
+    predictions: dict[str, list] = {name: [] for name in students}  # test predictions, for the bootstrap
     for k in numbers:
         runs = {kind: pipeline.train_teacher(kind, cfg, k, data, verbose=False) for kind in kinds}
         runs.update({name: pipeline.train_student(c, k, data, verbose=False) for name, c in students.items()})
@@ -373,11 +381,16 @@ def gap(cfg: Config, folds: Sequence[int] | None = None, oracle: bool = True) ->
             m = run.metrics()
             scores["validation"][name].append(m["best_val_ua"])
             scores["test"][name].append(m["ua"])
+            if name in predictions:
+                predictions[name].append(run.predictions())
         print(f"fold {k}: " + " | ".join(f"{block} UA " + ", ".join(f"{name} {100 * v[-1]:.2f}" for name, v in
                                                                       scores[block].items())
                                           for block in ("validation", "test")), flush=True)
     gaps = {block: {name: paired_difference(scores[block][name], scores[block][PLAIN])
                     for name in students if name != PLAIN} for block in scores}
+    # the test block also says how far its test utterances alone could move each gap
+    intervals = {name: paired_bootstrap_frames(predictions[name], predictions[PLAIN], (name, PLAIN))
+                 for name in students if name != PLAIN}
     n = len(numbers)
     for block, what in (("validation", "the training speakers held out for model selection: decide on these"),
                         ("test", "the held-out test speakers: report these, choose nothing on them")):
@@ -385,9 +398,13 @@ def gap(cfg: Config, folds: Sequence[int] | None = None, oracle: bool = True) ->
         print("  " + ", ".join(f"{name} {100 * np.mean(v):.2f}" for name, v in scores[block].items()), flush=True)
         for name, d in gaps[block].items():
             spread = "" if np.isnan(d["std"]) else f" ± {100 * d['std']:.2f}"
+            boot = intervals[name] if block == "test" else None
+            interval = "" if boot is None else (
+                f"; {100 * boot['confidence']:.0f} % interval [{100 * boot['low']:+.2f}, {100 * boot['high']:+.2f}] "
+                f"over the test utterances, p = {boot['p_not_higher']:.3f}")
             print(f"  {name} - {PLAIN}: {100 * d['mean']:+.2f}{spread} (higher in {d['a_higher']} of {d['n']} "
-                  f"fold{'s' if d['n'] != 1 else ''})", flush=True)
-    return {"folds": numbers, "rows": rows, **scores, "gaps": gaps}
+                  f"fold{'s' if d['n'] != 1 else ''}){interval}", flush=True)
+    return {"folds": numbers, "rows": rows, **scores, "gaps": gaps, "test_intervals": intervals}
 
 
 def over_seeds(stage: Callable[[Config], dict], cfg: Config, seeds: Sequence[int] | None,

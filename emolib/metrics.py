@@ -97,3 +97,56 @@ def format_mean_line(summary: dict) -> str:
         f"(pooled UA {100 * summary['ua_pooled']:.2f} WA {100 * summary['wa_pooled']:.2f}; "
         f"{summary['folds']} fold{'s' if summary['folds'] != 1 else ''})"
     )
+
+
+def _resampled_ua(labels: np.ndarray, correct: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """UA of each resample ``idx[r]`` (indices into one fold's utterances): the mean recall
+    over the classes present in that resample, as :func:`unweighted_accuracy` computes it."""
+    y, hit = labels[idx], correct[idx]
+    recalls = []
+    for c in np.unique(labels):
+        inside = y == c
+        count = inside.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recalls.append(np.where(count > 0, (inside & hit).sum(axis=1) / count, np.nan))
+    return np.nanmean(np.stack(recalls), axis=0)
+
+
+def paired_bootstrap(per_fold: Sequence[tuple[Sequence[int], Sequence[int], Sequence[int]]],
+                     n_resamples: int = 10_000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """How far the test utterances alone could move the difference in UA between two models.
+
+    ``per_fold`` holds ``(y_true, pred_a, pred_b)`` per fold, both models' predictions of the
+    same test utterances. The statistic is the cross-validation one, the mean over folds of
+    ``UA(a) - UA(b)``; each resample draws every fold's utterances with replacement, the same
+    draw for both models (a paired, fold-stratified bootstrap; Efron & Tibshirani 1993, and
+    Koehn 2004 / Berg-Kirkpatrick et al. 2012 for comparing two systems on one test set).
+
+    Returns ``diff`` (the observed statistic), ``low`` / ``high`` (the percentile interval at
+    ``confidence``), ``p_not_higher`` (the share of resamples in which a did not beat b, a
+    one-sided bootstrap p-value for "a is better"), ``n_resamples`` and ``n`` (utterances), as
+    fractions. It measures the test sets' sampling noise only: a new training seed moves
+    both models as well (``python -m emolib gap --seeds``)."""
+    if not per_fold:
+        raise ValueError("paired_bootstrap needs at least one fold")
+    if n_resamples < 1 or not 0 < confidence < 1:
+        raise ValueError(f"paired_bootstrap needs n_resamples >= 1 and 0 < confidence < 1, "
+                         f"got {n_resamples} and {confidence}")
+    rng = np.random.default_rng(seed)
+    diffs = np.zeros(n_resamples)
+    observed, n = 0.0, 0
+    for k, (y, a, b) in enumerate(per_fold):
+        y, a, b = np.asarray(y), np.asarray(a), np.asarray(b)
+        if not (y.shape == a.shape == b.shape) or y.ndim != 1 or y.size == 0:
+            raise ValueError(f"paired_bootstrap: fold {k + 1} needs three equally long, non-empty lists "
+                             f"(labels, a's and b's predictions), got shapes {y.shape}, {a.shape}, {b.shape}")
+        observed += unweighted_accuracy(y, a) - unweighted_accuracy(y, b)
+        idx = rng.integers(0, y.size, size=(n_resamples, y.size))
+        diffs += _resampled_ua(y, a == y, idx) - _resampled_ua(y, b == y, idx)
+        n += y.size
+    diffs /= len(per_fold)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(diffs, [tail, 1 - tail])
+    return {"diff": observed / len(per_fold), "low": float(low), "high": float(high),
+            "p_not_higher": float((diffs <= 0).mean()), "n_resamples": int(n_resamples), "n": int(n),
+            "confidence": float(confidence)}

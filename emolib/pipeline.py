@@ -339,15 +339,14 @@ def train_teacher(kind: str, cfg: Config, fold: int, data: Data | None = None, v
     return run
 
 
-def collect(runs: list[Run], classes) -> dict:
-    """Per-fold metrics and the summary over folds (mean, std, pooled) of complete runs."""
+def collect(runs: list[Run], classes, frames: list | None = None) -> dict:
+    """Per-fold metrics and the summary over folds (mean, std, pooled) of complete runs
+    (``frames``: their predictions, when the caller has read them already)."""
     from .metrics import summarize_folds
 
-    per_fold = []
-    for run in runs:
-        p = run.predictions()
-        per_fold.append(([classes.index(x) for x in p["label"]], [classes.index(x) for x in p["pred"]]))
-    return summarize_folds(per_fold, classes)
+    frames = [run.predictions() for run in runs] if frames is None else frames
+    return summarize_folds([([classes.index(x) for x in p["label"]], [classes.index(x) for x in p["pred"]])
+                            for p in frames], classes)
 
 
 # -- students --------------------------------------------------------------------------------

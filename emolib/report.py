@@ -23,7 +23,7 @@ import pandas as pd
 from . import paths
 from .config import Config
 from .losses import ABLATION_VARIANTS
-from .metrics import paired_difference, unweighted_accuracy
+from .metrics import paired_bootstrap, paired_difference, unweighted_accuracy
 from .runs import read_table
 
 # -- the paper's numbers ------------------------------------------------------------------------
@@ -106,6 +106,7 @@ class Summary:
     name: str
     per_fold: list[dict]
     summary: dict
+    predictions: list[pd.DataFrame]  # each fold's test predictions (id, label, pred)
 
     def pct(self, key: str) -> float:
         return 100.0 * self.summary[key]
@@ -122,7 +123,8 @@ def _summarise(name: str, runs, classes) -> Summary:
     from .pipeline import collect
 
     _require_complete(name, runs)
-    return Summary(name, [r.metrics() for r in runs], collect(runs, list(classes)))
+    frames = [r.predictions() for r in runs]
+    return Summary(name, [r.metrics() for r in runs], collect(runs, list(classes), frames), frames)
 
 
 def teacher_summary(kind: str, cfg: Config, folds: Sequence[int], classes) -> Summary:
@@ -189,6 +191,33 @@ def _ours(study: "Study", cfg: Config, source: str) -> "Summary | None":
     return student_summary(cfg, study.folds, study.classes, variant=name, has_transcripts=study.has_transcripts)
 
 
+#: Resamples of the paired bootstrap in Table 2 (10,000: the percentile interval's ends then move
+#: by about 0.1 UA from one seed to the next; Efron & Tibshirani 1993 ask for 1,000 or more).
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_CONFIDENCE = 0.95
+
+
+def paired_bootstrap_of(a: Summary, b: Summary) -> dict:
+    """:func:`emolib.metrics.paired_bootstrap` of ``UA(a) - UA(b)`` over the test utterances
+    both were scored on, fold by fold (matched by utterance id; a mismatch is an error)."""
+    return paired_bootstrap_frames(a.predictions, b.predictions, (a.name, b.name))
+
+
+def paired_bootstrap_frames(a: Sequence[pd.DataFrame], b: Sequence[pd.DataFrame], names: tuple[str, str]) -> dict:
+    """:func:`paired_bootstrap_of` on two models' per-fold prediction tables (id, label, pred)."""
+    per_fold = []
+    for k, (pa, pb) in enumerate(zip(a, b), start=1):
+        joined = pa[["id", "label", "pred"]].merge(pb[["id", "label", "pred"]], on="id", suffixes=("", "_b"))
+        if (not len(joined) == len(pa) == len(pb) or not pa["id"].is_unique
+                or (joined["label"] != joined["label_b"]).any()):
+            raise ValueError(f"{names[0]} and {names[1]}: fold {k}'s predictions are not of the same test "
+                             f"utterances ({len(pa)} and {len(pb)} rows, {len(joined)} shared ids)")
+        per_fold.append((joined["label"].to_numpy(), joined["pred"].to_numpy(), joined["pred_b"].to_numpy()))
+    if len(per_fold) != len(a) or len(per_fold) != len(b):
+        raise ValueError(f"{names[0]} and {names[1]} cover {len(a)} and {len(b)} folds")
+    return paired_bootstrap(per_fold, n_resamples=BOOTSTRAP_RESAMPLES, confidence=BOOTSTRAP_CONFIDENCE)
+
+
 def table2(cfg: Config, study: "Study") -> pd.DataFrame:
     """The eight rows of Table 2 with the paper's numbers and ours (NaN where a row cannot
     exist on the corpus, e.g. the linguistic teacher without transcripts).
@@ -196,14 +225,19 @@ def table2(cfg: Config, study: "Study") -> pd.DataFrame:
     Every row is also compared with the full student fold by fold (the folds are shared, so
     the fold-to-fold spread, often larger than the differences between rows, cancels):
     ``UA diff mean`` / ``UA diff std`` of (row - full) over folds, and ``full higher`` = in
-    how many folds the full student scored strictly higher."""
+    how many folds the full student scored strictly higher; ``UA diff low`` / ``UA diff
+    high``: the 95 % interval of that mean difference from a paired bootstrap over the test
+    utterances (:func:`paired_bootstrap_of`), and ``p full not higher``: the share of
+    resamples in which the full student was not ahead."""
     rows = []
     full = _ours(study, cfg, PAPER_TABLE2[0]["source"])
     for spec in PAPER_TABLE2:
         s = _ours(study, cfg, spec["source"])
         pct = (lambda key: s.pct(key)) if s is not None else (lambda key: float("nan"))
+        paired = s is not None and spec is not PAPER_TABLE2[0]
         diff = paired_difference([100 * m["ua"] for m in s.per_fold], [100 * m["ua"] for m in full.per_fold]) \
-            if s is not None and spec is not PAPER_TABLE2[0] else None
+            if paired else None
+        boot = paired_bootstrap_of(full, s) if paired else None  # full - row: its p says "full ahead"
         rows.append({
             "row": spec["row"], "variant": spec["variant"], "paper WA": spec["wa"], "paper UA": spec["ua"],
             "UA mean": pct("ua_mean"), "UA std": pct("ua_std"), "WA mean": pct("wa_mean"),
@@ -211,6 +245,9 @@ def table2(cfg: Config, study: "Study") -> pd.DataFrame:
             "UA diff mean": diff["mean"] if diff else float("nan"),
             "UA diff std": diff["std"] if diff else float("nan"),
             "full higher": diff["b_higher"] if diff else None, "folds": diff["n"] if diff else None,
+            "UA diff low": -100 * boot["high"] if boot else float("nan"),  # of row - full, as the mean
+            "UA diff high": -100 * boot["low"] if boot else float("nan"),
+            "p full not higher": boot["p_not_higher"] if boot else float("nan"),
         })
     return pd.DataFrame(rows)
 
@@ -408,16 +445,23 @@ def write_table(frame: pd.DataFrame, stem: str, caption: str, label: str, notes:
 
 #: The paired column of the printed Table 2 (see :func:`table2`).
 TABLE2_PAIRED = "our UA minus full, per fold (mean ± std; full higher in)"
+#: The bootstrap column beside it.
+TABLE2_INTERVAL = "95 % interval of that mean (paired bootstrap over test utterances; p full not higher)"
 
 
 def display_table2(frame: pd.DataFrame) -> pd.DataFrame:
-    """Table 2 as printed: mean ± std per metric, pooled beside it, and each row's paired
-    difference from the full student."""
+    """Table 2 as printed: mean ± std per metric, pooled beside it, each row's paired
+    difference from the full student and that difference's bootstrap interval."""
     def paired(row) -> str:
         if pd.isna(row["UA diff mean"]):
             return "-"
         spread = "" if pd.isna(row["UA diff std"]) else f" ± {row['UA diff std']:.2f}"
         return f"{row['UA diff mean']:+.2f}{spread} ({int(row['full higher'])} of {int(row['folds'])})"
+
+    def interval(row) -> str:
+        if pd.isna(row["UA diff low"]):
+            return "-"
+        return f"[{row['UA diff low']:+.2f}, {row['UA diff high']:+.2f}] (p = {row['p full not higher']:.3f})"
 
     return pd.DataFrame({
         "row": frame["row"], "variant": frame["variant"], "paper WA": frame["paper WA"], "paper UA": frame["paper UA"],
@@ -425,6 +469,7 @@ def display_table2(frame: pd.DataFrame) -> pd.DataFrame:
         "our UA (mean ± std)": [_fmt(m, s) for m, s in zip(frame["UA mean"], frame["UA std"])],
         "our WA pooled": frame["WA pooled"].round(2), "our UA pooled": frame["UA pooled"].round(2),
         TABLE2_PAIRED: [paired(row) for _, row in frame.iterrows()],
+        TABLE2_INTERVAL: [interval(row) for _, row in frame.iterrows()],
     })
 
 

@@ -60,7 +60,11 @@ print(f"corpus {study.corpus}, {len(folds)} folds, preset {cfg.preset}, commit {
 # (the students' ± is 3.7 to 5.5 points on 5 folds), so the last column compares each row with the full student
 # fold by fold: the mean and spread of the differences, and in how many folds the full
 # student was ahead. A difference that is consistent across folds can be read even when it
-# is smaller than the ± of the means.
+# is smaller than the ± of the means. The column after it asks how far the test utterances
+# alone could move that mean difference: a paired bootstrap (every fold's test utterances
+# drawn again with replacement, the same draw for both models, 10,000 times) gives its 95 %
+# interval, and p is the share of draws in which the full student was not ahead. It says
+# nothing about a new training seed, which moves both models (`python -m emolib gap --seeds`).
 
 # %%
 t2 = report.table2(cfg, study)
@@ -73,7 +77,11 @@ report.write_table(shown, "table2_ablations", caption, "tab:ablations",
                    ["Paper rows restored from its text (the symbols were lost in extraction).",
                     "Last column: each row's UA minus the full student's, fold by fold (every row is tested on "
                     "the same folds, so the spread from fold to fold cancels): mean ± std over folds, and in how "
-                    "many folds the full student scored higher."], prov, out)
+                    "many folds the full student scored higher. Then the 95 % interval of that mean difference "
+                    "from a paired bootstrap over the test utterances (each fold's utterances drawn again with "
+                    f"replacement, the same draw for both models, {report.BOOTSTRAP_RESAMPLES:,} times), and p, the "
+                    "share of draws in which the full student was not ahead: the test sets' sampling noise only, "
+                    "not a new training seed's."], prov, out)
 display(Markdown(report.markdown_table(shown, caption)))
 
 # %% [markdown]

@@ -21,6 +21,7 @@ import torch
 
 from emolib import __main__ as cli
 from emolib import pipeline, train
+from emolib.metrics import paired_bootstrap
 
 from toy import toy_corpus
 
@@ -259,8 +260,23 @@ def test_gap_prints_validation_and_test_apart_with_paired_differences_from_the_r
             name: round(100 * np.mean([m[key] for m in metrics[name]]), 2) for name in where}
         diff = np.array([m[key] for m in metrics["full"]]) - np.array([m[key] for m in metrics["no_teachers"]])
         higher = int((diff > 0).sum())
+        interval = ""
+        if head == "test":  # the paired bootstrap over the test utterances, from the predictions files
+            (full_dir,), (plain_dir,) = ([d for d in (runs / "student").iterdir() if d.name.startswith(p)]
+                                         for p in ("full-", "no_teachers-"))
+            triples = []
+            for k in (1, 2):
+                full_pred, plain_pred = (list(csv.DictReader(open(d / f"fold{k}" / "predictions.csv")))
+                                         for d in (full_dir, plain_dir))
+                assert [r["id"] for r in full_pred] == [r["id"] for r in plain_pred]
+                triples.append(([r["label"] for r in full_pred], [r["pred"] for r in full_pred],
+                                [r["pred"] for r in plain_pred]))
+            boot = paired_bootstrap(triples)
+            assert boot["diff"] == pytest.approx(diff.mean(), abs=1e-12)
+            interval = (f"; 95 % interval [{100 * boot['low']:+.2f}, {100 * boot['high']:+.2f}] over the test "
+                        f"utterances, p = {boot['p_not_higher']:.3f}")
         assert gap == (f"  full - no_teachers: {100 * diff.mean():+.2f} ± {100 * abs(diff[0] - diff[1]) / np.sqrt(2):.2f} "
-                       f"(higher in {higher} of 2 folds)")
+                       f"(higher in {higher} of 2 folds){interval}")
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained again")

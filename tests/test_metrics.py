@@ -1,10 +1,12 @@
 """UA / WA / macro-F1 and paired differences over folds: hand-computed cases and parity with scikit-learn."""
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
-from emolib.metrics import (classification_metrics, format_mean_line, macro_f1, paired_difference, summarize_folds,
-                            unweighted_accuracy, weighted_accuracy)
+from emolib.metrics import (_resampled_ua, classification_metrics, format_mean_line, macro_f1, paired_bootstrap,
+                            paired_difference, summarize_folds, unweighted_accuracy, weighted_accuracy)
 
 CLASSES = ("neutral", "angry", "sad", "happy")
 
@@ -85,3 +87,63 @@ def test_paired_difference_by_hand():
     for a, b in (([0.5, 0.6], [0.5]), ([], [])):
         with pytest.raises(ValueError, match="equally long, non-empty"):
             paired_difference(a, b)
+
+
+def test_resampled_ua_matches_scikit_learn_on_every_resample():
+    # six utterances, so that many resamples miss a class: UA then averages the classes present
+    y = np.array([0, 0, 1, 2, 3, 3])
+    pred = np.array([0, 1, 1, 2, 0, 3])
+    idx = np.random.default_rng(0).integers(0, y.size, size=(200, y.size))
+    fast = _resampled_ua(y, pred == y, idx)
+    assert any(len(set(y[i])) < 4 for i in idx)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "y_pred contains classes not in y_true": sklearn drops them too
+        expected = [balanced_accuracy_score(y[i], pred[i]) for i in idx]
+    np.testing.assert_allclose(fast, expected, rtol=0, atol=1e-12)
+
+
+def test_paired_bootstrap_by_hand():
+    y = [0, 1, 2, 3] * 5
+    right, wrong = y, [(c + 1) % 4 for c in y]
+    # a always right, b always wrong: every resample differs by exactly 1
+    out = paired_bootstrap([(y, right, wrong), (y, right, wrong)], n_resamples=500)
+    assert (out["diff"], out["low"], out["high"], out["p_not_higher"]) == (1.0, 1.0, 1.0, 0.0)
+    assert (out["n"], out["n_resamples"], out["confidence"]) == (40, 500, 0.95)
+    # the same predictions: nothing to tell apart, and a never beats b
+    same = paired_bootstrap([(y, wrong, wrong)], n_resamples=200)
+    assert (same["diff"], same["low"], same["high"], same["p_not_higher"]) == (0.0, 0.0, 0.0, 1.0)
+    # fold 1: a right on 3 of 4 classes (UA .75), b on 1 (UA .25); fold 2: level (1.0 each).
+    # The statistic is the mean over folds of the per-fold difference, (0.5 + 0) / 2
+    a1, b1 = [0, 1, 2, 0], [0, 0, 0, 0]
+    out = paired_bootstrap([([0, 1, 2, 3], a1, b1), ([0, 1], [0, 1], [0, 1])], n_resamples=300)
+    assert out["diff"] == pytest.approx(0.25, abs=1e-12)
+    assert 0 <= out["low"] <= out["diff"] <= out["high"] <= 0.5  # fold 1 alone can differ by at most 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_paired_bootstrap_statistic_seed_and_symmetry(seed):
+    rng = np.random.default_rng(seed)
+    folds = []
+    for _ in range(3):
+        y = rng.integers(0, 4, 120)
+        folds.append((y, np.where(rng.random(120) < 0.8, y, rng.integers(0, 4, 120)),
+                      np.where(rng.random(120) < 0.7, y, rng.integers(0, 4, 120))))
+    out = paired_bootstrap(folds, n_resamples=2000, seed=seed)
+    per_fold = [balanced_accuracy_score(y, a) - balanced_accuracy_score(y, b) for y, a, b in folds]
+    assert out["diff"] == pytest.approx(np.mean(per_fold), abs=1e-12)
+    assert out["low"] < out["diff"] < out["high"]
+    assert paired_bootstrap(folds, n_resamples=2000, seed=seed) == out  # the seed fixes every draw
+    swapped = paired_bootstrap([(y, b, a) for y, a, b in folds], n_resamples=2000, seed=seed)
+    assert swapped["diff"] == pytest.approx(-out["diff"], abs=1e-12)
+    assert (swapped["low"], swapped["high"]) == pytest.approx((-out["high"], -out["low"]), abs=1e-12)
+    wider = paired_bootstrap(folds, n_resamples=2000, seed=seed, confidence=0.99)
+    assert wider["low"] <= out["low"] and wider["high"] >= out["high"]
+
+
+def test_paired_bootstrap_rejects_bad_input():
+    with pytest.raises(ValueError, match="at least one fold"):
+        paired_bootstrap([])
+    with pytest.raises(ValueError, match="fold 2 needs three equally long"):
+        paired_bootstrap([([0, 1], [0, 1], [1, 0]), ([0, 1], [0], [0, 1])])
+    with pytest.raises(ValueError, match="0 < confidence < 1"):
+        paired_bootstrap([([0], [0], [0])], confidence=1.0)

@@ -21,7 +21,7 @@ import pytest
 from emolib import driver, pipeline, report
 from emolib.config import CLASSES, get_config
 from emolib.corpora.synth import bayes_ceilings
-from emolib.metrics import classification_metrics
+from emolib.metrics import classification_metrics, paired_bootstrap
 
 FOLDS = (1, 2, 3)
 CORPUS = "synth"  # the tiny preset's corpus: the report then also shows the card's Bayes ceilings
@@ -188,21 +188,33 @@ def test_table2_has_the_papers_rows_and_our_scores(executed):
         diff = np.array([_ua(t, p) for t, p in fixture.truth[source]]) - full_ua
         paired = "-" if row == 1 else (f"{diff.mean():+.2f} ± {diff.std(ddof=1):.2f} "
                                        f"({sum(d < 0 for d in diff)} of {len(FOLDS)})")
+        # and its bootstrap interval over the test utterances, with p = share of draws where full is not ahead
+        interval = "-"
+        if row != 1:
+            triples = [(t, p, f) for (t, p), (_, f) in zip(fixture.truth[source], fixture.truth["student:full"])]
+            row_minus_full = paired_bootstrap(triples, n_resamples=report.BOOTSTRAP_RESAMPLES)
+            full_minus_row = paired_bootstrap([(t, f, p) for t, p, f in triples], n_resamples=report.BOOTSTRAP_RESAMPLES)
+            assert row_minus_full["diff"] == pytest.approx(diff.mean() / 100, abs=1e-12)
+            interval = (f"[{100 * row_minus_full['low']:+.2f}, {100 * row_minus_full['high']:+.2f}] "
+                        f"(p = {full_minus_row['p_not_higher']:.3f})")
         expected.append([str(row), variant, f"{wa:.2f}", f"{ua:.2f}", f"{s.wa_mean:.2f} ± {s.wa_std:.2f}",
                          f"{s.ua_mean:.2f} ± {s.ua_std:.2f}", f"{np.round(s.wa_pooled, 2):.2f}",
-                         f"{np.round(s.ua_pooled, 2):.2f}", paired])
+                         f"{np.round(s.ua_pooled, 2):.2f}", paired, interval])
     md = (figures / "table2_ablations.md").read_text()
     assert "| row | variant | paper WA | paper UA | our WA (mean ± std) | our UA (mean ± std) | our WA pooled | " \
-           "our UA pooled | our UA minus full, per fold (mean ± std; full higher in) |" in md
+           "our UA pooled | our UA minus full, per fold (mean ± std; full higher in) | 95 % interval of that mean " \
+           "(paired bootstrap over test utterances; p full not higher) |" in md
+    assert "a paired bootstrap over the test utterances" in md
     assert _rows(md) == expected
     caption = md.splitlines()[0]
     assert caption.startswith("**Table 2 (ablations). Paper: IEMOCAP, HuBERT-base student. Ours: corpus 'synth', ")
     assert "student backbone tiny-random (freeze=all)" in caption and "over 3 folds" in caption
 
     tex = (figures / "table2_ablations.tex").read_text()
-    assert r"\begin{tabular}{lllllllll}" in tex and r"\label{tab:ablations}" in tex
+    assert r"\begin{tabular}{llllllllll}" in tex and r"\label{tab:ablations}" in tex
     for cells in expected:
-        assert " & ".join(c.replace(" ± ", r" $\pm$ ") for c in cells) + r" \\" in tex, cells
+        latex = [c.replace(" ± ", r" $\pm$ ").replace("[", "{[}").replace("]", "{]}") for c in cells]
+        assert " & ".join(latex) + r" \\" in tex, cells
 
     js = json.loads((figures / "table2_ablations.json").read_text())
     assert [[r["row"], r["variant"], r["paper WA"], r["paper UA"]] for r in js["rows"]] == [
@@ -523,3 +535,28 @@ def test_the_sweep_table_keeps_the_grid_order_and_gives_one_fold_without_a_sprea
     table = report.sweep_table(sweep)
     assert table.values.tolist() == [["prosodic", "1", "71.00 ± 1.41", "72.50 ± 2.12", 2],
                                      ["linguistic", "2", "60.00", "61.00", 1]]
+
+
+def test_the_bootstrap_matches_utterances_by_id_and_refuses_other_test_sets():
+    rng = np.random.default_rng(3)
+    labels = rng.choice(CLASSES, 40)
+    ids = [f"u{i:02d}" for i in range(40)]
+
+    def summary(name, preds, order=None):
+        frame = pd.DataFrame({"id": ids, "label": labels, "pred": preds})
+        return report.Summary(name, [], {}, [frame if order is None else frame.iloc[order].reset_index(drop=True)])
+
+    a_preds = np.where(rng.random(40) < 0.8, labels, "neutral")
+    b_preds = np.where(rng.random(40) < 0.5, labels, "sad")
+    a, b = summary("a", a_preds), summary("b", b_preds)
+    expected = paired_bootstrap([(labels, a_preds, b_preds)], n_resamples=report.BOOTSTRAP_RESAMPLES)
+    assert report.paired_bootstrap_of(a, b) == expected
+    # the other model's rows in another order: matched by id, the same numbers
+    assert report.paired_bootstrap_of(a, summary("b", b_preds, rng.permutation(40))) == expected
+    other = report.Summary("c", [], {}, [pd.DataFrame({"id": [f"v{i:02d}" for i in range(40)], "label": labels,
+                                                        "pred": b_preds})])
+    with pytest.raises(ValueError, match="a and c: fold 1's predictions are not of the same test utterances"):
+        report.paired_bootstrap_of(a, other)
+    relabelled = report.Summary("d", [], {}, [pd.DataFrame({"id": ids, "label": np.roll(labels, 1), "pred": b_preds})])
+    with pytest.raises(ValueError, match="not of the same test utterances"):
+        report.paired_bootstrap_of(a, relabelled)
