@@ -38,7 +38,7 @@ import numpy as np
 
 from .audio import AUDIO_SUFFIXES
 from .config import Config, get_config
-from .metrics import format_mean_line
+from .metrics import format_mean_line, format_p
 from .runs import fold_number
 
 
@@ -401,7 +401,7 @@ def gap(cfg: Config, folds: Sequence[int] | None = None, oracle: bool = True) ->
             boot = intervals[name] if block == "test" else None
             interval = "" if boot is None else (
                 f"; {100 * boot['confidence']:.0f} % interval [{100 * boot['low']:+.2f}, {100 * boot['high']:+.2f}] "
-                f"over the test utterances, p = {boot['p_not_higher']:.3f}")
+                f"over the test utterances, {format_p(boot['p_not_higher'], boot['n_resamples'])}")
             print(f"  {name} - {PLAIN}: {100 * d['mean']:+.2f}{spread} (higher in {d['a_higher']} of {d['n']} "
                   f"fold{'s' if d['n'] != 1 else ''}){interval}", flush=True)
     return {"folds": numbers, "rows": rows, **scores, "gaps": gaps, "test_intervals": intervals}

@@ -90,6 +90,11 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:
             "a_higher": int((d > 0).sum()), "b_higher": int((d < 0).sum()), "n": int(d.size)}
 
 
+def format_p(p: float, n_resamples: int) -> str:
+    """A bootstrap p-value as printed: none of the draws is "below one in ``n_resamples``", not 0."""
+    return f"p < {1 / n_resamples:g}" if p == 0 else f"p = {p:.3f}"
+
+
 def format_mean_line(summary: dict) -> str:
     """The closing line of the ``teacher`` / ``student`` commands, in percent."""
     return (

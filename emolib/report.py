@@ -23,7 +23,7 @@ import pandas as pd
 from . import paths
 from .config import Config
 from .losses import ABLATION_VARIANTS
-from .metrics import paired_bootstrap, paired_difference, unweighted_accuracy
+from .metrics import format_p, paired_bootstrap, paired_difference, unweighted_accuracy
 from .runs import read_table
 
 # -- the paper's numbers ------------------------------------------------------------------------
@@ -461,7 +461,8 @@ def display_table2(frame: pd.DataFrame) -> pd.DataFrame:
     def interval(row) -> str:
         if pd.isna(row["UA diff low"]):
             return "-"
-        return f"[{row['UA diff low']:+.2f}, {row['UA diff high']:+.2f}] (p = {row['p full not higher']:.3f})"
+        shown = format_p(row["p full not higher"], BOOTSTRAP_RESAMPLES)
+        return f"[{row['UA diff low']:+.2f}, {row['UA diff high']:+.2f}] ({shown})"
 
     return pd.DataFrame({
         "row": frame["row"], "variant": frame["variant"], "paper WA": frame["paper WA"], "paper UA": frame["paper UA"],

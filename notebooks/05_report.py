@@ -75,7 +75,7 @@ caption = (f"Table 2 (ablations). Paper: IEMOCAP, HuBERT-base student. Ours: cor
            f"UA/WA in %, mean ± std over folds, and pooled over folds.")
 report.write_table(shown, "table2_ablations", caption, "tab:ablations",
                    ["Paper rows restored from its text (the symbols were lost in extraction).",
-                    "Last column: each row's UA minus the full student's, fold by fold (every row is tested on "
+                    "Last two columns: each row's UA minus the full student's, fold by fold (every row is tested on "
                     "the same folds, so the spread from fold to fold cancels): mean ± std over folds, and in how "
                     "many folds the full student scored higher. Then the 95 % interval of that mean difference "
                     "from a paired bootstrap over the test utterances (each fold's utterances drawn again with "

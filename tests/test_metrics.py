@@ -1,12 +1,14 @@
-"""UA / WA / macro-F1 and paired differences over folds: hand-computed cases and parity with scikit-learn."""
+"""UA / WA / macro-F1, paired differences over folds and the paired bootstrap: hand-computed cases and parity
+with scikit-learn."""
 import warnings
 
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
-from emolib.metrics import (_resampled_ua, classification_metrics, format_mean_line, macro_f1, paired_bootstrap,
-                            paired_difference, summarize_folds, unweighted_accuracy, weighted_accuracy)
+from emolib.metrics import (_resampled_ua, classification_metrics, format_mean_line, format_p, macro_f1,
+                            paired_bootstrap, paired_difference, summarize_folds, unweighted_accuracy,
+                            weighted_accuracy)
 
 CLASSES = ("neutral", "angry", "sad", "happy")
 
@@ -147,3 +149,8 @@ def test_paired_bootstrap_rejects_bad_input():
         paired_bootstrap([([0, 1], [0, 1], [1, 0]), ([0, 1], [0], [0, 1])])
     with pytest.raises(ValueError, match="0 < confidence < 1"):
         paired_bootstrap([([0], [0], [0])], confidence=1.0)
+
+
+def test_a_bootstrap_p_of_zero_is_printed_as_below_one_draw():
+    assert format_p(0.0, 10_000) == "p < 0.0001" and format_p(0.0, 500) == "p < 0.002"
+    assert format_p(0.0291, 10_000) == "p = 0.029" and format_p(1.0, 10_000) == "p = 1.000"
