@@ -91,8 +91,11 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:
 
 
 def format_p(p: float, n_resamples: int) -> str:
-    """A bootstrap p-value as printed: none of the draws is "below one in ``n_resamples``", not 0."""
-    return f"p < {1 / n_resamples:g}" if p == 0 else f"p = {p:.3f}"
+    """A bootstrap p-value as printed: none of the draws is "below one in ``n_resamples``", not 0,
+    and a p below 0.001 keeps its first significant digit."""
+    if p == 0:
+        return f"p < {1 / n_resamples:g}"
+    return f"p = {p:.3f}" if p >= 0.001 else f"p = {p:.1g}"
 
 
 def format_mean_line(summary: dict) -> str:

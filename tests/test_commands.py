@@ -21,7 +21,7 @@ import torch
 
 from emolib import __main__ as cli
 from emolib import pipeline, train
-from emolib.metrics import paired_bootstrap
+from emolib.metrics import format_p, paired_bootstrap
 
 from toy import toy_corpus
 
@@ -273,7 +273,7 @@ def test_gap_prints_validation_and_test_apart_with_paired_differences_from_the_r
                                 [r["pred"] for r in plain_pred]))
             boot = paired_bootstrap(triples)
             assert boot["diff"] == pytest.approx(diff.mean(), abs=1e-12)
-            p = "p < 0.0001" if boot["p_not_higher"] == 0 else f"p = {boot['p_not_higher']:.3f}"
+            p = format_p(boot["p_not_higher"], boot["n_resamples"])  # its format is checked in test_metrics
             interval = (f"; 95 % interval [{100 * boot['low']:+.2f}, {100 * boot['high']:+.2f}] over the test "
                         f"utterances, {p}")
         assert gap == (f"  full - no_teachers: {100 * diff.mean():+.2f} ± {100 * abs(diff[0] - diff[1]) / np.sqrt(2):.2f} "

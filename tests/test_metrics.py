@@ -154,3 +154,4 @@ def test_paired_bootstrap_rejects_bad_input():
 def test_a_bootstrap_p_of_zero_is_printed_as_below_one_draw():
     assert format_p(0.0, 10_000) == "p < 0.0001" and format_p(0.0, 500) == "p < 0.002"
     assert format_p(0.0291, 10_000) == "p = 0.029" and format_p(1.0, 10_000) == "p = 1.000"
+    assert format_p(0.0003, 10_000) == "p = 0.0003" and format_p(0.001, 10_000) == "p = 0.001"

@@ -21,7 +21,7 @@ import pytest
 from emolib import driver, pipeline, report
 from emolib.config import CLASSES, get_config
 from emolib.corpora.synth import bayes_ceilings
-from emolib.metrics import classification_metrics, paired_bootstrap
+from emolib.metrics import classification_metrics, format_p, paired_bootstrap
 
 FOLDS = (1, 2, 3)
 CORPUS = "synth"  # the tiny preset's corpus: the report then also shows the card's Bayes ceilings
@@ -197,7 +197,7 @@ def test_table2_has_the_papers_rows_and_our_scores(executed):
             assert row_minus_full["diff"] == pytest.approx(diff.mean() / 100, abs=1e-12)
             p = full_minus_row["p_not_higher"]
             interval = (f"[{100 * row_minus_full['low']:+.2f}, {100 * row_minus_full['high']:+.2f}] "
-                        f"({'p < 0.0001' if p == 0 else f'p = {p:.3f}'})")
+                        f"({format_p(p, report.BOOTSTRAP_RESAMPLES)})")
         expected.append([str(row), variant, f"{wa:.2f}", f"{ua:.2f}", f"{s.wa_mean:.2f} ± {s.wa_std:.2f}",
                          f"{s.ua_mean:.2f} ± {s.ua_std:.2f}", f"{np.round(s.wa_pooled, 2):.2f}",
                          f"{np.round(s.ua_pooled, 2):.2f}", paired, interval])
