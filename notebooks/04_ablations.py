@@ -54,17 +54,38 @@ print(data.fold(fold).summary())
 # terms differ (`emolib/losses.py`). A term switched off is not computed at all.
 
 # %%
-results = {}
+runs = {}
 for variant in ABLATION_VARIANTS:
-    results[variant] = pipeline.train_student(cfg.replace({"distill.variant": variant}), fold, data).metrics()
+    runs[variant] = pipeline.train_student(cfg.replace({"distill.variant": variant}), fold, data)
 for kind in pipeline.TEACHER_KINDS:
     if kind == "linguistic" and not data.corpus.has_transcripts:
         continue
-    results[f"{kind} teacher alone"] = pipeline.train_teacher(kind, cfg, fold, data).metrics()
+    runs[f"{kind} teacher alone"] = pipeline.train_teacher(kind, cfg, fold, data)
+results = {name: run.metrics() for name, run in runs.items()}
 table = pd.DataFrame({name: {"UA": 100 * m["ua"], "WA": 100 * m["wa"], "macro-F1": 100 * m["macro_f1"],
                              "terms": ", ".join(m.get("terms", ["(teacher)"]))} for name, m in results.items()}).T
 table = table.astype({"UA": float, "WA": float, "macro-F1": float})  # the terms made every column text
 display(table.round(2))
+
+# %% [markdown]
+# ## Signal or the test speakers' luck?
+#
+# One fold's test set is two speakers' few hundred turns: another few hundred turns of the same
+# speakers would move every UA. A paired bootstrap asks how far: draw the test turns again with
+# replacement, score both models on the same draw, repeat 10,000 times. The 95 % interval of the
+# difference, and p (the share of draws in which the full student was not ahead), say whether
+# the lead over each row is more than that luck. Table 2 (notebook 05) does the same over all
+# folds. It cannot tell what a new training seed would do (exercise 2).
+
+# %%
+intervals = {}
+for name, run in runs.items():
+    if name == "full":
+        continue
+    boot = report.paired_bootstrap_frames([runs["full"].predictions()], [run.predictions()], ("full", name))
+    intervals[name] = {"full minus row (UA)": 100 * boot["diff"], "95 % low": 100 * boot["low"],
+                       "95 % high": 100 * boot["high"], "p full not ahead": boot["p_not_higher"]}
+display(pd.DataFrame(intervals).T.round(3))
 
 # %% [markdown]
 # ## How much could any teacher give? (the built-in corpus only)
@@ -109,7 +130,7 @@ plots.save_figure(fig, pipeline.fold_figure_path(cfg, "ablations", fold),
 # 1. **Read a row.** For each variant, the `terms` column lists the loss terms it trains
 #    with. Which removal costs the most on this fold? Run another fold
 #    (`fold = 2`): does the ranking hold? A difference smaller than the spread over folds
-#    (notebook 05) is not a finding.
+#    (notebook 05) is not a finding, nor is one whose bootstrap interval above contains 0.
 # 2. **Noise or signal?** `overrides = {"training.seed": 1}` retrains every variant with
 #    another initialisation and batch order (and both teachers, which train with the seed too). How much does `no_teachers` move? Compare that
 #    with the full student's lead (over all folds and three seeds:
