@@ -208,11 +208,17 @@ def paired_bootstrap_frames(a: Sequence[pd.DataFrame], b: Sequence[pd.DataFrame]
     """:func:`paired_bootstrap_of` on two models' per-fold prediction tables (id, label, pred)."""
     per_fold = []
     for k, (pa, pb) in enumerate(zip(a, b), start=1):
+        for name, frame in zip(names, (pa, pb)):
+            if not frame["id"].is_unique:
+                raise ValueError(f"{name}: fold {k}'s predictions list an utterance more than once "
+                                 f"(e.g. {frame['id'][frame['id'].duplicated()].iloc[0]!r})")
         joined = pa[["id", "label", "pred"]].merge(pb[["id", "label", "pred"]], on="id", suffixes=("", "_b"))
-        if (not len(joined) == len(pa) == len(pb) or not pa["id"].is_unique
-                or (joined["label"] != joined["label_b"]).any()):
+        if not len(joined) == len(pa) == len(pb):
             raise ValueError(f"{names[0]} and {names[1]}: fold {k}'s predictions are not of the same test "
                              f"utterances ({len(pa)} and {len(pb)} rows, {len(joined)} shared ids)")
+        if (joined["label"] != joined["label_b"]).any():
+            raise ValueError(f"{names[0]} and {names[1]}: fold {k}'s predictions give the same utterances "
+                             f"different labels (e.g. {joined['id'][joined['label'] != joined['label_b']].iloc[0]!r})")
         per_fold.append((joined["label"].to_numpy(), joined["pred"].to_numpy(), joined["pred_b"].to_numpy()))
     if len(per_fold) != len(a) or len(per_fold) != len(b):
         raise ValueError(f"{names[0]} and {names[1]} cover {len(a)} and {len(b)} folds")
@@ -227,7 +233,7 @@ def table2(cfg: Config, study: "Study") -> pd.DataFrame:
     the fold-to-fold spread, often larger than the differences between rows, cancels):
     ``UA diff mean`` / ``UA diff std`` of (row - full) over folds, and ``full higher`` = in
     how many folds the full student scored strictly higher; ``UA diff low`` / ``UA diff
-    high``: the 95 % interval of that mean difference from a paired bootstrap over the test
+    high``: the interval of that mean difference (``BOOTSTRAP_CONFIDENCE``) from a paired bootstrap over the test
     utterances (:func:`paired_bootstrap_of`), and ``p full not higher``: the share of
     resamples in which the full student was not ahead."""
     rows = []
@@ -447,7 +453,8 @@ def write_table(frame: pd.DataFrame, stem: str, caption: str, label: str, notes:
 #: The paired column of the printed Table 2 (see :func:`table2`).
 TABLE2_PAIRED = "our UA minus full, per fold (mean ± std; full higher in)"
 #: The bootstrap column beside it.
-TABLE2_INTERVAL = "95 % interval of that mean (paired bootstrap over test utterances; p full not higher)"
+TABLE2_INTERVAL = (f"{100 * BOOTSTRAP_CONFIDENCE:.0f} % interval of that mean (paired bootstrap over test "
+                   "utterances; p full not higher)")
 
 
 def display_table2(frame: pd.DataFrame) -> pd.DataFrame:

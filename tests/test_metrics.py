@@ -94,14 +94,56 @@ def test_paired_difference_by_hand():
 def test_resampled_ua_matches_scikit_learn_on_every_resample():
     # six utterances, so that many resamples miss a class: UA then averages the classes present
     y = np.array([0, 0, 1, 2, 3, 3])
-    pred = np.array([0, 1, 1, 2, 0, 3])
+    pred_a, pred_b = np.array([0, 1, 1, 2, 0, 3]), np.array([1, 0, 1, 1, 3, 3])
     idx = np.random.default_rng(0).integers(0, y.size, size=(200, y.size))
-    fast = _resampled_ua(y, pred == y, idx)
+    fast_a, fast_b = _resampled_ua(y, (pred_a == y, pred_b == y), idx)
     assert any(len(set(y[i])) < 4 for i in idx)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "y_pred contains classes not in y_true": sklearn drops them too
-        expected = [balanced_accuracy_score(y[i], pred[i]) for i in idx]
-    np.testing.assert_allclose(fast, expected, rtol=0, atol=1e-12)
+        for fast, pred in ((fast_a, pred_a), (fast_b, pred_b)):
+            np.testing.assert_allclose(fast, [balanced_accuracy_score(y[i], pred[i]) for i in idx], rtol=0, atol=1e-12)
+
+
+def _reference_bootstrap(per_fold, n_resamples, confidence, seed=0):
+    """The bootstrap written out resample by resample with scikit-learn, and p counted exactly
+    (with fractions, so that a tie is a tie however the floats round)."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(seed)
+    diffs = np.zeros(n_resamples)
+    exact = [Fraction(0)] * n_resamples
+    for y, a, b in per_fold:
+        y, a, b = map(np.asarray, (y, a, b))
+        idx = rng.integers(0, y.size, size=(n_resamples, y.size))
+        for r, i in enumerate(idx):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                diffs[r] += balanced_accuracy_score(y[i], a[i]) - balanced_accuracy_score(y[i], b[i])
+            recall = {m: [Fraction(int((pred[i][y[i] == c] == c).sum()), int((y[i] == c).sum()))
+                          for c in np.unique(y[i])] for m, pred in (("a", a), ("b", b))}
+            exact[r] += (sum(recall["a"]) - sum(recall["b"])) / len(recall["a"])
+    diffs /= len(per_fold)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(diffs, [tail, 1 - tail])
+    return low, high, sum(d <= 0 for d in exact) / n_resamples
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.8])
+def test_paired_bootstrap_matches_a_resample_by_resample_reference(confidence):
+    # three small folds of class names (one without "happy"), so that resamples miss classes and
+    # many resamples tie; 1,200 resamples cross a chunk boundary (BOOTSTRAP_CHUNK = 1,000)
+    rng = np.random.default_rng(8)  # a seed whose draws hold ties that float sums would put at +-1e-17
+    names = np.array(CLASSES)
+    per_fold = []
+    for size, n_classes in ((9, 4), (14, 4), (6, 3)):
+        y = names[rng.integers(0, n_classes, size)]
+        per_fold.append((y, np.where(rng.random(size) < 0.7, y, "neutral"),
+                         np.where(rng.random(size) < 0.6, y, "sad")))
+    out = paired_bootstrap(per_fold, n_resamples=1200, confidence=confidence)
+    low, high, p = _reference_bootstrap(per_fold, 1200, confidence)
+    assert (out["low"], out["high"]) == pytest.approx((low, high), abs=1e-12)
+    assert out["p_not_higher"] == p  # exact ties counted as "not ahead", whatever the float sums gave
+    assert 0 < p < 1 and low < high
 
 
 def test_paired_bootstrap_by_hand():
@@ -151,7 +193,8 @@ def test_paired_bootstrap_rejects_bad_input():
         paired_bootstrap([([0], [0], [0])], confidence=1.0)
 
 
-def test_a_bootstrap_p_of_zero_is_printed_as_below_one_draw():
-    assert format_p(0.0, 10_000) == "p < 0.0001" and format_p(0.0, 500) == "p < 0.002"
+def test_a_bootstrap_p_of_zero_is_printed_as_at_most_one_in_n_plus_one():
+    # none of n draws: p <= 1 / (n + 1)
+    assert format_p(0.0, 10_000) == "p ≤ 0.0001" and format_p(0.0, 500) == "p ≤ 0.002"
     assert format_p(0.0291, 10_000) == "p = 0.029" and format_p(1.0, 10_000) == "p = 1.000"
     assert format_p(0.0003, 10_000) == "p = 0.0003" and format_p(0.001, 10_000) == "p = 0.001"

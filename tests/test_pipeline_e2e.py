@@ -34,7 +34,7 @@ import pytest
 import torch
 
 from emolib import __main__ as cli
-from emolib import driver, train
+from emolib import driver, report, train
 
 pytestmark = pytest.mark.slow
 
@@ -157,16 +157,21 @@ def test_every_notebook_executes_for_two_folds_and_writes_the_figures(clean):
     # notebook 04's bootstrap table: every other row against the full student, on this fold's test turns
     notebook = json.loads((summary.run_dir / "04_ablations" / "fold1.ipynb").read_text())
     (table,) = ["".join(o["data"]["text/plain"]) for cell in notebook["cells"] for o in cell.get("outputs", [])
-                if "p full not ahead" in "".join(o.get("data", {}).get("text/plain", ""))]
-    lines = table.split("\n\n")[0].splitlines()[1:]  # the first block: pandas wraps wide tables
-    assert [line.split("  ")[0] for line in lines] == [
-        "no_logit_kd", "no_embedding_kd", "no_prosodic_teacher", "no_linguistic_teacher", "no_teachers",
-        "prosodic teacher alone", "linguistic teacher alone"]
-    metrics = {name.split("/")[1].split("-")[0]: json.loads((folder / "metrics.json").read_text())
-               for name, folder in _fold_runs(roots.runs, 1).items() if name.startswith("student/")}
-    plain_row = next(line for line in lines if line.startswith("no_teachers"))
-    assert float(plain_row.split()[1]) == pytest.approx(100 * (metrics["full"]["ua"] - metrics["no_teachers"]["ua"]),
-                                                        abs=5e-4)
+                if "p full not higher" in "".join(o.get("data", {}).get("text/plain", ""))]
+    header, *lines = table.split("\n\n")[0].splitlines()  # the first block: pandas wraps wide tables
+    assert header.split() == ["row", "minus", "full", "(UA)", "low", "high", "p", "full", "not", "higher"]
+    names = ["no_logit_kd", "no_embedding_kd", "no_prosodic_teacher", "no_linguistic_teacher", "no_teachers",
+             "prosodic teacher alone", "linguistic teacher alone"]
+    assert [line.split("  ")[0] for line in lines] == names
+    folders = _fold_runs(roots.runs, 1)
+    predictions = {name.split("/")[1].split("-")[0] if name.startswith("student/") else
+                   f"{name.split('_')[0]} teacher alone": pd.read_csv(folder / "predictions.csv")
+                   for name, folder in folders.items() if not name.startswith("data/")}
+    for name, line in zip(names, lines):
+        boot = report.paired_bootstrap_frames([predictions["full"]], [predictions[name]], ("full", name))
+        printed = [float(v) for v in line[len(name):].split()]
+        assert printed == pytest.approx([-100 * boot["diff"], -100 * boot["high"], -100 * boot["low"],
+                                         boot["p_not_higher"]], abs=5e-4), name
     per_fold_figures = {p.name for p in (roots.runs / "fold-figures").glob("*/*.pdf")}
     assert per_fold_figures == {f"{n}_fold{k}.pdf" for k in (1, 2)
                                 for n in ("durations", "teacher_learning_curves", "teacher_confusion", "fig2", "ablations")}

@@ -559,5 +559,14 @@ def test_the_bootstrap_matches_utterances_by_id_and_refuses_other_test_sets():
     with pytest.raises(ValueError, match="a and c: fold 1's predictions are not of the same test utterances"):
         report.paired_bootstrap_of(a, other)
     relabelled = report.Summary("d", [], {}, [pd.DataFrame({"id": ids, "label": np.roll(labels, 1), "pred": b_preds})])
-    with pytest.raises(ValueError, match="not of the same test utterances"):
+    first = ids[int(np.flatnonzero(np.roll(labels, 1) != labels)[0])]
+    with pytest.raises(ValueError, match=f"a and d: fold 1's predictions give the same utterances different labels "
+                                         f"\\(e.g. '{first}'\\)"):
         report.paired_bootstrap_of(a, relabelled)
+    # an utterance twice in either table (and another missing) is refused, whichever side it is on
+    twice = summary("e", b_preds)
+    twice.predictions[0].loc[1, "id"] = ids[0]
+    for left, right in ((a, twice), (twice, a)):
+        with pytest.raises(ValueError, match=f"e: fold 1's predictions list an utterance more than once "
+                                             f"\\(e.g. '{ids[0]}'\\)"):
+            report.paired_bootstrap_of(left, right)
