@@ -414,7 +414,7 @@ def markdown_table(frame: pd.DataFrame, caption: str, notes: Sequence[str] = ())
 
 _LATEX = str.maketrans({"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#",
                         "$": r"\$", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                        "±": r"$\pm$", "[": "{[}", "]": "{]}"})
+                        "±": r"$\pm$", "≤": r"$\leq$", "[": "{[}", "]": "{]}"})
 
 
 def latex_table(frame: pd.DataFrame, caption: str, label: str, notes: Sequence[str] = ()) -> str:

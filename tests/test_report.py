@@ -475,6 +475,12 @@ def test_latex_escapes_braces_dollars_tilde_and_caret_in_one_pass():
     frame = pd.DataFrame({"backbone": ["~/models/{x}_$1^2"]})
     body = report.latex_table(frame, "c", "t").splitlines()[9]
     assert body == r"\textasciitilde{}/models/\{x\}\_\$1\textasciicircum{}2 \\"
+    # the bootstrap column's "p ≤ 0.0001": no bare unicode reaches pdflatex
+    assert report.latex_table(pd.DataFrame({"p": ["(p ≤ 0.0001)"]}), "c", "t").splitlines()[9] == r"(p $\leq$ 0.0001) \\"
+    every_tex = "".join((report.paths.project_root() / "figures" / f).read_text()
+                        for f in ("table2_ablations.tex", "table1_comparison.tex", "channels.tex",
+                                  "teachers_vs_baselines.tex", "fig2_temperature_values.tex"))
+    assert every_tex.isascii()  # the committed tables, as make report wrote them
 
 
 def test_discover_reads_a_fold_subset(results_env):
