@@ -13,11 +13,17 @@ spec                   corpus
 
 Every loader returns a :class:`Corpus`. Bad input raises :class:`CorpusError`
 naming the file (and line), or is skipped with a reason counted in
-``Corpus.skipped`` and printed once; nothing is dropped silently.
+``Corpus.skipped`` and printed once; nothing is dropped silently. A folder or
+file that cannot be read (e.g. no permission) raises naming it: loaders list
+folders with :func:`list_folder`, :func:`walk_folder` and :func:`find_files`,
+never ``Path.glob`` or a bare ``os.walk``, which pass over such a folder.
 """
 from __future__ import annotations
 
 import collections
+import fnmatch
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -52,6 +58,84 @@ def probe_or_skip(path: Path, skipped: "collections.Counter[str]", where: str | 
         skipped[SKIP_SHORT] += 1
         return None
     return info
+
+
+def _unreadable(path: Path, err: OSError, what: str) -> CorpusError:
+    """The error for ``err`` met at ``path`` (a ``what``: folder, file, path). When permission is
+    denied because a folder on the way cannot be searched, that folder is named instead."""
+    path = Path(path)
+    if isinstance(err, PermissionError):
+        for step in [*reversed(path.parents), path]:
+            try:
+                os.stat(step)
+            except OSError:
+                path, what = step.parent, "folder"
+                break
+    return CorpusError(f"{path}: cannot read this {what} ({err.strerror or err})")
+
+
+def list_folder(folder: Path) -> list[str]:
+    """The names in ``folder``, sorted. A folder that cannot be read (no permission, an I/O error,
+    not a folder) raises :class:`CorpusError` naming it: a folder passed over in silence would
+    change the corpus without a word (``Path.glob`` and ``os.walk`` do that)."""
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(entry.name for entry in entries)
+    except OSError as err:
+        raise _unreadable(folder, err, "folder") from err
+
+
+def walk_folder(root: Path):
+    """``os.walk(root)``, except that a folder that cannot be read raises :class:`CorpusError`
+    naming it. ``dirnames`` may be pruned in place, as with ``os.walk``."""
+    def fail(err: OSError) -> None:
+        raise _unreadable(Path(err.filename or root), err, "folder") from err
+
+    yield from os.walk(root, onerror=fail)
+
+
+def _kind(path: Path, test) -> bool:
+    try:
+        return test(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as err:
+        raise _unreadable(path, err, "path") from err
+
+
+def is_folder(path: Path) -> bool:
+    """True for a folder, False when there is none; raises :class:`CorpusError` when it cannot be told
+    (e.g. a folder on the way cannot be searched)."""
+    return _kind(path, stat.S_ISDIR)
+
+
+def is_file(path: Path) -> bool:
+    """True for a file, False when there is none; raises :class:`CorpusError` when it cannot be told."""
+    return _kind(path, stat.S_ISREG)
+
+
+def read_file(path: Path) -> bytes:
+    """The bytes of a corpus text file (labels, transcripts, a manifest); a file that cannot be read
+    raises :class:`CorpusError` naming it."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise _unreadable(path, err, "file") from err
+
+
+def find_files(root: Path, pattern: str) -> list[Path]:
+    """``sorted(root.glob(pattern))`` for files, for a pattern of ``/``-separated name patterns
+    (no ``**``; matched case-sensitively; names starting with ``.`` never match), except that a
+    folder on the way that cannot be read raises :class:`CorpusError` naming it: ``Path.glob``
+    passes over it in silence, and a corpus loads with part of it missing."""
+    found = [Path(root)]
+    parts = pattern.split("/")
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        found = [folder / name for folder in found for name in list_folder(folder)
+                 if not name.startswith(".") and fnmatch.fnmatchcase(name, part)
+                 and (is_file if last else is_folder)(folder / name)]
+    return sorted(found)
 
 
 def skip_unmapped(native: str, mapping: dict[str, str], labels: str, skipped: "collections.Counter[str]") -> bool:
@@ -95,8 +179,12 @@ class Corpus:
             raise CorpusError(f"{self.name}: labels {unknown} are not in the class set {list(self.classes)}")
         ids = collections.Counter(u.id for u in self.utterances)
         dup = [i for i, n in ids.items() if n > 1]
-        if dup:
-            raise CorpusError(f"{self.name}: duplicate utterance ids, e.g. {dup[:3]}")
+        if dup:  # e.g. X.wav and X.WAV side by side
+            same = [u for u in self.utterances if u.id == dup[0]]
+            files = [str(u.path) for u in same if u.path is not None]
+            holders = " and ".join(files) if len(files) == len(same) else f"{len(same)} utterances"
+            many = f"{len(dup)} duplicate utterance ids, e.g. " if len(dup) > 1 else "duplicate utterance id "
+            raise CorpusError(f"{self.name}: {many}{dup[0]!r} ({holders})")
 
     def __len__(self) -> int:
         return len(self.utterances)

@@ -18,7 +18,8 @@ in ``VideoFlash/<same stem>.flv`` and the actors' age and sex in
   no samples. Files not named by the scheme are skipped with a count; a name
   that follows it with an unknown sentence, emotion or level raises.
 * A git-lfs pointer instead of audio (a clone without ``git lfs pull``) raises
-  :class:`CorpusError` saying so.
+  :class:`CorpusError` saying so; so does a folder or file that cannot be read,
+  naming it.
 * No transcripts (``has_transcripts=False``): 12 fixed sentences carry no
   emotion signal; the linguistic teacher refuses this corpus. The sentence code
   is in ``meta["sentence"]`` (:data:`SENTENCES` has their texts). Licence: ODbL.
@@ -27,12 +28,12 @@ from __future__ import annotations
 
 import collections
 import csv
-import os
 import re
 from pathlib import Path
 
 from ..config import CLASSES
-from . import Corpus, CorpusError, Utterance, probe_or_skip, skip_unmapped
+from . import (Corpus, CorpusError, Utterance, is_file, is_folder, list_folder, probe_or_skip, read_file,
+               skip_unmapped)
 
 EMOTIONS = {"ANG": "angry", "DIS": "disgusted", "FEA": "fearful", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
 NATIVE_CLASSES = tuple(EMOTIONS.values())
@@ -57,11 +58,11 @@ SKIP_MISNAMED = "files in AudioWAV/ not named <actor>_<sentence>_<emotion>_<leve
 
 def _demographics(path: Path) -> dict[str, dict[str, object]]:
     """actor id -> {"gender", "age"} from VideoDemographics.csv (empty when absent)."""
-    if not path.is_file():
+    if not is_file(path):
         return {}
     out: dict[str, dict[str, object]] = {}
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_file(path).decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise CorpusError(f"{path}: not UTF-8 text ({err})") from err
     reader = csv.DictReader(text.splitlines(keepends=True))
@@ -91,15 +92,15 @@ def load(root: Path, labels: str = "iemocap4") -> Corpus:
     else:
         raise CorpusError(f"cremad: unknown labels={labels!r}; choose iemocap4 or native")
     audio_dir = root / "AudioWAV"
-    if not audio_dir.is_dir():
+    if not is_folder(audio_dir):
         raise CorpusError(f"{root}: no AudioWAV/ folder (expected the CREMA-D folder holding AudioWAV/)")
     video_dir = root / "VideoFlash"
-    videos = {e.name for e in os.scandir(video_dir)} if video_dir.is_dir() else set()
+    videos = set(list_folder(video_dir)) if is_folder(video_dir) else set()
     people = _demographics(root / "VideoDemographics.csv")
 
     skipped: collections.Counter = collections.Counter()
     utterances: list[Utterance] = []
-    for name in sorted(e.name for e in os.scandir(audio_dir)):
+    for name in list_folder(audio_dir):
         path = audio_dir / name
         if name.startswith(".") or path.suffix.lower() != ".wav":
             continue

@@ -17,17 +17,17 @@ A fear, F happiness, T sadness, N neutral, version a, b, c, ...
 
 Files not named by the scheme are skipped with a count; a name that follows it
 with an unknown speaker, text or emotion raises :class:`CorpusError`. Empty
-audio is skipped with a count. Names starting with ``.`` are ignored.
+audio is skipped with a count. Names starting with ``.`` are ignored. A folder or file
+that cannot be read raises :class:`CorpusError` naming it.
 """
 from __future__ import annotations
 
 import collections
-import os
 import re
 from pathlib import Path
 
 from ..config import CLASSES
-from . import Corpus, CorpusError, Utterance, probe_or_skip, skip_unmapped
+from . import Corpus, CorpusError, Utterance, is_folder, list_folder, probe_or_skip, skip_unmapped
 
 EMOTIONS = {"W": "angry", "L": "bored", "E": "disgusted", "A": "fearful", "F": "happy", "T": "sad", "N": "neutral"}
 NATIVE_CLASSES = tuple(EMOTIONS.values())
@@ -53,12 +53,12 @@ def load(root: Path, labels: str = "iemocap4") -> Corpus:
     else:
         raise CorpusError(f"emodb: unknown labels={labels!r}; choose iemocap4 or native")
     wav_dir = root / "wav"
-    if not wav_dir.is_dir():
+    if not is_folder(wav_dir):
         raise CorpusError(f"{root}: no wav/ folder (expected the EmoDB folder holding wav/)")
 
     skipped: collections.Counter = collections.Counter()
     utterances: list[Utterance] = []
-    for name in sorted(e.name for e in os.scandir(wav_dir)):
+    for name in list_folder(wav_dir):
         path = wav_dir / name
         if name.startswith(".") or path.suffix.lower() != ".wav":
             continue

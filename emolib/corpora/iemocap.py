@@ -50,18 +50,18 @@ A labelled utterance without its wav or its transcript line: ``on_missing="error
 the file; ``on_missing="skip"`` skips it with a count. A wav with no samples is
 skipped with a count. Audio headers are read to catch these; samples are not.
 Names starting with ``.`` (macOS ``._*`` resource forks found in some copies) are
-ignored.
+ignored. A folder or file that cannot be read (e.g. no permission) raises naming it:
+a session is never left out in silence.
 """
 from __future__ import annotations
 
 import collections
 import math
-import os
 import re
 from pathlib import Path
 
 from ..config import CLASSES
-from . import Corpus, CorpusError, Utterance, probe_or_skip
+from . import Corpus, CorpusError, Utterance, find_files, is_file, is_folder, list_folder, probe_or_skip, read_file
 
 #: The release's category codes (EmoEvaluation summary lines) and their names.
 NATIVE_NAMES = {
@@ -98,20 +98,16 @@ SKIP_MISSING_TEXT = "labelled utterances without a transcript line (on_missing='
 
 
 def _read_text(path: Path) -> str:
-    data = path.read_bytes()
+    data = read_file(path)
     try:
         return data.decode("utf-8-sig")  # a byte-order mark is not part of the first line
     except UnicodeDecodeError:
         return data.decode("latin-1")
 
 
-def _visible(name: str) -> bool:
-    return not name.startswith(".")
-
-
 def _read_transcripts(path: Path, skipped: collections.Counter) -> dict[str, str] | None:
     """utterance id -> text, or None when the dialog has no transcription file."""
-    if not path.is_file():
+    if not is_file(path):
         return None
     texts: dict[str, str] = {}
     for lineno, line in enumerate(_read_text(path).splitlines(), 1):
@@ -164,9 +160,9 @@ def load(root: Path, labels: str = "iemocap4", on_missing: str = "error") -> Cor
         raise CorpusError(f"iemocap: unknown labels={labels!r}; choose one of {', '.join(LABEL_SETS)}")
     if on_missing not in ("error", "skip"):
         raise CorpusError(f"iemocap: on_missing must be 'error' or 'skip', got {on_missing!r}")
-    if not root.is_dir():
+    if not is_folder(root):
         raise CorpusError(f"{root}: no such directory (expected the IEMOCAP release folder holding Session1..Session5)")
-    label_files = sorted(p for p in root.glob("Session*/dialog/EmoEvaluation/*.txt") if _visible(p.name))
+    label_files = find_files(root, "Session*/dialog/EmoEvaluation/*.txt")  # a folder it cannot read raises
     if not label_files:
         raise CorpusError(f"{root}: no label files Session*/dialog/EmoEvaluation/*.txt (is this the IEMOCAP release?)")
     mapping, classes = LABEL_SETS[labels]
@@ -181,7 +177,7 @@ def load(root: Path, labels: str = "iemocap4", on_missing: str = "error") -> Cor
             raise CorpusError(f"{session_dir}: expected a session folder named Session1..Session5")
         dialog = label_file.stem
         wav_dir = session_dir / "sentences" / "wav" / dialog
-        wav_names = {e.name for e in os.scandir(wav_dir)} if wav_dir.is_dir() else set()
+        wav_names = set(list_folder(wav_dir)) if is_folder(wav_dir) else set()
         transcript_file = session_dir / "dialog" / "transcriptions" / f"{dialog}.txt"
         transcripts = _read_transcripts(transcript_file, skipped)
 

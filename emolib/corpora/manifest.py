@@ -26,7 +26,8 @@ blank lines allowed), ``.json`` (one array of objects; messages and default ids
 then use the record's 1-based position instead of a line number). Errors name
 the manifest and line: a malformed JSON line, a CSV quote never closed, a missing
 required column or value, an unknown label (with the valid ones), two native labels
-that differ only in case, an audio file that does not exist or cannot be read,
+that differ only in case, an audio file that does not exist or cannot be read (or a folder on its way
+that cannot be searched),
 duplicate ids, one audio file under two ids (it would leak across folds). Audio files with no samples are skipped with a
 printed count. Only headers are read (durations).
 """
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..config import CLASSES
-from . import Corpus, CorpusError, Utterance, probe_or_skip
+from . import Corpus, CorpusError, Utterance, is_file, probe_or_skip, read_file
 
 REQUIRED = ("label", "speaker")
 KNOWN = ("label", "speaker", "session", "path", "text", "id")
@@ -51,7 +52,7 @@ def _read(path: Path) -> tuple[list[str], Iterator[tuple[str, int, dict[str, Any
     (or record) for messages, ``number`` is that line or record number."""
     suffix = path.suffix.lower()
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_file(path).decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise CorpusError(f"{path}: not UTF-8 text ({err})") from err
 
@@ -135,7 +136,7 @@ def load(path: Path, labels: str = "iemocap4") -> Corpus:
     path = Path(path)
     if labels not in LABEL_SETS:
         raise CorpusError(f"manifest: unknown labels={labels!r}; choose {' or '.join(LABEL_SETS)}")
-    if not path.is_file():
+    if not is_file(path):
         raise CorpusError(f"{path}: no such manifest file")
     columns, records = _read(path)
     missing = [c for c in REQUIRED if c not in columns]
@@ -169,7 +170,11 @@ def load(path: Path, labels: str = "iemocap4") -> Corpus:
             audio = Path(_nonempty(where, record, "path")).expanduser()
             if not audio.is_absolute():
                 audio = path.parent / audio
-            if not audio.is_file():
+            try:
+                found = is_file(audio)
+            except CorpusError as err:
+                raise CorpusError(f"{where}: {err}") from err
+            if not found:
                 raise CorpusError(f"{where}: audio file {audio} does not exist")
             info = probe_or_skip(audio, skipped, where)
             if info is None:

@@ -33,17 +33,17 @@ work.
 A ``.wav`` or ``.mp4`` not named by the scheme is skipped with a count; one named
 by the scheme with an impossible code (e.g. emotion 09, or a ``.wav`` of
 modality 01) raises :class:`CorpusError`. Empty audio is skipped with a count. Other
-files and names starting with ``.`` are ignored. Licence: CC BY-NC-SA 4.0.
+files and names starting with ``.`` are ignored. A folder that cannot be read
+(e.g. no permission) raises :class:`CorpusError` naming it, rather than leaving its actor out. Licence: CC BY-NC-SA 4.0.
 """
 from __future__ import annotations
 
 import collections
-import os
 import re
 from pathlib import Path
 
 from ..config import CLASSES
-from . import Corpus, CorpusError, Utterance, probe_or_skip, skip_unmapped
+from . import Corpus, CorpusError, Utterance, is_folder, probe_or_skip, skip_unmapped, walk_folder
 
 #: Emotion codes and names (RAVDESS's own words, as adjectives like IEMOCAP's classes).
 EMOTIONS = {
@@ -70,7 +70,7 @@ def _scan(root: Path, skipped: collections.Counter) -> tuple[dict[str, Path], di
     """(audio stem -> path, video stem -> path) for every file named by the scheme."""
     audio: dict[str, Path] = {}
     video: dict[str, Path] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in walk_folder(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             path = Path(dirpath) / name
@@ -113,7 +113,7 @@ def load(root: Path, labels: str = "iemocap4", include_song: bool = False, calm_
         mapping, classes = {name: name for name in NATIVE_CLASSES}, NATIVE_CLASSES
     else:
         raise CorpusError(f"ravdess: unknown labels={labels!r}; choose iemocap4 or native")
-    if not root.is_dir():
+    if not is_folder(root):
         raise CorpusError(f"{root}: no such directory (expected the RAVDESS folder holding Actor_XX/)")
 
     skipped: collections.Counter = collections.Counter()
