@@ -106,3 +106,13 @@ def test_a_demographics_table_that_cannot_be_read_is_named(tmp_path, content, me
     (root / "VideoDemographics.csv").write_bytes(content)
     with pytest.raises(CorpusError, match=message):
         cremad.load(root)
+
+
+def test_the_same_name_in_two_cases_names_both_files(tmp_path):
+    for name in ("1001_DFA_ANG_XX.wav", "1001_DFA_ANG_XX.WAV", "1001_IEO_SAD_HI.Wav", "1001_IEO_SAD_HI.wav"):
+        trees.write(tmp_path / "AudioWAV" / name, trees.wav_bytes())
+    with pytest.raises(CorpusError) as err:
+        cremad.load(tmp_path)
+    audio = tmp_path / "AudioWAV"
+    assert str(err.value) == (f"cremad: 2 duplicate utterance ids, e.g. '1001_DFA_ANG_XX' "
+                              f"({audio / '1001_DFA_ANG_XX.WAV'} and {audio / '1001_DFA_ANG_XX.wav'})")

@@ -63,3 +63,12 @@ def test_empty_audio_is_a_counted_skip(tmp_path, capsys):
 def test_missing_wav_folder(tmp_path):
     with pytest.raises(CorpusError, match="no wav/ folder"):
         emodb.load(tmp_path)
+
+
+def test_the_same_name_in_two_cases_names_both_files(tmp_path):
+    for name in ("03a01Wa.wav", "03a01Wa.WAV", "08b10Ta.wav"):
+        trees.write(tmp_path / "wav" / name, trees.wav_bytes())
+    with pytest.raises(CorpusError) as err:
+        emodb.load(tmp_path)
+    wav = tmp_path / "wav"
+    assert str(err.value) == f"emodb: duplicate utterance id '03a01Wa' ({wav / '03a01Wa.WAV'} and {wav / '03a01Wa.wav'})"
