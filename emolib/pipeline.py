@@ -345,8 +345,21 @@ def collect(runs: list[Run], classes, frames: list | None = None) -> dict:
     from .metrics import summarize_folds
 
     frames = [run.predictions() for run in runs] if frames is None else frames
-    return summarize_folds([([classes.index(x) for x in p["label"]], [classes.index(x) for x in p["pred"]])
-                            for p in frames], classes)
+    index = {c: k for k, c in enumerate(classes)}
+
+    def codes(p, column: str, where) -> list[int]:
+        unknown = [x for x in dict.fromkeys(p[column]) if x not in index]
+        if unknown:
+            raise ResultFileError(f"{where}: {column} {', '.join(map(repr, unknown[:3]))} "
+                                  f"{'is' if len(unknown) == 1 else 'are'} not among the classes "
+                                  f"({', '.join(classes)}): the run belongs to another corpus or its file is damaged")
+        return [index[x] for x in p[column]]
+
+    pairs = []
+    for i, p in enumerate(frames):
+        where = runs[i].dir / "predictions.csv" if i < len(runs) else f"predictions of run {i + 1}"
+        pairs.append((codes(p, "label", where), codes(p, "pred", where)))
+    return summarize_folds(pairs, classes)
 
 
 # -- students --------------------------------------------------------------------------------

@@ -193,12 +193,17 @@ def _unlock(run_dir: Path) -> None:
 
 def read_json(path: str | os.PathLike, expect: type | None = None) -> Any:
     """A JSON file's value; :class:`ResultFileError` naming the file when it is not JSON, or when
-    its value is not of type ``expect`` (e.g. ``dict`` for a record of a run)."""
+    its value is not of type ``expect`` (e.g. ``dict`` for a record of a run), or when it exists
+    but cannot be read (no permission); a missing file raises ``FileNotFoundError``."""
     try:
         with open(path, encoding="utf-8") as f:
             value = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ResultFileError(f"{path}: not readable JSON ({exc})") from exc
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # no permission, a folder of that name, an I/O error
+        raise ResultFileError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     if expect is not None and not isinstance(value, expect):
         raise ResultFileError(f"{path}: holds a JSON {type(value).__name__}, not the {expect.__name__} expected")
     return value
@@ -374,7 +379,19 @@ class Run:
         return read_json(self.dir / COMPLETE_MARKER, dict)
 
     def predictions(self):
-        return read_table(self.dir / "predictions.csv")
+        """``predictions.csv``, checked whole: :class:`ResultFileError` naming the file when it
+        cannot be parsed, when a row was cut (a name column empty, a probability missing) or
+        when it has fewer or more rows than ``metrics.json`` counts test utterances (``n``)."""
+        path = self.dir / "predictions.csv"
+        frame = read_table(path)
+        check_predictions(frame, path)
+        marker = self.dir / COMPLETE_MARKER
+        if marker.is_file():
+            n = read_json(marker, dict).get("n")
+            if isinstance(n, int) and not isinstance(n, bool) and n != len(frame):
+                raise ResultFileError(f"{path}: holds {len(frame)} rows but {marker} counts {n} test utterances "
+                                      "(cut short by a crash or a full disk?)")
+        return frame
 
     def history(self):
         return read_table(self.dir / "history.csv")
@@ -396,13 +413,49 @@ TEXT_COLUMNS = ("id", "speaker", "session", "label", "pred")
 def read_table(path: str | os.PathLike):
     """A CSV result table (predictions, history, channel flags) with its name columns as text
     (:data:`TEXT_COLUMNS`), never missing values; in the other columns an empty field (or nan)
-    is one."""
+    is one.
+
+    A file that cannot be parsed (empty, not CSV, not UTF-8) raises :class:`ResultFileError`
+    naming it."""
     import pandas as pd
 
-    columns = pd.read_csv(path, nrows=0).columns
-    text = [c for c in columns if c in TEXT_COLUMNS or c.startswith("pred_")]
-    return pd.read_csv(path, dtype={c: str for c in text}, keep_default_na=False,
-                       na_values={c: ["", "nan", "NaN"] for c in columns if c not in text})
+    try:
+        columns = pd.read_csv(path, nrows=0).columns
+        text = [c for c in columns if c in TEXT_COLUMNS or c.startswith("pred_")]
+        return pd.read_csv(path, dtype={c: str for c in text}, keep_default_na=False,
+                           na_values={c: ["", "nan", "NaN"] for c in columns if c not in text})
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ResultFileError(f"{path}: not a readable CSV table ({type(exc).__name__}: {exc})") from exc
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # no permission, an I/O error
+        raise ResultFileError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+
+
+#: The columns every predictions.csv has, besides its predictions (``pred``, or a data run's
+#: ``pred_<probe>``) and its ``p_<class>`` probabilities.
+PREDICTION_COLUMNS = ("id", "label")
+
+
+def check_predictions(frame, path: str | os.PathLike) -> None:
+    """:class:`ResultFileError` naming ``path`` when a predictions table was cut in the middle of
+    a row by a crash or a full disk: its last line does not end (every table written here ends
+    with a newline), or a row has an empty name or prediction (:data:`PREDICTION_COLUMNS`, ``pred``,
+    ``pred_<probe>``). A probability may be missing (NaN: a diverged model), so it is not checked."""
+    names = [*PREDICTION_COLUMNS, *(c for c in frame.columns if c == "pred" or str(c).startswith("pred_"))]
+    missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
+    if missing or len(names) == len(PREDICTION_COLUMNS):
+        raise ResultFileError(f"{path}: no column {', '.join(missing or ['pred'])}")
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell():
+            f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+    cut = (frame[names].isna() | (frame[names] == "")).any(axis=1)
+    if last != b"\n" or cut.any():
+        row = int(cut.to_numpy().nonzero()[0][0]) if cut.any() else len(frame) - 1
+        raise ResultFileError(f"{path}: row {row + 2} is cut short (a crash or a full disk while it was "
+                              "written?); delete the run's folder to compute it again")
 
 
 def _run_key(stage: str, cfg: Config, extra: dict | None) -> str:

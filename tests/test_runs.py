@@ -373,3 +373,52 @@ def test_file_digests_are_remembered_until_the_file_changes(tmp_path, monkeypatc
     fresh.write_bytes(b"c" * 8)
     cache.file_digest(fresh), cache.file_digest(fresh)
     assert reads == [path, fresh, fresh]
+
+
+def _predictions(run: Run, n: int = 3) -> Path:
+    frame = pd.DataFrame({"id": [f"u{i}" for i in range(n)], "speaker": ["s"] * n, "session": ["1"] * n,
+                          "label": ["angry", "sad", "angry"][:n], "pred": ["sad", "sad", "angry"][:n],
+                          "p_angry": [0.25, 0.5, 0.75][:n], "p_sad": [0.75, 0.5, 0.25][:n]})
+    run.finish({"ua": 0.5, "n": n}, frame)
+    return run.path("predictions.csv")
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda text: b"", "not a readable CSV table (EmptyDataError: No columns to parse from file)"),
+    (lambda text: text + b"u3,s,1,sad,sad,0.5,0.5,0.0\n", "not a readable CSV table (ParserError: "),  # 8 fields
+    (lambda text: b"\xff\xfe" + text, "not a readable CSV table (UnicodeDecodeError: "),
+    (lambda text: text[:text.rindex(b"\n", 0, -1) + 1], "holds 2 rows but "),  # cut at a row boundary
+    (lambda text: text[:text.rindex(b"\n", 0, -1) + 8], "row 4 is cut short"),  # cut in the names
+    (lambda text: text[:-3], "row 4 is cut short"),  # cut in the last probability
+])
+def test_a_damaged_predictions_file_is_named(runs, damage, problem):
+    run = Run("student", get_config("tiny"), 1, label="full").start()
+    path = _predictions(run)
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(ResultFileError) as err:
+        run.predictions()
+    assert str(err.value).startswith(f"{path}: {problem}")
+    if problem.startswith("holds"):
+        assert str(err.value) == (f"{path}: holds 2 rows but {run.path('metrics.json')} counts 3 test utterances "
+                                  "(cut short by a crash or a full disk?)")
+
+
+def test_collect_names_the_file_and_a_label_outside_the_classes(runs):
+    from emolib.pipeline import collect
+
+    run = Run("student", get_config("tiny"), 1, label="full").start()
+    _predictions(run)
+    assert collect([run], ["angry", "sad"])["wa_mean"] == pytest.approx(2 / 3)
+    with pytest.raises(ResultFileError) as err:
+        collect([run], ["angry", "happy"])
+    assert str(err.value) == (f"{run.path('predictions.csv')}: label 'sad' is not among the classes (angry, happy): "
+                              "the run belongs to another corpus or its file is damaged")
+
+
+def test_a_record_that_cannot_be_read_is_named(tmp_path, monkeypatch):
+    target = tmp_path / "metrics.json"
+    target.mkdir()  # open() fails with an OSError other than FileNotFoundError, as without permission
+    with pytest.raises(ResultFileError, match=f"^{target}: cannot be read "):
+        read_json(target)
+    with pytest.raises(FileNotFoundError):
+        read_json(tmp_path / "missing.json")
