@@ -10,7 +10,6 @@ the stage depends on (:data:`emolib.config.STAGE_SECTIONS`), the ones that made 
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ class PartialFold:
     fold: int
     epochs: int | None  # rows of history.csv: epochs finished (None: no history.csv)
     resumes: bool  # resume.pt is there: training continues after those epochs
+    unreadable: bool = False  # history.csv is there but cannot be read: the epochs are unknown
 
 
 @dataclass
@@ -101,42 +101,71 @@ def unrecorded_settings(stage: str, saved: dict[str, Any]) -> list[str]:
 
 
 def _epochs_done(fold_dir: Path) -> int | None:
+    """Rows of ``history.csv`` (None: no such file); ``ResultFileError`` when it cannot be read."""
     history = fold_dir / "history.csv"
     if not history.is_file():
         return None
     try:
-        with open(history, newline="") as f:
+        with open(history, newline="", encoding="utf-8") as f:
             return max(0, sum(1 for _ in csv.reader(f)) - 1)
-    except (OSError, UnicodeDecodeError, csv.Error):  # a listing goes on: the epochs are just unknown
+    except (OSError, UnicodeDecodeError, csv.Error) as err:  # a listing goes on: the epochs are just unknown
+        raise ResultFileError(f"{history}: cannot be read ({getattr(err, 'strerror', None) or err})") from err
+
+
+def _read_record(path: Path, summary: RunSummary) -> dict | None:
+    """A JSON record of a run, or None (missing, or unreadable: then a problem of ``summary``).
+    An ``OSError`` of its folder (not searchable) is left to the caller, which names the folder."""
+    if not path.is_file():
+        return None
+    try:
+        return read_json(path, dict)
+    except FileNotFoundError:  # removed meanwhile
+        return None
+    except ResultFileError as err:
+        summary.problems.append(str(err))
         return None
 
 
+def _name(value: Any, path: Path, summary: RunSummary) -> str | None:
+    """A record's ``corpus``: a name, else None (and a problem of ``summary`` when it is something else)."""
+    if value is None or isinstance(value, str):
+        return value
+    summary.problems.append(f"{path}: its corpus is not a name ({value!r})")
+    return None
+
+
 def summarise_run(stage: str, run_dir: Path) -> RunSummary:
-    """One ``runs/<stage>/<name>`` folder, from its fold folders' files."""
+    """One ``runs/<stage>/<name>`` folder, from its fold folders' files. A file or folder that
+    cannot be read is one of its ``problems``; the listing goes on."""
     summary = RunSummary(stage=stage, name=run_dir.name, dir=run_dir)
-    folds = sorted((n, d) for d in run_dir.iterdir() if d.is_dir() and (n := fold_number(d)) is not None)
+    try:
+        folds = sorted((n, d) for d in run_dir.iterdir() if d.is_dir() and (n := fold_number(d)) is not None)
+    except OSError as err:
+        summary.problems.append(f"{run_dir}: cannot list this folder ({err.strerror or err})")
+        return summary
     saved = None
     for number, fold_dir in folds:
-        marker = fold_dir / COMPLETE_MARKER
-        metrics = None
-        if marker.is_file():
-            try:
-                metrics = read_json(marker, dict)
-            except ResultFileError as err:
-                summary.problems.append(str(err))
-        if isinstance(metrics, dict):
-            summary.complete[number] = metrics
-            summary.corpus = summary.corpus or metrics.get("corpus")
-        else:
-            summary.partial.append(PartialFold(number, _epochs_done(fold_dir), (fold_dir / "resume.pt").is_file()))
-        if summary.corpus is None and (fold_dir / CORPUS_RECORD).is_file():  # a partial fold's, before any metrics
-            with contextlib.suppress(ResultFileError):
-                summary.corpus = read_json(fold_dir / CORPUS_RECORD, dict).get("corpus")
-        if saved is None and (fold_dir / "config.json").is_file():
-            try:
-                saved = read_json(fold_dir / "config.json", dict)
-            except ResultFileError as err:
-                summary.problems.append(str(err))
+        try:
+            marker = fold_dir / COMPLETE_MARKER
+            metrics = _read_record(marker, summary)
+            if isinstance(metrics, dict):
+                summary.complete[number] = metrics
+                summary.corpus = summary.corpus or _name(metrics.get("corpus"), marker, summary)
+            else:
+                try:
+                    epochs, unreadable = _epochs_done(fold_dir), False
+                except ResultFileError as err:
+                    summary.problems.append(str(err))
+                    epochs, unreadable = None, True
+                summary.partial.append(PartialFold(number, epochs, (fold_dir / "resume.pt").is_file(), unreadable))
+            if summary.corpus is None:  # a partial fold's, before any metrics
+                record = _read_record(fold_dir / CORPUS_RECORD, summary)
+                if record is not None:
+                    summary.corpus = _name(record.get("corpus"), fold_dir / CORPUS_RECORD, summary)
+            if saved is None:
+                saved = _read_record(fold_dir / "config.json", summary)
+        except OSError as err:  # a fold folder that cannot be searched: its files cannot even be looked for
+            summary.problems.append(f"{fold_dir}: cannot be read ({err.strerror or err})")
     if saved is not None:
         try:
             cfg = from_dict(saved)
@@ -194,7 +223,9 @@ def format_runs(summaries: list[RunSummary]) -> str:
             lines.append(f"  {s.name:<{width}}  {s.preset or '?':<7}  {(s.corpus or '?')[:8]:<8}  {folds:<9}  "
                          f"{_percent(s.mean('best_val_ua'))}  {_percent(s.mean('ua'))}    {_percent(s.mean('wa'))}")
             for p in s.partial:
-                if p.resumes:
+                if p.unreadable:
+                    state = "history.csv unreadable" + (", resumes where it stopped" if p.resumes else "")
+                elif p.resumes:
                     state = "resumes where it stopped" if p.epochs is None else f"resumes after epoch {p.epochs}"
                 else:
                     state = "no epoch finished" if not p.epochs else f"{p.epochs} epochs logged, no resume state"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -123,16 +124,19 @@ def test_no_runs_says_where_it_looked(runs, capsys):
     (3, True, "resumes after epoch 3"),
     (None, True, "resumes where it stopped"),  # an older emolib wrote history.csv only at the end
     (None, False, "no epoch finished"),  # killed during its first epoch
-    ("garbage", True, "resumes where it stopped"),
+    ("garbage", True, "history.csv unreadable, resumes where it stopped"),
+    ("garbage", False, "history.csv unreadable"),
     (2, False, "2 epochs logged, no resume state"),
 ])
 def test_a_partial_fold_says_how_far_it_got(runs, epochs, resumes, state):
     run = partial("student", get_config("tiny"), 4, "full", epochs=None if epochs == "garbage" else epochs,
                   resumes=resumes)
     atomic_write_text(run.path("corpus.json"), '{"corpus": "synth", "utterances": 12}')
-    if epochs == "garbage":  # an unreadable history.csv counts as none
+    if epochs == "garbage":  # an unreadable history.csv is said to be, not taken for none
         run.path("history.csv").write_bytes(b"\xff\xfe\x00garbage")
     (summary,) = inventory.list_runs()
+    if epochs == "garbage":
+        assert len(summary.problems) == 1 and summary.problems[0].startswith(f"{run.path('history.csv')}: cannot be read (")
     assert summary.corpus == "synth"  # from the fold's corpus record: it has no metrics yet
     assert f"      fold 4 partial: {state}" in inventory.format_runs([summary]).splitlines()
 
@@ -140,3 +144,55 @@ def test_a_partial_fold_says_how_far_it_got(runs, epochs, resumes, state):
 @pytest.mark.parametrize("folds, text", [([1, 2, 3, 5], "1-3,5"), ([2], "2"), ([], ""), ([1, 3, 4], "1,3-4")])
 def test_fold_ranges(folds, text):
     assert inventory._folds_text(folds) == text
+
+
+def test_a_run_it_cannot_read_is_listed_with_its_problem_and_the_listing_goes_on(runs, monkeypatch, capsys):
+    cfg = get_config("tiny")
+    locked = finished("prosodic_teacher", cfg, 1, "aaa", ua=0.5, wa=0.5, val=0.5)
+    fold_locked = finished("prosodic_teacher", cfg.replace({"training.seed": 1}), 1, "bbb", ua=0.5, wa=0.5, val=0.5)
+    numbered = finished("prosodic_teacher", cfg.replace({"training.seed": 2}), 1, "ccc", ua=0.5, wa=0.5, val=0.5)
+    atomic_write_text(numbered.path("metrics.json"), json.dumps({"ua": 0.5, "wa": 0.5, "corpus": 5}))
+    fine = finished("student", cfg, 1, "full", ua=0.8, wa=0.8, val=0.8)
+    # CI runs as root, which may read anything: permission errors are simulated
+    real_open, real_is_file = open, Path.is_file
+
+    def no_permission(file, *args, **kwargs):
+        if str(file) == str(locked.path("metrics.json")):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    def unsearchable(self):  # Path.is_file raises on a file in a folder without search permission
+        if self.parent == fold_locked.dir:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_is_file(self)
+
+    monkeypatch.setattr("builtins.open", no_permission)
+    monkeypatch.setattr(Path, "is_file", unsearchable)
+    first, second, third, student = inventory.list_runs()
+    assert first.problems == [f"{locked.path('metrics.json')}: cannot be read (Permission denied)"]
+    assert first.complete == {} and [p.fold for p in first.partial] == [1]
+    assert second.problems == [f"{fold_locked.dir}: cannot be read (Permission denied)"]
+    assert third.problems == [f"{numbered.path('metrics.json')}: its corpus is not a name (5)"]
+    assert third.corpus is None and sorted(third.complete) == [1]
+    assert student.problems == [] and student.corpus == "synth" and sorted(student.complete) == [1]
+    assert main(["runs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for summary in (first, second, third):
+        assert f"      unreadable: {summary.problems[0]}" in lines
+    assert any(line.strip().startswith(fine.dir.parent.name) for line in lines)
+
+
+def test_a_run_folder_it_cannot_list_is_named(runs, monkeypatch):
+    finished("student", get_config("tiny"), 1, "full", ua=0.8, wa=0.8, val=0.8)
+    folder = next((runs / "student").iterdir())
+    real_iterdir = Path.iterdir
+
+    def no_permission(self):
+        if self == folder:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", no_permission)
+    (summary,) = inventory.list_runs()
+    assert summary.problems == [f"{folder}: cannot list this folder (Permission denied)"]
+    assert summary.complete == {} and summary.partial == []
