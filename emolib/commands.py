@@ -192,22 +192,105 @@ def student(cfg: Config, folds: Sequence[int] | None = None) -> dict:
     return _close(runs, data)
 
 
-def audio_files(inputs: Sequence[str | Path]) -> list[Path]:
+def _folder_files(folder: Path) -> tuple[list[Path], int]:
+    """The audio files below ``folder`` (sorted) and how many other files (not hidden) were
+    ignored. Hidden files and folders are left out without being entered; a folder that cannot
+    be listed (no permission, removed meanwhile) is a :class:`RequestError` naming it, not a
+    silent gap (``Path.rglob`` skips it)."""
+    import os
+
+    def refuse(err: OSError) -> None:
+        name = err.filename if err.filename is not None else folder
+        raise RequestError(f"{name}: cannot list this folder ({err.strerror or err})") from err
+
+    found: list[Path] = []
+    ignored = 0
+    for top, dirs, names in os.walk(folder, onerror=refuse):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in names:
+            f = Path(top) / name
+            if name.startswith(".") or not f.is_file():
+                continue
+            if f.suffix.lower() in AUDIO_SUFFIXES:
+                found.append(f)
+            else:
+                ignored += 1
+    return sorted(found), ignored
+
+
+def audio_files(inputs: Sequence[str | Path], ignored: list[Path] | None = None) -> list[Path]:
     """Files as given, folders expanded to the audio files below them (sorted), leaving out
-    hidden files and folders (``.git``, macOS's ``._clip.wav``)."""
+    hidden files and folders (``.git``, macOS's ``._clip.wav``). A folder that cannot be listed
+    is a :class:`RequestError` naming it. ``ignored``, when given, receives each folder that
+    held other (not hidden) files, once per such file: how many files were not audio."""
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(f for f in item.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file()
-                           and not any(part.startswith(".") for part in f.relative_to(item).parts))
+            found, others = _folder_files(item)
             if not found:
                 raise RequestError(f"{item}: no audio files ({', '.join(AUDIO_SUFFIXES)}) in this folder")
             files += found
+            if ignored is not None:
+                ignored += [item] * others
         elif item.is_file():
             files.append(item)
         else:
             raise RequestError(f"{item}: no such file or folder")
     return files
+
+
+def _names(paths: Sequence[Any], printable: Callable[[Any], str], most: int = 3) -> str:
+    return ", ".join(map(printable, paths[:most])) + (", ..." if len(paths) > most else "")
+
+
+def _check_out(out: str | Path) -> None:
+    """Refuse an ``--out`` that cannot be written (its folder missing and not creatable, a file
+    in its path, no permission) before anything is computed: a temporary file is made and
+    removed beside it."""
+    import os
+    import tempfile
+
+    target = Path(out)
+    if not str(out) or target.is_dir():
+        raise RequestError(f"--out {str(out)!r}: not a file name")
+    folder = target.parent
+    above = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise RequestError(f"--out {str(out)!r}: {above} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".check")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        raise RequestError(f"--out {str(out)!r}: cannot write in {folder} ({err.strerror or err})") from err
+
+
+def _sort_audio(files: Sequence[Path]) -> tuple[list[Path], list[Path], dict[Path, str], list[Path]]:
+    """Decode every file once, as the students will read it (full checks: NaN samples, a cut
+    file, damage past the header): (kept, short, unreadable file -> reason, silent among kept)."""
+    from .audio import AudioError, audio_info, is_silent, read_audio
+    from .corpora import MIN_SECONDS
+
+    kept: list[Path] = []
+    short: list[Path] = []
+    bad: dict[Path, str] = {}
+    silent: list[Path] = []
+    for f in files:
+        try:
+            info = audio_info(f)
+            if info.duration < MIN_SECONDS:
+                short.append(f)
+                continue
+            # at the file's own rate: no resampling, only the checks
+            wave = read_audio(f, sample_rate=info.sample_rate, allow_silent=True)
+        except AudioError as err:
+            bad[f] = str(err)
+            continue
+        kept.append(f)
+        if is_silent(wave):
+            silent.append(f)
+    return kept, short, bad, silent
 
 
 def predict(cfg: Config, inputs: Sequence[str | Path], folds: Sequence[int] | None = None,
@@ -220,18 +303,26 @@ def predict(cfg: Config, inputs: Sequence[str | Path], folds: Sequence[int] | No
     before it (on standard error then, so that the output stays CSV). Never trains, and never
     reads the corpus: the classes and the students come from the run folders.
 
+    Every file is decoded before any model loads. Files that cannot be classified are skipped
+    and counted, with their names: shorter than :data:`emolib.corpora.MIN_SECONDS`, or
+    unreadable (:class:`emolib.audio.AudioError`: damaged, cut, NaN samples; each with its
+    reason); the others are classified. Silent clips (:func:`emolib.audio.is_silent`) are
+    classified but counted and named: their prediction is a guess. Files in a folder that are
+    not audio are counted as ignored. When no file is left, or ``out`` cannot be written,
+    :class:`RequestError` before any model loads.
+
     ``run_dirs``: student run folders (``.../student/<name>`` or one of its ``fold<k>``, e.g.
     copied from another machine) to use instead of ``cfg``'s; each has its own config, to
     which ``overrides`` apply (e.g. ``training.device``)."""
     from . import pipeline
-    from .audio import AudioError, audio_info
-    from .corpora import MIN_SECONDS, SKIP_SHORT
+    from .audio import SILENCE_PEAK, AudioError
+    from .corpora import SKIP_SHORT
     from .losses import get_variant
     from .paths import printable
     from .runs import ResultFileError, atomic_write_text, read_json
 
-    if out is not None and (not str(out) or Path(out).is_dir()):
-        raise RequestError(f"--out {str(out)!r}: not a file name")
+    if out is not None:
+        _check_out(out)
     if run_dirs:
         dirs = _student_dirs(run_dirs, folds)
     else:
@@ -249,17 +340,18 @@ def predict(cfg: Config, inputs: Sequence[str | Path], folds: Sequence[int] | No
                 f"no trained student {cfg.distill.variant}{which} of this config in {where}: train it first "
                 "(python -m emolib student with the same options, or make report)")
         dirs = [runs[k].dir for k in numbers]
-    files = audio_files(inputs)
-    kept: list[Path] = []
-    short: list[Path] = []
-    try:  # an unreadable file is named before any model loads
-        for f in files:
-            (short if audio_info(f).duration < MIN_SECONDS else kept).append(f)
-    except AudioError as err:
-        raise RequestError(str(err)) from err
-    files = kept
+    ignored: list[Path] = []
+    files = audio_files(inputs, ignored)
+    # an unreadable file is named before any model loads, and skipped: the others are still classified
+    files, short, bad, silent = _sort_audio(files)
     if not files:
-        raise RequestError(f"every file is {SKIP_SHORT}")
+        if bad and not short and len(bad) == 1:
+            raise RequestError(next(iter(bad.values())))
+        if not bad:
+            raise RequestError(f"every file is {SKIP_SHORT}")
+        reasons = "; ".join(list(bad.values())[:3]) + ("; ..." if len(bad) > 3 else "")
+        raise RequestError(f"no file can be classified: {len(bad)} unreadable ({reasons})"
+                           + (f", {len(short)} {SKIP_SHORT}" if short else ""))
     try:  # a damaged run is named before any model loads, and students of other classes are not mixed
         shapes = {d: pipeline.student_dir_shape(d)[0] for d in dirs}
     except ResultFileError as err:
@@ -270,27 +362,42 @@ def predict(cfg: Config, inputs: Sequence[str | Path], folds: Sequence[int] | No
     info = sys.stdout if out is not None else sys.stderr
     averaged = " (probabilities averaged)" if len(dirs) > 1 else ""
     if len({Path(d).parent for d in dirs}) == 1:  # one run's folds
-        first = read_json(Path(dirs[0]) / "metrics.json", dict)
-        used = (f"student {first.get('variant', cfg.distill.variant)} ({' + '.join(first.get('terms', []))}) of "
-                f"{first.get('corpus', '?')}, fold{'s' if len(dirs) > 1 else ''} "
+        try:
+            first = read_json(Path(dirs[0]) / "metrics.json", dict)
+        except (ResultFileError, OSError) as err:
+            raise RequestError(str(err)) from err
+        used = (f"student {first.get('variant', cfg.distill.variant)} ({' + '.join(map(str, first.get('terms', [])))}) "
+                f"of {first.get('corpus', '?')}, fold{'s' if len(dirs) > 1 else ''} "
                 f"{' '.join(str(fold_number(d)) for d in dirs)}")
     else:  # --run folders of several runs
         used = f"{len(dirs)} students: {', '.join(printable(Path(d).parent.name + '/' + Path(d).name) for d in dirs)}"
     print(f"{used}{averaged}, on {len(files)} file(s)", file=info, flush=True)
+    if ignored:
+        folders = list(dict.fromkeys(ignored))
+        print(f"ignored {len(ignored)} file(s) that are not audio ({', '.join(AUDIO_SUFFIXES)}) in "
+              f"{_names(folders, printable)}", file=info, flush=True)
+    if bad:
+        print(f"skipped {len(bad)} unreadable file(s): {'; '.join(list(bad.values())[:3])}"
+              f"{'; ...' if len(bad) > 3 else ''}", file=info, flush=True)
     if short:
-        print(f"skipped {len(short)} file(s): {SKIP_SHORT}: {', '.join(map(printable, short[:3]))}"
-              f"{', ...' if len(short) > 3 else ''}", file=info, flush=True)
+        print(f"skipped {len(short)} file(s): {SKIP_SHORT}: {_names(short, printable)}", file=info, flush=True)
+    if silent:
+        print(f"{len(silent)} file(s) silent (peak below {SILENCE_PEAK:g} of full scale), their prediction is a "
+              f"guess: {_names(silent, printable)}", file=info, flush=True)
     try:
         with contextlib.redirect_stdout(info):  # progress lines never mix with the CSV
             frame = pipeline.classify_dirs(dirs, files, overrides) if run_dirs else \
                 pipeline.classify(cfg, numbers, files)
-    except (AudioError, ResultFileError) as err:  # a file that cannot be read, a damaged run
+    except (AudioError, ResultFileError) as err:  # a file changed since it was checked, a damaged run
         raise RequestError(str(err)) from err
     text = frame.to_csv(index=False)
     if out is None:
         sys.stdout.write(text)
     else:
-        atomic_write_text(out, text)
+        try:
+            atomic_write_text(out, text)
+        except OSError as err:  # checked before, but the disk may have filled or the folder gone since
+            raise RequestError(f"--out {str(out)!r}: cannot write there ({err.strerror or err})") from err
         print(f"predictions written to {out}", flush=True)
     return frame
 

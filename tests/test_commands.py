@@ -30,6 +30,7 @@ FOLD_LINE = re.compile(r"^fold (\d+): UA (\d+\.\d\d) WA (\d+\.\d\d) macro-F1 (\d
 MEAN_LINE = re.compile(r"^mean UA (\d+\.\d\d) WA (\d+\.\d\d) \(pooled UA \d+\.\d\d WA \d+\.\d\d; (\d+) folds?\)$")
 # One torch thread: on 2 shared cores a second thread makes these tiny models ~30x slower.
 FAST = ["--preset", "tiny", "--set", "training.num_threads=1"]
+AUDIO_LIST = ".wav, .flac, .ogg, .oga, .opus, .mp3, .aif, .aiff"
 NO_TRANSCRIPTS = "corpus '{}' has no usable transcripts: the linguistic teacher's terms are switched off"
 
 
@@ -371,8 +372,9 @@ def test_predict_classifies_audio_with_the_folds_students_averaged(roots, toy, c
     code, out, err = run(capsys, "predict", clips[0], folder, *base, "--folds", "1", "2")
     assert code == 0
     # the CSV alone on standard output, what was used on standard error
-    assert err[-1] == "student full (ce + logit_linguistic + logit_prosodic + embedding_linguistic + " \
-                      "embedding_prosodic) of toy, folds 1 2 (probabilities averaged), on 4 file(s)"
+    assert err[-2:] == ["student full (ce + logit_linguistic + logit_prosodic + embedding_linguistic + "
+                        "embedding_prosodic) of toy, folds 1 2 (probabilities averaged), on 4 file(s)",
+                        f"ignored 1 file(s) that are not audio ({AUDIO_LIST}) in {folder}"]
     rows = list(csv.DictReader(out))
     classes = pipeline.load_data(cli_config(base)).corpus.classes
     assert list(rows[0]) == ["path", "pred", *(f"p_{c}" for c in classes)]
@@ -423,6 +425,95 @@ def test_predict_names_the_file_it_cannot_read(roots, toy, capsys, tmp_path):
     assert err[-1] == f"skipped 1 file(s): audio shorter than 25 ms (too short for a speech model's front end): " \
                       f"{folder / 'blip.wav'}"
     assert [row["path"] for row in csv.DictReader(out)] == [f"{folder}/caf\\xe9.wav"]
+
+
+def test_predict_skips_damaged_files_counts_silent_ones_and_checks_out_first(roots, toy, capsys, tmp_path,
+                                                                             monkeypatch):
+    from emolib.audio import AudioError, read_audio
+
+    base = ["--corpus", toy["both"], "--protocol", "session", *FAST, "--folds", "1", "--variant", "no_teachers"]
+    assert run(capsys, "student", *base)[0] == 0
+    clip = Path(toy["utterances"][0].path)
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    (folder / "a.wav").write_bytes(clip.read_bytes())
+    (folder / "b_cut.wav").write_bytes(clip.read_bytes()[:-1000])  # an interrupted copy
+    wave = np.full(8000, 0.1, dtype=np.float32)
+    wave[100] = np.nan
+    sf.write(folder / "c_nan.wav", wave, 16000, subtype="FLOAT")
+    sf.write(folder / "d_silent.wav", np.zeros(8000, dtype=np.float32), 16000)
+    (folder / "notes.txt").write_text("not audio")
+    (folder / "list.csv").write_text("not audio either")
+    reasons = []
+    for name in ("b_cut.wav", "c_nan.wav"):
+        with pytest.raises(AudioError) as err:
+            read_audio(folder / name)
+        reasons.append(str(err.value))
+    assert reasons[1] == f"{folder / 'c_nan.wav'}: contains NaN or infinite samples"
+
+    # the damaged files are skipped and named with their reasons, the others classified and written
+    target = tmp_path / "out.csv"
+    code, out, err = run(capsys, "predict", folder, *base, "--out", target)
+    assert (code, err) == (0, [])
+    assert out == [
+        "student no_teachers (ce) of toy, fold 1, on 2 file(s)",
+        f"ignored 2 file(s) that are not audio ({AUDIO_LIST}) in {folder}",
+        f"skipped 2 unreadable file(s): {reasons[0]}; {reasons[1]}",
+        f"1 file(s) silent (peak below 0.0001 of full scale), their prediction is a guess: {folder / 'd_silent.wav'}",
+        f"predictions written to {target}"]
+    rows = list(csv.DictReader(target.read_text().splitlines()))
+    assert [r["path"] for r in rows] == [str(folder / "a.wav"), str(folder / "d_silent.wav")]
+
+    # nothing left to classify: one error line, nothing written
+    for only, message in [(["c_nan.wav"], reasons[1]),
+                          (["b_cut.wav", "c_nan.wav"], f"no file can be classified: 2 unreadable ({reasons[0]}; "
+                                                       f"{reasons[1]})")]:
+        code, out, err = run(capsys, "predict", *(folder / n for n in only), *base, "--out", tmp_path / "none.csv")
+        assert (code, out, err) == (2, [], [f"error: {message}"])
+    assert not (tmp_path / "none.csv").exists()
+
+    # an --out that cannot be written is refused before any model loads
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(pipeline, "classify", no_model)
+    monkeypatch.setattr(pipeline, "student_dir_shape", no_model)
+    bad_out = folder / "notes.txt" / "out.csv"
+    assert run(capsys, "predict", folder, *base, "--out", bad_out) == \
+        (2, [], [f"error: --out {str(bad_out)!r}: {folder / 'notes.txt'} is a file, not a folder"])
+    import tempfile
+
+    def read_only(*args, **kwargs):  # CI runs as root, which may write anywhere: simulated
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    assert run(capsys, "predict", folder, *base, "--out", tmp_path / "ro" / "out.csv") == \
+        (2, [], [f"error: --out {str(tmp_path / 'ro' / 'out.csv')!r}: cannot write in {tmp_path / 'ro'} "
+                 "(Permission denied)"])
+    monkeypatch.undo()
+
+
+def test_a_folder_that_cannot_be_listed_is_named(tmp_path, monkeypatch):
+    from emolib.commands import RequestError, audio_files
+
+    (tmp_path / "in" / "locked").mkdir(parents=True)
+    (tmp_path / "in" / ".hidden").mkdir()
+    for name in ("a.wav", "locked/b.wav", ".hidden/c.wav", "notes.txt"):
+        (tmp_path / "in" / name).write_bytes(b"")
+    ignored: list[Path] = []
+    assert audio_files([tmp_path / "in"], ignored) == [tmp_path / "in" / "a.wav", tmp_path / "in" / "locked" / "b.wav"]
+    assert ignored == [tmp_path / "in"]
+    real_scandir = os.scandir
+
+    def no_permission(path="."):  # CI runs as root, which may read any folder: simulated
+        if Path(path).name in ("locked", ".hidden"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", no_permission)
+    with pytest.raises(RequestError) as err:
+        audio_files([tmp_path / "in"])
+    assert str(err.value) == f"{tmp_path / 'in' / 'locked'}: cannot list this folder (Permission denied)"
 
 
 def test_predict_reads_only_the_run_folders_which_may_be_copied_anywhere(roots, toy, capsys, tmp_path):
