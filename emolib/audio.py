@@ -16,6 +16,13 @@ unreadable / corrupt file    ``AudioError`` (libsndfile's reason; a git-lfs
                              pointer stub is recognised and named as such)
 truncated WAV, AIFF, W64,    ``AudioError`` (the header declares more audio
 RF64                         than the file holds: an interrupted copy)
+truncated Ogg (Opus,         ``AudioError`` (the file does not end with a whole
+Vorbis)                      end-of-stream page); found by the header probes too
+truncated MP3                ``AudioError`` when read (fewer samples decode than
+                             the header promises); the header probes cannot tell
+truncated FLAC               ``AudioError`` when read (libsndfile loses sync)
+WAV header not finalised     ``AudioError`` (its data chunk declares 0 bytes but
+                             audio follows: a recorder stopped before writing it)
 empty (0 samples)            ``AudioError``
 NaN or infinite samples      ``AudioError`` (possible in float WAVs)
 silent                       ``AudioError`` unless ``allow_silent=True``;
@@ -36,7 +43,14 @@ Samples of integer PCM files lie in [-1, 1]; a float file is returned as stored 
 values may exceed full scale; no model here assumes otherwise).
 
 Corpus loaders read headers only (:func:`audio_info`, :func:`probe_corpus_file`):
-listing thousands of files must take about a second.
+listing thousands of files must take about a second. Those probes catch a cut WAV, AIFF,
+W64, RF64 or Ogg file and a WAV whose header was never finalised; a cut MP3 or FLAC
+passes them (both declare their length at the start, which a cut leaves intact, and
+nothing at the end a header read could check cheaply) and is refused by
+:func:`read_audio`, the first time its samples are decoded. A limit: libsndfile's length
+of an MP3 without a Xing/Info frame is an estimate from the first frame's bit rate (far
+too short for a variable bit rate file), and it decodes no more than that, so such a
+file, cut or not, can read short unnoticed (LAME writes the frame for every file).
 """
 from __future__ import annotations
 
@@ -122,10 +136,80 @@ _SHORT_CHUNK = {fmt: re.compile(rf"^\s*{chunk}\s*:\s*(\d+)\s*\(should be (\d+)\)
                                    ("RF64", "Riff size"))}
 
 
+#: The longest Ogg page: a 27-byte header, a 255-entry segment table, 255 segments of 255 bytes.
+_OGG_MAX_PAGE = 27 + 255 + 255 * 255
+
+#: The end-of-stream bit of an Ogg page's header_type byte (RFC 3533, section 6).
+_OGG_END_OF_STREAM = 0x04
+
+
+def _ogg_end_problem(path: Path) -> str | None:
+    """What is wrong with the end of an Ogg file, or None when its last page is whole and ends
+    the stream. A whole Ogg stream ends with a page flagged end-of-stream; a cut one ends inside a
+    page or after a page without the flag. libsndfile does not notice: it reads a cut Opus file as a
+    shorter clip and gives a cut Vorbis file 0 frames (which would pass for empty audio)."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        fh.seek(max(0, size - _OGG_MAX_PAGE))
+        tail = fh.read()  # holds the start of the last page of a whole file
+    at = tail.rfind(b"OggS")
+    while at >= 0:
+        header = tail[at : at + 27]
+        if len(header) < 27:
+            return "its last Ogg page is cut off"
+        if header[4] == 0:  # stream structure version 0: a page, not the four letters inside a packet
+            segments = tail[at + 27 : at + 27 + header[26]]
+            if len(segments) < header[26] or at + 27 + len(segments) + sum(segments) > len(tail):
+                return "its last Ogg page is cut off"
+            if not header[5] & _OGG_END_OF_STREAM:
+                return "its last Ogg page does not end the stream"
+            return None
+        at = tail.rfind(b"OggS", 0, at)
+    return "no Ogg page in its last 64 KiB"
+
+
+def _chunks_fill(fh, at: int, size: int) -> bool:
+    """True when RIFF chunks (4 printable letters, a little-endian size, the data, a pad byte to
+    an even size) run from byte ``at`` exactly to the end of the file (a missing last pad byte is fine)."""
+    while at + 8 <= size:
+        fh.seek(at)
+        header = fh.read(8)
+        if not all(0x20 <= c < 0x7F for c in header[:4]):
+            return False
+        length = int.from_bytes(header[4:], "little")
+        at += 8 + length + (length & 1)
+    return at in (size, size + 1)
+
+
+def _undeclared_wav_bytes(path: Path) -> int:
+    """Bytes that follow the ``data`` chunk of a RIFF WAV whose data chunk declares 0 bytes, and
+    that are not further chunks (some writers put metadata after the audio): audio a recorder wrote
+    but never declared, because it stopped before going back to finalise the header. 0 for a truly
+    empty WAV."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return 0
+        at = 12
+        while at + 8 <= size:
+            fh.seek(at)
+            header = fh.read(8)
+            length = int.from_bytes(header[4:], "little")
+            if header[:4] == b"data":
+                held = size - at - 8
+                return held if length == 0 and held > 0 and not _chunks_fill(fh, at + 8, size) else 0
+            at += 8 + length + (length & 1)
+    return 0
+
+
 def _check_whole(f: sf.SoundFile, path: Path) -> None:
     """Refuse a file cut short (an interrupted copy or download): libsndfile would read it as a
-    shorter clip. Streamed WAVs that declare no length (0 or 0xFFFFFFFF bytes) are fine, and so is
-    a missing pad byte. FLAC and Ogg carry no declared length to compare: a cut one fails when read."""
+    shorter clip, or as empty. Streamed WAVs that declare no length (0xFFFFFFFF bytes: libsndfile
+    reads to the end of the file) are fine, and so is a missing pad byte; a WAV that declares 0
+    bytes of audio but holds some is a recording whose header was never finalised (libsndfile
+    would read 0 samples from it). FLAC and MP3 carry no length this can compare: a cut one fails
+    when read (:func:`read_audio`)."""
     pattern = _SHORT_CHUNK.get(f.format)
     m = pattern.search(f.extra_info) if pattern is not None else None
     if m is not None:
@@ -133,6 +217,34 @@ def _check_whole(f: sf.SoundFile, path: Path) -> None:
         if 0 < declared < 0xFFFFFFFF and held < declared - 1:
             raise AudioError(f"{path}: truncated: its header declares {declared} bytes of audio, the file holds "
                              f"{held} (an interrupted copy? copy the file again)")
+    if f.format == "OGG":
+        problem = _ogg_end_problem(path)
+        if problem is not None:
+            raise AudioError(f"{path}: truncated: {problem} (an interrupted copy? copy the file again)")
+    if f.frames == 0 and f.format in ("WAV", "WAVEX"):
+        held = _undeclared_wav_bytes(path)
+        if held > 0:
+            raise AudioError(f"{path}: header not finalised: its data chunk declares 0 bytes of audio, {held} bytes "
+                             "follow it (a recorder stopped before writing the header's sizes? export the file again)")
+
+
+def _mp3_frame_samples(rate: int) -> int:
+    """Samples in one MPEG Layer III frame: 1152 at MPEG-1's rates (32 kHz and up), 576 below."""
+    return 1152 if rate >= 32000 else 576
+
+
+def _check_decoded(f: sf.SoundFile, path: Path, wanted: int, decoded: int) -> None:
+    """Refuse a file that decodes fewer samples than its header promises: a cut MP3 (or any cut
+    file :func:`_check_whole` let through) would otherwise be read as a shorter clip.
+
+    An MP3's count comes from its Xing/Info frame or an estimate, so one MPEG frame short is let
+    through (whole LAME files decode exactly the count; a cut that loses less than a frame of
+    audio is not told apart from that)."""
+    tolerance = _mp3_frame_samples(f.samplerate) if f.format == "MP3" else 0
+    if decoded < wanted - tolerance:
+        asked = "" if wanted == f.frames else f" of the first {wanted} asked for"
+        raise AudioError(f"{path}: truncated: its header promises {f.frames} samples, only {decoded}{asked} decode "
+                         "(an interrupted copy? copy the file again)")
 
 
 def _frames_and_header(path: Path) -> tuple[int, int, int]:
@@ -203,6 +315,7 @@ def read_audio(
             rate = f.samplerate
             frames = f.frames if max_seconds is None else min(f.frames, math.ceil(max_seconds * rate))
             data = f.read(frames, dtype="float32", always_2d=True)
+            _check_decoded(f, path, frames, data.shape[0])
     except sf.SoundFileError as err:
         raise _unreadable(path, err) from err
     if data.shape[0] == 0:

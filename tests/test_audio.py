@@ -228,3 +228,104 @@ def test_stereo_channels_that_cancel_out_are_named_as_such(make_wav):
     path = make_wav("inverted.wav", data=np.stack([tone, -tone], axis=1), subtype="FLOAT")
     with pytest.raises(AudioError, match=r"inverted\.wav: its 2 channels cancel out when averaged to mono"):
         read_audio(path)
+
+
+# -- cut compressed files and unfinalised headers: named, not read as shorter or empty clips ------
+
+COMPRESSED = {"mp3": {"format": "MP3"}, "opus": {"format": "OGG", "subtype": "OPUS"},
+              "vorbis": {"format": "OGG", "subtype": "VORBIS"}}
+
+
+def _compressed(tmp_path, kind, name="whole"):
+    """A 3 s 16 kHz tone in a compressed format: 48,000 samples, every one of them decoded."""
+    path = tmp_path / f"{name}.{kind}"
+    sf.write(path, _sine(3.0, 16000), 16000, **COMPRESSED[kind])
+    return path
+
+
+def _cut(path, fraction, name):
+    whole = path.read_bytes()
+    cut = path.with_name(name)
+    cut.write_bytes(whole[: int(len(whole) * fraction)])
+    return cut
+
+
+@pytest.mark.parametrize("kind", sorted(COMPRESSED))
+def test_whole_compressed_files_read_every_sample(tmp_path, kind):
+    path = _compressed(tmp_path, kind)
+    assert audio_info(path) == AudioInfo(3.0, 16000, 1) == probe_corpus_file(path)
+    assert read_audio(path).shape == (48000,)
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.8, 0.95])
+def test_a_cut_mp3_is_named_when_read(tmp_path, fraction):
+    cut = _cut(_compressed(tmp_path, "mp3"), fraction, "cut.mp3")
+    message = r"cut\.mp3: truncated: its header promises 48000 samples, only \d+ decode \(an interrupted copy"
+    with pytest.raises(AudioError, match=message):
+        read_audio(cut)
+    # the limit the module docstring names: an MP3's header (its Xing frame) still says 3 s
+    assert audio_info(cut) == AudioInfo(3.0, 16000, 1)
+
+
+def test_the_intact_start_of_a_cut_mp3_is_read(tmp_path):
+    cut = _cut(_compressed(tmp_path, "mp3"), 0.5, "cut.mp3")
+    assert read_audio(cut, max_seconds=0.5).shape == (8000,)  # only that much is decoded, and it is there
+    with pytest.raises(AudioError, match=r"only \d+ of the first 40000 asked for decode"):
+        read_audio(cut, max_seconds=2.5)
+
+
+@pytest.mark.parametrize("kind, fraction", [("opus", 0.5), ("opus", 0.8), ("opus", 0.95),
+                                            ("vorbis", 0.8), ("vorbis", 0.95)])
+def test_a_cut_ogg_file_is_named_by_every_reader(tmp_path, kind, fraction):
+    # libsndfile reads a cut Opus file as a shorter clip, a cut Vorbis file as 0 samples ("empty")
+    cut = _cut(_compressed(tmp_path, kind), fraction, f"cut.{kind}")
+    message = rf"cut\.{kind}: truncated: its last Ogg page is cut off \(an interrupted copy\? copy the file again\)"
+    for read in (audio_info, read_audio, probe_corpus_file):
+        with pytest.raises(AudioError, match=message):
+            read(cut)
+
+
+@pytest.mark.parametrize("kind", ["opus", "vorbis"])
+def test_an_ogg_file_cut_between_pages_is_named(tmp_path, kind):
+    whole = _compressed(tmp_path, kind).read_bytes()
+    cut = tmp_path / f"cut.{kind}"
+    cut.write_bytes(whole[: whole.rindex(b"OggS")])  # every page whole, the end-of-stream one missing
+    for read in (audio_info, read_audio, probe_corpus_file):
+        with pytest.raises(AudioError, match=rf"cut\.{kind}: truncated: its last Ogg page does not end the stream"):
+            read(cut)
+
+
+def test_empty_ogg_audio_is_still_empty(tmp_path):
+    path = tmp_path / "empty.ogg"
+    sf.write(path, np.zeros((0, 1), np.float32), 16000, format="OGG", subtype="VORBIS")
+    assert path.stat().st_size > 3000  # Vorbis headers alone: size does not tell an empty file from a cut one
+    assert probe_corpus_file(path) is None
+    with pytest.raises(AudioError, match=r"empty\.ogg: empty audio \(0 samples\)"):
+        read_audio(path)
+
+
+@pytest.mark.parametrize("riff_size_too", [False, True])
+def test_a_wav_whose_header_was_never_finalised_is_named(make_wav, riff_size_too):
+    # a recorder writes sizes of 0 first and fills them in when it stops; killed, it never does
+    path = make_wav("unfinished.wav", seconds=0.5)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"data")
+    data[at + 4 : at + 8] = bytes(4)
+    if riff_size_too:
+        data[4:8] = bytes(4)
+    path.write_bytes(bytes(data))
+    message = r"unfinished\.wav: header not finalised: its data chunk declares 0 bytes of audio, 16000 bytes follow it"
+    for read in (audio_info, read_audio, probe_corpus_file):
+        with pytest.raises(AudioError, match=message):
+            read(path)
+
+
+def test_an_empty_wav_with_a_chunk_after_its_data_is_still_empty(make_wav):
+    # writers may put metadata after the audio: with 0 bytes of audio that is not an unfinished header
+    path = make_wav("empty.wav", data=np.zeros((0, 1), np.float32))
+    data = bytearray(path.read_bytes()) + b"LIST" + (12).to_bytes(4, "little") + b"INFOISFT\0\0\0\0"
+    data[4:8] = (len(data) - 8).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    assert probe_corpus_file(path) is None
+    with pytest.raises(AudioError, match=r"empty\.wav: empty audio \(0 samples\)"):
+        read_audio(path)
