@@ -387,6 +387,46 @@ def test_resume_after_a_kill_regenerates_only_what_is_missing(data_root, monkeyp
     assert json.loads((folder / "generation.json").read_text())["synthesised"] == 1
 
 
+def _count_synthesis(monkeypatch) -> list:
+    calls = []
+    real = espeak.synthesize
+    monkeypatch.setattr(espeak, "synthesize", lambda *a, **k: calls.append(a) or real(*a, **k))
+    return calls
+
+
+def test_resume_renders_damaged_files_again(data_root, monkeypatch):
+    # a damaged copy of the data folder: a file emptied, one cut to a third, one gone
+    cfg = SynthConfig(utterances_per_speaker=2, processes=1)  # 20 utterances
+    folder = synth.generate(cfg, progress=False)
+    before, manifest = wav_bytes(folder), (folder / "manifest.jsonl").read_bytes()
+    (folder / "wav" / "S1F" / "synth_S1F_0001.wav").write_bytes(b"")
+    cut = folder / "wav" / "S1F" / "synth_S1F_0002.wav"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 3])
+    (folder / "wav" / "S2M" / "synth_S2M_0001.wav").unlink()
+    calls = _count_synthesis(monkeypatch)
+    corpus = synth.load(cfg, progress=False)
+    assert len(calls) == 3 and len(corpus) == 20
+    assert wav_bytes(folder) == before  # rendered again, byte for byte what a fresh generation writes
+    assert (folder / "manifest.jsonl").read_bytes() == manifest
+    assert json.loads((folder / "generation.json").read_text())["synthesised"] == 3
+
+
+def test_a_complete_corpus_with_damaged_files_is_finished_not_used(data_root, monkeypatch):
+    # the manifest is there and every file exists, but one is cut and one has bytes appended:
+    # their sizes give them away
+    cfg = SynthConfig(utterances_per_speaker=2, processes=1)
+    folder = synth.generate(cfg, progress=False)
+    before = wav_bytes(folder)
+    cut = folder / "wav" / "S3M" / "synth_S3M_0002.wav"
+    cut.write_bytes(cut.read_bytes()[:-2])  # one sample short: still a readable wav
+    longer = folder / "wav" / "S4F" / "synth_S4F_0001.wav"
+    longer.write_bytes(longer.read_bytes() + b"\0" * 10)
+    calls = _count_synthesis(monkeypatch)
+    corpus = synth.load(cfg, progress=False)
+    assert len(calls) == 2 and len(corpus) == 20 and wav_bytes(folder) == before
+    assert json.loads((folder / "generation.json").read_text())["synthesised"] == 2
+
+
 def test_a_complete_corpus_is_read_without_synthesis(data_root, monkeypatch):
     first = synth.load(TINY, progress=False)
 

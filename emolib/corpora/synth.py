@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from .. import paths
-from ..audio import SAMPLE_RATE  # the corpus's rate: what every speech model of the paper reads
+from ..audio import SAMPLE_RATE, AudioError, audio_info  # SAMPLE_RATE: what every speech model of the paper reads
 from ..config import CLASSES, SynthConfig, _hashed_dict, config_hash
 from ..machine import available_cores
 from ..runs import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -723,9 +723,29 @@ def card_path(synth: SynthConfig | None = None, root: Path | None = None) -> Pat
     return corpus_dir(synth, root) / CARD
 
 
+#: Bytes before the samples in a file :func:`wav_bytes` writes (RIFF, fmt and data chunk headers).
+_WAV_HEADER = 44
+
+
+def _wav_size(n_samples: int) -> int:
+    """Bytes of the file :func:`wav_bytes` writes for ``n_samples`` (16-bit mono)."""
+    return _WAV_HEADER + 2 * n_samples
+
+
+def _whole(path: Path, duration: float) -> bool:
+    """True when the wav of a manifest row exists with the size its duration gives: one stat,
+    so that a file cut or emptied after generation (a damaged copy of the data folder) is
+    noticed before it is used, not when a model reads it."""
+    try:
+        return path.stat().st_size == _wav_size(round(duration * SAMPLE_RATE))
+    except FileNotFoundError:
+        return False
+
+
 def _read_manifest(folder: Path) -> list[Utterance] | None:
-    """The utterances of a complete corpus, or None when it is incomplete (no manifest,
-    or a wav file is missing: then generation resumes and rewrites the manifest)."""
+    """The utterances of a complete corpus, or None when it is incomplete (no manifest, or a
+    wav file is missing or has the wrong size: then generation resumes, renders those files
+    again and rewrites the manifest)."""
     manifest = folder / MANIFEST
     if not manifest.is_file():
         return None
@@ -737,10 +757,11 @@ def _read_manifest(folder: Path) -> list[Utterance] | None:
                 utt = Utterance(id=row["id"], label=row["label"], speaker=row["speaker"], session=row["session"],
                                 path=folder / row["path"], text=row["text"], duration=row["duration"],
                                 meta=row["meta"])
+                whole = _whole(utt.path, utt.duration)
             except (json.JSONDecodeError, KeyError, TypeError) as err:
                 raise CorpusError(f"{manifest}, line {line_no}: not a synth manifest row ({err!r}); "
                                   "delete the file to regenerate it") from err
-            if not utt.path.is_file():
+            if not whole:
                 return None
             utterances.append(utt)
     return utterances
@@ -755,17 +776,29 @@ def _utterance(plan: UtterancePlan, folder: Path, n_samples: int) -> Utterance:
 
 
 def _existing_samples(path: Path) -> int | None:
-    """Samples of a finished wav (atomic writes: a file that exists is complete)."""
-    import soundfile as sf
+    """Samples of a finished wav, or None when it has to be rendered (again).
 
+    Writes are atomic, so generation never leaves a torn file, but a copy of the data folder
+    can (an interrupted rsync, a full disk): a damaged file counts as not rendered. The
+    generator is deterministic, so rendering it again gives the bytes it should have held."""
     if not path.is_file():
         return None
-    return sf.info(str(path)).frames
+    try:
+        info = audio_info(path)  # the header, checked against the file's size (a cut file is refused)
+    except AudioError:
+        return None
+    n = round(info.duration * SAMPLE_RATE)
+    # every rendered utterance has speech in a 16 kHz mono file of exactly this size (bytes appended
+    # would otherwise pass here and fail _read_manifest's size check after every generation)
+    if n == 0 or (info.sample_rate, info.channels) != (SAMPLE_RATE, 1) or path.stat().st_size != _wav_size(n):
+        return None
+    return n
 
 
 def generate(synth: SynthConfig | None = None, root: Path | None = None, progress: bool = True) -> Path:
     """Make the corpus (or finish a partial one) and return its folder. Existing wav files
-    are reused; the card, then the manifest are written last."""
+    are reused unless damaged (rendered again, see :func:`_existing_samples`); the card, then
+    the manifest are written last."""
     from ..progress import progress_bar
 
     synth = synth or SynthConfig()
