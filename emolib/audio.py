@@ -49,8 +49,12 @@ passes them (both declare their length at the start, which a cut leaves intact, 
 nothing at the end a header read could check cheaply) and is refused by
 :func:`read_audio`, the first time its samples are decoded. A limit: libsndfile's length
 of an MP3 without a Xing/Info frame is an estimate from the first frame's bit rate (far
-too short for a variable bit rate file), and it decodes no more than that, so such a
-file, cut or not, can read short unnoticed (LAME writes the frame for every file).
+too short for a variable bit rate file; too long when an ID3v2 tag or cover art comes
+first), and it decodes no more than that, so such a file is never called cut (it would be
+wrongly) and, cut or not, can read short unnoticed (LAME writes the frame for every file).
+An Ogg Vorbis file without the end-of-stream flag that reads in full is accepted (some
+writers never set it), so one cut exactly at a page boundary that still gives a length
+reads short unnoticed.
 """
 from __future__ import annotations
 
@@ -143,11 +147,16 @@ _OGG_MAX_PAGE = 27 + 255 + 255 * 255
 _OGG_END_OF_STREAM = 0x04
 
 
-def _ogg_end_problem(path: Path) -> str | None:
-    """What is wrong with the end of an Ogg file, or None when its last page is whole and ends
-    the stream. A whole Ogg stream ends with a page flagged end-of-stream; a cut one ends inside a
-    page or after a page without the flag. libsndfile does not notice: it reads a cut Opus file as a
-    shorter clip and gives a cut Vorbis file 0 frames (which would pass for empty audio)."""
+def _ogg_end_problem(path: Path, subtype: str, frames: int) -> str | None:
+    """What is wrong with the end of an Ogg file, or None when it looks whole. A whole Ogg stream
+    ends with a page flagged end-of-stream; a cut one ends inside a page, or after a whole page
+    without the flag. libsndfile does not notice: it reads a cut Opus file as a shorter clip and
+    gives a cut Vorbis file 0 frames (which would pass for empty audio).
+
+    Some writers never set the flag (Android's OggWriter, Telegram voice notes, MuseScore), so a
+    whole last page without it is refused only where it cannot be such a file: an Opus stream
+    (libsndfile refuses an Opus file without the flag anyway) or one that gives 0 frames (a
+    Vorbis file cut at a page boundary; a whole one without the flag reads in full)."""
     size = path.stat().st_size
     with open(path, "rb") as fh:
         fh.seek(max(0, size - _OGG_MAX_PAGE))
@@ -161,7 +170,7 @@ def _ogg_end_problem(path: Path) -> str | None:
             segments = tail[at + 27 : at + 27 + header[26]]
             if len(segments) < header[26] or at + 27 + len(segments) + sum(segments) > len(tail):
                 return "its last Ogg page is cut off"
-            if not header[5] & _OGG_END_OF_STREAM:
+            if not header[5] & _OGG_END_OF_STREAM and (subtype == "OPUS" or frames == 0):
                 return "its last Ogg page does not end the stream"
             return None
         at = tail.rfind(b"OggS", 0, at)
@@ -181,6 +190,11 @@ def _chunks_fill(fh, at: int, size: int) -> bool:
     return at in (size, size + 1)
 
 
+#: Bytes after a 0-byte data chunk from which a WAV counts as a recording whose header was never
+#: finalised (10 ms of 16-bit mono at 16 kHz); fewer are stray bytes of an empty file.
+_UNDECLARED_MIN = 320
+
+
 def _undeclared_wav_bytes(path: Path) -> int:
     """Bytes that follow the ``data`` chunk of a RIFF WAV whose data chunk declares 0 bytes, and
     that are not further chunks (some writers put metadata after the audio): audio a recorder wrote
@@ -198,7 +212,10 @@ def _undeclared_wav_bytes(path: Path) -> int:
             length = int.from_bytes(header[4:], "little")
             if header[:4] == b"data":
                 held = size - at - 8
-                return held if length == 0 and held > 0 and not _chunks_fill(fh, at + 8, size) else 0
+                if length != 0 or held < _UNDECLARED_MIN or _chunks_fill(fh, at + 8, size):
+                    return 0
+                fh.seek(at + 8)
+                return 0 if fh.read(3) in (b"TAG", b"ID3") else held  # an ID3 tag appended to an empty WAV
             at += 8 + length + (length & 1)
     return 0
 
@@ -218,7 +235,7 @@ def _check_whole(f: sf.SoundFile, path: Path) -> None:
             raise AudioError(f"{path}: truncated: its header declares {declared} bytes of audio, the file holds "
                              f"{held} (an interrupted copy? copy the file again)")
     if f.format == "OGG":
-        problem = _ogg_end_problem(path)
+        problem = _ogg_end_problem(path, f.subtype, f.frames)
         if problem is not None:
             raise AudioError(f"{path}: truncated: {problem} (an interrupted copy? copy the file again)")
     if f.frames == 0 and f.format in ("WAV", "WAVEX"):
@@ -226,6 +243,26 @@ def _check_whole(f: sf.SoundFile, path: Path) -> None:
         if held > 0:
             raise AudioError(f"{path}: header not finalised: its data chunk declares 0 bytes of audio, {held} bytes "
                              "follow it (a recorder stopped before writing the header's sizes? export the file again)")
+
+
+def _mp3_has_frame_count(path: Path) -> bool:
+    """True when the MP3's first frame (after any ID3v2 tag) is a Xing, Info or VBRI header, i.e.
+    when the file states its length. Without one libsndfile estimates the length from the file's
+    size and bit rate (an ID3v2 tag or cover art then counts as audio), so its count is no
+    promise a whole file keeps."""
+    with open(path, "rb") as fh:
+        head = fh.read(10)
+        start = 0
+        if head[:3] == b"ID3" and len(head) == 10:  # size: 4 syncsafe bytes, +10 for a footer
+            start = 10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(head[6:10]))
+            start += 10 if head[5] & 0x10 else 0
+        fh.seek(start)
+        window = fh.read(4096)
+    for at in range(len(window) - 1):
+        if window[at] == 0xFF and window[at + 1] & 0xE0 == 0xE0:  # the first frame's sync word
+            first = window[at + 4 : at + 4 + 40]  # the side information, then the tag (Xing/Info/VBRI)
+            return any(tag in first for tag in (b"Xing", b"Info", b"VBRI"))
+    return False
 
 
 def _mp3_frame_samples(rate: int) -> int:
@@ -241,6 +278,8 @@ def _check_decoded(f: sf.SoundFile, path: Path, wanted: int, decoded: int) -> No
     through (whole LAME files decode exactly the count; a cut that loses less than a frame of
     audio is not told apart from that)."""
     tolerance = _mp3_frame_samples(f.samplerate) if f.format == "MP3" else 0
+    if f.format == "MP3" and not _mp3_has_frame_count(path):
+        return  # the count was an estimate from the file's size: nothing to compare (module docstring)
     if decoded < wanted - tolerance:
         asked = "" if wanted == f.frames else f" of the first {wanted} asked for"
         raise AudioError(f"{path}: truncated: its header promises {f.frames} samples, only {decoded}{asked} decode "

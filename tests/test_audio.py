@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from emolib import audio
 from emolib.audio import (
     SILENCE_PEAK, AudioError, AudioInfo, audio_info, is_silent, probe_corpus_file, read_audio, resample, write_wav,
 )
@@ -295,6 +296,54 @@ def test_an_ogg_file_cut_between_pages_is_named(tmp_path, kind):
             read(cut)
 
 
+def _ogg_crc(page: bytes) -> int:
+    """The Ogg page checksum (RFC 3533): CRC-32, polynomial 0x04C11DB7, not reflected, initial 0."""
+    crc = 0
+    for byte in page:
+        crc ^= byte << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
+            crc &= 0xFFFFFFFF
+    return crc
+
+
+def test_a_whole_vorbis_file_whose_writer_never_flagged_the_end_is_read(tmp_path):
+    # Android's OggWriter, Telegram voice notes and MuseScore leave the end-of-stream flag unset
+    data = bytearray(_compressed(tmp_path, "vorbis").read_bytes())
+    last = data.rindex(b"OggS")
+    assert data[last + 5] & 0x04
+    data[last + 5] &= ~0x04
+    data[last + 22 : last + 26] = bytes(4)
+    data[last + 22 : last + 26] = _ogg_crc(bytes(data[last:])).to_bytes(4, "little")
+    path = tmp_path / "no_eos.ogg"
+    path.write_bytes(bytes(data))
+    assert audio_info(path) == AudioInfo(3.0, 16000, 1) == probe_corpus_file(path)
+    assert read_audio(path).shape == (48000,)
+
+
+def _mp3_without_its_info_frame(tmp_path, tag_bytes: int):
+    """A constant-bit-rate MP3 (4 s at 44.1 kHz) whose first frame, LAME's Info frame that states
+    the length, is removed, with an ID3v2 tag of ``tag_bytes`` in front (a title, cover art):
+    libsndfile then estimates the length from the file's size, tag included."""
+    whole = tmp_path / "cbr.mp3"
+    sf.write(whole, _sine(4.0, 44100), 44100, format="MP3", bitrate_mode="CONSTANT", compression_level=0.5)
+    data = whole.read_bytes()
+    second = data.index(b"\xff\xfb", 1)
+    assert b"Info" in data[:second]
+    size = bytes((tag_bytes >> shift) & 0x7F for shift in (21, 14, 7, 0))  # syncsafe
+    path = tmp_path / "tagged.mp3"
+    path.write_bytes(b"ID3\x04\x00\x00" + size + bytes(tag_bytes) + data[second:])
+    return whole, path
+
+
+def test_an_mp3_that_states_no_length_is_not_called_cut(tmp_path):
+    whole, tagged = _mp3_without_its_info_frame(tmp_path, 2048)
+    assert audio._mp3_has_frame_count(whole) and not audio._mp3_has_frame_count(tagged)
+    assert sf.info(str(tagged)).frames > 4.0 * 44100 + 1152  # the estimate counts the tag as audio
+    wave = read_audio(tagged)  # not "truncated": the count was never a promise
+    assert abs(len(wave) / 16000 - 4.0) < 0.06  # every frame but the removed one
+
+
 def test_empty_ogg_audio_is_still_empty(tmp_path):
     path = tmp_path / "empty.ogg"
     sf.write(path, np.zeros((0, 1), np.float32), 16000, format="OGG", subtype="VORBIS")
@@ -318,6 +367,15 @@ def test_a_wav_whose_header_was_never_finalised_is_named(make_wav, riff_size_too
     for read in (audio_info, read_audio, probe_corpus_file):
         with pytest.raises(AudioError, match=message):
             read(path)
+
+
+def test_an_empty_wav_with_an_id3_tag_or_stray_bytes_after_its_data_is_still_empty(make_wav):
+    for name, extra in (("tagged.wav", b"TAG" + bytes(125)), ("stray.wav", bytes(100))):
+        path = make_wav(name, data=np.zeros((0, 1), np.float32))
+        path.write_bytes(path.read_bytes() + extra)
+        assert probe_corpus_file(path) is None
+        with pytest.raises(AudioError, match=rf"{name.replace('.', chr(92) + '.')}: empty audio \(0 samples\)"):
+            read_audio(path)
 
 
 def test_an_empty_wav_with_a_chunk_after_its_data_is_still_empty(make_wav):
