@@ -266,9 +266,28 @@ def _check_out(out: str | Path) -> None:
         raise RequestError(f"--out {str(out)!r}: cannot write in {folder} ({err.strerror or err})") from err
 
 
-def _sort_audio(files: Sequence[Path]) -> tuple[list[Path], list[Path], dict[Path, str], list[Path]]:
-    """Decode every file once, as the students will read it (full checks: NaN samples, a cut
-    file, damage past the header): (kept, short, unreadable file -> reason, silent among kept)."""
+def _students_window(dirs: Sequence[Path], overrides: dict[str, Any] | None) -> float | None:
+    """The longest stretch of audio any of the students reads (``student.max_seconds`` of each
+    run's config): the checks decode no more of a file (an hour-long recording is not read
+    whole). None (all of it) when a config cannot be read: classifying then names the problem."""
+    from .config import from_dict
+    from .runs import ResultFileError, read_json
+
+    windows = []
+    for d in dirs:
+        try:
+            windows.append(from_dict(read_json(Path(d) / "config.json", dict)).replace(overrides or {})
+                           .student.max_seconds)
+        except (OSError, ResultFileError, ValueError, KeyError, TypeError):
+            return None
+    return max(windows) if windows and all(windows) else None
+
+
+def _sort_audio(files: Sequence[Path], max_seconds: float | None = None
+                ) -> tuple[list[Path], list[Path], dict[Path, str], list[Path]]:
+    """Decode every file once, as the students will read it (its first ``max_seconds``; full
+    checks: NaN samples, a cut file, damage past the header): (kept, short, unreadable file ->
+    reason, silent among kept, judged on the part the students hear)."""
     from .audio import AudioError, audio_info, is_silent, read_audio
     from .corpora import MIN_SECONDS
 
@@ -283,7 +302,7 @@ def _sort_audio(files: Sequence[Path]) -> tuple[list[Path], list[Path], dict[Pat
                 short.append(f)
                 continue
             # at the file's own rate: no resampling, only the checks
-            wave = read_audio(f, sample_rate=info.sample_rate, allow_silent=True)
+            wave = read_audio(f, sample_rate=info.sample_rate, max_seconds=max_seconds, allow_silent=True)
         except AudioError as err:
             bad[f] = str(err)
             continue
@@ -343,7 +362,7 @@ def predict(cfg: Config, inputs: Sequence[str | Path], folds: Sequence[int] | No
     ignored: list[Path] = []
     files = audio_files(inputs, ignored)
     # an unreadable file is named before any model loads, and skipped: the others are still classified
-    files, short, bad, silent = _sort_audio(files)
+    files, short, bad, silent = _sort_audio(files, _students_window(dirs, overrides))
     if not files:
         if bad and not short and len(bad) == 1:
             raise RequestError(next(iter(bad.values())))

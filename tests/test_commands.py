@@ -21,6 +21,7 @@ import torch
 
 from emolib import __main__ as cli
 from emolib import pipeline, train
+from emolib.config import get_config
 from emolib.metrics import format_p, paired_bootstrap
 
 from toy import toy_corpus
@@ -442,6 +443,13 @@ def test_predict_skips_damaged_files_counts_silent_ones_and_checks_out_first(roo
     wave[100] = np.nan
     sf.write(folder / "c_nan.wav", wave, 16000, subtype="FLOAT")
     sf.write(folder / "d_silent.wav", np.zeros(8000, dtype=np.float32), 16000)
+    # the tiny preset's students hear the first 6 s (student.max_seconds): silence, then a tone they
+    # never hear, then a NaN they never read
+    window = get_config("tiny").student.max_seconds
+    late = np.zeros(int(16000 * (window + 2)), dtype=np.float32)
+    late[int(16000 * (window + 0.5)):] = 0.1
+    late[-10] = np.nan
+    sf.write(folder / "e_late.wav", late, 16000, subtype="FLOAT")
     (folder / "notes.txt").write_text("not audio")
     (folder / "list.csv").write_text("not audio either")
     reasons = []
@@ -456,13 +464,14 @@ def test_predict_skips_damaged_files_counts_silent_ones_and_checks_out_first(roo
     code, out, err = run(capsys, "predict", folder, *base, "--out", target)
     assert (code, err) == (0, [])
     assert out == [
-        "student no_teachers (ce) of toy, fold 1, on 2 file(s)",
+        "student no_teachers (ce) of toy, fold 1, on 3 file(s)",
         f"ignored 2 file(s) that are not audio ({AUDIO_LIST}) in {folder}",
         f"skipped 2 unreadable file(s): {reasons[0]}; {reasons[1]}",
-        f"1 file(s) silent (peak below 0.0001 of full scale), their prediction is a guess: {folder / 'd_silent.wav'}",
+        f"2 file(s) silent (peak below 0.0001 of full scale), their prediction is a guess: {folder / 'd_silent.wav'}, "
+        f"{folder / 'e_late.wav'}",
         f"predictions written to {target}"]
     rows = list(csv.DictReader(target.read_text().splitlines()))
-    assert [r["path"] for r in rows] == [str(folder / "a.wav"), str(folder / "d_silent.wav")]
+    assert [r["path"] for r in rows] == [str(folder / n) for n in ("a.wav", "d_silent.wav", "e_late.wav")]
 
     # nothing left to classify: one error line, nothing written
     for only, message in [(["c_nan.wav"], reasons[1]),
