@@ -387,7 +387,8 @@ class Run:
         check_predictions(frame, path)
         marker = self.dir / COMPLETE_MARKER
         if marker.is_file():
-            n = read_json(marker, dict).get("n")
+            record = read_json(marker, dict)
+            n = record.get("n", record.get("n_test"))  # a model's test utterances, or a data run's
             if isinstance(n, int) and not isinstance(n, bool) and n != len(frame):
                 raise ResultFileError(f"{path}: holds {len(frame)} rows but {marker} counts {n} test utterances "
                                       "(cut short by a crash or a full disk?)")
@@ -452,10 +453,13 @@ def check_predictions(frame, path: str | os.PathLike) -> None:
             f.seek(-1, os.SEEK_END)
         last = f.read(1)
     cut = (frame[names].isna() | (frame[names] == "")).any(axis=1)
-    if last != b"\n" or cut.any():
-        row = int(cut.to_numpy().nonzero()[0][0]) if cut.any() else len(frame) - 1
+    if cut.any():
+        row = int(cut.to_numpy().nonzero()[0][0])
         raise ResultFileError(f"{path}: row {row + 2} is cut short (a crash or a full disk while it was "
                               "written?); delete the run's folder to compute it again")
+    if last != b"\n":  # every table written here ends its last line: cut inside it, or rewritten elsewhere
+        raise ResultFileError(f"{path}: its last line (row {len(frame) + 1}) has no line end: cut short, or "
+                              "written by another program? Delete the run's folder to compute it again")
 
 
 def _run_key(stage: str, cfg: Config, extra: dict | None) -> str:

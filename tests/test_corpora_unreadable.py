@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from emolib import __main__ as cli
-from emolib.corpora import CorpusError, find_files, is_file, is_folder, list_folder, load_corpus, walk_folder
+from emolib.corpora import (SKIP_UNREADABLE_FOLDER, CorpusError, find_files, is_file, is_folder, list_folder, load_corpus,
+                            walk_folder)
 from fixtures import trees
 
 DENIED = os.strerror(errno.EACCES)  # "Permission denied"
@@ -173,6 +174,16 @@ def test_ravdess_an_actor_folder_it_cannot_read_is_named_not_left_out(ravdess, d
 def test_ravdess_any_folder_it_cannot_read_is_named(ravdess, deny, folder):
     deny(ravdess / folder)
     assert error(f"ravdess:{ravdess}") == f"{ravdess / folder}: cannot read this folder ({DENIED})"
+
+
+def test_ravdess_an_unreadable_folder_that_is_not_the_corpus_is_counted_not_fatal(ravdess, deny):
+    # a corpus on a disk of its own has the file system's root-owned lost+found beside the actors
+    whole = load_corpus(f"ravdess:{ravdess}")
+    (ravdess / "lost+found").mkdir()
+    deny(ravdess / "lost+found")
+    corpus = load_corpus(f"ravdess:{ravdess}")
+    assert [u.id for u in corpus.utterances] == [u.id for u in whole.utterances]
+    assert corpus.skipped[SKIP_UNREADABLE_FOLDER] == 1 and SKIP_UNREADABLE_FOLDER not in whole.skipped
 
 
 # -- CREMA-D -------------------------------------------------------------------------

@@ -389,7 +389,8 @@ def _predictions(run: Run, n: int = 3) -> Path:
     (lambda text: b"\xff\xfe" + text, "not a readable CSV table (UnicodeDecodeError: "),
     (lambda text: text[:text.rindex(b"\n", 0, -1) + 1], "holds 2 rows but "),  # cut at a row boundary
     (lambda text: text[:text.rindex(b"\n", 0, -1) + 8], "row 4 is cut short"),  # cut in the names
-    (lambda text: text[:-3], "row 4 is cut short"),  # cut in the last probability
+    (lambda text: text[:-3], "its last line (row 4) has no line end: cut short, or written by another program?"),
+    # cut in the last probability
 ])
 def test_a_damaged_predictions_file_is_named(runs, damage, problem):
     run = Run("student", get_config("tiny"), 1, label="full").start()
@@ -401,6 +402,19 @@ def test_a_damaged_predictions_file_is_named(runs, damage, problem):
     if problem.startswith("holds"):
         assert str(err.value) == (f"{path}: holds 2 rows but {run.path('metrics.json')} counts 3 test utterances "
                                   "(cut short by a crash or a full disk?)")
+
+
+def test_a_data_runs_predictions_are_counted_against_its_test_utterances(runs):
+    # the data stage records n_test (its probes' predictions of the fold's test utterances), not n
+    run = Run("data", get_config("tiny"), 1).start()
+    frame = pd.DataFrame({"id": ["u0", "u1", "u2"], "label": ["angry", "sad", "sad"],
+                          "pred_text": ["angry", "sad", "angry"]})
+    run.finish({"stage": "data", "n_test": 3}, frame)
+    assert len(run.predictions()) == 3
+    path = run.path("predictions.csv")
+    path.write_bytes(path.read_bytes().rsplit(b"\n", 2)[0] + b"\n")  # the last row gone, at a row boundary
+    with pytest.raises(ResultFileError, match=r"holds 2 rows but .*metrics\.json counts 3 test utterances"):
+        run.predictions()
 
 
 def test_collect_names_the_file_and_a_label_outside_the_classes(runs):

@@ -33,6 +33,7 @@ from ..config import CLASSES
 
 #: The skip reason every loader counts for an audio file without samples.
 SKIP_EMPTY = "empty audio (0 samples)"
+SKIP_UNREADABLE_FOLDER = "folders that cannot be read and are not named as the corpus's (e.g. lost+found)"
 #: Shorter clips are skipped too: 400 samples at 16 kHz is the receptive field of the wav2vec 2.0 /
 #: HuBERT / WavLM convolutional front end, the shortest input those backbones accept (no emotion
 #: corpus has a turn this short; IEMOCAP's shortest is 0.58 s).
@@ -85,11 +86,19 @@ def list_folder(folder: Path) -> list[str]:
         raise _unreadable(folder, err, "folder") from err
 
 
-def walk_folder(root: Path):
+def walk_folder(root: Path, may_skip=None, skipped: "collections.Counter[str] | None" = None):
     """``os.walk(root)``, except that a folder that cannot be read raises :class:`CorpusError`
-    naming it. ``dirnames`` may be pruned in place, as with ``os.walk``."""
+    naming it. ``dirnames`` may be pruned in place, as with ``os.walk``.
+
+    ``may_skip(folder)``: True for a folder that cannot hold the corpus's files (a file system's
+    root-owned ``lost+found`` when the corpus has a disk of its own); such a folder, unreadable, is
+    counted in ``skipped`` under :data:`SKIP_UNREADABLE_FOLDER` instead (never ``root`` itself)."""
     def fail(err: OSError) -> None:
-        raise _unreadable(Path(err.filename or root), err, "folder") from err
+        folder = Path(err.filename or root)
+        if may_skip is not None and skipped is not None and folder != Path(root) and may_skip(folder):
+            skipped[SKIP_UNREADABLE_FOLDER] += 1
+            return
+        raise _unreadable(folder, err, "folder") from err
 
     yield from os.walk(root, onerror=fail)
 

@@ -30,7 +30,9 @@ work.
   linguistic teacher refuses this corpus. The statement number is kept in
   ``meta["statement"]``.
 
-A ``.wav`` or ``.mp4`` not named by the scheme is skipped with a count; one named
+A folder that cannot be read raises naming it, unless it is not an actor's (``lost+found`` on a
+disk of the corpus's own): that one is skipped with a count. A ``.wav`` or ``.mp4`` not named by
+the scheme is skipped with a count; one named
 by the scheme with an impossible code (e.g. emotion 09, or a ``.wav`` of
 modality 01) raises :class:`CorpusError`. Empty audio is skipped with a count. Other
 files and names starting with ``.`` are ignored. A folder that cannot be read
@@ -70,7 +72,10 @@ def _scan(root: Path, skipped: collections.Counter) -> tuple[dict[str, Path], di
     """(audio stem -> path, video stem -> path) for every file named by the scheme."""
     audio: dict[str, Path] = {}
     video: dict[str, Path] = {}
-    for dirpath, dirnames, filenames in walk_folder(root):
+    # an unreadable folder of an actor (Actor_01, Video_Song_Actor_01, ...) is an error: the corpus would
+    # lose a speaker; any other (lost+found on a disk of its own) is counted and passed over
+    for dirpath, dirnames, filenames in walk_folder(root, lambda folder: "actor" not in folder.name.lower(),
+                                                    skipped):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             path = Path(dirpath) / name
