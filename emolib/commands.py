@@ -218,11 +218,11 @@ def _folder_files(folder: Path) -> tuple[list[Path], int]:
     return sorted(found), ignored
 
 
-def audio_files(inputs: Sequence[str | Path], ignored: list[Path] | None = None) -> list[Path]:
+def audio_files(inputs: Sequence[str | Path], ignored: dict[Path, int] | None = None) -> list[Path]:
     """Files as given, folders expanded to the audio files below them (sorted), leaving out
     hidden files and folders (``.git``, macOS's ``._clip.wav``). A folder that cannot be listed
-    is a :class:`RequestError` naming it. ``ignored``, when given, receives each folder that
-    held other (not hidden) files, once per such file: how many files were not audio."""
+    is a :class:`RequestError` naming it. ``ignored``, when given, receives for each folder that
+    held other (not hidden) files how many there were."""
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
@@ -230,8 +230,8 @@ def audio_files(inputs: Sequence[str | Path], ignored: list[Path] | None = None)
             if not found:
                 raise RequestError(f"{item}: no audio files ({', '.join(AUDIO_SUFFIXES)}) in this folder")
             files += found
-            if ignored is not None:
-                ignored += [item] * others
+            if ignored is not None and others:
+                ignored[item] = ignored.get(item, 0) + others
         elif item.is_file():
             files.append(item)
         else:
@@ -359,7 +359,7 @@ def predict(cfg: Config, inputs: Sequence[str | Path], folds: Sequence[int] | No
                 f"no trained student {cfg.distill.variant}{which} of this config in {where}: train it first "
                 "(python -m emolib student with the same options, or make report)")
         dirs = [runs[k].dir for k in numbers]
-    ignored: list[Path] = []
+    ignored: dict[Path, int] = {}  # folder -> files in it that are not audio
     files = audio_files(inputs, ignored)
     # an unreadable file is named before any model loads, and skipped: the others are still classified
     files, short, bad, silent = _sort_audio(files, _students_window(dirs, overrides))
@@ -392,9 +392,8 @@ def predict(cfg: Config, inputs: Sequence[str | Path], folds: Sequence[int] | No
         used = f"{len(dirs)} students: {', '.join(printable(Path(d).parent.name + '/' + Path(d).name) for d in dirs)}"
     print(f"{used}{averaged}, on {len(files)} file(s)", file=info, flush=True)
     if ignored:
-        folders = list(dict.fromkeys(ignored))
-        print(f"ignored {len(ignored)} file(s) that are not audio ({', '.join(AUDIO_SUFFIXES)}) in "
-              f"{_names(folders, printable)}", file=info, flush=True)
+        print(f"ignored {sum(ignored.values())} file(s) that are not audio ({', '.join(AUDIO_SUFFIXES)}) in "
+              f"{_names(list(ignored), printable)}", file=info, flush=True)
     if bad:
         print(f"skipped {len(bad)} unreadable file(s): {'; '.join(list(bad.values())[:3])}"
               f"{'; ...' if len(bad) > 3 else ''}", file=info, flush=True)

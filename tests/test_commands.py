@@ -509,9 +509,9 @@ def test_a_folder_that_cannot_be_listed_is_named(tmp_path, monkeypatch):
     (tmp_path / "in" / ".hidden").mkdir()
     for name in ("a.wav", "locked/b.wav", ".hidden/c.wav", "notes.txt"):
         (tmp_path / "in" / name).write_bytes(b"")
-    ignored: list[Path] = []
+    ignored: dict[Path, int] = {}
     assert audio_files([tmp_path / "in"], ignored) == [tmp_path / "in" / "a.wav", tmp_path / "in" / "locked" / "b.wav"]
-    assert ignored == [tmp_path / "in"]
+    assert ignored == {tmp_path / "in": 1}
     real_scandir = os.scandir
 
     def no_permission(path="."):  # CI runs as root, which may read any folder: simulated
