@@ -2,9 +2,9 @@
 #
 # Environment: a virtualenv in .venv. torch is installed first, at the exact pin read
 # from pyproject.toml, so that nothing later resolves an open torch range to the newest
-# CUDA build (several GB); then the package with its test extra. The stamp
-# .venv/.installed-<sha1 of pyproject.toml> marks a finished install: later runs
-# reinstall nothing until pyproject.toml changes. conda users: see environment.yml.
+# CUDA build (several GB); then the package with its test extra, both held to the exact
+# versions of constraints.txt. The stamp .venv/.installed-<sha1 of pyproject.toml and
+# constraints.txt> marks a finished install: later runs reinstall nothing until either changes. conda users: see environment.yml.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -23,9 +23,15 @@ TORCH_ARGS ?=
 # and for `python -m emolib figures` (make figures), e.g. ARGS="--set distill.tau_linguistic=2"
 ARGS ?=
 
+# Every package at the exact version the test suite passed with (`make lock` writes it): pip installs
+# within pyproject.toml's ranges, and this file fixes where in them. CONSTRAINTS= installs the newest
+# versions the ranges allow instead (e.g. on a platform where a pinned version has no wheel).
+CONSTRAINTS ?= constraints.txt
+LOCK_VENV := .venv-lock
+
 PY := $(VENV)/bin/python
-PYPROJECT_SHA := $(shell $(PYTHON) -c 'import hashlib; print(hashlib.sha1(open("pyproject.toml", "rb").read()).hexdigest()[:12])' 2>/dev/null)
-STAMP := $(VENV)/.installed-$(PYPROJECT_SHA)
+INSTALL_SHA := $(shell $(PYTHON) -c 'import hashlib, sys; h = hashlib.sha1(" ".join(sys.argv[1:]).encode()); [h.update(open(f, "rb").read()) for f in sys.argv[1:]]; print(h.hexdigest()[:12])' pyproject.toml $(CONSTRAINTS) 2>/dev/null)
+STAMP := $(VENV)/.installed-$(INSTALL_SHA)
 TORCH_PIN := $(shell grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')
 
 # JupyterLab: double-clicking a .py file opens it with jupytext's notebook view (the
@@ -36,7 +42,7 @@ LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv report figures test lab clean distclean
+.PHONY: help venv lock report figures test lab clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-10s %s\n", $$1, $$2 }'
@@ -45,16 +51,33 @@ help: ## list the targets
 venv: $(STAMP) ## create .venv and install the package (torch pin first); a no-op when up to date
 
 $(STAMP):
+	@test -z "$(CONSTRAINTS)" -o -f "$(CONSTRAINTS)" || { echo "error: CONSTRAINTS=$(CONSTRAINTS): no such file (make lock writes \
+	it; CONSTRAINTS= installs without it)" >&2; exit 1; }
 	@test -n "$(TORCH_PIN)" || { echo "error: pyproject.toml has no exact \"torch==X\" pin" >&2; exit 1; }
 	@v=$$($(PYTHON) -c 'import sys; print("Python %d.%d" % sys.version_info[:2])' 2>/dev/null) || v="not found"; \
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { echo "error: PYTHON=$(PYTHON): \
 	$$v; emolib needs Python 3.11+ (e.g. make $(or $(MAKECMDGOALS),venv) PYTHON=python3.11)" >&2; exit 1; }
 	@# a venv cut off while it was made (Ctrl-C during ensurepip) has a python but no pip: made again
 	$(PY) -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)
-	$(PY) -m pip install --disable-pip-version-check $(TORCH_ARGS) '$(TORCH_PIN)'
-	$(PY) -m pip install --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --disable-pip-version-check $(TORCH_ARGS) '$(TORCH_PIN)' $(if $(CONSTRAINTS),-c '$(CONSTRAINTS)')
+	$(PY) -m pip install --disable-pip-version-check -e '.[test]' $(if $(CONSTRAINTS),-c '$(CONSTRAINTS)')
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+# A fresh environment in $(LOCK_VENV) with the newest versions pyproject.toml allows, frozen into
+# constraints.txt (torch stays pinned in pyproject.toml itself: its build tag, +cpu or not,
+# depends on where pip finds it). Then `make test`, and commit constraints.txt if it passes.
+lock: ## pin every package at the newest version pyproject.toml allows (rewrites constraints.txt)
+	rm -rf $(LOCK_VENV)
+	$(MAKE) --no-print-directory venv VENV=$(LOCK_VENV) CONSTRAINTS=
+	{ echo "# Every package at the version the test suite passed with, for Python 3.11 on Linux x86_64:"; \
+	  echo "# make venv installs exactly these (pip -c), so that a clone rebuilds the same figures."; \
+	  echo "# Written by make lock ($$(date +%Y-%m-%d), $$($(LOCK_VENV)/bin/python --version)); make venv CONSTRAINTS= ignores it."; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable --disable-pip-version-check | grep -v -i '^torch=='; \
+	} > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
+	rm -rf $(LOCK_VENV)
+	@git diff --stat -- constraints.txt 2>/dev/null || true
 
 report: $(STAMP) ## every notebook for every fold, then the tables and figures (PRESET, JOBS, GPUS)
 	$(PY) -m emolib run --preset $(PRESET) --jobs $(JOBS) $(if $(strip $(GPUS)),--gpus $(GPUS)) $(ARGS)
@@ -63,7 +86,7 @@ figures: $(STAMP) ## rebuild tables and figures from result files only (05_repor
 	$(PY) -m emolib figures --preset $(PRESET) $(ARGS)
 
 test: $(STAMP) ## run the test suite
-	$(PY) -m pytest -q
+	EMOLIB_CONSTRAINTS='$(CONSTRAINTS)' $(PY) -m pytest -q
 
 $(LAB_OVERRIDES): | $(STAMP)
 	mkdir -p $(@D)
@@ -78,4 +101,4 @@ clean: ## remove generated data, caches, runs and executed notebooks (keeps .ven
 	rm -rf data cache runs .pytest_cache
 
 distclean: clean ## clean, and remove .venv too
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(LOCK_VENV)

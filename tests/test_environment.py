@@ -4,6 +4,7 @@ HubertModel`` against this CPU torch; see the README)."""
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import importlib.util
 import re
 import tomllib
@@ -78,3 +79,50 @@ def test_torchaudio_and_torchvision_are_absent(name):
     )
     assert name not in _requirements()
     assert not any(name in line for line in _conda()[1])
+
+
+def _constraints() -> dict[str, Version]:
+    """constraints.txt as {name: version}; every line that is not a comment is ``name==version``."""
+    pins = {}
+    for n, line in enumerate((ROOT / "constraints.txt").read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        req = Requirement(line)
+        spec = list(req.specifier)
+        assert len(spec) == 1 and spec[0].operator == "==", f"constraints.txt:{n}: not an exact pin: {line!r}"
+        assert not req.marker and not req.url and not req.extras, f"constraints.txt:{n}: {line!r}"
+        pins[req.name.lower().replace("_", "-")] = Version(spec[0].version)
+    return pins
+
+
+def test_constraints_pin_every_dependency_within_its_range():
+    pins = _constraints()
+    for name, req in _requirements().items():
+        if name == "torch":  # pinned in pyproject.toml; its build tag (+cpu) depends on where pip finds it
+            assert name not in pins
+            continue
+        key = name.replace("_", "-")
+        assert key in pins, f"constraints.txt does not pin {name}: make lock"
+        assert req.specifier.contains(pins[key], prereleases=True), f"{name}=={pins[key]} is not {req.specifier}"
+    assert not set(FORBIDDEN) & set(pins)
+
+
+def test_environment_yml_installs_the_constraints():
+    assert "-c constraints.txt" in _conda()[1]
+
+
+@pytest.mark.skipif(not os.environ.get("EMOLIB_CONSTRAINTS"), reason="installed without constraints.txt "
+                    "(make test sets EMOLIB_CONSTRAINTS to the file make venv installed with)")
+def test_installed_versions_are_the_constraints():
+    """``make venv`` installs exactly the pinned versions (and ``make test`` says which file it used)."""
+    path = Path(os.environ["EMOLIB_CONSTRAINTS"])
+    assert (path if path.is_absolute() else ROOT / path).resolve() == (ROOT / "constraints.txt").resolve()
+    wrong = {}
+    for name, pin in _constraints().items():
+        try:
+            installed = Version(importlib.metadata.version(name))
+        except importlib.metadata.PackageNotFoundError:
+            continue  # a dependency of another platform (or of a package that does not need it here)
+        if installed != pin:
+            wrong[name] = f"{installed} (pinned {pin})"
+    assert not wrong, f"installed at other versions than constraints.txt: {wrong}"
