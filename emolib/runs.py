@@ -314,8 +314,10 @@ class Run:
         """Whether the run was trained on this corpus and with these models (``corpus``: the
         record ``pipeline.run_record`` makes). The config names a corpus (``synth``, a path) and a
         model (a folder), not their contents: a manifest edited in place, a corpus folder with
-        more files or a model folder saved again keeps its name. True when either side has no
-        record; models are compared when the saved record lists them."""
+        more files or a model folder saved again keeps its name, and so does a hub id whose
+        repository got a new commit or a packaged model whose package was upgraded. True when either
+        side has no record; a model is compared when the saved record lists it, and a hub commit
+        only when it can be resolved now."""
         return not self._changes(corpus)
 
     def _changes(self, corpus: dict[str, Any] | None) -> list[str]:
@@ -330,18 +332,17 @@ class Run:
                 changes.append(f"another version of corpus {corpus['corpus']!r} ({then.get('utterances', '?')} "
                                f"utterances, fingerprint {then.get('fingerprint', '?')}; now {corpus['utterances']}, "
                                f"{corpus['fingerprint']}): its labels, transcripts or files changed since")
-            if "models" in then:
-                now = corpus.get("models", {})
-                changes += [f"other weights of {name} (digest {then['models'].get(name, 'none')}; now "
-                            f"{now.get(name, 'none')}): the model folder was saved again since"
-                            for name in sorted(set(then["models"]) | set(now)) if then["models"].get(name) != now.get(name)]
+            now = corpus.get("models", {})
+            changes += [_weights_change(name, then_model, now.get(name))
+                        for name, then_model in sorted(then.get("models", {}).items())
+                        if then_model != now.get(name) and not _unknown_now(now.get(name))]
             return changes
         except (ResultFileError, AttributeError, TypeError):
             return ["a damaged corpus record"]
 
     def require_corpus(self, corpus: dict[str, Any]) -> None:
         """Raise :class:`StaleRunError` when a complete run was trained on another version of the
-        corpus, or with other weights of a local model."""
+        corpus, or with other weights of a model (:func:`emolib.pipeline.model_record`)."""
         changes = self._changes(corpus)
         if changes:
             raise StaleRunError(
@@ -468,3 +469,20 @@ def _run_key(stage: str, cfg: Config, extra: dict | None) -> str:
     base = stage.split("/")[0]
     key = stage_hash(cfg, base) if base in STAGE_SECTIONS else cfg.hash()
     return config_hash({"stage": key, "extra": extra}) if extra else key
+
+
+def _unknown_now(model: Any) -> bool:
+    """A hub model whose commit cannot be resolved now (offline, not in the local cache): the run
+    it trained is not called stale for that (results copied from a GPU server to a laptop)."""
+    return isinstance(model, dict) and "hub" in model and model.get("revision") is None
+
+
+def _weights_change(name: str, then: Any, now: Any) -> str:
+    """A model's weights that differ from the run's record (``pipeline.model_record``), in words."""
+    if isinstance(then, dict) and "hub" in then:
+        return (f"other weights of {name} ({then['hub']} at commit {then.get('revision')}; now "
+                f"{now.get('revision') if isinstance(now, dict) else now}): the hub repository changed since")
+    if isinstance(then, dict) and "packaged" in then:
+        return (f"other weights of {name} ({then['packaged']} from package version {then.get('version')}; now "
+                f"{now.get('version') if isinstance(now, dict) else now}): the package was upgraded since")
+    return f"other weights of {name} (digest {then}; now {now}): the model folder was saved again since"

