@@ -28,7 +28,7 @@ import threading
 from typing import Any, Callable
 
 from .audio import AUDIO_SUFFIXES
-from .config import PRESETS
+from .config import PRESETS, student_changes
 from .folds import PROTOCOLS
 from .inventory import TRAINED_STAGES
 
@@ -222,8 +222,7 @@ def add_student_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_student(args: argparse.Namespace) -> int:
     from . import commands
 
-    named = {"distill.variant": args.variant, "distill.tau_linguistic": args.tau_linguistic,
-             "distill.tau_prosodic": args.tau_prosodic}
+    named = student_changes(args.variant, args.tau_linguistic, args.tau_prosodic)
     return _train(lambda: commands.over_seeds(lambda cfg: commands.student(cfg, args.folds),
                                               _config(args, named), args.seeds))
 

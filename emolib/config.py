@@ -388,6 +388,14 @@ def get_config(preset: str = "default", overrides: dict[str, Any] | None = None,
 # -- overrides ---------------------------------------------------------------------
 
 
+def student_changes(variant: str | None = None, tau_linguistic: float | None = None,
+                    tau_prosodic: float | None = None) -> dict[str, Any]:
+    """The dotted overrides that make a student a given row of Table 2 with given temperatures
+    (the parameters of notebook 02 and of ``python -m emolib student``); None leaves the config's own."""
+    given = {"distill.variant": variant, "distill.tau_linguistic": tau_linguistic, "distill.tau_prosodic": tau_prosodic}
+    return {name: value for name, value in given.items() if value is not None}
+
+
 def valid_names(cfg: Config | None = None) -> list[str]:
     """Every dotted name that can be overridden, e.g. ``student.optim.lr``."""
     cfg = cfg or Config()

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from . import paths
-from .config import Config
+from .config import Config, student_changes
 from .losses import ABLATION_VARIANTS
 from .metrics import format_p, paired_bootstrap, paired_difference, unweighted_accuracy
 from .runs import read_table
@@ -138,13 +138,7 @@ def student_summary(cfg: Config, folds: Sequence[int], classes, variant: str | N
                     has_transcripts: bool = True) -> Summary:
     from .pipeline import student_run
 
-    changes: dict[str, Any] = {}
-    if variant is not None:
-        changes["distill.variant"] = variant
-    if tau_linguistic is not None:
-        changes["distill.tau_linguistic"] = tau_linguistic
-    if tau_prosodic is not None:
-        changes["distill.tau_prosodic"] = tau_prosodic
+    changes = student_changes(variant, tau_linguistic, tau_prosodic)
     c = cfg.replace(changes) if changes else cfg
     return _summarise(f"student {c.distill.variant}", [student_run(c, k, has_transcripts) for k in folds], classes)
 

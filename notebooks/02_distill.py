@@ -79,16 +79,9 @@ import pandas as pd
 from IPython.display import display
 
 from emolib import pipeline, plots, report
-from emolib.config import get_config
+from emolib.config import get_config, student_changes
 
-changes = {}
-if variant is not None:
-    changes["distill.variant"] = variant
-if tau_linguistic is not None:
-    changes["distill.tau_linguistic"] = tau_linguistic
-if tau_prosodic is not None:
-    changes["distill.tau_prosodic"] = tau_prosodic
-cfg = get_config(preset, {**overrides, **changes})
+cfg = get_config(preset, {**overrides, **student_changes(variant, tau_linguistic, tau_prosodic)})
 data = pipeline.load_data(cfg)
 print(data.fold(fold).summary())
 prov = report.provenance(cfg, data.corpus.name, fold=fold)  # the footer of every figure saved below

@@ -256,3 +256,15 @@ def test_the_device_is_where_a_run_trains_not_what_it_is():
         assert hashes == {get_config("paper").hash(stage)}, stage
     assert get_config("paper", {"training.device": "cuda:1"}).to_dict()["training"]["device"] == "cuda:1"
     assert get_config("default").hash() == "960538b749"  # the committed figures' config (Whisper base student)
+
+
+def test_student_changes_leave_what_is_not_given_to_the_config():
+    from emolib.config import student_changes
+
+    assert student_changes() == {}
+    assert student_changes("no_teachers") == {"distill.variant": "no_teachers"}
+    assert student_changes(tau_linguistic=0.5, tau_prosodic=2.0) == {"distill.tau_linguistic": 0.5,
+                                                                      "distill.tau_prosodic": 2.0}
+    cfg = get_config("tiny", student_changes("full", tau_prosodic=8.0))
+    assert (cfg.distill.variant, cfg.distill.tau_prosodic) == ("full", 8.0)
+    assert cfg.distill.tau_linguistic == get_config("tiny").distill.tau_linguistic
