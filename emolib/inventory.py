@@ -178,16 +178,29 @@ def summarise_run(stage: str, run_dir: Path) -> RunSummary:
     return summary
 
 
+#: The name a stage folder that cannot be listed gets in the listing (its problem says why).
+UNLISTED = "(not listed)"
+
+
 def list_runs(stages: tuple[str, ...] | list[str] = TRAINED_STAGES) -> list[RunSummary]:
-    """Every run folder of these stages under ``paths.runs_dir()`` (``EMOLIB_RUNS``), by stage then name."""
+    """Every run folder of these stages under ``paths.runs_dir()`` (``EMOLIB_RUNS``), by stage then
+    name. A stage folder that cannot be listed is one entry, :data:`UNLISTED`, with its problem;
+    the listing goes on with the other stages."""
     root = paths.runs_dir()
     out = []
     for stage in stages:
         if stage not in STAGE_SECTIONS:
             raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(TRAINED_STAGES)}")
         folder = root / stage
-        if folder.is_dir():
-            out += [summarise_run(stage, d) for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+        try:
+            if not folder.is_dir():
+                continue
+            found = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+        except OSError as err:
+            out.append(RunSummary(stage=stage, name=UNLISTED, dir=folder,
+                                  problems=[f"{paths.printable(folder)}: cannot list this folder ({err.strerror or err})"]))
+            continue
+        out += [summarise_run(stage, d) for d in found]
     return out
 
 

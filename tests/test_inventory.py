@@ -196,3 +196,24 @@ def test_a_run_folder_it_cannot_list_is_named(runs, monkeypatch):
     (summary,) = inventory.list_runs()
     assert summary.problems == [f"{folder}: cannot list this folder (Permission denied)"]
     assert summary.complete == {} and summary.partial == []
+
+
+def test_a_stage_folder_it_cannot_list_is_named_and_the_other_stages_listed(runs, monkeypatch, capsys):
+    finished("prosodic_teacher", get_config("tiny"), 1, "aaa", ua=0.5, wa=0.5, val=0.5)
+    finished("student", get_config("tiny"), 1, "full", ua=0.8, wa=0.8, val=0.8)
+    real_iterdir = Path.iterdir
+
+    def no_permission(self):  # CI runs as root, which may list anything: simulated
+        if self == runs / "prosodic_teacher":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", no_permission)
+    unlisted, student = inventory.list_runs()
+    assert (unlisted.stage, unlisted.name, unlisted.complete) == ("prosodic_teacher", inventory.UNLISTED, {})
+    assert unlisted.problems == [f"{runs / 'prosodic_teacher'}: cannot list this folder (Permission denied)"]
+    assert student.stage == "student" and sorted(student.complete) == [1]
+    assert main(["runs"]) == 0
+    out = capsys.readouterr().out
+    assert f"      unreadable: {runs / 'prosodic_teacher'}: cannot list this folder (Permission denied)" in out
+    assert "student (1 run;" in out
