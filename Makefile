@@ -47,6 +47,7 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-10s %s\n", $$1, $$2 }'
 	@echo "  variables: PRESET=$(PRESET) (tiny, default, paper)  JOBS=$(JOBS) (folds in parallel)  GPUS=$(GPUS) (one per running fold)  ARGS=... (more options for python -m emolib run)"
+	@echo "             CONSTRAINTS=$(CONSTRAINTS) (the exact versions make venv installs; CONSTRAINTS= for the newest within pyproject.toml's ranges)"
 
 venv: $(STAMP) ## create .venv and install the package (torch pin first); a no-op when up to date
 
