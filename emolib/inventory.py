@@ -44,6 +44,7 @@ class RunSummary:
     unrecorded: list[str] = field(default_factory=list)  # hashed settings its config.json does not have
     stale: bool = False  # its config.json no longer hashes to its folder name: this version never reuses it
     problems: list[str] = field(default_factory=list)  # files that could not be read
+    hub: dict[str, str] = field(default_factory=dict)  # model setting -> "hub id@commit" its corpus.json records
 
     def mean(self, key: str) -> float | None:
         """The mean of a metric over the complete folds (None: no fold has it)."""
@@ -126,6 +127,15 @@ def _read_record(path: Path, summary: RunSummary) -> dict | None:
         return None
 
 
+def _hub_weights(record: dict) -> dict[str, str]:
+    """The hub models a run's ``corpus.json`` records (``pipeline.model_record``), as ``id@commit``."""
+    models = record.get("models")
+    if not isinstance(models, dict):
+        return {}
+    return {name: f"{m['hub']}@{m.get('revision') or '?'}" for name, m in sorted(models.items())
+            if isinstance(m, dict) and isinstance(m.get("hub"), str)}
+
+
 def _name(value: Any, path: Path, summary: RunSummary) -> str | None:
     """A record's ``corpus``: a name, else None (and a problem of ``summary`` when it is something else)."""
     if value is None or isinstance(value, str):
@@ -143,7 +153,7 @@ def summarise_run(stage: str, run_dir: Path) -> RunSummary:
     except OSError as err:
         summary.problems.append(f"{run_dir}: cannot list this folder ({err.strerror or err})")
         return summary
-    saved = None
+    saved = record = None
     for number, fold_dir in folds:
         try:
             marker = fold_dir / COMPLETE_MARKER
@@ -158,10 +168,11 @@ def summarise_run(stage: str, run_dir: Path) -> RunSummary:
                     summary.problems.append(str(err))
                     epochs, unreadable = None, True
                 summary.partial.append(PartialFold(number, epochs, (fold_dir / "resume.pt").is_file(), unreadable))
-            if summary.corpus is None:  # a partial fold's, before any metrics
-                record = _read_record(fold_dir / CORPUS_RECORD, summary)
+            if record is None:  # one fold's corpus.json says it for all: the hub commits, and the corpus
+                record = _read_record(fold_dir / CORPUS_RECORD, summary)  # of a run whose folds are all partial
                 if record is not None:
-                    summary.corpus = _name(record.get("corpus"), fold_dir / CORPUS_RECORD, summary)
+                    summary.hub = _hub_weights(record)
+                    summary.corpus = summary.corpus or _name(record.get("corpus"), fold_dir / CORPUS_RECORD, summary)
             if saved is None:
                 saved = _read_record(fold_dir / "config.json", summary)
         except OSError as err:  # a fold folder that cannot be searched: its files cannot even be looked for
@@ -246,6 +257,8 @@ def format_runs(summaries: list[RunSummary]) -> str:
             if s.changes:
                 lines.append("      " + "  ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
                                                  for k, v in s.changes.items()))
+            if s.hub:
+                lines.append("      from the hub: " + "  ".join(f"{k}={v}" for k, v in s.hub.items()))
             if s.stale:
                 unknown = f"; not recorded: {', '.join(s.unrecorded)}" if s.unrecorded else ""
                 lines.append(f"      stale: an older emolib's run, never reused by this version{unknown}")

@@ -217,3 +217,19 @@ def test_a_stage_folder_it_cannot_list_is_named_and_the_other_stages_listed(runs
     out = capsys.readouterr().out
     assert f"      unreadable: {runs / 'prosodic_teacher'}: cannot list this folder (Permission denied)" in out
     assert "student (1 run;" in out
+
+
+def test_a_run_from_hub_models_says_which_commit_it_was_trained_from(runs, capsys):
+    cfg = get_config("tiny")
+    models = {"student.backbone": {"hub": "facebook/hubert-base-ls960", "revision": "c0ffee"},
+              "linguistic_teacher.model": {"packaged": "minilm", "version": "0.1.0"}}
+    run = Run("student", cfg, 1, label="full").start({"corpus": "synth", "utterances": 3, "fingerprint": "f",
+                                                      "models": models})
+    run.finish({"ua": 0.8, "wa": 0.8, "best_val_ua": 0.8, "corpus": "synth"})
+    finished("prosodic_teacher", cfg, 1, "aaa", ua=0.5, wa=0.5, val=0.5)  # no corpus record: nothing to say
+    teacher, student = inventory.list_runs()
+    assert student.hub == {"student.backbone": "facebook/hubert-base-ls960@c0ffee"} and teacher.hub == {}
+    assert main(["runs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "      from the hub: student.backbone=facebook/hubert-base-ls960@c0ffee" in lines
+    assert sum("from the hub" in line for line in lines) == 1
