@@ -335,7 +335,7 @@ class Run:
             now = corpus.get("models", {})
             changes += [_weights_change(name, then_model, now.get(name))
                         for name, then_model in sorted(then.get("models", {}).items())
-                        if then_model != now.get(name) and not _unknown_now(now.get(name))]
+                        if then_model != now.get(name) and not _unresolved(then_model, now.get(name))]
             return changes
         except (ResultFileError, AttributeError, TypeError):
             return ["a damaged corpus record"]
@@ -471,10 +471,11 @@ def _run_key(stage: str, cfg: Config, extra: dict | None) -> str:
     return config_hash({"stage": key, "extra": extra}) if extra else key
 
 
-def _unknown_now(model: Any) -> bool:
-    """A hub model whose commit cannot be resolved now (offline, not in the local cache): the run
-    it trained is not called stale for that (results copied from a GPU server to a laptop)."""
-    return isinstance(model, dict) and "hub" in model and model.get("revision") is None
+def _unresolved(then: Any, now: Any) -> bool:
+    """A hub model whose commit could not be resolved, now (offline, not in the local Hugging Face
+    cache: results copied from a GPU server to a laptop) or when the run was trained: a run is not
+    called stale for what cannot be told."""
+    return any(isinstance(m, dict) and "hub" in m and m.get("revision") is None for m in (then, now))
 
 
 def _weights_change(name: str, then: Any, now: Any) -> str:

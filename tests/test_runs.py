@@ -317,6 +317,8 @@ def test_a_run_records_which_weights_a_hub_or_packaged_model_had(runs, monkeypat
                                             r"1.0.0; now 1.1.0\): the package was upgraded since"):
         run.require_corpus(now("c0ffee", "1.1.0"))
     run.require_corpus(now(None))  # offline, with no copy of the hub repository: not called stale
+    atomic_write_json(run.dir / "corpus.json", now(None))  # nor a run whose commit was not known then
+    run.require_corpus(now("beef"))
     # a record from before models were recorded (or without this one) is compared on what it lists
     atomic_write_json(run.dir / "corpus.json", {**corpus, "models": {}})
     run.require_corpus(now("beef", "1.1.0"))
