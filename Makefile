@@ -4,7 +4,8 @@
 # from pyproject.toml, so that nothing later resolves an open torch range to the newest
 # CUDA build (several GB); then the package with its test extra, both held to the exact
 # versions of constraints.txt. The stamp .venv/.installed-<sha1 of pyproject.toml and
-# constraints.txt> marks a finished install: later runs reinstall nothing until either changes. conda users: see environment.yml.
+# constraints.txt> marks a finished install: later runs reinstall nothing until either
+# changes. conda users: see environment.yml.
 
 SHELL := /bin/bash
 PYTHON ?= python3
