@@ -43,7 +43,7 @@ LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock report figures test lab clean distclean
+.PHONY: help venv lock report figures test lab exercises clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-10s %s\n", $$1, $$2 }'
@@ -96,6 +96,9 @@ $(LAB_OVERRIDES): | $(STAMP)
 
 lab: $(STAMP) $(LAB_OVERRIDES) ## JupyterLab on 127.0.0.1, opening notebooks/ (.py files open as notebooks)
 	$(PY) -m jupyter lab --no-browser --ip 127.0.0.1 $(ALLOW_ROOT) --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks
+
+exercises: $(STAMP) ## course handouts from notebooks/exercises/ into runs/exercises/: without and with the solutions
+	$(PY) -m emolib exercises
 
 # Only the checkout's own folders: roots moved elsewhere with EMOLIB_DATA / EMOLIB_CACHE /
 # EMOLIB_RUNS (e.g. a shared cache on a GPU server) are left alone.

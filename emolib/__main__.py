@@ -10,6 +10,7 @@ command         does
 ``gap``         a distilled student vs plain fine-tuning (and oracle teachers), per fold
 ``predict``     classify audio files with trained students (audio alone); CSV
 ``runs``        what is trained under ``runs/``: folds, mean UA and WA, changes from the preset
+``exercises``   course handouts from ``notebooks/exercises/``: without the solutions, and with them
 ==============  ==================================================================
 
 Each command is one ``add_<command>_parser`` function that registers its arguments
@@ -316,6 +317,34 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- exercises -----------------------------------------------------------------------
+
+
+def add_exercises_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "exercises",
+        help="course handouts from notebooks/exercises/: without the solutions, and with them",
+        description="Write two notebooks for every exercise notebook in notebooks/exercises/: <name>.ipynb, the "
+        "students' handout (cells tagged 'solution' removed), and <name>_solutions.ipynb (cells tagged "
+        "'exercise', the stubs, removed). Trains nothing.",
+    )
+    p.add_argument("--out", metavar="DIR", help="where to write them (default: runs/exercises, under EMOLIB_RUNS)")
+    p.set_defaults(func=cmd_exercises)
+
+
+def cmd_exercises(args: argparse.Namespace) -> int:
+    from . import exercises, paths
+
+    try:
+        written = exercises.write_handouts(args.out)
+    except exercises.ExerciseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(paths.printable(path))
+    return 0
+
+
 RESUMES = "complete folds are kept, and the next run resumes the killed one"
 
 
@@ -357,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_gap_parser(sub)
     add_predict_parser(sub)
     add_runs_parser(sub)
+    add_exercises_parser(sub)
     return parser
 
 

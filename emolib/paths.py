@@ -74,6 +74,16 @@ def notebooks_dir() -> Path:
     return project_root() / "notebooks"
 
 
+def exercises_dir() -> Path:
+    """The exercise notebooks' sources (solutions included; :mod:`emolib.exercises`)."""
+    return notebooks_dir() / "exercises"
+
+
+def handouts_dir() -> Path:
+    """Where ``python -m emolib exercises`` writes the handouts and the solutions."""
+    return runs_dir() / "exercises"
+
+
 def model_source(name: str) -> str:
     """What transformers' ``from_pretrained`` should read for a model setting: a local
     directory (``~`` expanded), or the name itself as a hub id. A name written as a path

@@ -210,7 +210,10 @@ display(result.assign(path=[str(p).rsplit("/", 1)[-1] for p in result["path"]]).
 # %% [markdown]
 # ## Exercises
 #
-# For a course on distillation: change the parameters cell and run the notebook again (headless:
+# For a course on distillation. Writing the loss by hand, term by term, and reading what the
+# teachers hand the student is the handout `notebooks/exercises/distillation.py` (`make exercises`
+# writes it without its solutions). The exercises here change the parameters cell and run this
+# notebook again (headless:
 # `python -m emolib run --notebooks 02_distill --folds 1`, with `-p variant=...` for a parameter
 # and `--set distill.alpha=0` for an override). Complete runs are reused,
 # so only what changed trains; on the `default` preset a student takes seconds (its backbone's

@@ -315,3 +315,34 @@ def test_a_killed_driver_resumes_to_the_clean_runs_figures(clean, shared, tmp_pa
         _same_results(reference[name], folder)
     for name, text in tables.items():
         assert (roots.figures / name).read_text() == text, name
+
+
+def test_the_exercise_solutions_pass_every_check_and_the_handout_stops_at_its_first_stub(shared, tmp_path):
+    """Both copies ``python -m emolib exercises`` writes, executed as a student would run them, on the
+    ``tiny`` preset (fold 1; its own runs folder, the module's corpus and caches)."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from emolib import exercises
+
+    roots = Roots(tmp_path / "runs", tmp_path / "figures")
+    with environment(roots, shared):
+        handout, solutions = exercises.write_handouts(tmp_path / "handouts")
+        params = {"preset": "tiny", "fold": 1}
+        t0 = time.perf_counter()
+        done = papermill.execute_notebook(str(solutions), str(tmp_path / "solved.ipynb"), parameters=params,
+                                          kernel_name=driver.KERNEL, progress_bar=False)
+        print(f"\nexercise solutions, tiny fold 1: {time.perf_counter() - t0:.1f} s")
+        with pytest.raises(PapermillExecutionError) as info:
+            papermill.execute_notebook(str(handout), str(tmp_path / "handout.ipynb"), parameters=params,
+                                       kernel_name=driver.KERNEL, progress_bar=False)
+    printed = "".join(o.get("text", "") for cell in done.cells for o in cell.get("outputs", []))
+    assert [line for line in printed.splitlines() if line.startswith("exercise ")] == [
+        "exercise 1: right", "exercise 2: right", "exercise 3: right", "exercise 4: right",
+        "exercise 5: right, for full, no_logit_kd, no_embedding_kd, no_prosodic_teacher, no_linguistic_teacher, "
+        "no_teachers", "exercise 6: right", "exercise 7: right; training"]
+    # the three students of exercise 7 were trained and written as runs: the table reads their files
+    trained = sorted(p.parent.parent.name.rsplit("-", 1)[0]
+                     for p in (roots.runs / "student").glob("*/fold1/metrics.json"))
+    assert trained == ["full-tl4-tp1", "full-tl4-tp1", "no_teachers-tl0-tp0"]
+    assert info.value.ename == "NotImplementedError" and info.value.evalue == "exercise 1: write soften"

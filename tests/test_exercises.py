@@ -1,0 +1,127 @@
+"""Course handouts (``emolib.exercises``): which cells each copy keeps, the errors for badly tagged
+notebooks, and the real exercise notebook's stubs matching its solutions. Executing both copies
+on the ``tiny`` preset is in ``test_pipeline_e2e.py``, beside the other notebook runs."""
+from __future__ import annotations
+
+import ast
+
+import nbformat
+import pytest
+
+from emolib import __main__ as cli
+from emolib import driver, exercises, paths
+
+
+def _cell(kind: str, source: str, *tags: str) -> nbformat.NotebookNode:
+    make = nbformat.v4.new_code_cell if kind == "code" else nbformat.v4.new_markdown_cell
+    cell = make(source)
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def _notebook(*cells) -> nbformat.NotebookNode:
+    return nbformat.v4.new_notebook(cells=list(cells))
+
+
+def _sources(nb) -> list[str]:
+    return [cell.source for cell in nb.cells]
+
+
+def test_the_handout_loses_the_solutions_and_the_solutions_lose_the_stubs():
+    nb = _notebook(_cell("markdown", "task"), _cell("code", "x = 1", "parameters"),
+                   _cell("code", "def f(): raise NotImplementedError", "exercise"),
+                   _cell("code", "def f(): return 2", "solution"), _cell("code", "assert f() == 2"),
+                   _cell("markdown", "question"), _cell("markdown", "answer", "solution"))
+    handout, solutions = exercises.split(nb)
+    assert _sources(handout) == ["task", "x = 1", "def f(): raise NotImplementedError", "assert f() == 2", "question"]
+    assert _sources(solutions) == ["task", "x = 1", "def f(): return 2", "assert f() == 2", "question", "answer"]
+    assert handout.cells[1].metadata["tags"] == ["parameters"]  # papermill still finds the parameters cell
+    assert len(nb.cells) == 7  # the source notebook is left as it was
+
+
+@pytest.mark.parametrize("cells, message", [
+    ([_cell("code", "x", "exercise", "solution")], "notebook: cell 1 is tagged both 'exercise' and 'solution'"),
+    ([_cell("code", "x", "solution"), _cell("markdown", "stub", "exercise")],
+     "notebook: cell 2 is a markdown cell tagged 'exercise'"),
+    ([_cell("code", "x", "exercise"), _cell("code", "y")], "notebook: no cell is tagged 'solution'"),
+])
+def test_a_notebook_that_cannot_make_a_handout_is_an_error_naming_the_cell(cells, message):
+    with pytest.raises(exercises.ExerciseError) as info:
+        exercises.split(_notebook(*cells))
+    assert str(info.value).startswith(message)
+
+
+def _defined_names(source: str) -> set[str]:
+    """The names a cell defines at its top level (functions and assignments)."""
+    names = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names
+
+
+def test_every_stub_of_the_real_exercises_is_answered_by_the_next_solution_with_the_same_names():
+    (source,) = exercises.sources()  # notebooks/exercises/distillation.py
+    nb = driver.read_notebook(source.read_text(encoding="utf-8"))
+    tags = [set(cell.metadata.get("tags", [])) for cell in nb.cells]
+    stubs = [k for k, t in enumerate(tags) if exercises.EXERCISE in t]
+    assert len(stubs) == 7
+    for k in stubs:
+        stub = nb.cells[k].source
+        assert "raise NotImplementedError" in stub, k
+        answer = nb.cells[k + 1]  # the solution follows its stub at once: the two read as one exercise
+        assert exercises.SOLUTION in tags[k + 1] and answer.cell_type == "code", k
+        assert "NotImplementedError" not in answer.source
+        assert _defined_names(answer.source) == _defined_names(stub) != set(), k
+    # every question has its answer: a markdown cell tagged solution right after an untagged question
+    questions = [k for k, cell in enumerate(nb.cells)
+                 if cell.cell_type == "markdown" and "**Question.**" in cell.source]
+    assert len(questions) == 5
+    assert all(exercises.SOLUTION in tags[k + 1] and nb.cells[k + 1].cell_type == "markdown" for k in questions)
+    assert driver.declared_parameters(nb) == ("fold", "overrides", "preset")
+
+
+def test_the_command_writes_both_copies_of_every_exercise_notebook(tmp_path, capsys):
+    assert cli.main(["exercises", "--out", str(tmp_path / "handouts")]) == 0
+    written = capsys.readouterr().out.split()
+    names = ["distillation.ipynb", "distillation_solutions.ipynb"]
+    assert written == [str(tmp_path / "handouts" / name) for name in names]
+    assert sorted(p.name for p in (tmp_path / "handouts").iterdir()) == names  # no temporaries left
+    handout, solutions = (nbformat.read(path, as_version=4) for path in written)
+    for nb in (handout, solutions):
+        nbformat.validate(nb)
+        assert "jupytext" not in nb.metadata and nb.metadata["kernelspec"]["name"] == driver.KERNEL
+    assert not any(exercises.SOLUTION in c.metadata.get("tags", []) for c in handout.cells)
+    assert not any(exercises.EXERCISE in c.metadata.get("tags", []) for c in solutions.cells)
+    # the handout loses 7 solutions and 5 answers, the solutions lose 7 stubs
+    assert len(handout.cells) == len(solutions.cells) - 5
+
+
+def test_the_default_folder_is_under_the_runs_root(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EMOLIB_RUNS", str(tmp_path / "runs"))
+    assert cli.main(["exercises"]) == 0
+    assert capsys.readouterr().out.split()[0] == str(tmp_path / "runs" / "exercises" / "distillation.ipynb")
+    assert paths.handouts_dir() == tmp_path / "runs" / "exercises"
+
+
+def test_a_badly_tagged_source_is_one_error_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "notebooks" / "exercises"
+    folder.mkdir(parents=True)
+    (folder / "broken.py").write_text("# %% [markdown]\n# a task\n\n# %% tags=[\"exercise\"]\nx = None\n")
+    monkeypatch.setenv("EMOLIB_ROOT", str(tmp_path))
+    assert cli.main(["exercises", "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: {folder / 'broken.py'}: no cell is tagged 'solution', so the handout would give every "
+                   "answer away\n")
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_no_exercise_notebooks_is_an_error_naming_the_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EMOLIB_ROOT", str(tmp_path))
+    assert cli.main(["exercises", "--out", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'notebooks' / 'exercises'}: no exercise notebooks (*.py) "
+                                       "in this folder\n")
