@@ -97,8 +97,10 @@ def test_the_command_writes_both_copies_of_every_exercise_notebook(tmp_path, cap
         assert "jupytext" not in nb.metadata and nb.metadata["kernelspec"]["name"] == driver.KERNEL
     assert not any(exercises.SOLUTION in c.metadata.get("tags", []) for c in handout.cells)
     assert not any(exercises.EXERCISE in c.metadata.get("tags", []) for c in solutions.cells)
-    # the handout loses 7 solutions and 5 answers, the solutions lose 7 stubs
-    assert len(handout.cells) == len(solutions.cells) - 5
+    # the handout loses 7 solutions, 5 answers, the note for the lecturer and a check that gives an answer
+    # away; the solutions lose 7 stubs
+    assert len(handout.cells) == len(solutions.cells) - 7
+    assert "For the lecturer" not in "".join(c.source for c in handout.cells)
 
 
 def test_the_default_folder_is_under_the_runs_root(tmp_path, monkeypatch, capsys):

@@ -340,7 +340,7 @@ def test_the_exercise_solutions_pass_every_check_and_the_handout_stops_at_its_fi
     assert [line for line in printed.splitlines() if line.startswith("exercise ")] == [
         "exercise 1: right", "exercise 2: right", "exercise 3: right", "exercise 4: right",
         "exercise 5: right, for full, no_logit_kd, no_embedding_kd, no_prosodic_teacher, no_linguistic_teacher, "
-        "no_teachers", "exercise 6: right", "exercise 7: right; training"]
+        "no_teachers, no cross-entropy", "exercise 6: right", "exercise 7: right; training"]
     # the three students of exercise 7 were trained and written as runs: the table reads their files
     trained = sorted(p.parent.parent.name.rsplit("-", 1)[0]
                      for p in (roots.runs / "student").glob("*/fold1/metrics.json"))
