@@ -57,10 +57,10 @@ print(f"corpus {study.corpus}, {len(folds)} folds, preset {cfg.preset}, commit {
 #
 # Rows 1-6 are students (HuBERT-base in the paper; here the backbone named in the caption),
 # rows 7-8 the teachers alone. Folds differ more from one another than the rows often do
-# (the students' ± is 3.7 to 5.5 points on 5 folds), so the last column compares each row with the full student
-# fold by fold: the mean and spread of the differences, and in how many folds the full
+# (the students' ± is 3.7 to 5.5 points on 5 folds), so the next-to-last column compares each
+# row with the full student fold by fold: the mean and spread of the differences, and in how many folds the full
 # student was ahead. A difference that is consistent across folds can be read even when it
-# is smaller than the ± of the means. The column after it asks how far the test utterances
+# is smaller than the ± of the means. The last column asks how far the test utterances
 # alone could move that mean difference: a paired bootstrap (every fold's test utterances
 # drawn again with replacement, the same draw for both models, 10,000 times) gives its 95 %
 # interval, and p is the share of draws in which the full student was not ahead. It says
