@@ -340,6 +340,10 @@ def cmd_exercises(args: argparse.Namespace) -> int:
     except exercises.ExerciseError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # an --out that cannot be made or written to
+        where = paths.printable(e.filename) if e.filename else (args.out or paths.handouts_dir())
+        print(f"error: {where}: cannot write the handouts there ({e.strerror or e})", file=sys.stderr)
+        return 1
     for path in written:
         print(paths.printable(path))
     return 0

@@ -127,3 +127,11 @@ def test_no_exercise_notebooks_is_an_error_naming_the_folder(tmp_path, monkeypat
     assert cli.main(["exercises", "--out", str(tmp_path / "out")]) == 1
     assert capsys.readouterr().err == (f"error: {tmp_path / 'notebooks' / 'exercises'}: no exercise notebooks (*.py) "
                                        "in this folder\n")
+
+
+def test_an_out_folder_that_cannot_be_made_is_one_error_line_naming_it(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert cli.main(["exercises", "--out", str(blocker / "handouts")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {blocker}") and "cannot write the handouts there" in err and err.count("\n") == 1
