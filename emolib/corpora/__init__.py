@@ -251,6 +251,25 @@ class Corpus:
             print(f"[{self.name}] skipped {n} item(s): {reason}")
 
 
+def acted_corpus(name: str, utterances: list[Utterance], classes: tuple[str, ...], root: Path,
+                 skipped: "collections.Counter[str]", *, empty: str, sentences: str, which: str,
+                 labels_note: str) -> Corpus:
+    """What every loader of an acted corpus whose clips all say a few fixed sentences (CREMA-D,
+    EmoDB, RAVDESS) ends with: ``empty`` as a :class:`CorpusError` when no utterance is left,
+    else the corpus, without transcripts (the words carry no emotion), its skips printed.
+    ``sentences`` says what every clip says, ``which`` where an utterance's sentence is recorded."""
+    if not utterances:
+        raise CorpusError(empty)
+    corpus = Corpus(
+        name=name, utterances=utterances, classes=classes, has_transcripts=False, has_audio=True, root=root,
+        notes=[f"No transcripts: every clip says {sentences}, so the words carry no emotion signal and the "
+               f"linguistic teacher refuses this corpus. {which}", labels_note],
+        skipped=dict(skipped),
+    )
+    corpus.report_skips()
+    return corpus
+
+
 def load_corpus(spec: str, **options: Any) -> Corpus:
     """Load a corpus by spec (see the module docstring). ``options`` go to the loader,
     e.g. ``labels="native"`` or ``synth=SynthConfig(...)``."""

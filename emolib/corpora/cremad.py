@@ -32,8 +32,8 @@ import re
 from pathlib import Path
 
 from ..config import CLASSES
-from . import (Corpus, CorpusError, Utterance, is_file, is_folder, list_folder, probe_or_skip, read_file,
-               skip_unmapped)
+from . import (Corpus, CorpusError, Utterance, acted_corpus, is_file, is_folder, list_folder, probe_or_skip,
+               read_file, skip_unmapped)
 
 EMOTIONS = {"ANG": "angry", "DIS": "disgusted", "FEA": "fearful", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
 NATIVE_CLASSES = tuple(EMOTIONS.values())
@@ -131,17 +131,10 @@ def load(root: Path, labels: str = "iemocap4") -> Corpus:
             id=stem, label=mapping[native], speaker=actor, session=actor, path=path, text=None,
             duration=info.duration, video=video_dir / f"{stem}.flv" if f"{stem}.flv" in videos else None, meta=meta,
         ))
-    if not utterances:
-        raise CorpusError(f"{audio_dir}: no CREMA-D utterances left with labels='{labels}'")
-    corpus = Corpus(
-        name="cremad", utterances=utterances, classes=classes, has_transcripts=False, has_audio=True, root=root,
-        notes=[
-            "No transcripts: every clip says one of 12 fixed sentences, so the words carry no emotion signal and "
-            "the linguistic teacher refuses this corpus. meta['sentence'] says which.",
-            {"native": "CREMA-D native classes (6).",
-             "iemocap4": "IEMOCAP-4 classes; disgusted and fearful skipped."}[labels],
-        ],
-        skipped=dict(skipped),
+    return acted_corpus(
+        "cremad", utterances, classes, root, skipped,
+        empty=f"{audio_dir}: no CREMA-D utterances left with labels='{labels}'",
+        sentences="one of 12 fixed sentences", which="meta['sentence'] says which.",
+        labels_note={"native": "CREMA-D native classes (6).",
+                     "iemocap4": "IEMOCAP-4 classes; disgusted and fearful skipped."}[labels],
     )
-    corpus.report_skips()
-    return corpus

@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 
 from ..config import CLASSES
-from . import Corpus, CorpusError, Utterance, is_folder, list_folder, probe_or_skip, skip_unmapped
+from . import Corpus, CorpusError, Utterance, acted_corpus, is_folder, list_folder, probe_or_skip, skip_unmapped
 
 EMOTIONS = {"W": "angry", "L": "bored", "E": "disgusted", "A": "fearful", "F": "happy", "T": "sad", "N": "neutral"}
 NATIVE_CLASSES = tuple(EMOTIONS.values())
@@ -84,18 +84,11 @@ def load(root: Path, labels: str = "iemocap4") -> Corpus:
             duration=info.duration,
             meta={"native": native, "text": text, "version": version, "gender": gender, "age": age},
         ))
-    if not utterances:
-        raise CorpusError(f"{wav_dir}: no EmoDB utterances left with labels='{labels}'")
-    corpus = Corpus(
-        name="emodb", utterances=utterances, classes=classes, has_transcripts=False, has_audio=True, root=root,
-        notes=[
-            "No transcripts: every clip says one of ten fixed German sentences chosen to be emotionally neutral, "
-            "so the words carry no emotion signal and the linguistic teacher refuses this corpus. "
-            "meta['text'] says which.",
-            {"native": "EmoDB native classes (7).",
-             "iemocap4": "IEMOCAP-4 classes; bored, disgusted and fearful skipped."}[labels],
-        ],
-        skipped=dict(skipped),
+    return acted_corpus(
+        "emodb", utterances, classes, root, skipped,
+        empty=f"{wav_dir}: no EmoDB utterances left with labels='{labels}'",
+        sentences="one of ten fixed German sentences chosen to be emotionally neutral",
+        which="meta['text'] says which.",
+        labels_note={"native": "EmoDB native classes (7).",
+                     "iemocap4": "IEMOCAP-4 classes; bored, disgusted and fearful skipped."}[labels],
     )
-    corpus.report_skips()
-    return corpus

@@ -45,7 +45,7 @@ import re
 from pathlib import Path
 
 from ..config import CLASSES
-from . import Corpus, CorpusError, Utterance, is_folder, probe_or_skip, skip_unmapped, walk_folder
+from . import Corpus, CorpusError, Utterance, acted_corpus, is_folder, probe_or_skip, skip_unmapped, walk_folder
 
 #: Emotion codes and names (RAVDESS's own words, as adjectives like IEMOCAP's classes).
 EMOTIONS = {
@@ -155,18 +155,11 @@ def load(root: Path, labels: str = "iemocap4", include_song: bool = False, calm_
                 "video_modality": None if clip is None else ("audio-visual" if clip.stem[:2] == "01" else "video-only"),
             },
         ))
-    if not utterances:
-        raise CorpusError(f"{root}: no RAVDESS utterances left with labels='{labels}', include_song={include_song}")
-    corpus = Corpus(
-        name="ravdess", utterances=utterances, classes=classes, has_transcripts=False, has_audio=True, root=root,
-        notes=[
-            "No transcripts: every clip says one of two fixed sentences ('Kids are talking by the door', "
-            "'Dogs are sitting by the door'), so the words carry no emotion signal and the linguistic teacher "
-            "refuses this corpus. meta['statement'] says which sentence.",
-            {"native": "RAVDESS native classes (8).",
-             "iemocap4": f"IEMOCAP-4 classes; calm {'merged into neutral' if calm_as_neutral else 'skipped'}."}[labels],
-        ],
-        skipped=dict(skipped),
+    return acted_corpus(
+        "ravdess", utterances, classes, root, skipped,
+        empty=f"{root}: no RAVDESS utterances left with labels='{labels}', include_song={include_song}",
+        sentences="one of two fixed sentences ('Kids are talking by the door', 'Dogs are sitting by the door')",
+        which="meta['statement'] says which sentence.",
+        labels_note={"native": "RAVDESS native classes (8).", "iemocap4": "IEMOCAP-4 classes; calm "
+                     f"{'merged into neutral' if calm_as_neutral else 'skipped'}."}[labels],
     )
-    corpus.report_skips()
-    return corpus
