@@ -251,6 +251,18 @@ class Corpus:
             print(f"[{self.name}] skipped {n} item(s): {reason}")
 
 
+def label_set(corpus: str, labels: str, to_iemocap4: dict[str, str],
+              native_classes: tuple[str, ...]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """``(mapping, classes)`` of an acted corpus for ``labels``: its native classes mapped onto
+    IEMOCAP's four (``iemocap4``; a native class missing from ``to_iemocap4`` is skipped), or kept
+    as they are (``native``)."""
+    if labels == "iemocap4":
+        return dict(to_iemocap4), CLASSES
+    if labels == "native":
+        return {name: name for name in native_classes}, tuple(native_classes)
+    raise CorpusError(f"{corpus}: unknown labels={labels!r}; choose iemocap4 or native")
+
+
 def acted_corpus(name: str, utterances: list[Utterance], classes: tuple[str, ...], root: Path,
                  skipped: "collections.Counter[str]", *, empty: str, sentences: str, which: str,
                  labels_note: str) -> Corpus:

@@ -31,9 +31,8 @@ import csv
 import re
 from pathlib import Path
 
-from ..config import CLASSES
-from . import (Corpus, CorpusError, Utterance, acted_corpus, is_file, is_folder, list_folder, probe_or_skip,
-               read_file, skip_unmapped)
+from . import (Corpus, CorpusError, Utterance, acted_corpus, is_file, is_folder, label_set, list_folder,
+               probe_or_skip, read_file, skip_unmapped)
 
 EMOTIONS = {"ANG": "angry", "DIS": "disgusted", "FEA": "fearful", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
 NATIVE_CLASSES = tuple(EMOTIONS.values())
@@ -85,12 +84,7 @@ def _demographics(path: Path) -> dict[str, dict[str, object]]:
 def load(root: Path, labels: str = "iemocap4") -> Corpus:
     """CREMA-D under ``root`` as a :class:`Corpus` (see the module docstring)."""
     root = Path(root)
-    if labels == "iemocap4":
-        mapping, classes = TO_IEMOCAP4, CLASSES
-    elif labels == "native":
-        mapping, classes = {name: name for name in NATIVE_CLASSES}, NATIVE_CLASSES
-    else:
-        raise CorpusError(f"cremad: unknown labels={labels!r}; choose iemocap4 or native")
+    mapping, classes = label_set("cremad", labels, TO_IEMOCAP4, NATIVE_CLASSES)
     audio_dir = root / "AudioWAV"
     if not is_folder(audio_dir):
         raise CorpusError(f"{root}: no AudioWAV/ folder (expected the CREMA-D folder holding AudioWAV/)")

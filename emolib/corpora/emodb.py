@@ -26,8 +26,8 @@ import collections
 import re
 from pathlib import Path
 
-from ..config import CLASSES
-from . import Corpus, CorpusError, Utterance, acted_corpus, is_folder, list_folder, probe_or_skip, skip_unmapped
+from . import (Corpus, CorpusError, Utterance, acted_corpus, is_folder, label_set, list_folder, probe_or_skip,
+               skip_unmapped)
 
 EMOTIONS = {"W": "angry", "L": "bored", "E": "disgusted", "A": "fearful", "F": "happy", "T": "sad", "N": "neutral"}
 NATIVE_CLASSES = tuple(EMOTIONS.values())
@@ -46,12 +46,7 @@ SKIP_MISNAMED = "files in wav/ not named <speaker><text><emotion><version>.wav"
 def load(root: Path, labels: str = "iemocap4") -> Corpus:
     """EmoDB under ``root`` as a :class:`Corpus` (see the module docstring)."""
     root = Path(root)
-    if labels == "iemocap4":
-        mapping, classes = TO_IEMOCAP4, CLASSES
-    elif labels == "native":
-        mapping, classes = {name: name for name in NATIVE_CLASSES}, NATIVE_CLASSES
-    else:
-        raise CorpusError(f"emodb: unknown labels={labels!r}; choose iemocap4 or native")
+    mapping, classes = label_set("emodb", labels, TO_IEMOCAP4, NATIVE_CLASSES)
     wav_dir = root / "wav"
     if not is_folder(wav_dir):
         raise CorpusError(f"{root}: no wav/ folder (expected the EmoDB folder holding wav/)")

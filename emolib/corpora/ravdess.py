@@ -44,8 +44,8 @@ import collections
 import re
 from pathlib import Path
 
-from ..config import CLASSES
-from . import Corpus, CorpusError, Utterance, acted_corpus, is_folder, probe_or_skip, skip_unmapped, walk_folder
+from . import (Corpus, CorpusError, Utterance, acted_corpus, is_folder, label_set, probe_or_skip, skip_unmapped,
+               walk_folder)
 
 #: Emotion codes and names (RAVDESS's own words, as adjectives like IEMOCAP's classes).
 EMOTIONS = {
@@ -109,15 +109,10 @@ def _scan(root: Path, skipped: collections.Counter) -> tuple[dict[str, Path], di
 def load(root: Path, labels: str = "iemocap4", include_song: bool = False, calm_as_neutral: bool = True) -> Corpus:
     """RAVDESS under ``root`` as a :class:`Corpus` (see the module docstring)."""
     root = Path(root)
-    if labels == "iemocap4":
-        mapping = {"neutral": "neutral", "happy": "happy", "sad": "sad", "angry": "angry"}
-        if calm_as_neutral:
-            mapping["calm"] = "neutral"
-        classes = CLASSES
-    elif labels == "native":
-        mapping, classes = {name: name for name in NATIVE_CLASSES}, NATIVE_CLASSES
-    else:
-        raise CorpusError(f"ravdess: unknown labels={labels!r}; choose iemocap4 or native")
+    to_iemocap4 = {"neutral": "neutral", "happy": "happy", "sad": "sad", "angry": "angry"}
+    if calm_as_neutral:
+        to_iemocap4["calm"] = "neutral"
+    mapping, classes = label_set("ravdess", labels, to_iemocap4, NATIVE_CLASSES)
     if not is_folder(root):
         raise CorpusError(f"{root}: no such directory (expected the RAVDESS folder holding Actor_XX/)")
 
