@@ -15,8 +15,11 @@ must pass every check, and the handout must stop at its first stub.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from pathlib import Path
+from typing import Iterator
+from unittest import mock
 
 import nbformat
 
@@ -30,6 +33,22 @@ SOLUTION = "solution"
 
 class ExerciseError(ValueError):
     """An exercise notebook whose tags cannot make a handout; the message names the file and the cell."""
+
+
+@contextlib.contextmanager
+def forbidden(*names: str) -> Iterator[None]:
+    """Inside the block, calling any of these functions (dotted names, e.g. ``torch.softmax``)
+    raises an AssertionError saying so: an exercise's check runs the student's code with the
+    functions the exercise asks them to write themselves switched off."""
+    def refuse(name: str):
+        def call(*args, **kwargs):
+            raise AssertionError(f"{name} is not allowed in this exercise: write it yourself")
+        return call
+
+    with contextlib.ExitStack() as stack:
+        for name in names:
+            stack.enter_context(mock.patch(name, refuse(name)))
+        yield
 
 
 def sources() -> list[Path]:

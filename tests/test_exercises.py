@@ -135,3 +135,16 @@ def test_an_out_folder_that_cannot_be_made_is_one_error_line_naming_it(tmp_path,
     assert cli.main(["exercises", "--out", str(blocker / "handouts")]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: {blocker}") and "cannot write the handouts there" in err and err.count("\n") == 1
+
+
+def test_forbidden_switches_the_named_functions_off_inside_the_block_only():
+    import torch
+
+    x = torch.tensor([1.0, 2.0])
+    with exercises.forbidden("torch.softmax", "torch.Tensor.softmax"):
+        with pytest.raises(AssertionError, match="^torch.softmax is not allowed in this exercise: write it yourself$"):
+            torch.softmax(x, 0)
+        with pytest.raises(AssertionError, match="^torch.Tensor.softmax is not allowed"):
+            x.softmax(0)
+        assert torch.exp(x).shape == (2,)  # everything else still works
+    assert torch.allclose(torch.softmax(x, 0), x.softmax(0))  # and the functions are back afterwards
