@@ -51,6 +51,31 @@ def _voice_features(functionals: dict[str, np.ndarray], train_ids, test_ids):
     return np.nan_to_num((xtr - mean) / std), np.nan_to_num((xte - mean) / std)
 
 
+def probe_log_probs(channel: str, corpus: Corpus, fit_ids, pred_ids, functionals: dict[str, np.ndarray] | None = None,
+                    seed: int = 0) -> np.ndarray:
+    """One channel's probe (``"text"`` or ``"voice"``) fitted on the utterances ``fit_ids`` (the voice
+    features standardised on them), and its log-probabilities of ``pred_ids``: ``(len(pred_ids),
+    classes)``, floored at log 1e-6, a column per class of the corpus (one the fit never saw stays
+    at the floor). ``functionals``: as in :func:`run_probes`, needed for the voice."""
+    from sklearn.linear_model import LogisticRegression
+
+    if channel not in ("text", "voice"):
+        raise ValueError(f"unknown probe channel {channel!r}; choose text or voice")
+    fit_ids, pred_ids = list(fit_ids), list(pred_ids)
+    y = np.array(corpus.labels(fit_ids))
+    if channel == "text":
+        xa, xb = _text_features(corpus, fit_ids, pred_ids)
+    else:
+        if functionals is None:
+            raise ValueError("the voice probe needs the eGeMAPS functionals")
+        xa, xb = _voice_features(functionals, fit_ids, pred_ids)
+    clf = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced", random_state=seed).fit(xa, y)
+    out = np.full((len(pred_ids), len(corpus.classes)), np.log(1e-6))
+    # floored before the log (sklearn's predict_log_proba takes log(0) of a certain class and warns)
+    out[:, clf.classes_] = np.log(np.maximum(clf.predict_proba(xb), 1e-6))
+    return out
+
+
 def run_probes(corpus: Corpus, fold: Fold, functionals: dict[str, np.ndarray] | None = None,
                probes=PROBES, seed: int = 0) -> tuple[dict, pd.DataFrame]:
     """Fit each probe on the fold's training + validation speakers; metrics on its test speakers.
@@ -73,16 +98,7 @@ def run_probes(corpus: Corpus, fold: Fold, functionals: dict[str, np.ndarray] | 
     speakers = np.array([table[i].speaker for i in train_ids])
 
     def fit_predict(channel, fit_ids, pred_ids):
-        y = np.array(corpus.labels(fit_ids))
-        if channel == "text":
-            xa, xb = _text_features(corpus, fit_ids, pred_ids)
-        else:
-            xa, xb = _voice_features(functionals, fit_ids, pred_ids)
-        clf = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced", random_state=seed).fit(xa, y)
-        out = np.full((len(pred_ids), n_classes), np.log(1e-6))
-        # floored before the log (sklearn's predict_log_proba takes log(0) of a certain class and warns)
-        out[:, clf.classes_] = np.log(np.maximum(clf.predict_proba(xb), 1e-6))
-        return out
+        return probe_log_probs(channel, corpus, fit_ids, pred_ids, functionals, seed)
 
     def out_of_fold(channel):
         """Training speakers' log-probabilities, each from a model that did not see its speaker."""

@@ -84,3 +84,23 @@ def test_voice_features_are_standardised_on_the_training_speakers_only():
     xtr, xte = baselines._voice_features(functionals, ["a", "b", "c"], ["t"])
     np.testing.assert_allclose(xtr, [[-np.sqrt(1.5), 0.0], [0.0, -1.0], [np.sqrt(1.5), 1.0]])
     np.testing.assert_allclose(xte, [[0.0, 2.0]])
+
+
+def test_one_probe_on_any_split_is_the_probe_run_probes_fits(toy):
+    # probe_log_probs fits one channel's probe on any utterances (the evaluation exercises' random split):
+    # on a fold's training and test speakers it is exactly run_probes' probe
+    fold, functionals = toy.fold(1), _functionals(toy.corpus)
+    fit_ids, test_ids = list(fold.train_ids) + list(fold.val_ids), list(fold.test_ids)
+    _, frame = baselines.run_probes(toy.corpus, fold, functionals)
+    for channel in ("text", "voice"):
+        log_probs = baselines.probe_log_probs(channel, toy.corpus, fit_ids, test_ids, functionals)
+        assert log_probs.shape == (len(test_ids), len(toy.corpus.classes))
+        assert [toy.corpus.classes[k] for k in log_probs.argmax(1)] == list(frame[f"pred_{channel}"])
+    # a class the fit never saw keeps a column, at the floor
+    without_last = [i for i in fit_ids if toy.corpus.by_id()[i].label != toy.corpus.classes[-1]]
+    log_probs = baselines.probe_log_probs("voice", toy.corpus, without_last, test_ids, functionals)
+    np.testing.assert_array_equal(log_probs[:, -1], np.log(1e-6))
+    with pytest.raises(ValueError, match="unknown probe channel 'both'"):
+        baselines.probe_log_probs("both", toy.corpus, fit_ids, test_ids, functionals)
+    with pytest.raises(ValueError, match="the voice probe needs the eGeMAPS functionals"):
+        baselines.probe_log_probs("voice", toy.corpus, fit_ids, test_ids)
