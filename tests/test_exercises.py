@@ -1,6 +1,6 @@
 """Course handouts (``emolib.exercises``): which cells each copy keeps, the errors for badly tagged
-notebooks, and the real exercise notebook's stubs matching its solutions. Executing both copies
-on the ``tiny`` preset is in ``test_pipeline_e2e.py``, beside the other notebook runs."""
+notebooks, and every real exercise notebook's stubs matching its solutions. Executing both copies
+of each on the ``tiny`` preset is in ``test_pipeline_e2e.py``, beside the other notebook runs."""
 from __future__ import annotations
 
 import ast
@@ -64,43 +64,65 @@ def _defined_names(source: str) -> set[str]:
     return names
 
 
-def test_every_stub_of_the_real_exercises_is_answered_by_the_next_solution_with_the_same_names():
-    (source,) = exercises.sources()  # notebooks/exercises/distillation.py
-    nb = driver.read_notebook(source.read_text(encoding="utf-8"))
+#: Every exercise notebook of notebooks/exercises/ by name: (its stubs, its questions). A new one is added here.
+REAL = {"distillation": (7, 5), "evaluation": (5, 4)}
+
+
+def _real(name: str) -> nbformat.NotebookNode:
+    return driver.read_notebook((paths.exercises_dir() / f"{name}.py").read_text(encoding="utf-8"))
+
+
+def test_the_list_of_real_exercise_notebooks_is_complete():
+    assert [source.stem for source in exercises.sources()] == sorted(REAL)
+
+
+@pytest.mark.parametrize("name", sorted(REAL))
+def test_every_stub_of_the_real_exercises_is_answered_by_the_next_solution_with_the_same_names(name):
+    nb = _real(name)
+    n_stubs, n_questions = REAL[name]
     tags = [set(cell.metadata.get("tags", [])) for cell in nb.cells]
     stubs = [k for k, t in enumerate(tags) if exercises.EXERCISE in t]
-    assert len(stubs) == 7
-    for k in stubs:
+    assert len(stubs) == n_stubs
+    for number, k in enumerate(stubs, 1):
         stub = nb.cells[k].source
-        assert "raise NotImplementedError" in stub, k
+        # each stub says which exercise it is: the handout's run stops at the first with this message
+        assert f'raise NotImplementedError("exercise {number}: ' in stub, k
         answer = nb.cells[k + 1]  # the solution follows its stub at once: the two read as one exercise
         assert exercises.SOLUTION in tags[k + 1] and answer.cell_type == "code", k
         assert "NotImplementedError" not in answer.source
         assert _defined_names(answer.source) == _defined_names(stub) != set(), k
+        # then the untagged check, which says the exercise is right
+        check = nb.cells[k + 2]
+        assert not tags[k + 2] and check.cell_type == "code" and f'print("exercise {number}: right' in check.source, k
     # every question has its answer: a markdown cell tagged solution right after an untagged question
     questions = [k for k, cell in enumerate(nb.cells)
                  if cell.cell_type == "markdown" and "**Question.**" in cell.source]
-    assert len(questions) == 5
-    assert all(exercises.SOLUTION in tags[k + 1] and nb.cells[k + 1].cell_type == "markdown" for k in questions)
+    assert len(questions) == n_questions
+    assert all(not tags[k] and nb.cells[k].source.startswith("**Question.**") for k in questions)
+    assert all(exercises.SOLUTION in tags[k + 1] and nb.cells[k + 1].cell_type == "markdown"
+               and nb.cells[k + 1].source.startswith("*Answer.*") for k in questions)
     assert driver.declared_parameters(nb) == ("fold", "overrides", "preset")
 
 
 def test_the_command_writes_both_copies_of_every_exercise_notebook(tmp_path, capsys):
     assert cli.main(["exercises", "--out", str(tmp_path / "handouts")]) == 0
     written = capsys.readouterr().out.split()
-    names = ["distillation.ipynb", "distillation_solutions.ipynb"]
+    names = [f"{name}{suffix}.ipynb" for name in sorted(REAL) for suffix in ("", "_solutions")]
     assert written == [str(tmp_path / "handouts" / name) for name in names]
-    assert sorted(p.name for p in (tmp_path / "handouts").iterdir()) == names  # no temporaries left
-    handout, solutions = (nbformat.read(path, as_version=4) for path in written)
-    for nb in (handout, solutions):
-        nbformat.validate(nb)
-        assert "jupytext" not in nb.metadata and nb.metadata["kernelspec"]["name"] == driver.KERNEL
-    assert not any(exercises.SOLUTION in c.metadata.get("tags", []) for c in handout.cells)
-    assert not any(exercises.EXERCISE in c.metadata.get("tags", []) for c in solutions.cells)
-    # the handout loses 7 solutions, 5 answers, the note for the lecturer and a check that gives an answer
-    # away; the solutions lose 7 stubs
-    assert len(handout.cells) == len(solutions.cells) - 7
-    assert "For the lecturer" not in "".join(c.source for c in handout.cells)
+    assert sorted(p.name for p in (tmp_path / "handouts").iterdir()) == sorted(names)  # no temporaries left
+    for name in sorted(REAL):
+        handout, solutions = (nbformat.read(tmp_path / "handouts" / f"{name}{suffix}.ipynb", as_version=4)
+                              for suffix in ("", "_solutions"))
+        for nb in (handout, solutions):
+            nbformat.validate(nb)
+            assert "jupytext" not in nb.metadata and nb.metadata["kernelspec"]["name"] == driver.KERNEL
+        assert not any(exercises.SOLUTION in c.metadata.get("tags", []) for c in handout.cells)
+        assert not any(exercises.EXERCISE in c.metadata.get("tags", []) for c in solutions.cells)
+        # the handout loses the solutions, the answers, the note for the lecturer (and any check that gives an
+        # answer away); the solutions lose the stubs
+        assert len(handout.cells) == len(solutions.cells) - REAL[name][0], name
+        assert "For the lecturer" not in "".join(c.source for c in handout.cells), name
+        assert "For the lecturer" in "".join(c.source for c in solutions.cells), name
 
 
 def test_the_default_folder_is_under_the_runs_root(tmp_path, monkeypatch, capsys):

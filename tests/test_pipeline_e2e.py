@@ -21,6 +21,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -317,32 +318,61 @@ def test_a_killed_driver_resumes_to_the_clean_runs_figures(clean, shared, tmp_pa
         assert (roots.figures / name).read_text() == text, name
 
 
-def test_the_exercise_solutions_pass_every_check_and_the_handout_stops_at_its_first_stub(shared, tmp_path):
-    """Both copies ``python -m emolib exercises`` writes, executed as a student would run them, on the
-    ``tiny`` preset (fold 1; its own runs folder, the module's corpus and caches)."""
+#: What each exercise notebook's solutions print when every check passes, and the students they train (folder
+#: labels) on fold 1 of the tiny preset: exercise 7 of distillation trains three (two the same), exercise 4 of
+#: evaluation two.
+EXERCISE_RUNS = {
+    "distillation": (["exercise 1: right", "exercise 2: right", "exercise 3: right", "exercise 4: right",
+                      "exercise 5: right, for full, no_logit_kd, no_embedding_kd, no_prosodic_teacher, "
+                      "no_linguistic_teacher, no_teachers, no cross-entropy", "exercise 6: right",
+                      "exercise 7: right; training"], ["full-tl4-tp1", "full-tl4-tp1", "no_teachers-tl0-tp0"]),
+    "evaluation": ([f"exercise {k}: right" for k in range(1, 6)], ["full-tl4-tp1", "no_teachers-tl0-tp0"]),
+}
+
+
+def _first_stub_message(source: Path) -> str:
+    """The message of the first ``raise NotImplementedError("...")`` in a cell tagged exercise."""
+    from emolib import exercises
+
+    nb = driver.read_notebook(source.read_text(encoding="utf-8"))
+    stubs = [c.source for c in nb.cells if exercises.EXERCISE in c.metadata.get("tags", [])]
+    return re.search(r'raise NotImplementedError\("([^"]+)"\)', stubs[0]).group(1)
+
+
+def test_every_exercise_notebook_is_listed():
+    from emolib import exercises
+
+    assert sorted(source.stem for source in exercises.sources()) == sorted(EXERCISE_RUNS)
+
+
+@pytest.mark.parametrize("name", sorted(EXERCISE_RUNS))
+def test_the_exercise_solutions_pass_every_check_and_the_handout_stops_at_its_first_stub(name, shared, tmp_path):
+    """Both copies ``python -m emolib exercises`` writes of each exercise notebook, executed as a student
+    would run them, on the ``tiny`` preset (fold 1; its own runs folder, the module's corpus and caches)."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    from emolib import exercises
+    from emolib import exercises, paths
 
     roots = Roots(tmp_path / "runs", tmp_path / "figures")
     with environment(roots, shared):
-        handout, solutions = exercises.write_handouts(tmp_path / "handouts")
+        written = {path.name: path for path in exercises.write_handouts(tmp_path / "handouts")}
+        handout, solutions = written[f"{name}.ipynb"], written[f"{name}_solutions.ipynb"]
         params = {"preset": "tiny", "fold": 1}
         t0 = time.perf_counter()
         done = papermill.execute_notebook(str(solutions), str(tmp_path / "solved.ipynb"), parameters=params,
                                           kernel_name=driver.KERNEL, progress_bar=False)
-        print(f"\nexercise solutions, tiny fold 1: {time.perf_counter() - t0:.1f} s")
+        print(f"\nexercise solutions of {name}, tiny fold 1: {time.perf_counter() - t0:.1f} s")
         with pytest.raises(PapermillExecutionError) as info:
             papermill.execute_notebook(str(handout), str(tmp_path / "handout.ipynb"), parameters=params,
                                        kernel_name=driver.KERNEL, progress_bar=False)
     printed = "".join(o.get("text", "") for cell in done.cells for o in cell.get("outputs", []))
-    assert [line for line in printed.splitlines() if line.startswith("exercise ")] == [
-        "exercise 1: right", "exercise 2: right", "exercise 3: right", "exercise 4: right",
-        "exercise 5: right, for full, no_logit_kd, no_embedding_kd, no_prosodic_teacher, no_linguistic_teacher, "
-        "no_teachers, no cross-entropy", "exercise 6: right", "exercise 7: right; training"]
-    # the three students of exercise 7 were trained and written as runs: the table reads their files
+    lines, students = EXERCISE_RUNS[name]
+    assert [line for line in printed.splitlines() if line.startswith("exercise ")] == lines
+    # the students the notebook trained were written as runs: its tables read their files
     trained = sorted(p.parent.parent.name.rsplit("-", 1)[0]
                      for p in (roots.runs / "student").glob("*/fold1/metrics.json"))
-    assert trained == ["full-tl4-tp1", "full-tl4-tp1", "no_teachers-tl0-tp0"]
-    assert info.value.ename == "NotImplementedError" and info.value.evalue == "exercise 1: write soften"
+    assert trained == students
+    first = _first_stub_message(paths.exercises_dir() / f"{name}.py")  # e.g. "exercise 1: write soften"
+    assert first.startswith("exercise 1: ")
+    assert info.value.ename == "NotImplementedError" and info.value.evalue == first
