@@ -397,14 +397,16 @@ print(f"UA(full) - UA(no_teachers), fold {fold}, {len(y_test)} test utterances: 
 # says nothing about it. Nor does it cover new speakers: the resampled utterances all come
 # from the same two voices, so they are not independent draws of what the model will meet;
 # another session may favour the other student, and the spread over folds (the report's
-# "± std over folds") is the estimate of that. The interval is narrow because the resamples
-# are paired: both students are scored on the same draw, so the utterances that are easy or
-# hard for both cancel out of the difference. Nor is `p_not_higher` a p-value of a test under
+# "± std over folds") is the estimate of that. Pairing keeps the interval as narrow as it is:
+# both students are scored on the same draw, so the utterances that are easy or hard for both
+# cancel out of the difference. Nor is `p_not_higher` a p-value of a test under
 # a null hypothesis: it is Koehn's share of resamples, a description of this one test set.
-# (Measured on the default preset, fold 1: full 75.83 UA, no_teachers 75.00; the difference
-# +0.83 points, its 95 % interval [-3.98, +5.60] (the reference's draws: [-3.84, +5.54]), full
-# not ahead in 36 % of the resamples. This fold's test utterances alone cannot tell the two
-# students apart, before the seeds and the speakers add their own noise.)
+# (Measured on the default preset, fold 1, with the report's runs, one torch thread: full and
+# no_teachers both 75.00 UA, a difference of 0.00, its 95 % interval [-4.72, +4.73] (the
+# reference's draws: [-4.80, +4.69]), full not ahead in 50 % of the resamples. Students
+# trained with two threads gave 75.83 and 75.00: +0.83, [-3.98, +5.60], 36 %. Either way this
+# fold's test utterances alone cannot tell the two students apart, before the seeds and the
+# speakers add their own noise.)
 
 # %% [markdown]
 # # Part C · Choosing on the test set
