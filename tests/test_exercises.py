@@ -87,6 +87,9 @@ def test_every_stub_of_the_real_exercises_is_answered_by_the_next_solution_with_
         stub = nb.cells[k].source
         # each stub says which exercise it is: the handout's run stops at the first with this message
         assert f'raise NotImplementedError("exercise {number}: ' in stub, k
+        # only functions, raising when called: the source itself (stubs and solutions) runs top to bottom, as a
+        # lecturer runs it in JupyterLab, each solution redefining its stub
+        assert all(isinstance(node, ast.FunctionDef) for node in ast.parse(stub).body), k
         answer = nb.cells[k + 1]  # the solution follows its stub at once: the two read as one exercise
         assert exercises.SOLUTION in tags[k + 1] and answer.cell_type == "code", k
         assert "NotImplementedError" not in answer.source

@@ -444,26 +444,33 @@ display(pd.DataFrame(rows).T.round(3))
 # ## 7. Labels, teachers, or both
 #
 # Three students differ only in Eq. 5's terms: plain fine-tuning (cross-entropy only), one that
-# learns from the teachers alone (α = 0, every KD term), and the full student. Write the dotted
-# config overrides for each, as in `overrides` (keys `distill.variant`, one of
-# `losses.ABLATION_VARIANTS`: `print(losses.VARIANTS)` shows the terms each keeps; and
-# `distill.alpha`), then delete the `raise` line. The check cell then trains the three (seconds
+# learns from the teachers alone (α = 0, every KD term), and the full student. Write
+# `student_overrides()`: the dotted config overrides of each, as in `overrides` (keys
+# `distill.variant`, one of `losses.ABLATION_VARIANTS`: `print(losses.VARIANTS)` shows the terms
+# each keeps; and `distill.alpha`). The check cell then trains the three (seconds
 # each on the `default` preset: the student's speech encoder is frozen and its states cached;
 # notebook 02's runs of the first and the last are reused) and shows them beside each teacher
 # alone.
 
 # %% tags=["exercise"]
-students = {"labels only": None, "teachers only": None, "both": None}  # each: a dict of dotted overrides
-raise NotImplementedError("exercise 7: write the overrides of the three students")
+def student_overrides() -> dict[str, dict]:
+    """{"labels only": {...}, "teachers only": {...}, "both": {...}}: each student's dotted config overrides."""
+    raise NotImplementedError("exercise 7: write the overrides of the three students")
+
 
 # %% tags=["solution"]
-students = {
-    "labels only": {"distill.variant": "no_teachers", "distill.alpha": 1.0},
-    "teachers only": {"distill.variant": "full", "distill.alpha": 0.0},
-    "both": {"distill.variant": "full"},
-}
+def student_overrides() -> dict[str, dict]:
+    """{"labels only": {...}, "teachers only": {...}, "both": {...}}: each student's dotted config overrides."""
+    return {
+        "labels only": {"distill.variant": "no_teachers", "distill.alpha": 1.0},
+        "teachers only": {"distill.variant": "full", "distill.alpha": 0.0},
+        "both": {"distill.variant": "full"},
+    }
+
 
 # %%
+students = student_overrides()
+assert sorted(students) == ["both", "labels only", "teachers only"], "one entry per student, named as above"
 configs = {name: get_config(preset, {**overrides, **changes}) for name, changes in students.items()}
 terms = {name: set(losses.get_variant(c.distill.variant).enabled()) for name, c in configs.items()}
 kd_terms = set(losses.TERMS) - {"ce"}
