@@ -284,10 +284,11 @@ def _students_window(dirs: Sequence[Path], overrides: dict[str, Any] | None) -> 
 
 
 def _sort_audio(files: Sequence[Path], max_seconds: float | None = None
-                ) -> tuple[list[Path], list[Path], dict[Path, str], list[Path]]:
+                ) -> tuple[list[Path], list[Path], dict[Path, str], list[Path], list[Path]]:
     """Decode every file once, as the students will read it (its first ``max_seconds``; full
     checks: NaN samples, a cut file, damage past the header): (kept, short, unreadable file ->
-    reason, silent among kept, judged on the part the students hear)."""
+    reason, silent among kept, judged on the part the students hear, longer than ``max_seconds``
+    among kept: classified on their first ``max_seconds``)."""
     from .audio import AudioError, audio_info, is_silent, read_audio
     from .corpora import MIN_SECONDS
 
@@ -295,6 +296,7 @@ def _sort_audio(files: Sequence[Path], max_seconds: float | None = None
     short: list[Path] = []
     bad: dict[Path, str] = {}
     silent: list[Path] = []
+    cut: list[Path] = []
     for f in files:
         try:
             info = audio_info(f)
@@ -309,7 +311,9 @@ def _sort_audio(files: Sequence[Path], max_seconds: float | None = None
         kept.append(f)
         if is_silent(wave):
             silent.append(f)
-    return kept, short, bad, silent
+        if max_seconds is not None and info.duration > max_seconds:
+            cut.append(f)
+    return kept, short, bad, silent, cut
 
 
 def predict(cfg: Config, inputs: Sequence[str | Path], folds: Sequence[int] | None = None,
@@ -326,7 +330,8 @@ def predict(cfg: Config, inputs: Sequence[str | Path], folds: Sequence[int] | No
     and counted, with their names: shorter than :data:`emolib.corpora.MIN_SECONDS`, or
     unreadable (:class:`emolib.audio.AudioError`: damaged, cut, NaN samples; each with its
     reason); the others are classified. Silent clips (:func:`emolib.audio.is_silent`) are
-    classified but counted and named: their prediction is a guess. Files in a folder that are
+    classified but counted and named: their prediction is a guess. Files longer than the
+    students' ``student.max_seconds`` are classified on their start only, and counted and named. Files in a folder that are
     not audio are counted as ignored. When no file is left, or ``out`` cannot be written,
     :class:`RequestError` before any model loads.
 
@@ -362,7 +367,8 @@ def predict(cfg: Config, inputs: Sequence[str | Path], folds: Sequence[int] | No
     ignored: dict[Path, int] = {}  # folder -> files in it that are not audio
     files = audio_files(inputs, ignored)
     # an unreadable file is named before any model loads, and skipped: the others are still classified
-    files, short, bad, silent = _sort_audio(files, _students_window(dirs, overrides))
+    window = _students_window(dirs, overrides)
+    files, short, bad, silent, cut = _sort_audio(files, window)
     if not files:
         if bad and not short and len(bad) == 1:
             raise RequestError(next(iter(bad.values())))
@@ -402,6 +408,9 @@ def predict(cfg: Config, inputs: Sequence[str | Path], folds: Sequence[int] | No
     if silent:
         print(f"{len(silent)} file(s) silent (peak below {SILENCE_PEAK:g} of full scale), their prediction is a "
               f"guess: {_names(silent, printable)}", file=info, flush=True)
+    if cut:  # the students never hear the rest (student.max_seconds): a long recording is judged on its start
+        print(f"{len(cut)} file(s) longer than {window:g} s (student.max_seconds), classified on their first "
+              f"{window:g} s only: {_names(cut, printable)}", file=info, flush=True)
     try:
         with contextlib.redirect_stdout(info):  # progress lines never mix with the CSV
             frame = pipeline.classify_dirs(dirs, files, overrides) if run_dirs else \

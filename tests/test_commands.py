@@ -469,6 +469,9 @@ def test_predict_skips_damaged_files_counts_silent_ones_and_checks_out_first(roo
         f"skipped 2 unreadable file(s): {reasons[0]}; {reasons[1]}",
         f"2 file(s) silent (peak below 0.0001 of full scale), their prediction is a guess: {folder / 'd_silent.wav'}, "
         f"{folder / 'e_late.wav'}",
+        # a file longer than the students' window is classified on its start alone: said, not left to be found out
+        f"1 file(s) longer than {window:g} s (student.max_seconds), classified on their first {window:g} s only: "
+        f"{folder / 'e_late.wav'}",
         f"predictions written to {target}"]
     rows = list(csv.DictReader(target.read_text().splitlines()))
     assert [r["path"] for r in rows] == [str(folder / n) for n in ("a.wav", "d_silent.wav", "e_late.wav")]
