@@ -155,8 +155,19 @@ def test_duplicate_ids(tmp_path):
     trees.write(tmp_path / "a" / "x.wav", trees.wav_bytes())
     trees.write(tmp_path / "b" / "x.wav", trees.wav_bytes())
     path = trees.write(tmp_path / "m.csv", "path,label,speaker\na/x.wav,sad,p\nb/x.wav,sad,q\n")
-    with pytest.raises(CorpusError, match=r"m\.csv:3: duplicate id 'x' \(first at .*m\.csv:2\)"):
+    # ids the user never wrote (the files' stems, as in per-speaker folders of 001.wav, 002.wav, ...):
+    # the message says where the id came from and what to do
+    with pytest.raises(CorpusError) as err:
         manifest.load(path)
+    assert str(err.value) == (f"{path}:3: duplicate id 'x' (first at {path}:2) (without an 'id' the id is the audio "
+                              "file's name without its extension: give the manifest an 'id' column)")
+    assert manifest.load(trees.write(tmp_path / "ids.csv", "id,path,label,speaker\n1,a/x.wav,sad,p\n2,b/x.wav,sad,q\n"
+                                     )).ids == ["1", "2"]
+    # ids the user wrote: the plain message
+    path = trees.write(tmp_path / "given.csv", "id,path,label,speaker\ny,a/x.wav,sad,p\ny,b/x.wav,sad,q\n")
+    with pytest.raises(CorpusError) as err:
+        manifest.load(path)
+    assert str(err.value) == f"{path}:3: duplicate id 'y' (first at {path}:2)"
 
 
 def test_neither_audio_nor_text(tmp_path):

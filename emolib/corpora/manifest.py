@@ -186,11 +186,14 @@ def load(path: Path, labels: str = "iemocap4") -> Corpus:
             text = "" if value is None else str(value)
         given = record.get("id")
         if given is not None and str(given).strip() != "":
-            uid = str(given).strip()
+            uid, default = str(given).strip(), ""
+        elif audio is not None:  # e.g. speaker1/001.wav and speaker2/001.wav
+            uid, default = audio.stem, " (without an 'id' the id is the audio file's name without its extension: " \
+                "give the manifest an 'id' column)"
         else:
-            uid = audio.stem if audio is not None else str(number)
+            uid, default = str(number), " (without an 'id' the id is the line number)"
         if uid in first_seen:
-            raise CorpusError(f"{where}: duplicate id {uid!r} (first at {first_seen[uid]})")
+            raise CorpusError(f"{where}: duplicate id {uid!r} (first at {first_seen[uid]}){default}")
         first_seen[uid] = where
         if audio is not None:
             other, other_where = audio_seen.setdefault(audio.resolve(), (uid, where))
