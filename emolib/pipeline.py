@@ -208,7 +208,7 @@ def cross_fit_folds(corpus: Corpus, fold: Fold) -> list[Fold]:
 def check_teacher_input(kind: str, corpus: Corpus) -> None:
     """Refuse, with the reason, a corpus a teacher cannot learn from."""
     if kind == "linguistic" and not corpus.has_transcripts:
-        why = " ".join(corpus.notes) or "it has no transcripts."
+        why = corpus.why_no_transcripts or "it has no transcripts."
         raise ValueError(f"the linguistic teacher cannot be trained on corpus {corpus.name!r}: {why}")
     if kind == "prosodic" and not corpus.has_audio:
         raise ValueError(f"the prosodic teacher needs audio, and corpus {corpus.name!r} is text-only "

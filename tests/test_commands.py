@@ -144,7 +144,8 @@ def test_audio_only_manifest_is_refused_by_the_linguistic_teacher(roots, toy, ca
     code, out, err = run(capsys, "teacher", "--kind", "linguistic", "--corpus", toy["audio"], "--protocol", "session",
                          *FAST)
     assert code == 2 and out == []
-    assert len(err) == 1 and err[0].startswith("error: the linguistic teacher cannot be trained on corpus 'toy-audio'")
+    assert err == [f"error: the linguistic teacher cannot be trained on corpus 'toy-audio': the manifest "
+                   f"{Path(toy['audio']).name} has no 'text' column."]
     assert not (roots / "runs").exists()
 
 

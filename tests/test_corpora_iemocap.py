@@ -121,6 +121,19 @@ def test_skips_are_printed(full_tree, capsys):
     assert "[iemocap] skipped 87 item(s): label 'fru' (frustrated) is not in labels='iemocap4'" in out
     assert "[iemocap] skipped 43 item(s): label 'xxx' (no majority among the annotators)" in out
     assert "[iemocap] skipped 151 item(s): transcript lines without an utterance id" in out
+    assert "Sessions" not in out  # all five are there
+
+
+def test_a_partial_copy_says_which_sessions_it_has(full_tree, tmp_path, capsys):
+    import shutil
+
+    partial = tmp_path / "IEMOCAP"
+    for n in (1, 2, 3, 5):
+        shutil.copytree(full_tree / f"Session{n}", partial / f"Session{n}")
+    corpus = iemocap.load(partial)
+    line = "Sessions 1, 2, 3, 5 only (no label files under Session4): not the paper's five folds."
+    assert f"[iemocap] {line}" in capsys.readouterr().out.splitlines()
+    assert corpus.notes[-1] == line and {u.session for u in corpus} == {"Ses01", "Ses02", "Ses03", "Ses05"}
 
 
 # -- bad input, on a one-dialog tree -------------------------------------------------
@@ -258,6 +271,17 @@ def test_unreadable_wav_names_the_file(small):
     (small / "Session1" / "sentences" / "wav" / DIALOG / "Ses01F_impro01_M000.wav").write_bytes(b"garbage" * 20)
     with pytest.raises(CorpusError, match=r"Ses01F_impro01_M000\.wav: unreadable audio file"):
         iemocap.load(small)
+
+
+def test_a_session_folder_named_otherwise_is_an_error_not_left_out(small):
+    # e.g. a copy that lower-cased its names: the release's Session<N> pattern would pass it over in silence
+    (small / "Session1").rename(small / "session1")
+    with pytest.raises(CorpusError, match=r"IEMOCAP/session1: a session folder must be named Session<N>, as in the "
+                                          r"release \(Session1\.\.Session5\); under this name it would be left out"):
+        iemocap.load(small)
+    (small / "session1").rename(small / "Session1")
+    (small / "session6.txt").write_text("a file, not a folder: not a session")
+    assert len(iemocap.load(small)) == 4
 
 
 def test_bad_options_and_roots(small, tmp_path):

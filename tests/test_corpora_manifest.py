@@ -88,6 +88,17 @@ def test_jsonl_record_missing_a_column_others_have(tmp_path):
         manifest.load(path)
 
 
+def test_a_json_value_that_is_a_list_or_an_object_is_an_error(tmp_path):
+    lines = [{"label": "sad", "speaker": "a", "text": "x"}, {"label": ["angry"], "speaker": "b", "text": "y"}]
+    path = trees.write(tmp_path / "m.jsonl", "\n".join(json.dumps(r) for r in lines))
+    with pytest.raises(CorpusError, match=r"m\.jsonl:2: 'label' is a JSON list, not a single value: \['angry'\]"):
+        manifest.load(path, labels="native")
+    lines[1] = {"label": "angry", "speaker": {"name": "b"}, "text": "y"}
+    trees.write(path, "\n".join(json.dumps(r) for r in lines))
+    with pytest.raises(CorpusError, match=r"m\.jsonl:2: 'speaker' is a JSON dict, not a single value"):
+        manifest.load(path)
+
+
 def test_malformed_csv_row(tmp_path):
     path = trees.write(tmp_path / "m.csv", "label,speaker,text\nsad,a,Hi.\nsad,a,Hi,again\n")
     with pytest.raises(CorpusError, match=r"m\.csv:3: 4 fields, the header has 3"):
@@ -111,6 +122,16 @@ def test_native_labels_that_differ_only_in_case_are_an_error(tmp_path):
         manifest.load(path, labels="native")
 
 
+def test_speakers_that_differ_only_in_case_are_an_error(tmp_path):
+    # one person under two spellings (two merged manifests) would be tested on in one fold and trained on in another
+    path = trees.write(tmp_path / "m.csv", "label,speaker,text\nsad,M01,Hi.\nangry,F02,Oh.\nhappy,m01,No.\n")
+    with pytest.raises(CorpusError, match=r"m\.csv:4: speaker 'm01' differs from 'M01' \(.*m\.csv:2\) only in "
+                                          r"case; write each speaker one way"):
+        manifest.load(path)
+    trees.write(path, "label,speaker,text\nsad,M01,Hi.\nangry,F02,Oh.\nhappy,M01,No.\n")
+    assert [u.speaker for u in manifest.load(path)] == ["M01", "F02", "M01"]
+
+
 def test_one_audio_file_under_two_ids_is_an_error(tmp_path):
     wav = tmp_path / "a.wav"
     sf.write(wav, np.full(16000, 0.1, np.float32), 16000)
@@ -122,6 +143,9 @@ def test_one_audio_file_under_two_ids_is_an_error(tmp_path):
 def test_missing_audio_file_names_line_and_path(tmp_path):
     path = trees.write(tmp_path / "m.csv", "path,label,speaker\nclips/nothere.wav,sad,a\n")
     with pytest.raises(CorpusError, match=rf"m\.csv:2: audio file {tmp_path}/clips/nothere\.wav does not exist"):
+        manifest.load(path)
+    (tmp_path / "clips" / "nothere.wav").mkdir(parents=True)  # a folder where a file should be
+    with pytest.raises(CorpusError, match=rf"m\.csv:2: audio file {tmp_path}/clips/nothere\.wav is a folder$"):
         manifest.load(path)
 
 

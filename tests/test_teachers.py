@@ -192,10 +192,14 @@ def test_linguistic_teacher_s_embedding_ignores_the_padding_of_a_batch(pooling):
 def test_linguistic_teacher_refuses_corpus_without_transcripts(roots):
     corpus = Corpus("ravdess-like", [Utterance(id=f"u{i}", label="neutral", speaker=f"A{i % 4}",
                                                session=f"A{i % 4}") for i in range(8)],
-                    has_transcripts=False, notes=["Two fixed sentences carry no emotion signal."])
+                    has_transcripts=False, notes=["Two fixed sentences carry no emotion signal.", "Four classes."],
+                    why_no_transcripts="two fixed sentences carry no emotion signal.")
     data = pipeline.Data(corpus, pipeline.make_folds(corpus, "session", validation_speakers=1))
-    with pytest.raises(ValueError, match="linguistic teacher cannot be trained on corpus 'ravdess-like'.*fixed"):
+    with pytest.raises(ValueError) as raised:
         pipeline.train_teacher("linguistic", get_config("tiny"), 1, data)
+    # the reason, and none of the corpus's other notes
+    assert str(raised.value) == ("the linguistic teacher cannot be trained on corpus 'ravdess-like': "
+                                 "two fixed sentences carry no emotion signal.")
 
 
 def test_bf16_autocast_path_runs_on_cpu(roots):

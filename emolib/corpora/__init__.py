@@ -181,6 +181,8 @@ class Corpus:
     notes: list[str] = field(default_factory=list)
     #: reason -> number of items skipped by the loader (documented skips).
     skipped: dict[str, int] = field(default_factory=dict)
+    #: Why a corpus without transcripts has none, for the linguistic teacher's refusal.
+    why_no_transcripts: str = ""
 
     def __post_init__(self) -> None:
         unknown = sorted({u.label for u in self.utterances} - set(self.classes))
@@ -272,11 +274,11 @@ def acted_corpus(name: str, utterances: list[Utterance], classes: tuple[str, ...
     ``sentences`` says what every clip says, ``which`` where an utterance's sentence is recorded."""
     if not utterances:
         raise CorpusError(empty)
+    why = f"every clip says {sentences}, so the words carry no emotion signal."
     corpus = Corpus(
         name=name, utterances=utterances, classes=classes, has_transcripts=False, has_audio=True, root=root,
-        notes=[f"No transcripts: every clip says {sentences}, so the words carry no emotion signal and the "
-               f"linguistic teacher refuses this corpus. {which}", labels_note],
-        skipped=dict(skipped),
+        notes=[f"No transcripts: {why[:-1]} and the linguistic teacher refuses this corpus. {which}", labels_note],
+        skipped=dict(skipped), why_no_transcripts=why,
     )
     corpus.report_skips()
     return corpus

@@ -50,8 +50,10 @@ A labelled utterance without its wav or its transcript line: ``on_missing="error
 the file; ``on_missing="skip"`` skips it with a count. A wav with no samples is
 skipped with a count. Audio headers are read to catch these; samples are not.
 Names starting with ``.`` (macOS ``._*`` resource forks found in some copies) are
-ignored. A folder or file that cannot be read (e.g. no permission) raises naming it:
-a session is never left out in silence.
+ignored. A folder or file that cannot be read (e.g. no permission) raises naming it, and so
+does a session folder named otherwise than ``Session<N>`` (e.g. ``session4``): a session is
+never left out in silence. A copy with other sessions than Session1..Session5 loads, with a
+printed line naming the ones it has (and a note in ``Corpus.notes``).
 """
 from __future__ import annotations
 
@@ -162,6 +164,11 @@ def load(root: Path, labels: str = "iemocap4", on_missing: str = "error") -> Cor
         raise CorpusError(f"iemocap: on_missing must be 'error' or 'skip', got {on_missing!r}")
     if not is_folder(root):
         raise CorpusError(f"{root}: no such directory (expected the IEMOCAP release folder holding Session1..Session5)")
+    for name in list_folder(root):  # e.g. a copy that lower-cased its names: the pattern below would pass it over
+        if re.fullmatch(r"session\d+", name, re.IGNORECASE) and not re.fullmatch(r"Session\d+", name) \
+                and is_folder(root / name):
+            raise CorpusError(f"{root / name}: a session folder must be named Session<N>, as in the release "
+                              "(Session1..Session5); under this name it would be left out")
     label_files = find_files(root, "Session*/dialog/EmoEvaluation/*.txt")  # a folder it cannot read raises
     if not label_files:
         raise CorpusError(f"{root}: no label files Session*/dialog/EmoEvaluation/*.txt (is this the IEMOCAP release?)")
@@ -243,9 +250,17 @@ def load(root: Path, labels: str = "iemocap4", on_missing: str = "error") -> Cor
         "iemocap6": "IEMOCAP 6 classes: neutral, angry, sad, happy, excited, frustrated (excited kept apart).",
         "native": "IEMOCAP native categories (all but 'xxx', no majority).",
     }[labels]
+    notes = [note]
+    sessions = sorted({int(f.parents[2].name[len("Session"):]) for f in label_files})
+    if sessions != [1, 2, 3, 4, 5]:  # a partial copy: fewer (or other) folds than the paper's five
+        absent = [f"Session{n}" for n in range(1, 6) if n not in sessions]
+        notes.append(f"Sessions {', '.join(map(str, sessions))} only"
+                     + (f" (no label files under {', '.join(absent)})" if absent else "")
+                     + ": not the paper's five folds.")
+        print(f"[iemocap] {notes[-1]}")
     corpus = Corpus(
         name="iemocap", utterances=utterances, classes=classes, has_transcripts=True, has_audio=True,
-        root=root, notes=[note], skipped=dict(skipped),
+        root=root, notes=notes, skipped=dict(skipped),
     )
     corpus.report_skips()
     return corpus

@@ -13,9 +13,11 @@ column         required  meaning
 
 Every other column goes to ``Utterance.meta`` as it is. Without a ``path`` column
 the corpus is text-only (``has_audio=False``: only a linguistic teacher can use
-it); without ``text`` it is audio-only (``has_transcripts=False``). A column
-either exists for every record or for none (a JSONL record missing a key others
-have raises).
+it); without ``text`` it is audio-only (``has_transcripts=False``). ``label``,
+``speaker``, ``path`` and ``text`` each exist for every record or for none (a JSONL
+record missing one that others have raises); a record without ``session`` or ``id``
+gets its default, and one without another record's extra key simply has no such
+``meta`` entry.
 
 ``labels="iemocap4"`` requires every label to be one of neutral, angry, sad,
 happy; ``labels="native"`` takes the manifest's own labels (classes = their
@@ -26,7 +28,7 @@ blank lines allowed), ``.json`` (one array of objects; messages and default ids
 then use the record's 1-based position instead of a line number). Errors name
 the manifest and line: a malformed JSON line, a CSV quote never closed, a missing
 required column or value, an unknown label (with the valid ones), two native labels
-that differ only in case, an audio file that does not exist or cannot be read (or a folder on its way
+or two speakers that differ only in case, an audio file that does not exist or cannot be read (or a folder on its way
 that cannot be searched),
 duplicate ids, one audio file under two ids (it would leak across folds). Audio files with no samples are skipped with a
 printed count. Only headers are read (durations).
@@ -40,7 +42,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..config import CLASSES
-from . import Corpus, CorpusError, Utterance, is_file, probe_or_skip, read_file
+from . import Corpus, CorpusError, Utterance, is_file, is_folder, probe_or_skip, read_file
 
 REQUIRED = ("label", "speaker")
 KNOWN = ("label", "speaker", "session", "path", "text", "id")
@@ -121,7 +123,10 @@ def _read(path: Path) -> tuple[list[str], Iterator[tuple[str, int, dict[str, Any
 def _value(where: str, record: dict[str, Any], column: str) -> Any:
     if column not in record:
         raise CorpusError(f"{where}: no {column!r} (other records have one)")
-    return record[column]
+    value = record[column]
+    if isinstance(value, (list, dict)):  # JSON: ["angry"] would otherwise become the text "['angry']"
+        raise CorpusError(f"{where}: {column!r} is a JSON {type(value).__name__}, not a single value: {value!r}")
+    return value
 
 
 def _nonempty(where: str, record: dict[str, Any], column: str) -> str:
@@ -149,6 +154,7 @@ def load(path: Path, labels: str = "iemocap4") -> Corpus:
     skipped: collections.Counter = collections.Counter()
     first_seen: dict[str, str] = {}
     first_label: dict[str, tuple[str, str]] = {}  # casefolded label -> (label as written, where first)
+    first_speaker: dict[str, tuple[str, str]] = {}  # casefolded speaker -> (speaker as written, where first)
     audio_seen: dict[Path, tuple[str, str]] = {}  # audio file -> (its utterance id, where)
     utterances: list[Utterance] = []
     for where, number, record in records:
@@ -163,7 +169,11 @@ def load(path: Path, labels: str = "iemocap4") -> Corpus:
             raise CorpusError(f"{where}: label {label!r} differs from {written!r} ({first}) only in case; "
                               "write each class one way")
         speaker = _nonempty(where, record, "speaker")
-        session = record.get("session")
+        written, first = first_speaker.setdefault(speaker.casefold(), (speaker, where))
+        if written != speaker:  # one person under two spellings would be held out in one fold, trained on in another
+            raise CorpusError(f"{where}: speaker {speaker!r} differs from {written!r} ({first}) only in case; "
+                              "write each speaker one way")
+        session = _value(where, record, "session") if "session" in record else None
         session = speaker if session is None or str(session).strip() == "" else str(session).strip()
         audio, duration = None, None
         if has_audio:
@@ -171,11 +181,11 @@ def load(path: Path, labels: str = "iemocap4") -> Corpus:
             if not audio.is_absolute():
                 audio = path.parent / audio
             try:
-                found = is_file(audio)
+                found, folder = is_file(audio), is_folder(audio)
             except CorpusError as err:
                 raise CorpusError(f"{where}: {err}") from err
             if not found:
-                raise CorpusError(f"{where}: audio file {audio} does not exist")
+                raise CorpusError(f"{where}: audio file {audio} " + ("is a folder" if folder else "does not exist"))
             info = probe_or_skip(audio, skipped, where)
             if info is None:
                 continue
@@ -184,7 +194,7 @@ def load(path: Path, labels: str = "iemocap4") -> Corpus:
         if has_text:
             value = _value(where, record, "text")
             text = "" if value is None else str(value)
-        given = record.get("id")
+        given = _value(where, record, "id") if "id" in record else None
         if given is not None and str(given).strip() != "":
             uid, default = str(given).strip(), ""
         elif audio is not None:  # e.g. speaker1/001.wav and speaker2/001.wav
@@ -210,6 +220,7 @@ def load(path: Path, labels: str = "iemocap4") -> Corpus:
     corpus = Corpus(
         name=path.stem, utterances=utterances, classes=classes, has_transcripts=has_text, has_audio=has_audio,
         root=path.parent, notes=[f"Manifest {path.name}: {kind}; labels={labels}."], skipped=dict(skipped),
+        why_no_transcripts="" if has_text else f"the manifest {path.name} has no 'text' column.",
     )
     corpus.report_skips()
     return corpus
