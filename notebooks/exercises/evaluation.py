@@ -164,12 +164,14 @@ pd.DataFrame({name: {"WA (%)": 100 * wa, "UA (%)": 100 * ua} for name, (wa, ua) 
 # SER papers report UA (first, or beside WA)?
 
 # %% [markdown] tags=["solution"]
-# *Answer.* Any model that always gives the same answer has UA exactly 1/C (one class recalled
-# fully, the others not at all): 25 % on four classes whatever the class counts, so UA's chance
-# level is the same on every corpus and every fold. WA's is the majority share, which differs
-# from corpus to corpus (30.9 on IEMOCAP-4, 90 on the 90 / 10 set above), and a model can raise
-# WA by leaning towards the frequent classes at the rare ones' cost. UA weighs each emotion
-# equally, which is usually what one wants: recognising sad speech matters as much as neutral.
+# *Answer.* Any model that always gives the same answer (a class the test set holds) has UA exactly
+# 1/C, C the number of classes the test set holds (one class recalled fully, the others not at all):
+# 25 % on four classes whatever their sizes (50 % on the set above that lacks one of its three), so
+# UA's chance level is the same on every corpus and every fold that holds every class. WA's is the
+# majority share, which differs from corpus to corpus (30.9 on IEMOCAP-4, 90 on the 90 / 10 set
+# above), and a model can raise WA by leaning towards the frequent classes at the rare ones' cost.
+# UA weighs each emotion equally, which is usually what one wants: recognising sad speech matters
+# as much as neutral.
 # IEMOCAP-4 is only mildly imbalanced (its largest class 1.6 times its smallest), so WA and UA
 # are close there; the 90 / 10 set shows how far they part on an imbalanced one. That is also
 # why this project's probes weigh their classes as balanced (`emolib/baselines.py`): they are
@@ -351,11 +353,12 @@ references = {name: [metrics.paired_bootstrap([case], n_resamples=10_000, confid
                      for c in (0.95, 0.97, 0.93)] for name, case in paired_cases.items()}
 BOOTSTRAP_LIBRARIES = ("emolib.metrics.paired_bootstrap", "emolib.metrics._resampled_ua", "scipy.stats.bootstrap",
                        "sklearn.utils.resample")
-with forbidden(*BOOTSTRAP_LIBRARIES):
-    answers = {name: paired_bootstrap_ua(*case, 10_000, seed=1) for name, case in paired_cases.items()}  # other draws
-    by_hand = paired_bootstrap_ua([0, 1], [0, 1], [0, 0], 10_000, seed=0)
-    same = paired_bootstrap_ua(y_test, pred_full, pred_full, 1_000, seed=0)
-    repeated = [paired_bootstrap_ua(*made, 200, seed=5) for _ in range(2)]
+with forbidden(*BOOTSTRAP_LIBRARIES):  # read as tuples: a list or an array of the four numbers is as right
+    answers = {name: tuple(paired_bootstrap_ua(*case, 10_000, seed=1))  # other draws than the reference's
+               for name, case in paired_cases.items()}
+    by_hand = tuple(paired_bootstrap_ua([0, 1], [0, 1], [0, 0], 10_000, seed=0))
+    same = tuple(paired_bootstrap_ua(y_test, pred_full, pred_full, 1_000, seed=0))
+    repeated = [tuple(paired_bootstrap_ua(*made, 200, seed=5)) for _ in range(2)]
 for name, answer in answers.items():
     assert len(answer) == 4 and all(isinstance(x, float) for x in answer), "return (diff, low, high, p_not_higher)"
     reference, *bands = references[name]
