@@ -438,7 +438,9 @@ def student_run(cfg: Config, fold: int, has_transcripts: bool = True) -> Run:
     cfg = canonical_student_config(cfg, has_transcripts)
     d = cfg.distill
     suffix = {"cross_fit": "-xfit", "oracle": "-oracle"}.get(d.teacher_targets, "")
-    return Run("student", cfg, fold, label=f"{d.variant}-tl{d.tau_linguistic:g}-tp{d.tau_prosodic:g}{suffix}")
+    # Eq. 5's coefficients when not 1 (full-tl4-tp1-a0: the teachers alone), so that a run's name tells it apart
+    weights = "".join(f"-{k}{v:g}" for k, v in (("a", d.alpha), ("b", d.beta), ("g", d.gamma)) if v != 1.0)
+    return Run("student", cfg, fold, label=f"{d.variant}-tl{d.tau_linguistic:g}-tp{d.tau_prosodic:g}{weights}{suffix}")
 
 
 def head_widths(cfg: Config, data: Data) -> tuple[int, int]:
@@ -546,7 +548,7 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
     if note and verbose:
         print(note, flush=True)
     run = student_run(cfg, fold, data.corpus.has_transcripts)
-    # the run's label names the variant, its temperatures and its targets (full-tl4-tp1-oracle): log lines of
+    # the run's label names the variant, its temperatures, coefficients and targets (full-tl4-tp1-oracle): log lines of
     # a sweep or of the oracle run say which run they belong to
     name = f"student {run.name.rsplit('-', 1)[0]} fold {fold}"
     record = run_record(data, cfg, "student")

@@ -319,13 +319,13 @@ def test_a_killed_driver_resumes_to_the_clean_runs_figures(clean, shared, tmp_pa
 
 
 #: What each exercise notebook's solutions print when every check passes, and the students they train (folder
-#: labels) on fold 1 of the tiny preset: exercise 7 of distillation trains three (two the same), exercise 4 of
+#: labels) on fold 1 of the tiny preset: exercise 7 of distillation trains three (one with alpha = 0), exercise 4 of
 #: evaluation two.
 EXERCISE_RUNS = {
     "distillation": (["exercise 1: right", "exercise 2: right", "exercise 3: right", "exercise 4: right",
                       "exercise 5: right, for full, no_logit_kd, no_embedding_kd, no_prosodic_teacher, "
                       "no_linguistic_teacher, no_teachers, no cross-entropy", "exercise 6: right",
-                      "exercise 7: right; training"], ["full-tl4-tp1", "full-tl4-tp1", "no_teachers-tl0-tp0"]),
+                      "exercise 7: right; training"], ["full-tl4-tp1", "full-tl4-tp1-a0", "no_teachers-tl0-tp0"]),
     "evaluation": ([f"exercise {k}: right" for k in range(1, 6)], ["full-tl4-tp1", "no_teachers-tl0-tp0"]),
 }
 

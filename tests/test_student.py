@@ -182,6 +182,11 @@ def test_a_temperature_the_variant_ignores_does_not_make_a_new_run(roots, toy, c
     assert (d.beta, d.gamma) == (0.5, 1.0)
     d = pipeline.canonical_student_config(_cfg(**{**plain, "distill.variant": "no_logit_kd"})).distill
     assert (d.beta, d.gamma) == (1.0, 2.0)
+    # a coefficient that is not 1 names itself in the run's folder (the teachers alone are not the full student)
+    assert pipeline.student_run(_cfg(**plain), 1).dir.parent.name.startswith("no_teachers-tl0-tp0-a0.5-")
+    assert pipeline.student_run(_cfg(**{"distill.alpha": 0.0}), 1).dir.parent.name.startswith("full-tl4-tp1-a0-")
+    assert pipeline.student_run(_cfg(**{**plain, "distill.variant": "full", "distill.teacher_targets": "oracle"}),
+                                1).dir.parent.name.startswith("full-tl4-tp1-a0.5-b0.5-g2-oracle-")
 
     # trained once: the second temperature reuses the first run
     first = pipeline.train_student(_cfg(**{"distill.variant": "no_teachers", "distill.tau_linguistic": 2.0}), 1, toy)
