@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import multiprocessing
 import os
 import random
 import time
@@ -103,6 +104,18 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
+def worker_context(num_workers: int):
+    """The start method of DataLoader workers: fork where the platform has it, as the eGeMAPS and
+    corpus workers use. The collate functions are closures (``student.make_collate``,
+    ``teachers.make_text_collate``), which the default start method of Python 3.14+ on Linux
+    (forkserver) and of macOS (spawn) would have to pickle: "Can't pickle local object" at the first
+    epoch of any run with ``training.num_workers > 0`` (the ``paper`` preset's 4). None (torch's
+    default) without workers or without fork."""
+    if num_workers > 0 and "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return None
+
+
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
@@ -116,7 +129,7 @@ def predict(model: torch.nn.Module, dataset: Dataset, collate: Callable | None, 
     """Every output of the model (logits, embeddings) for ``dataset``, in its order, as float32."""
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers,
-                        pin_memory=device.type == "cuda")
+                        pin_memory=device.type == "cuda", multiprocessing_context=worker_context(num_workers))
     chunks: dict[str, list[np.ndarray]] = {}
     for batch in loader:
         batch = to_device(batch, device)
@@ -279,7 +292,8 @@ def fit(
         generator = torch.Generator().manual_seed(training.seed * 100_003 + epoch)
         loader = DataLoader(train_set, batch_size=optim.batch_size, shuffle=True, collate_fn=collate,
                             generator=generator, num_workers=training.num_workers, drop_last=False,
-                            pin_memory=device.type == "cuda")  # pinned: to_device's copies overlap compute
+                            pin_memory=device.type == "cuda",  # pinned: to_device's copies overlap compute
+                            multiprocessing_context=worker_context(training.num_workers))
         sums: dict[str, torch.Tensor] = {}
         seen = 0
         for batch in loader:

@@ -392,3 +392,45 @@ def test_selected_weights_deleted_before_a_resume_are_named_not_replaced_by_the_
     with pytest.raises(ResultFileError, match=r"best\.safetensors: missing, but the run selected epoch 1; "
                                               r"delete .*fold1 to train it again"):
         train.fit(Linear(), Points(), Points(), ce, OPTIM, TRAINING, run=run, desc="loop")
+
+
+def test_dataloader_workers_take_the_closures_we_collate_with_whatever_the_default_start_method():
+    # Python 3.14+ starts processes with forkserver on Linux (macOS: spawn), which pickles the collate
+    # function: a closure (student.make_collate, teachers.make_text_collate) then fails at the first epoch
+    # of any run with training.num_workers > 0, the paper preset's 4
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import multiprocessing, torch
+        multiprocessing.set_start_method("forkserver")
+        from emolib import train
+        from emolib.config import OptimConfig, TrainingConfig
+        x = torch.randn(8, 3, generator=torch.Generator().manual_seed(0))
+        data = [{"x": x[i], "labels": int(x[i, 0] > 0)} for i in range(8)]
+
+        def make_collate():
+            def collate(items):  # a closure, as the project's collates are
+                return {"x": torch.stack([it["x"] for it in items]), "labels": torch.tensor([it["labels"] for it in items])}
+            return collate
+
+        def ce(model, batch):
+            loss = torch.nn.functional.cross_entropy(model(batch)["logits"], batch["labels"])
+            return loss, {"ce": loss}
+
+        class Linear(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.layer = torch.nn.Linear(3, 2)
+
+            def forward(self, batch):
+                return {"logits": self.layer(batch["x"])}
+
+        result = train.fit(Linear(), data, data, ce, OptimConfig(epochs=2, batch_size=4),
+                           TrainingConfig(progress="none", num_workers=1), collate=make_collate())
+        print("epochs", len(result.history))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("epochs 2")
