@@ -600,7 +600,11 @@ def _build_backbone(name: str, freeze: str, max_seconds: float | None, precision
         try:
             config = AutoConfig.from_pretrained(source)
             extractor = AutoFeatureExtractor.from_pretrained(source)
-            model = AutoModel.from_pretrained(source)
+            # fp32 weights whatever the checkpoint was saved in (transformers 5 loads the saved dtype,
+            # dtype="auto"): bf16 runs under autocast, the frozen parts in fp32 (see _part), and AdamW
+            # updates fp32 weights; a float16 checkpoint (openai/whisper-large-v3, a folder saved from a
+            # half model) would otherwise fail on fp32 audio or train half-precision weights
+            model = AutoModel.from_pretrained(source).float()
         except OSError as err:
             raise OSError(f"cannot load speech backbone {name!r} ({err}). Offline, use 'whisper-base', "
                           "'whisper-tiny.en', 'tiny-random' or a local directory written by save_pretrained "

@@ -200,7 +200,7 @@ def load_text_encoder(name: str, seed: int = 0):
     source = packaged_minilm_path() if name == "minilm" else paths.model_source(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        encoder = AutoModel.from_pretrained(source)
+        encoder = AutoModel.from_pretrained(source).float()  # fp32 whatever the checkpoint's dtype (backbones.py)
     except OSError as err:
         raise OSError(
             f"could not load the linguistic teacher {name!r}: {err}\n"

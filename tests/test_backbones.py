@@ -1,6 +1,7 @@
 """emolib.backbones: speech encoders by name, exact padding, freezing modes, forward_from
 and the on-disk caches of frozen states. Tiny local models only (plus the packaged
 Whisper tiny.en, 8 M parameters)."""
+import copy
 import os
 from pathlib import Path
 
@@ -571,3 +572,18 @@ def test_frame_level_caches_keep_no_file_open(items):
         held = [states[uid] for uid in states]  # an array kept is a file kept open, as before
         assert open_files() == before + len(items)
         del held
+
+
+def test_a_checkpoint_saved_in_half_precision_loads_as_fp32_weights(local_dirs, tmp_path):
+    # transformers 5 loads a checkpoint in its saved dtype (dtype="auto"): a float16 folder then failed on
+    # fp32 audio ("expected scalar type Float but found Half"), or under bf16 autocast trained half weights
+    d, model = local_dirs["hubert"]
+    half = tmp_path / "hubert-fp16"
+    copy.deepcopy(model).half().save_pretrained(half)  # the fixture's model stays as it is
+    from transformers import Wav2Vec2FeatureExtractor
+
+    Wav2Vec2FeatureExtractor.from_pretrained(d).save_pretrained(half)
+    backbone = load_backbone(str(half), freeze="feature_encoder")
+    assert {p.dtype for p in backbone.parameters()} == {torch.float32}
+    out = backbone(**backbone.prepare([_noise(1.0, 0)]))
+    assert out.hidden_states[-1].dtype == torch.float32 and torch.isfinite(out.hidden_states[-1]).all()

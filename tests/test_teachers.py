@@ -262,3 +262,12 @@ def test_a_local_text_model_saved_again_is_not_reused_silently(roots):
     save(1)
     with pytest.raises(StaleRunError, match=r"trained on other weights of linguistic_teacher.model .*saved again"):
         pipeline.train_teacher("linguistic", cfg, 1, data, verbose=False)
+
+
+def test_a_text_model_saved_in_half_precision_loads_as_fp32_weights(roots):
+    tokenizer, encoder = load_text_encoder("tiny-random", seed=0)
+    local = roots / "my-bert-fp16"
+    tokenizer.save_pretrained(local)
+    encoder.half().save_pretrained(local)
+    _, loaded = load_text_encoder(str(local))
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
