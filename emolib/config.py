@@ -364,8 +364,8 @@ def _paper() -> Config:
     cfg.student.backbone = "facebook/hubert-base-ls960"
     cfg.student.freeze = "feature_encoder"
     cfg.student.layer_mix = "last"  # the paper fine-tunes the transformer and uses its output
-    # SpeechBrain's 1e-4 / 1e-5 at batch 4, x5.7 at batch 128 -> 5e-4 for the heads and 5e-5 for
-    # HuBERT (backbone_lr_scale); 30 epochs as in that recipe (about 780 steps)
+    # SpeechBrain's 1e-4 / 1e-5 at batch 4, x5.7 at batch 128 (5.7e-4), rounded down -> 5e-4 for the heads and
+    # 5e-5 for HuBERT (backbone_lr_scale); 30 epochs as in that recipe (about 780 steps)
     cfg.student.optim = OptimConfig(lr=5e-4, epochs=30, batch_size=128, warmup_ratio=0.1, patience=8)
     cfg.student.backbone_lr_scale = 0.1
     cfg.training.device = "auto"

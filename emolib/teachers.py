@@ -215,9 +215,11 @@ class LinguisticTeacher(nn.Module):
 
     Pooling: ``mean`` over real tokens by default, because all-MiniLM-L6-v2 was
     trained (by sentence-transformers) with mean pooling, so its CLS position was never
-    trained to summarise a sentence; ``cls`` (the raw first-token state) is what
-    BERT-base fine-tuning traditionally uses (Devlin et al. 2019) and is the
-    ``paper`` preset's choice.
+    trained to summarise a sentence; ``cls`` (the raw first-token state, the vector C of
+    Devlin et al. 2019's text) is the ``paper`` preset's choice. BERT's released fine-tuning
+    code and transformers' ``BertForSequenceClassification`` classify from the pre-trained
+    pooler instead (tanh of a dense layer on C); the paper does not say which one its
+    teacher used, and ``cls`` leaves the pooler out.
     """
 
     def __init__(self, encoder: nn.Module, n_classes: int, cfg: LinguisticTeacherConfig):

@@ -29,9 +29,10 @@
 # linguistic teacher trains for 3 epochs, BERT's recipe). Each teacher's **logits** and
 # **embedding** for every utterance are cached beside its result files, so the student
 # never runs a teacher. The embedding is the vector the teacher classifies from: the
-# ResNet's 128 values after pooling over time, the language model's mean over its tokens'
-# last hidden states (384 values for MiniLM). Notebook 02 pulls the student's heads towards
-# these vectors.
+# ResNet's 128-value embedding layer (a linear map of its channels' mean and standard
+# deviation over time, read by the classifier through GELU and dropout), the language
+# model's mean over its tokens' last hidden states (384 values for MiniLM). Notebook 02
+# pulls the student's heads towards these vectors.
 
 # %% tags=["parameters"]
 preset = "default"  # tiny | default | paper
