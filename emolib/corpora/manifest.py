@@ -129,6 +129,11 @@ def _value(where: str, record: dict[str, Any], column: str) -> Any:
     return value
 
 
+def _optional(where: str, record: dict[str, Any], column: str) -> Any:
+    """An optional column's value (``session``, ``id``), None where the record has none."""
+    return _value(where, record, column) if column in record else None
+
+
 def _nonempty(where: str, record: dict[str, Any], column: str) -> str:
     value = _value(where, record, column)
     if value is None or str(value).strip() == "":
@@ -173,7 +178,7 @@ def load(path: Path, labels: str = "iemocap4") -> Corpus:
         if written != speaker:  # one person under two spellings would be held out in one fold, trained on in another
             raise CorpusError(f"{where}: speaker {speaker!r} differs from {written!r} ({first}) only in case; "
                               "write each speaker one way")
-        session = _value(where, record, "session") if "session" in record else None
+        session = _optional(where, record, "session")
         session = speaker if session is None or str(session).strip() == "" else str(session).strip()
         audio, duration = None, None
         if has_audio:
@@ -181,11 +186,10 @@ def load(path: Path, labels: str = "iemocap4") -> Corpus:
             if not audio.is_absolute():
                 audio = path.parent / audio
             try:
-                found, folder = is_file(audio), is_folder(audio)
+                if not is_file(audio):  # a second look only for the error's sake
+                    raise CorpusError(f"audio file {audio} " + ("is a folder" if is_folder(audio) else "does not exist"))
             except CorpusError as err:
                 raise CorpusError(f"{where}: {err}") from err
-            if not found:
-                raise CorpusError(f"{where}: audio file {audio} " + ("is a folder" if folder else "does not exist"))
             info = probe_or_skip(audio, skipped, where)
             if info is None:
                 continue
@@ -194,7 +198,7 @@ def load(path: Path, labels: str = "iemocap4") -> Corpus:
         if has_text:
             value = _value(where, record, "text")
             text = "" if value is None else str(value)
-        given = _value(where, record, "id") if "id" in record else None
+        given = _optional(where, record, "id")
         if given is not None and str(given).strip() != "":
             uid, default = str(given).strip(), ""
         elif audio is not None:  # e.g. speaker1/001.wav and speaker2/001.wav
