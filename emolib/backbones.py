@@ -592,19 +592,18 @@ def _build_backbone(name: str, freeze: str, max_seconds: float | None, precision
         model, extractor = _tiny_random()
         backbone = WaveformBackbone(name, model, extractor, freeze, max_seconds, precision)
     else:
-        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+        from transformers import AutoConfig, AutoFeatureExtractor
 
         from .paths import model_source
+        from .pretrained import load_model
 
         source = model_source(name)
         try:
             config = AutoConfig.from_pretrained(source)
             extractor = AutoFeatureExtractor.from_pretrained(source)
-            # fp32 weights whatever the checkpoint was saved in (transformers 5 loads the saved dtype,
-            # dtype="auto"): bf16 runs under autocast, the frozen parts in fp32 (see _part), and AdamW
-            # updates fp32 weights; a float16 checkpoint (openai/whisper-large-v3, a folder saved from a
-            # half model) would otherwise fail on fp32 audio or train half-precision weights
-            model = AutoModel.from_pretrained(source).float()
+            # fp32 weights (bf16 runs under autocast, the frozen parts in fp32, see _part); a folder whose
+            # weights do not fit its config is refused, not trained from random weights (pretrained.py)
+            model = load_model(source)
         except OSError as err:
             raise OSError(f"cannot load speech backbone {name!r} ({err}). Offline, use 'whisper-base', "
                           "'whisper-tiny.en', 'tiny-random' or a local directory written by save_pretrained "

@@ -10,7 +10,6 @@ vector the student's matching projection head is distilled towards (Eqs. 3-4).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -189,7 +188,9 @@ TINY_TEXT_WIDTH = 32  # hidden size of the "tiny-random" text encoder (tests)
 def load_text_encoder(name: str, seed: int = 0):
     """(tokenizer, encoder) for ``minilm`` (packaged, offline), ``tiny-random`` (tests),
     a local directory, or a hub id such as ``bert-base-uncased`` (needs the hub)."""
-    from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from .pretrained import load_model
 
     if name == "tiny-random":
         tokenizer = AutoTokenizer.from_pretrained(packaged_minilm_path())
@@ -200,7 +201,7 @@ def load_text_encoder(name: str, seed: int = 0):
     source = packaged_minilm_path() if name == "minilm" else paths.model_source(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        encoder = AutoModel.from_pretrained(source).float()  # fp32 whatever the checkpoint's dtype (backbones.py)
+        encoder = load_model(source)  # fp32; refuses weights that do not fit the config (pretrained.py)
     except OSError as err:
         raise OSError(
             f"could not load the linguistic teacher {name!r}: {err}\n"
@@ -292,10 +293,3 @@ def cross_entropy_loss(label_smoothing: float = 0.0):
 
     return loss_fn
 
-
-def _quiet_transformers() -> None:
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-
-
-_quiet_transformers()

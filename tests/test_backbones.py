@@ -2,6 +2,7 @@
 and the on-disk caches of frozen states. Tiny local models only (plus the packaged
 Whisper tiny.en, 8 M parameters)."""
 import copy
+import json
 import os
 from pathlib import Path
 
@@ -572,6 +573,71 @@ def test_frame_level_caches_keep_no_file_open(items):
         held = [states[uid] for uid in states]  # an array kept is a file kept open, as before
         assert open_files() == before + len(items)
         del held
+
+
+def _copy_with_weights(src: Path, dst: Path, edit) -> Path:
+    """``src`` (a save_pretrained folder) copied to ``dst`` with its weights passed through ``edit``."""
+    import shutil
+
+    import safetensors.torch
+
+    shutil.copytree(src, dst)
+    weights = safetensors.torch.load_file(dst / "model.safetensors")
+    safetensors.torch.save_file(edit(weights), dst / "model.safetensors", metadata={"format": "pt"})
+    return dst
+
+
+def test_a_folder_whose_weights_do_not_fit_its_model_is_refused_not_trained_from_random_weights(local_dirs, tmp_path):
+    # transformers fills weights a checkpoint lacks with random ones and says so only in a log report that
+    # emolib keeps quiet: renamed keys (another architecture's checkpoint) trained a random encoder silently
+    d, _ = local_dirs["hubert"]
+    renamed = _copy_with_weights(d, tmp_path / "renamed", lambda w: {f"other.{k}": v for k, v in w.items()})
+    n = len(safetensors_keys(d))
+    with pytest.raises(ValueError, match=rf"renamed: the saved weights do not fit the HubertModel .*: {n - 1} of the "
+                                         rf"model's {n} weights are not in the checkpoint \(encoder\..* and \d+ more\): "
+                                         r"they would start random"):
+        load_backbone(str(renamed))
+    # one layer's weights missing: named, the rest of the model fine
+    lost = _copy_with_weights(d, tmp_path / "lost", lambda w: {k: v for k, v in w.items() if "layers.1.attention.k_proj" not in k})
+    with pytest.raises(ValueError, match=r"2 of the model's \d+ weights are not in the checkpoint "
+                                         r"\(encoder.layers.1.attention.k_proj.bias, encoder.layers.1.attention.k_proj.weight\)"):
+        load_backbone(str(lost))
+    # weights in other shapes than config.json gives: named with both shapes (transformers: "look at the report")
+    wide = _copy_with_weights(d, tmp_path / "wide", lambda w: w)
+    config = json.loads((wide / "config.json").read_text())
+    (wide / "config.json").write_text(json.dumps({**config, "intermediate_size": 96}))
+    with pytest.raises(ValueError, match=r"6 weights have other shapes than its config.json gives "
+                                         r"\(encoder.layers.0.feed_forward.intermediate_dense.bias saved \(128,\), config \(96,\), "):
+        load_backbone(str(wide))
+
+
+def test_pre_training_heads_and_a_missing_spec_augment_vector_load_without_complaint(tmp_path, speech):
+    # a wav2vec 2.0 pre-training checkpoint (facebook/wav2vec2-base) holds the quantiser and project_q, which
+    # the encoder has no place for; a fine-tuned one may lack masked_spec_embed (initialised afresh)
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForPreTraining
+
+    torch.manual_seed(0)
+    config = Wav2Vec2Config(**SMALL, codevector_dim=16, proj_codevector_dim=16, num_codevectors_per_group=8)
+    pretraining = Wav2Vec2ForPreTraining(config).eval()
+    folder = tmp_path / "w2v-pretraining"
+    pretraining.save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(folder)
+    assert any(k.startswith("quantizer.") for k in safetensors_keys(folder))
+    _copy_with_weights(folder, tmp_path / "no-mask", lambda w: {k: v for k, v in w.items() if "masked_spec_embed" not in k})
+    for d in (folder, tmp_path / "no-mask"):
+        backbone = load_backbone(str(d))
+        batch = backbone.prepare([speech])
+        with torch.no_grad():
+            ours = backbone(**batch).hidden_states[-1]
+            theirs = pretraining.wav2vec2(batch["inputs"]).last_hidden_state
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+
+
+def safetensors_keys(folder: Path) -> list[str]:
+    import safetensors
+
+    with safetensors.safe_open(Path(folder) / "model.safetensors", "pt") as f:
+        return list(f.keys())
 
 
 def test_a_checkpoint_saved_in_half_precision_loads_as_fp32_weights(local_dirs, tmp_path):

@@ -271,3 +271,22 @@ def test_a_text_model_saved_in_half_precision_loads_as_fp32_weights(roots):
     encoder.half().save_pretrained(local)
     _, loaded = load_text_encoder(str(local))
     assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+
+
+def test_a_text_model_folder_without_its_encoder_weights_is_refused(roots):
+    # a checkpoint whose weights have other names (another architecture's) gave a random encoder in silence;
+    # BERT's pooler, which the teachers never use and sentence-transformers folders lack, may be missing
+    import safetensors.torch
+
+    tokenizer, encoder = load_text_encoder("tiny-random", seed=0)
+    local = roots / "my-bert-renamed"
+    tokenizer.save_pretrained(local)
+    encoder.save_pretrained(local)
+    assert not any(k.startswith("pooler.") for k in safetensors.torch.load_file(local / "model.safetensors"))
+    load_text_encoder(str(local))  # no pooler: loads
+    weights = safetensors.torch.load_file(local / "model.safetensors")
+    safetensors.torch.save_file({f"roberta.{k}": v for k, v in weights.items()}, local / "model.safetensors",
+                                metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"my-bert-renamed: the saved weights do not fit the BertModel .*"
+                                         r"are not in the checkpoint .*they would start random"):
+        load_text_encoder(str(local))
