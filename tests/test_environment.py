@@ -127,3 +127,20 @@ def test_installed_versions_are_the_constraints():
         if installed != pin:
             wrong[name] = f"{installed} (pinned {pin})"
     assert not wrong, f"installed at other versions than {path}: {wrong}"
+
+
+def test_citation_file_names_this_version_and_the_readmes_paper():
+    # GitHub's "Cite this repository" reads CITATION.cff: its version and its paper must not drift from
+    # pyproject.toml and the README's BibTeX
+    import emolib
+
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["license"] == _pyproject()["project"]["license"]["text"]
+    assert cff["version"] == _pyproject()["project"]["version"] == emolib.__version__
+    paper = cff["preferred-citation"]
+    readme = (ROOT / "README.md").read_text()
+    bibtex = dict(re.findall(r"^\s*(\w+)\s*=\s*\{(.*)\},?$", readme.split("@inproceedings", 1)[1].split("```")[0], re.M))
+    assert paper["title"] == bibtex["title"] and str(paper["year"]) == bibtex["year"]
+    assert " and ".join(f"{a['family-names']}, {a['given-names']}" for a in paper["authors"]) == bibtex["author"]
+    assert paper["identifiers"][0]["value"] == f"arXiv:{bibtex['eprint']}"
+    assert paper["collection-title"] == bibtex["booktitle"]
