@@ -415,22 +415,14 @@ def test_dataloader_workers_take_the_closures_we_collate_with_whatever_the_defau
                 return {"x": torch.stack([it["x"] for it in items]), "labels": torch.tensor([it["labels"] for it in items])}
             return collate
 
-        def ce(model, batch):
-            loss = torch.nn.functional.cross_entropy(model(batch)["logits"], batch["labels"])
-            return loss, {"ce": loss}
-
-        class Linear(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.layer = torch.nn.Linear(3, 2)
-
-            def forward(self, batch):
-                return {"logits": self.layer(batch["x"])}
+        from test_train import Linear, ce  # this module's, from the tests folder on the path
 
         result = train.fit(Linear(), data, data, ce, OptimConfig(epochs=2, batch_size=4),
                            TrainingConfig(progress="none", num_workers=1), collate=make_collate())
         print("epochs", len(result.history))
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    path = [os.path.dirname(__file__), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("epochs 2")
