@@ -22,6 +22,8 @@ import math
 import multiprocessing
 import os
 import random
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -332,11 +334,12 @@ def fit(
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
         if run is not None:
-            with atomic_path(resume_path) as tmp:
-                torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "history": history, "best_ua": best_ua,
-                            "best_epoch": best_epoch, **_rng_states(device)}, tmp)
-            _write_history(run, history)  # after every epoch: a running run's progress, to plot or list
+            with _interrupts_deferred():  # the epoch's two files together: a stopped run lists the epoch it resumes after
+                with atomic_path(resume_path) as tmp:
+                    torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                "scheduler": scheduler.state_dict(), "history": history, "best_ua": best_ua,
+                                "best_epoch": best_epoch, **_rng_states(device)}, tmp)
+                _write_history(run, history)  # after every epoch: a running run's progress, to plot or list
         _report(desc, row, optim.epochs, improved, show, bar)
     if bar is not None:
         bar.close()
@@ -358,6 +361,30 @@ def fit(
     return FitResult(history=history, best_epoch=best_epoch, best_val_ua=selected_ua,
                      stopped_early=stopped_early, resumed_from=resumed_from,
                      seconds=time.perf_counter() - started, threads=torch.get_num_threads())
+
+
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """Ctrl-C, and SIGTERM (which the commands turn into Ctrl-C), wait until the block ends and then
+    act as they would have. Around an epoch's ``resume.pt`` and ``history.csv``: a run stopped between
+    the two was listed one epoch behind the one it resumed after. Only in the main thread, where
+    Python runs signal handlers, and only for handlers Python installed; SIGKILL cannot wait."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if handler is not None and handler is not signal.SIG_IGN:  # None: installed outside Python
+            previous[signum] = signal.signal(signum, lambda received, frame: caught.append(received))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if caught:
+            signal.raise_signal(caught[0])  # now handled as it would have been
 
 
 def _write_history(run: Run, history: list[dict[str, Any]]) -> None:

@@ -426,3 +426,33 @@ def test_dataloader_workers_take_the_closures_we_collate_with_whatever_the_defau
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("epochs 2")
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_while_an_epoch_writes_its_files_waits_until_both_are_written(signame):
+    # a run stopped between resume.pt and history.csv was listed one epoch behind the one it resumed after
+    import signal
+
+    from emolib.train import _interrupts_deferred
+
+    signum = getattr(signal, signame)
+
+    def as_interrupt(received, frame):  # what the commands install for SIGTERM (Python's own for SIGINT)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signum, as_interrupt)
+    try:
+        written = []
+        with pytest.raises(KeyboardInterrupt):
+            with _interrupts_deferred():
+                signal.raise_signal(signum)
+                written.append("resume.pt")
+                written.append("history.csv")
+            written.append("the next epoch")  # never: the interrupt arrives as the block ends
+        assert written == ["resume.pt", "history.csv"]
+        assert signal.getsignal(signum) is as_interrupt  # the handler is back
+        with _interrupts_deferred():  # nothing received: nothing raised
+            written.append("again")
+        assert written[-1] == "again"
+    finally:
+        signal.signal(signum, previous)
