@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -469,7 +470,75 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
         value = _coerce(name, getattr(obj, leaf), value)
         _check_choice(name, value)
         setattr(obj, leaf, _absolute_paths(name, value))
+    check_values(cfg)
     return cfg
+
+
+#: What a numeric setting takes: a test and its words. By dotted name, or by the last part of the name
+#: for the three optimiser sections and the dropouts (``student.optim.lr`` -> ``lr``). A tuple's every
+#: element must pass, and it must not be empty. The built-in corpus checks its own settings (synth.py).
+_POSITIVE = (lambda v: v > 0, "a number > 0")
+_COUNT = (lambda v: v >= 1, "an integer >= 1")
+_NON_NEGATIVE = (lambda v: v >= 0, "a number >= 0")
+_FRACTION = (lambda v: 0 <= v < 1, "a number in [0, 1)")
+RANGES: dict[str, tuple[Any, str]] = {
+    "lr": _POSITIVE,
+    "weight_decay": _NON_NEGATIVE,
+    "epochs": _COUNT,
+    "batch_size": _COUNT,
+    "warmup_ratio": _FRACTION,
+    "grad_clip": (lambda v: v >= 0, "a number >= 0 (0 = no clipping)"),
+    "patience": (lambda v: v >= 0, "an integer >= 0 (0 = never stop early)"),
+    "label_smoothing": _FRACTION,
+    "dropout": _FRACTION,
+    "data.n_folds": (lambda v: v == 0 or v >= 2, "0 (a fold per held-out group) or an integer >= 2"),
+    "data.validation_speakers": (lambda v: v >= 0, "an integer >= 0 (0: no model selection, the last epoch is kept)"),
+    "data.max_seconds": _POSITIVE,
+    "prosodic_teacher.channels": _COUNT,
+    "prosodic_teacher.blocks_per_stage": _COUNT,
+    "prosodic_teacher.embedding_dim": _COUNT,
+    "prosodic_teacher.crop_frames": _COUNT,
+    "prosodic_teacher.time_masks": _NON_NEGATIVE,
+    "prosodic_teacher.time_mask_frames": _NON_NEGATIVE,
+    "prosodic_teacher.descriptor_mask": _NON_NEGATIVE,
+    "linguistic_teacher.max_tokens": (lambda v: v >= 3, "an integer >= 3 (the [CLS] and [SEP] tokens and a word)"),
+    "student.head_hidden": _COUNT,
+    "student.ffn_hidden": _COUNT,
+    "student.max_seconds": _POSITIVE,
+    "student.backbone_lr_scale": (lambda v: v > 0, "a number > 0 (freeze the backbone with student.freeze=all "
+                                  "instead of 0)"),
+    # a temperature divides the logits (Hinton et al. 2015); 0 marks one that a variant without the term does not
+    # use (pipeline.canonical_student_config), and a variant with it refuses 0 (pipeline.check_student_settings)
+    "distill.tau_linguistic": (lambda v: v >= 0, "a number > 0 (0: unused, for a variant without the term)"),
+    "distill.tau_prosodic": (lambda v: v >= 0, "a number > 0 (0: unused, for a variant without the term)"),
+    "distill.alpha": _NON_NEGATIVE,
+    "distill.beta": _NON_NEGATIVE,
+    "distill.gamma": _NON_NEGATIVE,
+    "sweep.taus_prosodic": _POSITIVE,
+    "sweep.taus_linguistic": _POSITIVE,
+    "training.num_threads": (lambda v: v >= 0, "an integer >= 0 (0 = torch's default)"),
+    "training.num_workers": _NON_NEGATIVE,
+}
+
+
+def check_values(cfg: Config) -> None:
+    """A ValueError naming every numeric setting of ``cfg`` outside what it takes (:data:`RANGES`):
+    read before anything runs, instead of a traceback deep in training (batch_size=0) or a run
+    that trains nothing (epochs=0)."""
+    problems = []
+    for name in valid_names(cfg):
+        rule = RANGES.get(name) or RANGES.get(name.rsplit(".", 1)[-1] if ".optim." in name or
+                                             name.endswith(".dropout") else "")
+        if rule is None:
+            continue
+        test, words = rule
+        value = functools.reduce(getattr, name.split("."), cfg)
+        values = value if isinstance(value, tuple) else (value,)
+        if not values or not all(test(v) for v in values):
+            what = f"each of a non-empty list must be {words}" if isinstance(value, tuple) else f"must be {words}"
+            problems.append(f"config {name}: {value!r} ({what})")
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 def _check_choice(name: str, value: Any) -> None:

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from . import paths, prosody
-from .config import TEACHER_TARGETS, Config, config_hash
+from .config import TEACHER_TARGETS, Config, check_values, config_hash
 from .corpora import Corpus, load_from_config
 from .folds import Fold, get_fold, make_folds
 from .metrics import classification_metrics
@@ -109,6 +109,7 @@ def load_data(cfg: Config) -> Data:
     import dataclasses
     import json
 
+    check_values(cfg)  # a config changed in Python, not through overrides (which check it already)
     return _load_data(json.dumps(dataclasses.asdict(cfg.data), sort_keys=True), _manifest_stamp(cfg.data.corpus))
 
 
@@ -517,13 +518,13 @@ def check_student_settings(cfg: Config, variant) -> None:
     effective one, :func:`effective_variant`); checked before anything trains."""
     if cfg.distill.teacher_targets not in TEACHER_TARGETS:
         raise ValueError(f"distill.teacher_targets={cfg.distill.teacher_targets!r}; choose one of {TEACHER_TARGETS}")
-    if not cfg.student.backbone_lr_scale > 0:
-        raise ValueError(f"student.backbone_lr_scale={cfg.student.backbone_lr_scale!r}: must be a positive factor "
-                         "(1 = the heads' learning rate; freeze the backbone with student.freeze=all instead of 0)")
+    check_values(cfg)  # coefficients >= 0, temperatures >= 0, ...
     d = cfg.distill
-    if min(d.alpha, d.beta, d.gamma) < 0:
-        raise ValueError(f"distill.alpha={d.alpha}, beta={d.beta}, gamma={d.gamma}: Eq. 5's coefficients weigh "
-                         "its terms and must be >= 0")
+    for kind in ("linguistic", "prosodic"):
+        tau = getattr(d, f"tau_{kind}")
+        if getattr(variant, f"logit_{kind}") and not tau > 0:
+            raise ValueError(f"config distill.tau_{kind}: {tau!r} (variant {d.variant!r} distils the {kind} "
+                             "teacher's logits: its temperature must be a number > 0)")
     weights = {"ce": d.alpha, "logit_linguistic": d.beta, "logit_prosodic": d.beta, "embedding_linguistic": d.gamma,
                "embedding_prosodic": d.gamma}
     if not any(weights[term] for term in variant.enabled()):

@@ -256,8 +256,8 @@ class TextDataset(Dataset):
     the tags as part of what was said, and laughter is itself a cue to emotion."""
 
     def __init__(self, texts: Sequence[str], labels: Sequence[int], tokenizer, max_tokens: int):
-        enc = tokenizer(list(texts), truncation=True, max_length=max_tokens)
-        self.input_ids = enc["input_ids"]
+        # no texts (a fold without validation speakers): the tokenizer refuses an empty batch
+        self.input_ids = tokenizer(list(texts), truncation=True, max_length=max_tokens)["input_ids"] if texts else []
         self.labels = list(labels)
 
     def __len__(self) -> int:

@@ -309,6 +309,14 @@ def test_unknown_names_are_one_line_errors(roots, toy, capsys):
     assert err[0].startswith("error: unknown config name 'student.lr'. Did you mean ") and "student.optim.lr" in err[0]
     code, _, err = run(capsys, "student", *base, "--set", "student.input_norm=standardize")  # a value: no teacher trains
     assert (code, err) == (2, ["error: config student.input_norm: 'standardize' is not one of standardise, layer"])
+    code, _, err = run(capsys, "student", *base, "--tau-linguistic", "-1")  # was a traceback after the teachers trained
+    assert (code, err) == (2, ["error: config distill.tau_linguistic: -1.0 (must be a number > 0 (0: unused, for a "
+                               "variant without the term))"])
+    code, _, err = run(capsys, "student", *base, "--tau-prosodic", "0")  # 0 marks an unused temperature
+    assert (code, err) == (2, ["error: config distill.tau_prosodic: 0.0 (variant 'full' distils the prosodic "
+                               "teacher's logits: its temperature must be a number > 0)"])
+    code, _, err = run(capsys, "teacher", "--kind", "prosodic", *base, "--set", "prosodic_teacher.optim.batch_size=0")
+    assert (code, err) == (2, ["error: config prosodic_teacher.optim.batch_size: 0 (must be an integer >= 1)"])
     code, _, err = run(capsys, "student", *base, "--folds", "7")
     assert (code, err) == (2, ["error: fold 7 does not exist; folds are 1..3"])
     code, _, err = run(capsys, "teacher", "--kind", "prosodic", *base, "--set", "data.protocol=speaker")

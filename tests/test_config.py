@@ -119,6 +119,65 @@ def test_a_word_a_setting_does_not_take_is_refused_before_anything_loads(name, v
     assert get_config("default", {"student.freeze": "top:12"}).student.freeze == "top:12"  # K is checked on loading
 
 
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        # each was a traceback deep in training (batch 0: ZeroDivisionError; lr < 0 from AdamW; no validation
+        # speakers: IndexError), or a run that trained nothing and reported chance (epochs 0, embedding_dim 0)
+        ("student.optim.batch_size", 0, "config student.optim.batch_size: 0 (must be an integer >= 1)"),
+        ("student.optim.epochs", 0, "config student.optim.epochs: 0 (must be an integer >= 1)"),
+        ("prosodic_teacher.optim.lr", -1, "config prosodic_teacher.optim.lr: -1.0 (must be a number > 0)"),
+        ("linguistic_teacher.optim.warmup_ratio", 1, "config linguistic_teacher.optim.warmup_ratio: 1.0 "
+                                                     "(must be a number in [0, 1))"),
+        ("student.dropout", 1.5, "config student.dropout: 1.5 (must be a number in [0, 1))"),
+        ("prosodic_teacher.embedding_dim", 0, "config prosodic_teacher.embedding_dim: 0 (must be an integer >= 1)"),
+        ("data.validation_speakers", -1, "config data.validation_speakers: -1 (must be an integer >= 0 (0: no model "
+                                         "selection, the last epoch is kept))"),
+        ("data.n_folds", 1, "config data.n_folds: 1 (must be 0 (a fold per held-out group) or an integer >= 2)"),
+        ("data.max_seconds", 0, "config data.max_seconds: 0.0 (must be a number > 0)"),
+        ("distill.tau_linguistic", -1, "config distill.tau_linguistic: -1.0 (must be a number > 0 (0: unused, for a "
+                                       "variant without the term))"),
+        ("distill.gamma", -0.5, "config distill.gamma: -0.5 (must be a number >= 0)"),
+        ("sweep.taus_prosodic", "[0, 1]", "config sweep.taus_prosodic: (0.0, 1.0) (each of a non-empty list must be "
+                                          "a number > 0)"),
+        ("sweep.taus_linguistic", "[]", "config sweep.taus_linguistic: () (each of a non-empty list must be "
+                                        "a number > 0)"),
+        ("prosodic_teacher.channels", "[16, 0]", "config prosodic_teacher.channels: (16, 0) (each of a non-empty "
+                                                 "list must be an integer >= 1)"),
+        ("linguistic_teacher.max_tokens", 2, "config linguistic_teacher.max_tokens: 2 (must be an integer >= 3 "
+                                             "(the [CLS] and [SEP] tokens and a word))"),
+    ],
+)
+def test_a_number_a_setting_does_not_take_is_refused_before_anything_loads(name, value, message):
+    with pytest.raises(ValueError) as err:
+        get_config("default", {name: value})
+    assert str(err.value) == message
+
+
+def test_every_preset_and_the_edges_of_each_range_are_accepted():
+    from emolib.config import RANGES, check_values
+
+    for preset in PRESETS:
+        check_values(get_config(preset))
+    edges = {"student.optim.batch_size": 1, "student.optim.epochs": 1, "student.optim.patience": 0,
+             "student.optim.grad_clip": 0, "student.optim.warmup_ratio": 0, "student.dropout": 0,
+             "data.validation_speakers": 0, "data.n_folds": 2, "distill.alpha": 0, "distill.tau_prosodic": 0.05,
+             "linguistic_teacher.max_tokens": 3, "training.num_threads": 0}
+    assert get_config("default", edges)
+    # every rule names a setting (or the last part of an optimiser's or a dropout's): none is dead
+    names = valid_names()
+    assert all(any(n == rule or n.endswith(f".{rule}") for n in names) for rule in RANGES)
+
+
+def test_a_config_changed_in_python_is_checked_before_it_loads_a_corpus():
+    from emolib import pipeline
+
+    cfg = get_config("tiny")
+    cfg.student.optim.batch_size = 0
+    with pytest.raises(ValueError, match=r"^config student.optim.batch_size: 0 \(must be an integer >= 1\)$"):
+        pipeline.load_data(cfg)
+
+
 def test_the_preset_is_not_an_override():
     """``--set preset=paper`` would only relabel a default config (runs would list it as paper)."""
     with pytest.raises(ValueError, match=r"^config preset: choose the preset itself \(--preset paper, "):

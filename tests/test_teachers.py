@@ -290,3 +290,21 @@ def test_a_text_model_folder_without_its_encoder_weights_is_refused(roots):
     with pytest.raises(ValueError, match=r"my-bert-renamed: the saved weights do not fit the BertModel .*"
                                          r"are not in the checkpoint .*they would start random"):
         load_text_encoder(str(local))
+
+
+def test_every_stage_trains_without_validation_speakers_and_keeps_its_last_epoch(roots):
+    # data.validation_speakers=0: no model selection. The linguistic teacher's empty validation set made the
+    # tokenizer fail (IndexError) after the prosodic teacher had trained
+    from emolib.folds import make_folds
+
+    corpus = toy_data(roots / "toy", sessions=3, per_class=1).corpus
+    data = pipeline.Data(corpus, make_folds(corpus, "session", validation_speakers=0))
+    assert data.fold(1).val_ids == () and data.fold(1).train_ids
+    cfg = _cfg(**{"data.validation_speakers": 0, "prosodic_teacher.optim.epochs": 2,
+                  "linguistic_teacher.optim.epochs": 2, "student.optim.epochs": 2})
+    runs = [pipeline.train_teacher(kind, cfg, 1, data, verbose=False) for kind in ("prosodic", "linguistic")]
+    runs.append(pipeline.train_student(cfg, 1, data, verbose=False))  # the full student, from both teachers
+    for run in runs:
+        m = run.metrics()
+        assert (m["best_epoch"], m["epochs_run"]) == (2, 2) and m["best_val_ua"] is None, run.dir
+        assert "val_ua" not in run.history().columns
