@@ -160,8 +160,9 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 
 def _add_corpus(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--corpus", required=True, metavar="SPEC",
-                   help="synth, iemocap:PATH, ravdess:PATH, cremad:PATH, emodb:PATH, or a .csv/.jsonl manifest")
+    from .corpora import spec_help
+
+    p.add_argument("--corpus", required=True, metavar="SPEC", help=spec_help())
     p.add_argument("--protocol", required=True, choices=PROTOCOLS,
                    help="leave-one-session-out or leave-one-speaker-out folds")
     p.add_argument("--folds", type=int, nargs="+", metavar="K", help="folds to train (default: every fold)")
@@ -358,6 +359,7 @@ def _train(call: Callable[[], Any], interrupted: str = RESUMES) -> int:
     from .audio import AudioError
     from .commands import RequestError
     from .corpora import CorpusError
+    from .pretrained import ModelError
     from .runs import ResultFileError, StaleRunError
 
     try:
@@ -365,7 +367,7 @@ def _train(call: Callable[[], Any], interrupted: str = RESUMES) -> int:
     except RequestError as e:  # nothing was trained
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (AudioError, CorpusError, ResultFileError, StaleRunError) as e:  # complete folds are kept
+    except (AudioError, CorpusError, ModelError, ResultFileError, StaleRunError) as e:  # complete folds are kept
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -72,6 +72,7 @@ import torch.nn.functional as F
 
 from .audio import SAMPLE_RATE, read_audio
 from .config import PRECISIONS
+from .pretrained import ModelError
 
 #: Packaged Whisper encoders (name here -> name in :data:`emolib.whisper_ct2.PACKAGED`).
 PACKAGED_WHISPER = {"whisper-tiny.en": "tiny.en", "whisper-base": "base"}
@@ -197,7 +198,7 @@ class SpeechBackbone(nn.Module, abc.ABC):
         fixed = set(self._fixed_parameters())
         unowned = sorted(set(params) - set(owner) - fixed)
         if unowned:  # an architecture this module does not know (adapters, ...): refuse rather than guess
-            raise ValueError(f"{name}: parameters outside the known parts of a {type(self.net).__name__}: "
+            raise ModelError(f"{name}: parameters outside the known parts of a {type(self.net).__name__}: "
                              f"{unowned[:5]}")
         for pname, p in params.items():
             p.requires_grad_(pname not in fixed and owner[pname] in trainable)
@@ -374,7 +375,7 @@ class WaveformBackbone(SpeechBackbone):
         super().__init__()
         cfg = model.config
         if cfg.model_type not in self.FAMILIES:
-            raise ValueError(f"{name}: model type {cfg.model_type!r} is not a supported speech backbone "
+            raise ModelError(f"{name}: model type {cfg.model_type!r} is not a supported speech backbone "
                              f"({', '.join(self.FAMILIES)}, whisper)")
         if getattr(cfg, "add_adapter", False) or getattr(cfg, "adapter_attn_dim", None):
             raise ValueError(f"{name}: checkpoints with adapters are not supported")

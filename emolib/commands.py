@@ -156,14 +156,19 @@ def _student_data(cfg: Config, folds: Sequence[int] | None):
 
 def _fill_backbone_cache(cfg: Config, data) -> None:
     """Compute the frozen backbone's states once, here with progress and under the config's
-    thread count, for students still to train (train_student reads them quietly)."""
+    thread count, for students still to train (train_student reads them quietly). Before any
+    teacher trains: a backbone that cannot be used is a :class:`RequestError`."""
+    from .pretrained import ModelError
     from .student import cached_inputs, uses_cached_inputs
 
     if uses_cached_inputs(cfg):
         from .train import setup
 
         setup(cfg.training)
-        cached_inputs(cfg, data.corpus, progress=True)
+        try:
+            cached_inputs(cfg, data.corpus, progress=True)
+        except ModelError as err:
+            raise RequestError(f"student.backbone: {err}") from err
 
 
 def student(cfg: Config, folds: Sequence[int] | None = None) -> dict:

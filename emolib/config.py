@@ -553,7 +553,6 @@ def _check_choice(name: str, value: Any) -> None:
 
 #: Overridable names whose value may be a local path (a corpus spec, a model directory).
 PATH_NAMES = ("data.corpus", "student.backbone", "linguistic_teacher.model")
-_CORPUS_KINDS = ("iemocap", "ravdess", "cremad", "emodb", "manifest")
 
 
 def _absolute_paths(name: str, value: Any) -> Any:
@@ -565,8 +564,10 @@ def _absolute_paths(name: str, value: Any) -> Any:
     if name not in PATH_NAMES or not isinstance(value, str) or not value:
         return value
     if name == "data.corpus":
+        from .corpora import LOADERS  # the loaders' one registry (emolib.corpora imports this module)
+
         kind, sep, rest = value.partition(":")
-        if sep and kind in _CORPUS_KINDS and rest:
+        if sep and kind in LOADERS and rest:
             return f"{kind}:{os.path.abspath(os.path.expanduser(rest))}"
         if value.lower().endswith((".csv", ".jsonl", ".json")):
             return os.path.abspath(os.path.expanduser(value))

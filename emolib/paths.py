@@ -93,7 +93,9 @@ def model_source(name: str) -> str:
     if local.is_dir():
         return str(local)
     if local.is_absolute() or name.startswith(("~", ".")):
-        raise FileNotFoundError(f"{name}: no such model directory (a local model is a folder written by "
+        from .pretrained import ModelNotFoundError
+
+        raise ModelNotFoundError(f"{name}: no such model directory (a local model is a folder written by "
                                 "save_pretrained; anything else is read as a hub id)")
     return name
 

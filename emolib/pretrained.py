@@ -22,6 +22,16 @@ UNUSED_IF_MISSING = ("pooler.", "masked_spec_embed")
 SHOWN = 3  # weights named in an error; the count says how many more
 
 
+class ModelError(ValueError):
+    """A model a setting names cannot be used as given: a family emolib does not support, weights
+    that do not fit their config, a folder that does not exist. The commands print it as one
+    ``error:`` line (exit 2 before anything trained), not a traceback."""
+
+
+class ModelNotFoundError(ModelError, FileNotFoundError):
+    """A model named as a path (absolute, or starting with ``~`` or ``.``) that is not a folder."""
+
+
 def _some(keys) -> str:
     keys = sorted(keys)
     more = f" and {len(keys) - SHOWN} more" if len(keys) > SHOWN else ""
@@ -30,7 +40,7 @@ def _some(keys) -> str:
 
 def load_model(source: str):
     """``AutoModel.from_pretrained(source)`` in fp32, refusing a checkpoint that lacks weights the
-    model uses or holds them in other shapes (``ValueError`` naming ``source`` and the weights).
+    model uses or holds them in other shapes (:class:`ModelError` naming ``source`` and the weights).
 
     fp32 whatever dtype the checkpoint was saved in: transformers 5 loads the saved dtype
     (``dtype="auto"``), and a float16 folder (``openai/whisper-large-v3``, a half model saved
@@ -50,6 +60,6 @@ def load_model(source: str):
     if mismatched:
         problems.append(f"{len(mismatched)} weights have other shapes than its config.json gives ({_some(mismatched)})")
     if problems:
-        raise ValueError(f"{source}: the saved weights do not fit the {type(model).__name__} its config.json describes: "
+        raise ModelError(f"{source}: the saved weights do not fit the {type(model).__name__} its config.json describes: "
                          + "; ".join(problems) + ". Save the folder again with save_pretrained from the model itself")
     return model.float()

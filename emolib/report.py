@@ -171,6 +171,8 @@ def discover(cfg: Config, folds: Sequence[int] | None = None) -> Study:
 
 
 def _fmt(mean: float, std: float | None = None) -> str:
+    if np.isnan(mean):  # a row that cannot exist on the corpus (no transcripts: no linguistic teacher)
+        return "-"
     return f"{mean:.2f}" if std is None or np.isnan(std) else f"{mean:.2f} ± {std:.2f}"
 
 

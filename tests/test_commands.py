@@ -297,6 +297,41 @@ def test_gap_prints_validation_and_test_apart_with_paired_differences_from_the_r
     assert (code, err) == (2, ["error: gap reads the validation speakers' UA, and data.validation_speakers is 0"])
 
 
+def test_a_model_that_cannot_be_used_is_one_error_line_not_a_traceback(roots, toy, capsys):
+    # a speech family emolib does not support, a model path that is not a folder, text weights that do not
+    # fit their config: each was a traceback (exit 1); the backbone's before any teacher trained
+    import safetensors.torch
+    from transformers import Data2VecAudioConfig, Data2VecAudioModel, Wav2Vec2FeatureExtractor
+
+    from emolib.teachers import load_text_encoder
+
+    base = ["--corpus", toy["audio"], "--protocol", "session", *FAST]
+    d2v = roots / "models" / "d2v"
+    Data2VecAudioModel(Data2VecAudioConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                           intermediate_size=64, conv_dim=(16,) * 7, num_conv_pos_embeddings=8,
+                                           num_conv_pos_embedding_groups=2)).save_pretrained(d2v)
+    Wav2Vec2FeatureExtractor().save_pretrained(d2v)
+    code, _, err = run(capsys, "student", *base, "--set", f"student.backbone={d2v}")
+    assert (code, err) == (2, [f"error: student.backbone: {d2v}: model type 'data2vec-audio' is not a supported "
+                               "speech backbone (hubert, wav2vec2, wavlm, whisper)"])
+    missing = roots / "models" / "missing"
+    code, _, err = run(capsys, "student", *base, "--set", f"student.backbone={missing}")
+    assert (code, err) == (2, [f"error: student.backbone: {missing}: no such model directory (a local model is a "
+                               "folder written by save_pretrained; anything else is read as a hub id)"])
+    assert not (roots / "runs").exists()  # no teacher trained
+    bert = roots / "models" / "bert"
+    tokenizer, encoder = load_text_encoder("tiny-random")
+    tokenizer.save_pretrained(bert)
+    encoder.save_pretrained(bert)
+    weights = safetensors.torch.load_file(bert / "model.safetensors")
+    safetensors.torch.save_file({f"other.{k}": v for k, v in weights.items()}, bert / "model.safetensors",
+                                metadata={"format": "pt"})
+    text = ["--corpus", toy["text"], *base[2:]]
+    code, _, err = run(capsys, "teacher", "--kind", "linguistic", *text, "--set", f"linguistic_teacher.model={bert}")
+    assert (code, len(err)) == (1, 1), err
+    assert err[0].startswith(f"error: {bert}: the saved weights do not fit the BertModel its config.json describes: ")
+
+
 def test_unknown_names_are_one_line_errors(roots, toy, capsys):
     base = ["--corpus", toy["audio"], "--protocol", "session", *FAST]
     code, out, err = run(capsys, "student", "--variant", "everything", *base)

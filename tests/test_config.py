@@ -309,6 +309,23 @@ def test_relative_local_paths_in_overrides_become_absolute(tmp_path, monkeypatch
     assert get_config("tiny", {"data.corpus": "synth"}).data.corpus == "synth"
 
 
+def test_a_corpus_kind_registered_once_loads_and_its_relative_path_becomes_absolute(tmp_path, monkeypatch):
+    # a new layout is one entry in corpora.LOADERS: load_corpus reads it, and a relative KIND:PATH means
+    # the same folder in the notebook kernels (they run in notebooks/), as for the built-in kinds
+    from emolib import corpora
+    from fixtures import trees
+
+    monkeypatch.setitem(corpora.LOADERS, "mine", "emodb")  # an EmoDB-layout loader under another name
+    monkeypatch.chdir(tmp_path)
+    trees.build_emodb(tmp_path / "data")
+    cfg = get_config("tiny", {"data.corpus": "mine:data"})
+    assert cfg.data.corpus == f"mine:{tmp_path / 'data'}"
+    assert get_config("tiny", {"data.corpus": f"mine:{tmp_path / 'data'}"}).hash() == cfg.hash()
+    monkeypatch.chdir(tmp_path.parent)
+    assert len(corpora.load_from_config(cfg.data)) == 17
+    assert "mine:PATH" in corpora.spec_help()
+
+
 def test_the_device_is_where_a_run_trains_not_what_it_is():
     for stage in (None, "prosodic_teacher", "student"):
         hashes = {get_config("paper", {"training.device": d}).hash(stage) for d in ("auto", "cpu", "cuda", "cuda:1")}

@@ -244,7 +244,7 @@ def test_an_unknown_corpus_spec_is_an_error_listing_the_known_ones(spec):
     with pytest.raises(CorpusError) as err:
         load_corpus(spec)
     assert str(err.value) == (f"unknown corpus spec {spec!r}: use synth, iemocap:PATH, ravdess:PATH, cremad:PATH, "
-                              "emodb:PATH, or the path of a .csv/.jsonl manifest")
+                              "emodb:PATH, or the path of a .csv/.jsonl/.json manifest")
 
 
 def test_a_corpus_refuses_labels_outside_its_classes_and_duplicate_ids():

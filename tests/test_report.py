@@ -515,6 +515,8 @@ def test_report_on_a_corpus_without_transcripts(tmp_path, monkeypatch):
     assert study.corpus == "ravdess" and not study.has_transcripts
     t2 = report.table2(cfg, study)
     assert np.isnan(t2.loc[7, "UA mean"]) and not t2.loc[:6, "UA mean"].isna().any()
+    shown = report.display_table2(t2).loc[7]  # printed "-" as its other empty cells are, not "nan"
+    assert (shown["our UA (mean ± std)"], shown["our WA (mean ± std)"]) == ("-", "-")
     assert "linguistic teacher (ours)" not in set(report.table1(cfg, study)["method"])
     sweep = report.temperature_sweep(cfg, study)
     assert set(sweep["teacher"]) == {"prosodic"}

@@ -1,15 +1,15 @@
 """Corpora: the common ``Utterance`` record and ``load_corpus(spec)``.
 
-=====================  =====================================================
-spec                   corpus
-=====================  =====================================================
-``synth``              the built-in espeak-ng corpus (generated, cached)
-``iemocap:PATH``       IEMOCAP release tree (4 classes, excited -> happy)
-``ravdess:PATH``       RAVDESS ``Actor_XX/*.wav``
-``cremad:PATH``        CREMA-D ``AudioWAV/`` (+ ``VideoFlash/``)
-``emodb:PATH``         Berlin EmoDB ``wav/``
-``PATH.csv|.jsonl``    a manifest (any other corpus)
-=====================  =====================================================
+=========================  =====================================================
+spec                       corpus
+=========================  =====================================================
+``synth``                  the built-in espeak-ng corpus (generated, cached)
+``iemocap:PATH``           IEMOCAP release tree (4 classes, excited -> happy)
+``ravdess:PATH``           RAVDESS ``Actor_XX/*.wav``
+``cremad:PATH``            CREMA-D ``AudioWAV/`` (+ ``VideoFlash/``)
+``emodb:PATH``             Berlin EmoDB ``wav/``
+``PATH.csv|.jsonl|.json``  a manifest (any other corpus)
+=========================  =====================================================
 
 Every loader returns a :class:`Corpus`. Bad input raises :class:`CorpusError`
 naming the file (and line), or is skipped with a reason counted in
@@ -284,6 +284,19 @@ def acted_corpus(name: str, utterances: list[Utterance], classes: tuple[str, ...
     return corpus
 
 
+#: ``KIND:PATH`` corpus specs: kind -> the module of this package whose ``load(root, labels=...)`` reads
+#: that layout. The one registry: ``load_corpus``, the ``--corpus`` help and the override that makes a
+#: relative ``KIND:PATH`` absolute (``config._absolute_paths``) all read it.
+LOADERS: dict[str, str] = {"iemocap": "iemocap", "ravdess": "ravdess", "cremad": "cremad", "emodb": "emodb",
+                           "manifest": "manifest"}
+
+
+def spec_help() -> str:
+    """The corpus specs ``load_corpus`` accepts, in words (for help and error messages)."""
+    kinds = ", ".join(f"{kind}:PATH" for kind in LOADERS if kind != "manifest")
+    return f"synth, {kinds}, or the path of a .csv/.jsonl/.json manifest"
+
+
 def load_corpus(spec: str, **options: Any) -> Corpus:
     """Load a corpus by spec (see the module docstring). ``options`` go to the loader,
     e.g. ``labels="native"`` or ``synth=SynthConfig(...)``."""
@@ -293,21 +306,17 @@ def load_corpus(spec: str, **options: Any) -> Corpus:
         from . import synth
 
         return synth.load(**options)
-    loaders = {"iemocap": "iemocap", "ravdess": "ravdess", "cremad": "cremad", "emodb": "emodb", "manifest": "manifest"}
-    if name in loaders and rest:
+    if name in LOADERS and rest:
         import importlib
 
-        module = importlib.import_module(f".{loaders[name]}", __name__)
+        module = importlib.import_module(f".{LOADERS[name]}", __name__)
         return module.load(Path(rest).expanduser(), **options)
     path = Path(spec).expanduser()
     if path.suffix.lower() in (".csv", ".jsonl", ".json"):
         from . import manifest
 
         return manifest.load(path, **options)
-    raise CorpusError(
-        f"unknown corpus spec {spec!r}: use synth, iemocap:PATH, ravdess:PATH, cremad:PATH, emodb:PATH, "
-        "or the path of a .csv/.jsonl manifest"
-    )
+    raise CorpusError(f"unknown corpus spec {spec!r}: use {spec_help()}")
 
 
 def load_from_config(data_cfg) -> Corpus:
