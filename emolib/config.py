@@ -480,6 +480,7 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
 _POSITIVE = (lambda v: v > 0, "a number > 0")
 _COUNT = (lambda v: v >= 1, "an integer >= 1")
 _NON_NEGATIVE = (lambda v: v >= 0, "a number >= 0")
+_NONE_OR_MORE = (lambda v: v >= 0, "an integer >= 0")
 _FRACTION = (lambda v: 0 <= v < 1, "a number in [0, 1)")
 RANGES: dict[str, tuple[Any, str]] = {
     "lr": _POSITIVE,
@@ -498,9 +499,9 @@ RANGES: dict[str, tuple[Any, str]] = {
     "prosodic_teacher.blocks_per_stage": _COUNT,
     "prosodic_teacher.embedding_dim": _COUNT,
     "prosodic_teacher.crop_frames": _COUNT,
-    "prosodic_teacher.time_masks": _NON_NEGATIVE,
-    "prosodic_teacher.time_mask_frames": _NON_NEGATIVE,
-    "prosodic_teacher.descriptor_mask": _NON_NEGATIVE,
+    "prosodic_teacher.time_masks": _NONE_OR_MORE,
+    "prosodic_teacher.time_mask_frames": _NONE_OR_MORE,
+    "prosodic_teacher.descriptor_mask": _NONE_OR_MORE,
     "linguistic_teacher.max_tokens": (lambda v: v >= 3, "an integer >= 3 (the [CLS] and [SEP] tokens and a word)"),
     "student.head_hidden": _COUNT,
     "student.ffn_hidden": _COUNT,
@@ -517,7 +518,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "sweep.taus_prosodic": _POSITIVE,
     "sweep.taus_linguistic": _POSITIVE,
     "training.num_threads": (lambda v: v >= 0, "an integer >= 0 (0 = torch's default)"),
-    "training.num_workers": _NON_NEGATIVE,
+    "training.num_workers": _NONE_OR_MORE,
 }
 
 
@@ -527,8 +528,8 @@ def check_values(cfg: Config) -> None:
     that trains nothing (epochs=0)."""
     problems = []
     for name in valid_names(cfg):
-        rule = RANGES.get(name) or RANGES.get(name.rsplit(".", 1)[-1] if ".optim." in name or
-                                             name.endswith(".dropout") else "")
+        leaf = name.rsplit(".", 1)[-1]
+        rule = RANGES.get(name) or (RANGES.get(leaf) if ".optim." in name or leaf == "dropout" else None)
         if rule is None:
             continue
         test, words = rule
