@@ -13,6 +13,7 @@ import torch
 from emolib import backbones as B
 from emolib.audio import read_audio
 from emolib.backbones import load_backbone, masked_mean, masked_stats
+from emolib.pretrained import ModelError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7,
@@ -593,20 +594,20 @@ def test_a_folder_whose_weights_do_not_fit_its_model_is_refused_not_trained_from
     d, _ = local_dirs["hubert"]
     renamed = _copy_with_weights(d, tmp_path / "renamed", lambda w: {f"other.{k}": v for k, v in w.items()})
     n = len(safetensors_keys(d))
-    with pytest.raises(ValueError, match=rf"renamed: the saved weights do not fit the HubertModel .*: {n - 1} of the "
+    with pytest.raises(ModelError, match=rf"renamed: the saved weights do not fit the HubertModel .*: {n - 1} of the "
                                          rf"model's {n} weights are not in the checkpoint \(encoder\..* and \d+ more\): "
                                          r"they would start random"):
         load_backbone(str(renamed))
     # one layer's weights missing: named, the rest of the model fine
     lost = _copy_with_weights(d, tmp_path / "lost", lambda w: {k: v for k, v in w.items() if "layers.1.attention.k_proj" not in k})
-    with pytest.raises(ValueError, match=r"2 of the model's \d+ weights are not in the checkpoint "
+    with pytest.raises(ModelError, match=r"2 of the model's \d+ weights are not in the checkpoint "
                                          r"\(encoder.layers.1.attention.k_proj.bias, encoder.layers.1.attention.k_proj.weight\)"):
         load_backbone(str(lost))
     # weights in other shapes than config.json gives: named with both shapes (transformers: "look at the report")
     wide = _copy_with_weights(d, tmp_path / "wide", lambda w: w)
     config = json.loads((wide / "config.json").read_text())
     (wide / "config.json").write_text(json.dumps({**config, "intermediate_size": 96}))
-    with pytest.raises(ValueError, match=r"6 weights have other shapes than its config.json gives "
+    with pytest.raises(ModelError, match=r"6 weights have other shapes than its config.json gives "
                                          r"\(encoder.layers.0.feed_forward.intermediate_dense.bias saved \(128,\), config \(96,\), "):
         load_backbone(str(wide))
 

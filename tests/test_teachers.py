@@ -9,6 +9,7 @@ import torch
 
 from emolib import pipeline, prosody, train
 from emolib.config import get_config
+from emolib.pretrained import ModelError
 from emolib.corpora import Corpus, Utterance
 from emolib.runs import StaleRunError
 from emolib.teachers import LinguisticTeacher, LLDDataset, ProsodicResNet, collate_lld, load_text_encoder
@@ -287,7 +288,7 @@ def test_a_text_model_folder_without_its_encoder_weights_is_refused(roots):
     weights = safetensors.torch.load_file(local / "model.safetensors")
     safetensors.torch.save_file({f"roberta.{k}": v for k, v in weights.items()}, local / "model.safetensors",
                                 metadata={"format": "pt"})
-    with pytest.raises(ValueError, match=r"my-bert-renamed: the saved weights do not fit the BertModel .*"
+    with pytest.raises(ModelError, match=r"my-bert-renamed: the saved weights do not fit the BertModel .*"
                                          r"are not in the checkpoint .*they would start random"):
         load_text_encoder(str(local))
 
