@@ -157,7 +157,7 @@ def _trainable_parts(freeze: str, num_layers: int) -> set[str]:
         except ValueError:
             k = 0
         if not 1 <= k <= num_layers:
-            raise ValueError(f"freeze={freeze!r}: K must be an integer in 1..{num_layers} (this backbone's layers); "
+            raise ModelError(f"freeze={freeze!r}: K must be an integer in 1..{num_layers} (this backbone's layers); "
                              "use freeze='all' to train no layer")
         return {*layers[num_layers - k :], "final"}
     raise ValueError(f"unknown freeze mode {freeze!r}; use none, feature_encoder, all or top:K")
@@ -378,7 +378,7 @@ class WaveformBackbone(SpeechBackbone):
             raise ModelError(f"{name}: model type {cfg.model_type!r} is not a supported speech backbone "
                              f"({', '.join(self.FAMILIES)}, whisper)")
         if getattr(cfg, "add_adapter", False) or getattr(cfg, "adapter_attn_dim", None):
-            raise ValueError(f"{name}: checkpoints with adapters are not supported")
+            raise ModelError(f"{name}: checkpoints with adapters are not supported")
         if feature_extractor.sampling_rate != SAMPLE_RATE:
             raise ValueError(f"{name}: feature extractor expects {feature_extractor.sampling_rate} Hz, not 16 kHz")
         self.net, self.feature_extractor = model, feature_extractor

@@ -161,14 +161,18 @@ def _fill_backbone_cache(cfg: Config, data) -> None:
     from .pretrained import ModelError
     from .student import cached_inputs, uses_cached_inputs
 
-    if uses_cached_inputs(cfg):
-        from .train import setup
+    try:
+        if uses_cached_inputs(cfg):
+            from .train import setup
 
-        setup(cfg.training)
-        try:
+            setup(cfg.training)
             cached_inputs(cfg, data.corpus, progress=True)
-        except ModelError as err:
-            raise RequestError(f"student.backbone: {err}") from err
+        else:  # fine-tuned whole: nothing to cache, but the backbone must load before any teacher trains
+            from .backbones import load_backbone
+
+            load_backbone(cfg.student.backbone, freeze=cfg.student.freeze, max_seconds=cfg.student.max_seconds)
+    except ModelError as err:
+        raise RequestError(f"student.backbone: {err}") from err
 
 
 def student(cfg: Config, folds: Sequence[int] | None = None) -> dict:

@@ -487,7 +487,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "weight_decay": _NON_NEGATIVE,
     "epochs": _COUNT,
     "batch_size": _COUNT,
-    "warmup_ratio": _FRACTION,
+    "warmup_ratio": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),  # 1: warm up over the whole run
     "grad_clip": (lambda v: v >= 0, "a number >= 0 (0 = no clipping)"),
     "patience": (lambda v: v >= 0, "an integer >= 0 (0 = never stop early)"),
     "label_smoothing": _FRACTION,

@@ -381,8 +381,16 @@ def _interrupts_deferred():
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        # both handlers back before either signal is handled again: one arriving between the two would
+        # otherwise raise there and leave the other handler replaced (blocked, it waits until both are back)
+        block = getattr(signal, "pthread_sigmask", None)
+        mask = block(signal.SIG_BLOCK, list(previous)) if block and previous else None
+        try:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        finally:
+            if mask is not None:
+                block(signal.SIG_SETMASK, mask)
         if caught:
             signal.raise_signal(caught[0])  # now handled as it would have been
 

@@ -127,8 +127,8 @@ def test_a_word_a_setting_does_not_take_is_refused_before_anything_loads(name, v
         ("student.optim.batch_size", 0, "config student.optim.batch_size: 0 (must be an integer >= 1)"),
         ("student.optim.epochs", 0, "config student.optim.epochs: 0 (must be an integer >= 1)"),
         ("prosodic_teacher.optim.lr", -1, "config prosodic_teacher.optim.lr: -1.0 (must be a number > 0)"),
-        ("linguistic_teacher.optim.warmup_ratio", 1, "config linguistic_teacher.optim.warmup_ratio: 1.0 "
-                                                     "(must be a number in [0, 1))"),
+        ("linguistic_teacher.optim.warmup_ratio", 1.5, "config linguistic_teacher.optim.warmup_ratio: 1.5 "
+                                                       "(must be a number in [0, 1])"),
         ("student.dropout", 1.5, "config student.dropout: 1.5 (must be a number in [0, 1))"),
         ("prosodic_teacher.embedding_dim", 0, "config prosodic_teacher.embedding_dim: 0 (must be an integer >= 1)"),
         ("data.validation_speakers", -1, "config data.validation_speakers: -1 (must be an integer >= 0 (0: no model "
@@ -161,6 +161,7 @@ def test_every_preset_and_the_edges_of_each_range_are_accepted():
         check_values(get_config(preset))
     edges = {"student.optim.batch_size": 1, "student.optim.epochs": 1, "student.optim.patience": 0,
              "student.optim.grad_clip": 0, "student.optim.warmup_ratio": 0, "student.dropout": 0,
+             "prosodic_teacher.optim.warmup_ratio": 1,
              "data.validation_speakers": 0, "data.n_folds": 2, "distill.alpha": 0, "distill.tau_prosodic": 0.05,
              "linguistic_teacher.max_tokens": 3, "training.num_threads": 0}
     assert get_config("default", edges)

@@ -456,3 +456,39 @@ def test_ctrl_c_or_sigterm_while_an_epoch_writes_its_files_waits_until_both_are_
         assert written[-1] == "again"
     finally:
         signal.signal(signum, previous)
+
+
+def test_a_signal_arriving_while_the_handlers_are_put_back_leaves_neither_replaced(monkeypatch):
+    # a second Ctrl-C just after SIGINT's handler was put back raised there, and SIGTERM kept the deferring one
+    import os
+    import signal
+    import types
+
+    from emolib import train
+
+    real = signal.signal
+
+    def put_back(signum, handler):
+        old = real(signum, handler)
+        if signum == signal.SIGINT and handler is signal.default_int_handler:
+            os.kill(os.getpid(), signal.SIGINT)
+        return old
+
+    fake = types.SimpleNamespace(**{n: getattr(signal, n) for n in dir(signal) if not n.startswith("__")})
+    fake.signal = put_back
+    monkeypatch.setattr(train, "signal", fake)
+
+    def as_interrupt(received, frame):
+        raise KeyboardInterrupt
+
+    before = real(signal.SIGTERM, as_interrupt)
+    previous_int = real(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with train._interrupts_deferred():
+                pass
+        assert signal.getsignal(signal.SIGTERM) is as_interrupt
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        real(signal.SIGTERM, before)
+        real(signal.SIGINT, previous_int)
