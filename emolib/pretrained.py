@@ -2,8 +2,8 @@
 
 transformers fills every weight a checkpoint lacks with a fresh random initialisation and says so
 only in a log report (its "LOAD REPORT" table), which emolib keeps quiet (``emolib/__init__.py``:
-otherwise a notebook's log fills with pre-training weights that are rightly left out). A folder saved from another
-architecture, or with renamed keys, would then train a randomly initialised encoder without a word,
+otherwise a notebook's log fills with pre-training weights that are rightly left out). A folder
+saved from another architecture, or with renamed keys, would then train a randomly initialised encoder without a word,
 and a folder whose weights do not match the shapes of its ``config.json`` fails with "look at the
 above report" and no report. :func:`load_model` names the folder and the weights instead.
 
@@ -25,7 +25,8 @@ SHOWN = 3  # weights named in an error; the count says how many more
 class ModelError(ValueError):
     """A model a setting names cannot be used as given: a family emolib does not support, weights
     that do not fit their config, a folder that does not exist. The commands print it as one
-    ``error:`` line (exit 2 before anything trained), not a traceback."""
+    ``error:`` line, not a traceback: exit 2 for the student's backbone (checked before anything
+    trains), exit 1 where it is met later (a teacher's text model)."""
 
 
 class ModelNotFoundError(ModelError, FileNotFoundError):

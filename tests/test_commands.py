@@ -298,22 +298,33 @@ def test_gap_prints_validation_and_test_apart_with_paired_differences_from_the_r
 
 
 def test_a_model_that_cannot_be_used_is_one_error_line_not_a_traceback(roots, toy, capsys):
-    # a speech family emolib does not support, a model path that is not a folder, text weights that do not
-    # fit their config: each was a traceback (exit 1); the backbone's before any teacher trained
+    # a speech family emolib does not support (whatever the freeze: freeze=none caches nothing, so the backbone was
+    # first loaded after the teachers trained), an adapter checkpoint, a top:K beyond the backbone's layers, a model
+    # path that is not a folder, text weights that do not fit their config: each was a traceback (exit 1); the
+    # backbone's are refused before any teacher trains
     import safetensors.torch
-    from transformers import Data2VecAudioConfig, Data2VecAudioModel, Wav2Vec2FeatureExtractor
+    from transformers import (Data2VecAudioConfig, Data2VecAudioModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor,
+                              Wav2Vec2Model)
 
     from emolib.teachers import load_text_encoder
 
     base = ["--corpus", toy["audio"], "--protocol", "session", *FAST]
-    d2v = roots / "models" / "d2v"
-    Data2VecAudioModel(Data2VecAudioConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                           intermediate_size=64, conv_dim=(16,) * 7, num_conv_pos_embeddings=8,
-                                           num_conv_pos_embedding_groups=2)).save_pretrained(d2v)
-    Wav2Vec2FeatureExtractor().save_pretrained(d2v)
-    code, _, err = run(capsys, "student", *base, "--set", f"student.backbone={d2v}")
-    assert (code, err) == (2, [f"error: student.backbone: {d2v}: model type 'data2vec-audio' is not a supported "
-                               "speech backbone (hubert, wav2vec2, wavlm, whisper)"])
+    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 conv_dim=(16,) * 7, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)
+    d2v, adapter = roots / "models" / "d2v", roots / "models" / "adapter"
+    Data2VecAudioModel(Data2VecAudioConfig(**small)).save_pretrained(d2v)
+    Wav2Vec2Model(Wav2Vec2Config(**small, add_adapter=True, output_hidden_size=32)).save_pretrained(adapter)
+    for folder in (d2v, adapter):
+        Wav2Vec2FeatureExtractor().save_pretrained(folder)
+    for freeze in ("all", "none"):
+        code, _, err = run(capsys, "student", *base, "--set", f"student.backbone={d2v}", "--set",
+                           f"student.freeze={freeze}")
+        assert (code, err) == (2, [f"error: student.backbone: {d2v}: model type 'data2vec-audio' is not a supported "
+                                   "speech backbone (hubert, wav2vec2, wavlm, whisper)"]), freeze
+    code, _, err = run(capsys, "student", *base, "--set", f"student.backbone={adapter}")
+    assert (code, err) == (2, [f"error: student.backbone: {adapter}: checkpoints with adapters are not supported"])
+    code, _, err = run(capsys, "student", *base, "--set", "student.freeze=top:9")
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: student.backbone: freeze='top:9': K must be")
     missing = roots / "models" / "missing"
     code, _, err = run(capsys, "student", *base, "--set", f"student.backbone={missing}")
     assert (code, err) == (2, [f"error: student.backbone: {missing}: no such model directory (a local model is a "
@@ -716,26 +727,3 @@ def test_a_run_trained_on_another_version_of_the_corpus_is_one_error_line(roots,
     (run_dir,) = (roots / "runs" / "prosodic_teacher").iterdir()
     assert code == 1 and len(err) == 1
     assert err[0].startswith(f"error: {run_dir / 'fold1'}: trained on ") and f"Delete {run_dir} to train again" in err[0]
-
-
-def test_a_backbone_that_cannot_be_used_is_refused_before_any_teacher_trains_whatever_the_freeze(roots, toy, capsys):
-    # freeze=none caches nothing, so the backbone first loaded after the teachers trained (exit 1); an adapter
-    # checkpoint and a top:K beyond the backbone's layers were tracebacks
-    from transformers import Data2VecAudioConfig, Data2VecAudioModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
-
-    base = ["--corpus", toy["audio"], "--protocol", "session", *FAST]
-    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                 conv_dim=(16,) * 7, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)
-    d2v, adapter = roots / "models" / "d2v", roots / "models" / "adapter"
-    Data2VecAudioModel(Data2VecAudioConfig(**small)).save_pretrained(d2v)
-    Wav2Vec2Model(Wav2Vec2Config(**small, add_adapter=True, output_hidden_size=32)).save_pretrained(adapter)
-    for folder in (d2v, adapter):
-        Wav2Vec2FeatureExtractor().save_pretrained(folder)
-    code, _, err = run(capsys, "student", *base, "--set", f"student.backbone={d2v}", "--set", "student.freeze=none")
-    assert (code, err) == (2, [f"error: student.backbone: {d2v}: model type 'data2vec-audio' is not a supported "
-                               "speech backbone (hubert, wav2vec2, wavlm, whisper)"])
-    code, _, err = run(capsys, "student", *base, "--set", f"student.backbone={adapter}")
-    assert (code, err) == (2, [f"error: student.backbone: {adapter}: checkpoints with adapters are not supported"])
-    code, _, err = run(capsys, "student", *base, "--set", "student.freeze=top:9")
-    assert code == 2 and len(err) == 1 and err[0].startswith("error: student.backbone: freeze='top:9': K must be")
-    assert not (roots / "runs").exists()  # no teacher trained
