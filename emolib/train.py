@@ -374,23 +374,29 @@ def _interrupts_deferred():
         return
     caught: list[int] = []
     previous = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        handler = signal.getsignal(signum)
-        if handler is not None and handler is not signal.SIG_IGN:  # None: installed outside Python
-            previous[signum] = signal.signal(signum, lambda received, frame: caught.append(received))
-    try:
+    try:  # a signal handled while the deferring handlers go in (SIGTERM just after SIGINT's) puts back those in
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.getsignal(signum)
+            if handler is not None and handler is not signal.SIG_IGN:  # None: installed outside Python
+                previous[signum] = handler  # before replacing it: putting it back is harmless either way
+                signal.signal(signum, lambda received, frame: caught.append(received))
         yield
     finally:
-        # both handlers back before either signal is handled again: one arriving between the two would
-        # otherwise raise there and leave the other handler replaced (blocked, it waits until both are back)
-        block = getattr(signal, "pthread_sigmask", None)
-        mask = block(signal.SIG_BLOCK, list(previous)) if block and previous else None
-        try:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-        finally:
-            if mask is not None:
-                block(signal.SIG_SETMASK, mask)
+        # Every handler goes back even when a signal is handled meanwhile (a second Ctrl-C just after
+        # SIGINT's is back raises there): the rest are put back all the same, then it is raised.
+        # Blocking the two signals instead does not hold: under torch the process has other threads,
+        # and the kernel hands a process-wide signal to one that does not block it.
+        interrupted: BaseException | None = None
+        remaining = list(previous.items())
+        while remaining:
+            try:
+                while remaining:
+                    signal.signal(*remaining[0])  # again after an interruption: putting one back twice is harmless
+                    remaining.pop(0)
+            except BaseException as exc:  # noqa: BLE001 - re-raised once every handler is back
+                interrupted = interrupted or exc
+        if interrupted is not None:
+            raise interrupted
         if caught:
             signal.raise_signal(caught[0])  # now handled as it would have been
 

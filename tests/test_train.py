@@ -458,6 +458,46 @@ def test_ctrl_c_or_sigterm_while_an_epoch_writes_its_files_waits_until_both_are_
         signal.signal(signum, previous)
 
 
+def test_a_signal_arriving_while_the_deferring_handlers_go_in_leaves_neither_replaced(monkeypatch):
+    # SIGTERM just after SIGINT's deferring handler went in raised before the block, with SIGINT's left deferring
+    import os
+    import signal
+    import types
+
+    from emolib import train
+
+    real = signal.signal
+    sent = []
+
+    def put_in(signum, handler):
+        old = real(signum, handler)
+        if signum == signal.SIGINT and handler is not signal.default_int_handler and not sent:
+            sent.append(signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)  # its handler, not yet replaced, raises here
+        return old
+
+    fake = types.SimpleNamespace(**{n: getattr(signal, n) for n in dir(signal) if not n.startswith("__")})
+    fake.signal = put_in
+    monkeypatch.setattr(train, "signal", fake)
+
+    def as_interrupt(received, frame):
+        raise KeyboardInterrupt
+
+    before = real(signal.SIGTERM, as_interrupt)
+    previous_int = real(signal.SIGINT, signal.default_int_handler)
+    entered = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with train._interrupts_deferred():
+                entered.append(True)
+        assert sent == [signal.SIGTERM] and entered == []
+        assert signal.getsignal(signal.SIGTERM) is as_interrupt
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        real(signal.SIGTERM, before)
+        real(signal.SIGINT, previous_int)
+
+
 def test_a_signal_arriving_while_the_handlers_are_put_back_leaves_neither_replaced(monkeypatch):
     # a second Ctrl-C just after SIGINT's handler was put back raised there, and SIGTERM kept the deferring one
     import os
@@ -467,11 +507,13 @@ def test_a_signal_arriving_while_the_handlers_are_put_back_leaves_neither_replac
     from emolib import train
 
     real = signal.signal
+    sent = []
 
     def put_back(signum, handler):
         old = real(signum, handler)
-        if signum == signal.SIGINT and handler is signal.default_int_handler:
-            os.kill(os.getpid(), signal.SIGINT)
+        if signum == signal.SIGINT and handler is signal.default_int_handler and not sent:
+            sent.append(signum)
+            os.kill(os.getpid(), signal.SIGINT)  # handled before kill returns: nothing blocks it in this thread
         return old
 
     fake = types.SimpleNamespace(**{n: getattr(signal, n) for n in dir(signal) if not n.startswith("__")})
@@ -487,6 +529,7 @@ def test_a_signal_arriving_while_the_handlers_are_put_back_leaves_neither_replac
         with pytest.raises(KeyboardInterrupt):
             with train._interrupts_deferred():
                 pass
+        assert sent == [signal.SIGINT]
         assert signal.getsignal(signal.SIGTERM) is as_interrupt
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
