@@ -65,6 +65,9 @@ def roots(tmp_path, monkeypatch, toy):
     monkeypatch.setenv("EMOLIB_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("EMOLIB_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("EMOLIB_CACHE", str(toy["cache"]))
+    # What a batch run sees (progress "auto", output not a terminal): one log line per epoch. An
+    # EMOLIB_PROGRESS exported in the shell that runs the tests (bar, none) would change what is printed.
+    monkeypatch.delenv("EMOLIB_PROGRESS", raising=False)
     threads = torch.get_num_threads()
     yield tmp_path
     torch.set_num_threads(threads)  # training.num_threads=1 is process-wide
