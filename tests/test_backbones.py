@@ -179,12 +179,14 @@ def test_unknown_names_fail_with_a_clear_message(tmp_path, monkeypatch):
         load_backbone("no-such-org/no-such-model")
 
 
-def test_cache_keys_name_what_the_weights_are(monkeypatch):
+def test_cache_keys_name_what_the_weights_are(monkeypatch, tmp_path):
     """A cache of states is only reused for the same weights: a hub model's snapshot commit, and for
     tiny-random the transformers version whose initialisation made its weights."""
     import huggingface_hub
     from importlib.metadata import version
 
+    # making a cache writes its folder: here, not in the checkout's cache or the one EMOLIB_CACHE names in the shell
+    monkeypatch.setenv("EMOLIB_CACHE", str(tmp_path / "cache"))
     calls = []
 
     def snapshot(name, allow_patterns=None, **kwargs):
