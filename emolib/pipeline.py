@@ -589,16 +589,19 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
         labels = dict(zip(data.corpus.ids, data.corpus.labels()))
         paths_by_id = {u.id: u.path for u in data.corpus}
         mode = st.input_mode(cfg)
-        inputs = st.cached_inputs(cfg, data.corpus, progress=verbose) if st.uses_cached_inputs(cfg) else {}
-        if mode == "pooled":  # the frozen backbone's work is all in the cache
-            backbone, index = None, None
-            num_states, hidden = next(iter(inputs["pooled"].values())).shape
-        else:
+        backbone = None
+        if mode != "pooled":  # part of the backbone learns (loaded once: it also tells top:K's cached layer)
             from .backbones import load_backbone
 
             # what learns runs under the training precision (bf16 autocast on a GPU server); fit() moves it
             backbone = load_backbone(s.backbone, freeze=s.freeze, max_seconds=s.max_seconds,
                                      precision=cfg.training.precision)
+        inputs = (st.cached_inputs(cfg, data.corpus, progress=verbose, backbone=backbone)
+                  if st.uses_cached_inputs(cfg) else {})
+        if backbone is None:  # the frozen backbone's work is all in the cache
+            index = None
+            num_states, hidden = next(iter(inputs["pooled"].values())).shape
+        else:
             num_states = backbone.num_hidden_states
             hidden = st.pooled_width(backbone, s.pooling)
             index = inputs.get("index")

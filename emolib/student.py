@@ -159,12 +159,14 @@ def input_mode(cfg: Config) -> str:
     return "features" if freeze == "feature_encoder" else "waveform"
 
 
-def cached_inputs(cfg: Config, corpus, progress: bool = True) -> dict:
+def cached_inputs(cfg: Config, corpus, progress: bool = True, backbone=None) -> dict:
     """The frozen part of the backbone's work for every utterance, from the feature cache.
 
     ``freeze=all``: ``{"pooled": {id: (layers, D)}}``; ``top:K``: also the frame-level
     input of the first trainable layer, ``{"frames": {id: (T, D)}, "index": i}``;
-    ``feature_encoder``: the feature encoder's output only, ``{"features": {id: (T, C)}}``."""
+    ``feature_encoder``: the feature encoder's output only, ``{"features": {id: (T, C)}}``.
+    ``backbone``: the student's, already loaded with ``student.freeze``, which tells ``top:K``'s
+    first trainable layer (without it, the backbone is loaded here to find it)."""
     from .backbones import feature_states, frame_states, load_backbone, pooled_states
 
     s = cfg.student
@@ -175,7 +177,8 @@ def cached_inputs(cfg: Config, corpus, progress: bool = True) -> dict:
         return {"features": feature_states(s.backbone, items, **where)}
     out: dict = {"pooled": pooled_states(s.backbone, items, pooling=s.pooling, **where)}
     if s.freeze.startswith("top:"):
-        backbone = load_backbone(s.backbone, freeze=s.freeze, max_seconds=s.max_seconds)
+        if backbone is None:
+            backbone = load_backbone(s.backbone, freeze=s.freeze, max_seconds=s.max_seconds)
         index = backbone.first_trainable_state - 1
         out["index"] = index
         out["frames"] = frame_states(s.backbone, items, index, **where)

@@ -595,6 +595,27 @@ def _backbone_move(run) -> dict[str, np.ndarray]:
             if not torch.equal(trained[f"backbone.{k}"], v)}
 
 
+def test_a_top_k_student_loads_its_backbone_once(roots, toy, monkeypatch):
+    # it was loaded twice per fold: once only to find the first trainable layer, then again to train
+    from emolib import backbones
+    from emolib import student as st
+
+    cfg = _cfg(**{"student.freeze": "top:1", "student.optim.epochs": 1, "distill.variant": "no_teachers"})
+    st.cached_inputs(cfg, toy.corpus, progress=False)  # the frozen layers' cache, filled beforehand
+    real, loaded = backbones.load_backbone, []
+
+    def counting(*args, **kwargs):
+        loaded.append(kwargs.get("freeze"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backbones, "load_backbone", counting)
+    run = pipeline.train_student(cfg, 1, toy, verbose=False)
+    assert loaded == ["top:1"] and run.is_complete()
+    given = st.cached_inputs(cfg, toy.corpus, progress=False, backbone=real("tiny-random", freeze="top:1"))
+    assert given["index"] == 1 and loaded == ["top:1"]  # the index from the backbone given: no load
+    assert st.cached_inputs(cfg, toy.corpus, progress=False)["index"] == 1 and loaded == ["top:1", "top:1"]
+
+
 def test_the_backbone_learns_at_its_own_rate(roots, toy):
     """One AdamW step (16 training utterances, batch 16): the first step moves every weight by
     lr * g / (|g| + eps) plus lr * wd * w, so a backbone at 1 % of the heads' rate moves exactly
