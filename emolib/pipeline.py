@@ -589,15 +589,21 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
         labels = dict(zip(data.corpus.ids, data.corpus.labels()))
         paths_by_id = {u.id: u.path for u in data.corpus}
         mode = st.input_mode(cfg)
-        backbone = None
-        if mode != "pooled":  # part of the backbone learns (loaded once: it also tells top:K's cached layer)
+
+        def learning_backbone():  # part of the backbone learns
             from .backbones import load_backbone
 
             # what learns runs under the training precision (bf16 autocast on a GPU server); fit() moves it
-            backbone = load_backbone(s.backbone, freeze=s.freeze, max_seconds=s.max_seconds,
-                                     precision=cfg.training.precision)
+            return load_backbone(s.backbone, freeze=s.freeze, max_seconds=s.max_seconds,
+                                 precision=cfg.training.precision)
+
+        # top:K: loaded before the cache, as it tells the cached layer (loaded once); feature_encoder: after,
+        # so that it is not in memory beside the copy a cold cache loads to extract
+        backbone = learning_backbone() if mode == "frames" else None
         inputs = (st.cached_inputs(cfg, data.corpus, progress=verbose, backbone=backbone)
                   if st.uses_cached_inputs(cfg) else {})
+        if backbone is None and mode != "pooled":
+            backbone = learning_backbone()
         if backbone is None:  # the frozen backbone's work is all in the cache
             index = None
             num_states, hidden = next(iter(inputs["pooled"].values())).shape

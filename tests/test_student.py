@@ -616,6 +616,29 @@ def test_a_top_k_student_loads_its_backbone_once(roots, toy, monkeypatch):
     assert st.cached_inputs(cfg, toy.corpus, progress=False)["index"] == 1 and loaded == ["top:1", "top:1"]
 
 
+def test_a_feature_encoder_student_loads_its_backbone_after_a_cold_cache_is_filled(roots, toy, monkeypatch):
+    # loaded before, it was in memory beside the copy the extraction loads (two HuBERTs instead of one)
+    import gc
+    import weakref
+
+    from emolib import backbones
+
+    monkeypatch.setenv("EMOLIB_CACHE", str(roots / "cold-cache"))
+    real, live, alive_at_load = backbones.load_backbone, [], []
+
+    def tracking(*args, **kwargs):
+        gc.collect()
+        alive_at_load.append((kwargs.get("freeze"), sum(r() is not None for r in live)))
+        backbone = real(*args, **kwargs)
+        live.append(weakref.ref(backbone))
+        return backbone
+
+    monkeypatch.setattr(backbones, "load_backbone", tracking)
+    cfg = _cfg(**{"student.freeze": "feature_encoder", "student.optim.epochs": 1, "distill.variant": "no_teachers"})
+    assert pipeline.train_student(cfg, 1, toy, verbose=False).is_complete()
+    assert alive_at_load == [("all", 0), ("feature_encoder", 0)]
+
+
 def test_the_backbone_learns_at_its_own_rate(roots, toy):
     """One AdamW step (16 training utterances, batch 16): the first step moves every weight by
     lr * g / (|g| + eps) plus lr * wd * w, so a backbone at 1 % of the heads' rate moves exactly
