@@ -498,8 +498,11 @@ def test_a_signal_arriving_while_the_deferring_handlers_go_in_leaves_neither_rep
         real(signal.SIGINT, previous_int)
 
 
-def test_a_signal_arriving_while_the_handlers_are_put_back_leaves_neither_replaced(monkeypatch):
-    # a second Ctrl-C just after SIGINT's handler was put back raised there, and SIGTERM kept the deferring one
+@pytest.mark.parametrize("when", ["after_setting", "before_setting"])
+def test_a_signal_arriving_while_the_handlers_are_put_back_leaves_neither_replaced(monkeypatch, when):
+    # a second Ctrl-C just after SIGINT's handler was put back raised there, and SIGTERM kept the deferring one.
+    # before_setting: CPython's signal.signal() runs pending handlers before it changes the handler, so a
+    # Ctrl-C pending as SIGTERM's is put back raises there with SIGTERM's still the deferring one
     import os
     import signal
     import types
@@ -510,8 +513,12 @@ def test_a_signal_arriving_while_the_handlers_are_put_back_leaves_neither_replac
     sent = []
 
     def put_back(signum, handler):
+        if when == "before_setting" and signum == signal.SIGTERM and handler is as_interrupt and not sent:
+            sent.append(signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # raises here: SIGTERM's handler is not changed
         old = real(signum, handler)
-        if signum == signal.SIGINT and handler is signal.default_int_handler and not sent:
+        if when == "after_setting" and signum == signal.SIGINT and handler is signal.default_int_handler \
+                and not sent:
             sent.append(signum)
             os.kill(os.getpid(), signal.SIGINT)  # handled before kill returns: nothing blocks it in this thread
         return old
