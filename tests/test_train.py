@@ -458,87 +458,59 @@ def test_ctrl_c_or_sigterm_while_an_epoch_writes_its_files_waits_until_both_are_
         signal.signal(signum, previous)
 
 
-def test_a_signal_arriving_while_the_deferring_handlers_go_in_leaves_neither_replaced(monkeypatch):
+def _as_interrupt(received, frame):  # what the commands install for SIGTERM (Python's own for SIGINT)
+    raise KeyboardInterrupt
+
+
+# moment -> (the signal whose handler is being set, to which handler, the other signal sent before or after)
+SIGNAL_MOMENTS = {
     # SIGTERM just after SIGINT's deferring handler went in raised before the block, with SIGINT's left deferring
+    "going_in": ("SIGINT", "deferring", "after", "SIGTERM"),
+    # a second Ctrl-C just after SIGINT's handler was put back raised there, and SIGTERM kept the deferring one
+    "put_back_after_setting": ("SIGINT", "previous", "after", "SIGINT"),
+    # CPython's signal.signal() runs pending handlers before it changes the handler: a Ctrl-C pending as
+    # SIGTERM's is put back raises there, with SIGTERM's still the deferring one
+    "put_back_before_setting": ("SIGTERM", "previous", "before", "SIGINT"),
+}
+
+
+@pytest.mark.parametrize("moment", SIGNAL_MOMENTS)
+def test_a_signal_arriving_while_the_handlers_change_leaves_neither_replaced(monkeypatch, moment):
     import os
     import signal
     import types
 
     from emolib import train
 
-    real = signal.signal
-    sent = []
+    name, to, when, sent_name = SIGNAL_MOMENTS[moment]
+    target, send = getattr(signal, name), getattr(signal, sent_name)
+    previous = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _as_interrupt}
+    real, sent = signal.signal, []
 
-    def put_in(signum, handler):
+    def setting(signum, handler):
+        due = signum == target and (handler is previous[signum]) == (to == "previous") and not sent
+        if due and when == "before":
+            sent.append(send)
+            os.kill(os.getpid(), send)  # raises here, the handler not yet changed
         old = real(signum, handler)
-        if signum == signal.SIGINT and handler is not signal.default_int_handler and not sent:
-            sent.append(signal.SIGTERM)
-            os.kill(os.getpid(), signal.SIGTERM)  # its handler, not yet replaced, raises here
+        if due and when == "after":
+            sent.append(send)
+            os.kill(os.getpid(), send)  # handled before kill returns: nothing blocks it in this thread
         return old
 
     fake = types.SimpleNamespace(**{n: getattr(signal, n) for n in dir(signal) if not n.startswith("__")})
-    fake.signal = put_in
+    fake.signal = setting
     monkeypatch.setattr(train, "signal", fake)
 
-    def as_interrupt(received, frame):
-        raise KeyboardInterrupt
-
-    before = real(signal.SIGTERM, as_interrupt)
-    previous_int = real(signal.SIGINT, signal.default_int_handler)
+    saved = {signum: real(signum, handler) for signum, handler in previous.items()}
     entered = []
     try:
         with pytest.raises(KeyboardInterrupt):
             with train._interrupts_deferred():
                 entered.append(True)
-        assert sent == [signal.SIGTERM] and entered == []
-        assert signal.getsignal(signal.SIGTERM) is as_interrupt
+        assert sent == [send] and entered == ([] if moment == "going_in" else [True])
+        assert signal.getsignal(signal.SIGTERM) is _as_interrupt
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
-        real(signal.SIGTERM, before)
-        real(signal.SIGINT, previous_int)
-
-
-@pytest.mark.parametrize("when", ["after_setting", "before_setting"])
-def test_a_signal_arriving_while_the_handlers_are_put_back_leaves_neither_replaced(monkeypatch, when):
-    # a second Ctrl-C just after SIGINT's handler was put back raised there, and SIGTERM kept the deferring one.
-    # before_setting: CPython's signal.signal() runs pending handlers before it changes the handler, so a
-    # Ctrl-C pending as SIGTERM's is put back raises there with SIGTERM's still the deferring one
-    import os
-    import signal
-    import types
-
-    from emolib import train
-
-    real = signal.signal
-    sent = []
-
-    def put_back(signum, handler):
-        if when == "before_setting" and signum == signal.SIGTERM and handler is as_interrupt and not sent:
-            sent.append(signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGINT)  # raises here: SIGTERM's handler is not changed
-        old = real(signum, handler)
-        if when == "after_setting" and signum == signal.SIGINT and handler is signal.default_int_handler \
-                and not sent:
-            sent.append(signum)
-            os.kill(os.getpid(), signal.SIGINT)  # handled before kill returns: nothing blocks it in this thread
-        return old
-
-    fake = types.SimpleNamespace(**{n: getattr(signal, n) for n in dir(signal) if not n.startswith("__")})
-    fake.signal = put_back
-    monkeypatch.setattr(train, "signal", fake)
-
-    def as_interrupt(received, frame):
-        raise KeyboardInterrupt
-
-    before = real(signal.SIGTERM, as_interrupt)
-    previous_int = real(signal.SIGINT, signal.default_int_handler)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            with train._interrupts_deferred():
-                pass
-        assert sent == [signal.SIGINT]
-        assert signal.getsignal(signal.SIGTERM) is as_interrupt
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    finally:
-        real(signal.SIGTERM, before)
-        real(signal.SIGINT, previous_int)
+        for signum, handler in saved.items():
+            real(signum, handler)
