@@ -602,9 +602,9 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
         backbone = learning_backbone() if mode == "frames" else None
         inputs = (st.cached_inputs(cfg, data.corpus, progress=verbose, backbone=backbone)
                   if st.uses_cached_inputs(cfg) else {})
-        if backbone is None and mode != "pooled":
+        if mode in ("features", "waveform"):
             backbone = learning_backbone()
-        if backbone is None:  # the frozen backbone's work is all in the cache
+        if mode == "pooled":  # the frozen backbone's work is all in the cache
             index = None
             num_states, hidden = next(iter(inputs["pooled"].values())).shape
         else:
