@@ -51,6 +51,23 @@ def test_presets_differ_where_documented():
     assert len({tiny.hash(), default.hash(), paper.hash()}) == 3
 
 
+
+def test_paper_preset_sets_what_the_paper_states():
+    # Sec. 4.2: "We train all models ... using a batch size of 128" (64 only for the HuBERT-large
+    # student), AdamW, HuBERT-base student, 'bert-base-uncased' teacher; Sec. 4.1: IEMOCAP, 4 classes;
+    # Fig. 2: hard logits (small tau) for the prosodic teacher, soft (large tau) for the linguistic one
+    from emolib.report import SWEEPS
+
+    paper = get_config("paper")
+    assert [m.optim.batch_size for m in (paper.student, paper.linguistic_teacher, paper.prosodic_teacher)] == [128] * 3
+    assert (paper.student.backbone, paper.linguistic_teacher.model) == ("facebook/hubert-base-ls960",
+                                                                        "bert-base-uncased")
+    assert paper.data.corpus.startswith("iemocap:") and paper.data.labels == "iemocap4"
+    assert paper.distill.variant == "full" and paper.distill.tau_prosodic <= 1 < paper.distill.tau_linguistic
+    # Fig. 2 left sweeps tau_P with the linguistic logit-KD term removed, right tau_L without the prosodic one
+    assert SWEEPS == (("prosodic", "no_linguistic_logit_kd", "tau_prosodic"),
+                      ("linguistic", "no_prosodic_logit_kd", "tau_linguistic"))
+
 def test_dotted_overrides_coerce_strings_from_the_command_line():
     cfg = get_config(
         "default",
