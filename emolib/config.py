@@ -137,9 +137,11 @@ class OptimConfig:
 
 @dataclass
 class ProsodicTeacherConfig:
-    """2D ResNet over the (time x 25 eGeMAPS LLD) map. The paper gives no sizes: a
+    """2D ResNet over the (time x 25 eGeMAPS LLD) map. The paper states how many residual
+    blocks its ResNet has, but the number was lost in extraction, and it gives no widths: a
     small ResNet (He et al. 2016) in the style of audio CNNs (PANNs' ResNet22 stages
-    halved), which is what 1 hour to 7 hours of emotional speech supports."""
+    halved), which is what 1 hour to 7 hours of emotional speech supports. Trained from
+    scratch: the paper speaks of fine-tuning T_P but names no pre-training for it."""
 
     channels: tuple[int, ...] = (16, 32, 64)  # one stage per entry; every stage after the first halves the
     # time and descriptor axes (the stem has already halved both, as in ResNet)
@@ -333,15 +335,18 @@ def _paper() -> Config:
     add ``--set student.optim.batch_size=64 --set student.optim.lr=3.5e-4``, the rate scaled
     by the square-root rule below).
 
-    The paper lost its learning rates and epochs; the rest below is our choice, with its
-    source. Fine-tuning recipes give rates at smaller batches (SpeechBrain's IEMOCAP recipe of
-    Wang et al. 2021, ref. [8]: 1e-4 for the new layers and 1e-5 for wav2vec 2.0 / HuBERT at
+    The paper's base learning rate was lost in extraction and it gives no epochs; the rest
+    below is our choice, with its source. Fine-tuning recipes give rates at smaller batches
+    (SpeechBrain's IEMOCAP recipe of Wang et al. 2021, ref. [8]: 1e-4 for the new layers and 1e-5 for wav2vec 2.0 / HuBERT at
     batch 4; Devlin et al. 2019 for BERT: {2,3,5}e-5 at batch 16-32). At batch 128 they are
     scaled by the square root of the batch ratio, the rule for Adam (Malladi et al. 2022,
     "On the SDEs and scaling rules for adaptive gradient algorithms"): x5.7 from batch 4,
     x2 from batch 32. With about 3,300 training turns a fold that is 26 steps an epoch, so
     the epoch budgets are generous and the epoch is chosen on the validation speakers.
-    Freezing HuBERT's CNN feature encoder follows the same recipe (and wav2vec 2.0's own
+    The paper's schedule is "starting with a base LR" (value and shape lost): we read the base
+    rate as the peak, reached after a 10 % linear warm-up and then decayed linearly (BERT's
+    fine-tuning schedule); ``--set student.optim.warmup_ratio=0`` starts at it, the literal
+    reading. Freezing HuBERT's CNN feature encoder follows the same recipe (and wav2vec 2.0's own
     fine-tuning); bf16 autocast is ours (A100s run it at full speed, and it needs no loss
     scaling)."""
     cfg = Config(preset="paper")

@@ -9,7 +9,11 @@ distributions, ``KL(softmax(t/tau) || softmax(s/tau))``, averaged over the batch
 (``reduction="batchmean"``: the default ``"mean"`` would also divide by the number
 of classes, a known silent bug) and multiplied by ``tau**2`` so that its gradient
 keeps the same scale as the temperature changes (Hinton, Vinyals & Dean 2015,
-Sec. 2). Each teacher has its own temperature.
+Sec. 2; the paper cites Hinton et al. for its logit KD, but whether its Eq. 1 has the
+tau^2 factor was lost in extraction: it is our reading). Each teacher has its own
+temperature. The KL's target is the teacher's distribution and the cosine is negated, as
+the paper's words say ("minimize the KL-Divergence between the predicted logit
+distributions of teacher and student", "minimize the negative cosine similarity").
 
 A variant switches terms off; a switched-off term is not computed at all, so it is
 exactly zero and contributes no gradient.
