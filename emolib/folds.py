@@ -1,7 +1,8 @@
 """Cross-validation folds: leave-one-session-out and leave-one-speaker-out.
 
-The paper reports "5-fold leave-one-speaker-out" on IEMOCAP; with 5 folds that is
-the usual leave-one-session-out (each session holds 2 actors). Both are supported,
+The paper reports "5-fold leave-one-speaker-out" on IEMOCAP (the count is lost in the
+extracted text; docs/NOTES.md gives 5); with 5 folds that is the usual
+leave-one-session-out (each session holds 2 actors). Both are supported,
 and for corpora with many speakers (CREMA-D's 91 actors) the held-out groups can be
 dealt into ``n_folds`` folds.
 

@@ -1,8 +1,8 @@
 """IEMOCAP (Busso et al. 2008) in its release layout: the paper's corpus (Sec. 4.1).
 
-The paper's protocol: 4 classes with excited merged into happy, 5,531 utterances
-(neutral 1,708, happy 1,636, angry 1,103, sad 1,084), 5 sessions of 2 actors. The
-loader reads::
+The paper's protocol: 4 classes with excited merged into happy (Sec. 4.1). On the release
+that is 5,531 utterances (neutral 1,708, happy 1,636, angry 1,103, sad 1,084; the counts are
+docs/NOTES.md's, from EmoBox, not the paper's), 5 sessions of 2 actors. The loader reads::
 
     Session{1..5}/dialog/EmoEvaluation/<dialog>.txt        labels (one summary line per turn)
     Session{1..5}/dialog/transcriptions/<dialog>.txt       transcripts

@@ -473,7 +473,7 @@ curve.round(2)
 # %% [markdown]
 # **Question.** Every model above is equally good, yet the best test score grows with K. What
 # does that say about choosing a hyper-parameter (a temperature, an epoch, a variant) on the
-# test fold? And about a sweep over 4 × 4 temperatures, like the paper's Fig. 2?
+# test fold? And about a temperature sweep like the paper's Fig. 2 (four values per teacher)?
 
 # %% [markdown] tags=["solution"]
 # *Answer.* The maximum of K noisy scores estimates the best *luck*, not the best model: its
@@ -481,7 +481,8 @@ curve.round(2)
 # with the test size (with 1/√n). Measured on the default preset, fold 1 (n = 240, true
 # accuracy 60 %): the best of 16 equally good models scored 5.5 points above their true
 # accuracy, the best of 128 8.1 points; on 1,106 utterances the best of 16 was still 2.6
-# points above. A 4 × 4 sweep chosen on the test fold is 16 candidates, and an epoch chosen by
+# points above. Fig. 2 sweeps four temperatures per teacher, one teacher at a time: each τ chosen
+# on the test fold is the best of 4 (a joint 4 × 4 grid would be 16), and an epoch chosen by
 # its test score one more candidate per epoch: the reported number is then a selection, not a
 # measurement. Hence the rule: choose on data that is not the test fold (this project's
 # validation speakers, `emolib/folds.py`), then score the chosen model on the test fold once.
