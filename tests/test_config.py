@@ -51,7 +51,6 @@ def test_presets_differ_where_documented():
     assert len({tiny.hash(), default.hash(), paper.hash()}) == 3
 
 
-
 def test_paper_preset_sets_what_the_paper_states():
     # Sec. 4.2: "We train all models ... using a batch size of 128" (64 only for the HuBERT-large
     # student), AdamW, HuBERT-base student, 'bert-base-uncased' teacher; Sec. 4.1: IEMOCAP, 4 classes;
@@ -67,6 +66,7 @@ def test_paper_preset_sets_what_the_paper_states():
     # Fig. 2 left sweeps tau_P with the linguistic logit-KD term removed, right tau_L without the prosodic one
     assert SWEEPS == (("prosodic", "no_linguistic_logit_kd", "tau_prosodic"),
                       ("linguistic", "no_prosodic_logit_kd", "tau_linguistic"))
+
 
 def test_dotted_overrides_coerce_strings_from_the_command_line():
     cfg = get_config(
