@@ -108,6 +108,25 @@ def test_tiny_random_is_seeded_and_leaves_the_global_rng_alone():
     assert (a.num_hidden_states, a.hidden_size, a.frame_rate, a.first_trainable_state) == (3, 64, 50.0, 3)
 
 
+def test_a_group_norm_cnn_makes_waveform_standardisation_irrelevant(speech):
+    # README, On a GPU server: the hub's HuBERT-base extractor standardises the waveform, torchaudio's
+    # bundle (the paper's) does not; a bias-free first convolution followed by a group norm over time
+    # removes the offset exactly and, at a normal speech level, the scale too (up to the norm's epsilon)
+    from transformers import HubertConfig, HubertModel
+
+    torch.manual_seed(0)
+    model = HubertModel(HubertConfig(**B.TINY_RANDOM_CONFIG)).eval()
+    assert (model.config.feat_extract_norm, model.config.conv_bias) == ("group", False)
+    raw = torch.as_tensor(speech, dtype=torch.float32)[None] + 0.01  # speech at its level, with a DC offset
+    standardised = (raw - raw.mean()) / torch.sqrt(raw.var() + 1e-7)
+    with torch.no_grad():
+        a, b = model(raw).last_hidden_state, model(standardised).last_hidden_state
+    assert torch.nn.functional.cosine_similarity(a, b, dim=-1).min() > 0.9999
+    with torch.no_grad():  # an offset alone cancels to float rounding
+        c = model(raw + 0.05).last_hidden_state
+    torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("name", ["whisper-tiny.en", "hubert", "whisper"])
 def test_loading_any_backbone_leaves_the_global_rng_alone(local_dirs, name):
     # the student is seeded before its cache is filled: a cold cache (backbone loaded) and a warm
