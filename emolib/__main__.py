@@ -359,6 +359,7 @@ def _train(call: Callable[[], Any], interrupted: str = RESUMES) -> int:
     from .audio import AudioError
     from .commands import RequestError
     from .corpora import CorpusError
+    from .machine import WorkerDied
     from .pretrained import ModelError
     from .runs import ResultFileError, StaleRunError
 
@@ -367,7 +368,8 @@ def _train(call: Callable[[], Any], interrupted: str = RESUMES) -> int:
     except RequestError as e:  # nothing was trained
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (AudioError, CorpusError, ModelError, ResultFileError, StaleRunError) as e:  # complete folds are kept
+    except (AudioError, CorpusError, ModelError, ResultFileError, StaleRunError,
+            WorkerDied) as e:  # complete folds are kept
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -431,8 +433,9 @@ def _terminate_as_interrupt(signum, frame):
 
 
 def _default_sigterm_in_child() -> None:
-    """A forked child (a multiprocessing.Pool worker of eGeMAPS or corpus generation) must not inherit
-    the handler above: Pool stops its workers with SIGTERM, and a Python-level handler runs only when
+    """A forked child (a pool worker of eGeMAPS or corpus generation, or a DataLoader's) must not inherit
+    the handler above: a pool stops its workers with SIGTERM (``multiprocessing.Pool`` always, the
+    ``concurrent.futures`` one of :func:`emolib.machine.forked_map` once broken), and a Python-level handler runs only when
     the child's main thread gets back to the interpreter, which a worker waiting on a lock held across
     the fork never does, so the pool's close waited for ever (and otherwise every worker printed a
     KeyboardInterrupt traceback). The default action ends the child at once, as without the handler."""

@@ -76,7 +76,7 @@ from traitlets.config import Config as TraitletsConfig
 
 from . import paths
 from .config import Config, get_config
-from .machine import available_cores
+from .machine import WorkerDied, available_cores
 from .runs import ResultFileError, atomic_path, atomic_write_json, read_json, work_lock
 
 #: The report's notebooks in the paper's order: data, the two teachers, distillation,
@@ -647,7 +647,7 @@ def _call_and_send(send, hook: Prepare, cfg: Config) -> None:
 
     try:
         send.send(("ok", hook(cfg)))
-    except (ValueError, FileNotFoundError) as e:  # a corpus, a file, a model folder: named, as in-process
+    except (ValueError, FileNotFoundError, WorkerDied) as e:  # a corpus, a file, a model folder: named, as in-process
         send.send(("error", str(e)))
     except BaseException:
         send.send(("crash", traceback.format_exc()))
@@ -738,7 +738,8 @@ def _resolve_folds(cfg: Config, folds: list[int] | None, prepare: Prepare | None
     t0 = time.perf_counter()
     try:
         prepared = prepare(cfg)
-    except (ValueError, FileNotFoundError) as e:  # a corpus or audio file, a model folder, a device: named
+    except (ValueError, FileNotFoundError, WorkerDied) as e:  # a corpus or audio file, a model folder, a device,
+        # a feature-extraction worker that died: named
         raise DriverError(f"prepare: {e}") from e
     corpus = str(getattr(prepared, "corpus", ""))
     available = [int(f) for f in getattr(prepared, "folds", prepared)]

@@ -26,7 +26,6 @@ inside a batch):
 """
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import warnings
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ import numpy as np
 from .audio import SAMPLE_RATE, read_audio
 from .cache import FeatureCache, file_digest
 from .runs import work_lock
-from .machine import available_cores
+from .machine import available_cores, forked_map
 
 MIN_FRAMES = 10  # 0.1 s of 10 ms LLD frames
 SILENT_LOUDNESS = 2e-3  # Loudness_sma3 of all-zero audio is 0.00103, of a 200 Hz tone at -80 dBFS 0.0058
@@ -137,11 +136,9 @@ def _extract_all(todo: list[tuple], level: str, processes: int | None, progress:
         n = min(processes or available_cores(), len(todo))
         desc = f"eGeMAPS {level} ({len(todo)} files, {n} proc)"
         if n > 1:
-            ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
-            with ctx.Pool(n) as pool:
-                for _ in progress_bar(pool.imap_unordered(_work, todo, chunksize=4), total=len(todo), desc=desc,
-                                      enabled=progress):
-                    pass
+            for _ in progress_bar(forked_map(_work, todo, n, f"eGeMAPS {level} into {todo[0][4]}", chunksize=4),
+                                  total=len(todo), desc=desc, enabled=progress):
+                pass
         else:
             for job in progress_bar(todo, desc=desc, enabled=progress):
                 _work(job)

@@ -104,3 +104,51 @@ def test_speaker_normalisation_takes_each_speaker_to_its_own_mean():
     # one fold-wide normaliser keeps it: 10 units over a pooled std of sqrt(1 + 5 ** 2)
     pooled, _ = prosody.prepare_lld(arrays, prosody.Normaliser.fit(list(arrays.values())))
     np.testing.assert_allclose((pooled["u2"] - pooled["u0"]).mean(), 10 / np.sqrt(1 + 25), rtol=0.02)
+
+
+WORKER_KILLED = """
+import os, signal, sys
+import numpy as np, soundfile as sf
+from emolib import machine, prosody
+
+folder = sys.argv[1]
+items = []
+for k in range(8):
+    path = os.path.join(folder, f"clip{k}.wav")
+    sf.write(path, np.random.default_rng(k).normal(0, 0.1, 8000 + 800 * k).astype(np.float32), 16000)
+    items.append((f"u{k}", path))
+real, parent = prosody.extract, os.getpid()
+
+def dying(path, *args):  # the worker handed clip3 is killed, as by the out-of-memory killer
+    if path.endswith("clip3.wav") and os.getpid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(path, *args)
+
+prosody.extract = dying
+try:
+    prosody.features(items, "lld", processes=2, progress=False)
+    print("no error")
+except machine.WorkerDied as err:
+    print("error:", err)
+prosody.extract = real
+again = prosody.features(items, "lld", processes=2, progress=False)  # the next run does the rest
+print("resumed", all(np.array_equal(again[u], real(p, "lld")) for u, p in items))
+"""
+
+
+def test_a_killed_extraction_worker_is_an_error_not_a_hang_and_the_next_run_finishes(tmp_path):
+    """multiprocessing.Pool replaces a worker that dies and waits for ever for the files it held:
+    one worker killed (the OOM killer) or crashed in openSMILE hung the command, and every process
+    waiting on the cache's lock behind it. The subprocess's timeout only stops a hang."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "EMOLIB_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-c", WORKER_KILLED, str(tmp_path)], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"error: eGeMAPS lld into {tmp_path / 'cache'}: a worker process ended abruptly"), lines
+    assert "run the command again to do the rest" in lines[0]
+    assert lines[1] == "resumed True"

@@ -52,7 +52,7 @@ import numpy as np
 from .. import paths
 from ..audio import SAMPLE_RATE, AudioError, audio_info  # SAMPLE_RATE: what every speech model of the paper reads
 from ..config import CLASSES, SynthConfig, _hashed_dict, config_hash
-from ..machine import available_cores
+from ..machine import available_cores, forked_map
 from ..runs import atomic_write_bytes, atomic_write_json, atomic_write_text
 from . import Corpus, CorpusError, Utterance, espeak
 
@@ -577,6 +577,11 @@ def _render_to_file(plan: UtterancePlan, path: Path) -> int:
     return samples.size
 
 
+def _render_one(job: tuple[UtterancePlan, Path]) -> int:
+    """:func:`_render_to_file` of one ``(plan, path)``, for :func:`~emolib.machine.forked_map`."""
+    return _render_to_file(*job)
+
+
 # -- the Bayes ceilings --------------------------------------------------------------------------
 
 
@@ -817,15 +822,11 @@ def generate(synth: SynthConfig | None = None, root: Path | None = None, progres
 
     def rendered():
         if processes > 1 and len(todo) > 1:
-            from concurrent.futures import ProcessPoolExecutor
-            import multiprocessing
-
             # fork, as espeak.synthesize does: this process never synthesises, so neither do the
             # workers' starting states, and no `if __name__ == "__main__"` guard is needed
-            with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
-                chunk = max(1, len(todo) // (processes * 8))
-                yield from zip(todo, pool.map(_render_to_file, todo, [folder / p.relpath for p in todo],
-                                              chunksize=chunk))
+            chunk = max(1, len(todo) // (processes * 8))
+            yield from zip(todo, forked_map(_render_one, [(p, folder / p.relpath) for p in todo], processes,
+                                            f"synth corpus {folder}", chunksize=chunk))
         else:
             for plan in todo:
                 yield plan, _render_to_file(plan, folder / plan.relpath)
