@@ -301,7 +301,7 @@ def train_teacher(kind: str, cfg: Config, fold: int, data: Data | None = None, v
     # start() waits while another process trains this run, and leaves it alone if that completed it
     record = run_record(data, cfg, kind)
     if run.is_complete() or run.start(record).is_complete():
-        run.require_corpus(record)
+        run.reuse(record)
         if verbose:
             print(f"{name}: reusing {run.dir}", flush=True)
         return run
@@ -554,7 +554,7 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
     name = f"student {run.name.rsplit('-', 1)[0]} fold {fold}"
     record = run_record(data, cfg, "student")
     if run.is_complete():
-        run.require_corpus(record)
+        run.reuse(record)
         if verbose:
             print(f"{name}: reusing {run.dir}", flush=True)
         return run
@@ -579,7 +579,7 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
         if getattr(variant, f"embedding_{kind}"):
             teacher[f"teacher_embedding_{kind}"] = targets["embedding"]
     if run.start(record).is_complete():  # another process trained it while this one waited
-        run.require_corpus(record)
+        run.reuse(record)
         if verbose:
             print(f"{name}: reusing {run.dir}", flush=True)
         return run
@@ -877,7 +877,7 @@ def run_probes(cfg: Config, fold: int, data: Data | None = None, verbose: bool =
     run = data_run(cfg, fold)
     record = run_record(data, cfg, "probes")
     if run.is_complete() or run.start(record).is_complete():
-        run.require_corpus(record)
+        run.reuse(record)
         write_channels(run, data.corpus, data.fold(fold).test_ids)  # runs made before channels.csv existed
         return run
     with run.releasing_on_error():

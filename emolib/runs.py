@@ -349,6 +349,17 @@ class Run:
                 f"{self.dir}: trained on {'; and on '.join(changes)}. Delete {self.dir.parent} to train again on "
                 "the corpus and models as they are, or keep those results by pointing EMOLIB_RUNS at another folder")
 
+    def reuse(self, corpus: dict[str, Any]) -> "Run":
+        """A complete run, about to be reused: :meth:`require_corpus`, and the ``resume.pt`` that a
+        process killed in :meth:`finish` between ``metrics.json`` and deleting it left. A complete run
+        is never started again, so :meth:`start` would not remove it: a whole training state (~1 GB on
+        the paper preset) kept for good. Nothing else writes to a complete run, so no lock is needed;
+        on a read-only copy of the runs the file stays."""
+        self.require_corpus(corpus)
+        with contextlib.suppress(OSError):
+            (self.dir / "resume.pt").unlink()
+        return self
+
     def _saved_config_matches(self) -> bool:
         saved = self.dir / "config.json"
         if not saved.is_file():

@@ -121,6 +121,35 @@ def test_teacher_trains_every_fold_then_reuses_them(roots, toy, capsys, monkeypa
     assert len(again) == 5 and again[0] == lines[0] and again[-1] == lines[-1]
 
 
+def test_a_run_killed_after_its_metrics_loses_its_resume_state_when_reused(roots, toy, capsys, monkeypatch):
+    """Killed in Run.finish between metrics.json and deleting resume.pt: the run is complete, and a
+    complete run is reused without being started again, so the training state (~1 GB on the paper
+    preset) stayed in its folder for good. The next command that reuses the run removes it."""
+    from emolib.runs import Run
+
+    argv = ["teacher", "--kind", "prosodic", "--corpus", toy["both"], "--protocol", "session", "--folds", "1", *FAST]
+    real_unlink = Path.unlink
+
+    def killed_at_resume_state(self, *args, **kwargs):
+        if self.name == "resume.pt":
+            raise KeyboardInterrupt  # stands for the SIGKILL: nothing after this line ran
+        return real_unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", killed_at_resume_state)
+    code, _, err = run(capsys, *argv)
+    assert code == 130, err
+    monkeypatch.setattr(Path, "unlink", real_unlink)
+    (folder,) = (roots / "runs" / "prosodic_teacher").glob("*/fold1")
+    assert (folder / "metrics.json").is_file() and (folder / "resume.pt").is_file()
+
+    monkeypatch.setattr(Run, "start", lambda *args, **kwargs: pytest.fail("a complete run was started again"))
+    code, lines, _ = run(capsys, *argv)
+    assert code == 0 and fold_lines(lines)[1][-1] == "reused"
+    assert sorted(p.name for p in folder.iterdir()) == ["best.safetensors", "config.json", "corpus.json",
+                                                       "history.csv", "metrics.json", "outputs.safetensors",
+                                                       "predictions.csv"]
+
+
 def test_folds_option_restricts_the_folds(roots, toy, capsys):
     code, lines, _ = run(capsys, "teacher", "--kind", "prosodic", "--corpus", toy["both"], "--protocol", "speaker",
                          "--folds", "4", *FAST)
