@@ -671,7 +671,6 @@ def _compute_missing(name: str, items: Sequence[tuple[str, str | os.PathLike]], 
     from .audio import audio_info
     from .cache import file_digest
     from .progress import progress_bar
-    from .runs import work_lock
 
     ids = [i for i, _ in items]
     if len(set(ids)) != len(ids):
@@ -682,7 +681,7 @@ def _compute_missing(name: str, items: Sequence[tuple[str, str | os.PathLike]], 
         paths_of.setdefault(digests[uid], Path(path))
     if all(cache.has(d) for d in paths_of):
         return digests
-    with work_lock(cache.dir / ".lock", desc):  # another process extracting into this cache: wait, then reuse
+    with cache.writing(desc):  # another process extracting into this cache: wait, then reuse
         missing = {d for d in paths_of if not cache.has(d)}
         if not missing:
             return digests

@@ -11,6 +11,7 @@ files written atomically, so a killed extraction resumes where it stopped.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -23,7 +24,7 @@ import numpy as np
 
 from . import paths
 from .config import config_hash
-from .runs import ResultFileError, atomic_path, atomic_write_json
+from .runs import ResultFileError, atomic_path, atomic_write_json, work_lock
 
 
 #: What numpy raises on a damaged ``.npy``: a short file, or a header whose text no longer parses
@@ -123,6 +124,19 @@ class FeatureCache:
             return np.load(path)
         except NPY_ERRORS as exc:
             raise ResultFileError(f"{path}: damaged cache entry ({exc}); delete it and it is computed again") from exc
+
+    @contextlib.contextmanager
+    def writing(self, what: str) -> Iterator[None]:
+        """Around an extraction into this cache: holds its lock (another process extracting into it
+        is waited for; :func:`emolib.runs.work_lock`, ``what`` names it in the waiting message), and
+        first removes the temporary files of entries that a killed extraction was writing (SIGKILL
+        runs no cleanup; a frame-level entry is megabytes). Every entry is written under this lock,
+        so none of those files is another process's write in progress."""
+        with work_lock(self.dir / ".lock", what):
+            for leftover in self.dir.glob("*/.*"):
+                if leftover.is_file():
+                    leftover.unlink(missing_ok=True)
+            yield
 
     def put(self, digest: str, array: np.ndarray) -> None:
         with atomic_path(self.path(digest)) as tmp:

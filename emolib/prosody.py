@@ -35,7 +35,6 @@ import numpy as np
 
 from .audio import SAMPLE_RATE, read_audio
 from .cache import FeatureCache, file_digest
-from .runs import work_lock
 from .machine import available_cores, forked_map
 
 MIN_FRAMES = 10  # 0.1 s of 10 ms LLD frames
@@ -123,7 +122,7 @@ def features(
         return list({job[1]: job for job in jobs}.values())  # identical files are extracted once
 
     if to_do():
-        with work_lock(cache.dir / ".lock", f"eGeMAPS {level}"):  # another process extracting: wait, then reuse
+        with cache.writing(f"eGeMAPS {level}"):  # another process extracting: wait, then reuse
             _extract_all(to_do(), level, processes, progress)
     return FeatureSet({uid: cache.get(digests[uid]) for uid, _ in items})
 

@@ -152,3 +152,29 @@ def test_a_killed_extraction_worker_is_an_error_not_a_hang_and_the_next_run_fini
     assert lines[0].startswith(f"error: eGeMAPS lld into {tmp_path / 'cache'}: a worker process ended abruptly"), lines
     assert "run the command again to do the rest" in lines[0]
     assert lines[1] == "resumed True"
+
+
+def test_what_a_killed_extraction_was_writing_is_removed_when_the_next_one_starts(tmp_path, monkeypatch):
+    """SIGKILL runs no cleanup: the temporary file of the entry being written stayed in the cache
+    for good (a frame-level backbone entry is megabytes). The next extraction into the cache, under
+    its lock, removes it, and writes the missing entry."""
+    from emolib.cache import FeatureCache
+
+    monkeypatch.setenv("EMOLIB_CACHE", str(tmp_path / "cache"))
+    items = []
+    for k in range(2):
+        path = tmp_path / f"clip{k}.wav"
+        sf.write(path, np.random.default_rng(k).normal(0, 0.1, 8000).astype(np.float32), 16000)
+        items.append((f"u{k}", path))
+    first = prosody.features(items, "lld", processes=1, progress=False)
+    cache = FeatureCache("egemaps", prosody._settings("lld", None))
+    entry = next(cache.dir.glob("*/*.npy"))
+    half = entry.read_bytes()[:100]
+    entry.unlink()  # killed while writing it: its temporary file is there, the entry is not
+    leftover = entry.with_name(f".{entry.name}.k1ll3d.npy")
+    leftover.write_bytes(half)
+    again = prosody.features(items, "lld", processes=1, progress=False)
+    assert not leftover.exists() and entry.is_file()
+    assert sorted(p.name for p in cache.dir.rglob("*") if p.is_file()) == sorted(
+        [".lock", "settings.json", *(p.name for p in cache.dir.glob("*/*.npy"))])
+    assert all(np.array_equal(first[u], again[u]) for u, _ in items)
