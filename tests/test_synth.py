@@ -427,6 +427,21 @@ def test_a_complete_corpus_with_damaged_files_is_finished_not_used(data_root, mo
     assert json.loads((folder / "generation.json").read_text())["synthesised"] == 2
 
 
+def test_a_manifest_cut_at_a_line_end_is_rewritten_not_read_as_a_smaller_corpus(data_root, monkeypatch):
+    """A copy of the data folder interrupted (or a full disk) can cut the manifest after a whole line:
+    it was read as a corpus of half the utterances, and every run trained on the whole one was then
+    called stale (with the advice to delete it). The design says how many rows there are: the
+    corpus is finished instead, with nothing synthesised again."""
+    cfg = SynthConfig(utterances_per_speaker=2, processes=1)  # 20 utterances
+    folder = synth.generate(cfg, progress=False)
+    manifest = (folder / "manifest.jsonl").read_bytes()
+    (folder / "manifest.jsonl").write_bytes(b"".join(manifest.splitlines(keepends=True)[:8]))
+    calls = _count_synthesis(monkeypatch)
+    corpus = synth.load(cfg, progress=False)
+    assert len(corpus) == 20 and not calls
+    assert (folder / "manifest.jsonl").read_bytes() == manifest
+
+
 def test_a_complete_corpus_is_read_without_synthesis(data_root, monkeypatch):
     first = synth.load(TINY, progress=False)
 

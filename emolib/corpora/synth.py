@@ -747,10 +747,12 @@ def _whole(path: Path, duration: float) -> bool:
         return False
 
 
-def _read_manifest(folder: Path) -> list[Utterance] | None:
-    """The utterances of a complete corpus, or None when it is incomplete (no manifest, or a
-    wav file is missing or has the wrong size: then generation resumes, renders those files
-    again and rewrites the manifest)."""
+def _read_manifest(folder: Path, expected: int) -> list[Utterance] | None:
+    """The ``expected`` utterances of a complete corpus, or None when it is incomplete (no manifest,
+    a wav file missing or of the wrong size, or another number of rows than the design has: a
+    manifest cut at a line's end by an interrupted copy or a full disk read as a corpus half the
+    size, and the runs trained on the whole one were called stale; then generation resumes,
+    renders the missing files again and rewrites the manifest)."""
     manifest = folder / MANIFEST
     if not manifest.is_file():
         return None
@@ -769,7 +771,7 @@ def _read_manifest(folder: Path) -> list[Utterance] | None:
             if not whole:
                 return None
             utterances.append(utt)
-    return utterances
+    return utterances if len(utterances) == expected else None
 
 
 def _utterance(plan: UtterancePlan, folder: Path, n_samples: int) -> Utterance:
@@ -855,15 +857,16 @@ def load(synth: SynthConfig | None = None, root: Path | None = None, progress: b
     synth = synth or SynthConfig()
     _check(synth)
     folder = corpus_dir(synth, root)
-    utterances = _read_manifest(folder)
+    expected = len(SPEAKERS) * synth.utterances_per_speaker  # what plan_corpus draws
+    utterances = _read_manifest(folder, expected)
     if utterances is None:
         from ..runs import work_lock
 
         # two processes loading a corpus not made yet (two commands on one data folder): one makes it
         with work_lock(folder.with_name(f".{folder.name}.lock"), f"synth corpus {folder.name}"):
-            if _read_manifest(folder) is None:
+            if _read_manifest(folder, expected) is None:
                 generate(synth, root, progress)
-        utterances = _read_manifest(folder)
+        utterances = _read_manifest(folder, expected)
         if utterances is None:  # files removed while generating (another process cleaning up?)
             raise CorpusError(f"{folder / MANIFEST}: generation finished but wav files are missing; call load() again")
     ceilings = corpus_ceilings(synth)
