@@ -17,7 +17,8 @@ What the driver guarantees:
 * **Outputs are atomic.** A notebook executes into a temporary file beside its target
   ``runs/notebooks/<preset>-<config hash>/<notebook>/fold<k>.ipynb``; only a successful
   execution is renamed into place, followed by a sidecar ``fold<k>.json`` (source sha1,
-  parameters, corpus fingerprint, wall time). The sidecar is written last, so it marks completion.
+  parameters, corpus fingerprint, wall time, the output's size). The sidecar is written last, so it marks
+  completion; an output of another size than it records (cut short) runs again.
 * **Re-running skips what is complete**: a notebook whose output and sidecar exist with
   the same source hash, parameters and corpus fingerprint (a manifest edited in place
   keeps its name, not its fingerprint), unless a notebook it depends on (``DEPENDS_ON``,
@@ -246,16 +247,19 @@ class Task:
         return self.lock.with_suffix(".kernel.json")
 
     def is_complete(self) -> bool:
-        """The executed notebook exists and its sidecar matches this source, these parameters and
-        this version of the corpus."""
+        """The executed notebook exists, as large as its sidecar recorded it (a copy cut short, or a
+        full disk, leaves a notebook that no longer opens: it runs again), and its sidecar matches
+        this source, these parameters and this version of the corpus."""
         if not self.output.is_file() or not self.sidecar.is_file():
             return False
         try:
             record = read_json(self.sidecar)
+            size = self.output.stat().st_size
         except (OSError, ValueError, ResultFileError):  # a damaged record: the notebook runs again
             return False
         return isinstance(record, dict) and (record.get("source_sha1") == self.sha1 and record.get("parameters") == self.parameters
-                and record.get("corpus", "") == self.corpus)
+                and record.get("corpus", "") == self.corpus
+                and record.get("output_bytes", size) == size)  # sidecars written before it was recorded: trusted
 
 
 @dataclass
@@ -396,6 +400,7 @@ def _execute(task: Task, nb, sha1: str, gpu: str | None) -> Outcome:
             "started": started.isoformat(timespec="milliseconds"),
             "finished": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             "seconds": round(seconds, 3),
+            "output_bytes": task.output.stat().st_size,
         },
     )
     with contextlib.suppress(FileNotFoundError):

@@ -102,6 +102,14 @@ def test_parameters_are_injected_and_a_second_run_skips(runs, capsys):
         driver.run("tiny", folds=[2], notebooks=["00_data"], overrides={"training.seed": 3}, extra={"message": "hi"})
         assert "[1/1] 00_data fold 2 ... done in" in capsys.readouterr().out, damaged
 
+    # an executed notebook cut short (a copy interrupted, a full disk) no longer opens: it runs again
+    whole = (out / "fold2.ipynb").read_bytes()
+    (out / "fold2.ipynb").write_bytes(whole[: len(whole) // 2])
+    driver.run("tiny", folds=[2], notebooks=["00_data"], overrides={"training.seed": 3}, extra={"message": "hi"})
+    assert "[1/1] 00_data fold 2 ... done in" in capsys.readouterr().out
+    assert nbformat.read(out / "fold2.ipynb", as_version=4).cells
+    assert json.loads((out / "fold2.json").read_text())["output_bytes"] == (out / "fold2.ipynb").stat().st_size
+
     # A changed parameter is a different request: it executes again.
     driver.run("tiny", folds=[2], notebooks=["00_data"], overrides={"training.seed": 3}, extra={"message": "bye"})
     assert "00_data fold 2 ... done in" in capsys.readouterr().out
