@@ -250,7 +250,9 @@ def load_outputs(run: Run) -> tuple[list[str], dict[str, np.ndarray]]:
 
     path = run.path("outputs.safetensors")
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: the teacher's cached outputs are missing; re-run the teacher")
+        # re-running a complete teacher reuses it and writes no outputs: only deleting the run trains it again
+        todo = f"delete {run.dir} to train that teacher again" if run.is_complete() else "train that teacher first"
+        raise ResultFileError(f"{path}: the teacher's cached outputs are missing; {todo}")
     try:
         with safe_open(str(path), framework="np") as f:
             ids = json.loads(f.metadata()["ids"])

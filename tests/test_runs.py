@@ -245,6 +245,22 @@ def test_damaged_teacher_outputs_are_named_with_the_folder_to_delete(runs):
         load_outputs(run)
 
 
+def test_teacher_outputs_missing_from_a_complete_run_are_named_with_the_folder_to_delete(runs):
+    """A complete teacher without outputs.safetensors (deleted, or left out of a copy): the student
+    ended with a FileNotFoundError traceback advising to re-run the teacher, which reuses the
+    complete run and writes nothing, so the advice went round in a circle."""
+    from emolib.pipeline import load_outputs
+
+    run = Run("prosodic_teacher", get_config("tiny"), 1, label="resnet").start()
+    with pytest.raises(ResultFileError, match=r"outputs\.safetensors: the teacher's cached outputs are missing; "
+                                              r"train that teacher first"):
+        load_outputs(run)
+    run.finish({"ua": 0.5})
+    with pytest.raises(ResultFileError, match=rf"outputs\.safetensors: the teacher's cached outputs are missing; "
+                                              rf"delete {run.dir} to train that teacher again"):
+        load_outputs(run)
+
+
 def test_a_run_refuses_to_be_reused_on_another_version_of_its_corpus(runs, capsys):
     cfg = get_config("tiny")
     before = {"corpus": "m", "utterances": 3, "fingerprint": "aaaa"}
