@@ -394,7 +394,7 @@ class Run:
         """``predictions.csv``, checked whole: :class:`ResultFileError` naming the file when it
         cannot be parsed, when a row was cut (a name column empty, a probability missing) or
         when it has fewer or more rows than ``metrics.json`` counts test utterances (``n``)."""
-        path = self.dir / "predictions.csv"
+        path = self._result_file("predictions.csv")
         frame = read_table(path)
         check_predictions(frame, path)
         marker = self.dir / COMPLETE_MARKER
@@ -407,7 +407,18 @@ class Run:
         return frame
 
     def history(self):
-        return read_table(self.dir / "history.csv")
+        return read_table(self._result_file("history.csv"))
+
+    def _result_file(self, name: str) -> Path:
+        """A result file of the run; :class:`ResultFileError` naming it when the run is complete and
+        the file is not there (deleted, or left out of a copy: re-running reuses the run and writes
+        nothing, so it is said once, with what to do, not as a traceback). A missing file of an
+        unfinished run raises ``FileNotFoundError``, as before."""
+        path = self.dir / name
+        if not path.is_file() and self.is_complete():
+            raise ResultFileError(f"{path}: missing from a complete run ({COMPLETE_MARKER} is there); delete "
+                                  f"{self.dir} to compute the run again")
+        return path
 
 
 def fold_number(folder: str | os.PathLike) -> int | None:

@@ -476,6 +476,18 @@ def test_a_damaged_predictions_file_is_named(runs, damage, problem):
                                   "(cut short by a crash or a full disk?)")
 
 
+def test_result_files_missing_from_a_complete_run_are_named(runs):
+    """Deleted, or left out of a copy: the commands ended in a FileNotFoundError traceback, and running
+    them again reuses the complete run without writing the file."""
+    run = Run("student", get_config("tiny"), 1, label="full").start()
+    run.finish({"ua": 0.5, "n": 1}, pd.DataFrame({"id": ["a"], "label": ["sad"], "pred": ["sad"]}))
+    for name, read in (("predictions.csv", run.predictions), ("history.csv", run.history)):
+        run.path(name).unlink(missing_ok=True)
+        with pytest.raises(ResultFileError, match=rf"{name}: missing from a complete run \(metrics\.json is there\); "
+                                                  rf"delete {run.dir} to compute the run again"):
+            read()
+
+
 def test_a_data_runs_predictions_are_counted_against_its_test_utterances(runs):
     # the data stage records n_test (its probes' predictions of the fold's test utterances), not n
     run = Run("data", get_config("tiny"), 1).start()
