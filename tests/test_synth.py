@@ -438,7 +438,7 @@ def test_a_manifest_cut_at_a_line_end_is_rewritten_not_read_as_a_smaller_corpus(
     (folder / "manifest.jsonl").write_bytes(b"".join(manifest.splitlines(keepends=True)[:8]))
     calls = _count_synthesis(monkeypatch)
     corpus = synth.load(cfg, progress=False)
-    assert len(corpus) == 20 and not calls
+    assert len(corpus) == 20 == synth.corpus_size(cfg) == len(synth.plan_corpus(cfg)) and not calls
     assert (folder / "manifest.jsonl").read_bytes() == manifest
 
 

@@ -500,6 +500,12 @@ def annotated_label(expressed: str, label_noise: float, seed: list[int]) -> str:
     return others[int(rng.integers(len(others)))]
 
 
+def corpus_size(synth: SynthConfig) -> int:
+    """How many utterances :func:`plan_corpus` draws, without drawing them (a complete corpus's
+    manifest has exactly this many rows)."""
+    return len(SPEAKERS) * synth.utterances_per_speaker
+
+
 def plan_corpus(synth: SynthConfig | None = None) -> list[UtterancePlan]:
     """Draw every utterance of the corpus (labels, cues, transcripts, prosody, pauses,
     noise) without making audio. Expressed emotions are balanced per speaker (counts differ by
@@ -857,7 +863,7 @@ def load(synth: SynthConfig | None = None, root: Path | None = None, progress: b
     synth = synth or SynthConfig()
     _check(synth)
     folder = corpus_dir(synth, root)
-    expected = len(SPEAKERS) * synth.utterances_per_speaker  # what plan_corpus draws
+    expected = corpus_size(synth)
     utterances = _read_manifest(folder, expected)
     if utterances is None:
         from ..runs import work_lock
