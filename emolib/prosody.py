@@ -35,7 +35,7 @@ import numpy as np
 
 from .audio import SAMPLE_RATE, read_audio
 from .cache import FeatureCache, file_digest
-from .machine import available_cores, forked_map
+from .machine import available_cores, forked_map, interrupts_deferred
 
 MIN_FRAMES = 10  # 0.1 s of 10 ms LLD frames
 SILENT_LOUDNESS = 2e-3  # Loudness_sma3 of all-zero audio is 0.00103, of a 200 Hz tone at -80 dBFS 0.0058
@@ -66,7 +66,8 @@ def _smile(level: str):
 def extract(path: str | os.PathLike, level: str = "lld", max_seconds: float | None = None) -> np.ndarray:
     """eGeMAPSv02 of one file: ``(frames, 25)`` LLDs or ``(88,)`` functionals, float32."""
     signal = read_audio(path, sample_rate=SAMPLE_RATE, max_seconds=max_seconds, allow_silent=True)
-    frame = _smile(level).process_signal(signal, SAMPLE_RATE)
+    with interrupts_deferred():  # a Ctrl-C inside openSMILE's callback is dropped, with the frames (see there)
+        frame = _smile(level).process_signal(signal, SAMPLE_RATE)
     values = frame.to_numpy(dtype=np.float32)
     if level == "lld":
         if values.shape[1] != len(LLD_NAMES):

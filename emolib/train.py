@@ -22,8 +22,6 @@ import math
 import multiprocessing
 import os
 import random
-import signal
-import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import CUBLAS_WORKSPACE
 from .config import OptimConfig, TrainingConfig
+from .machine import interrupts_deferred
 from .metrics import unweighted_accuracy, weighted_accuracy
 from .progress import mode as progress_mode
 from .runs import ResultFileError, Run, atomic_path
@@ -334,7 +333,7 @@ def fit(
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
         if run is not None:
-            with _interrupts_deferred():  # the epoch's two files together: a stopped run lists the epoch it resumes after
+            with interrupts_deferred():  # the epoch's two files together: a stopped run lists the epoch it resumes after
                 with atomic_path(resume_path) as tmp:
                     torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                 "scheduler": scheduler.state_dict(), "history": history, "best_ua": best_ua,
@@ -361,44 +360,6 @@ def fit(
     return FitResult(history=history, best_epoch=best_epoch, best_val_ua=selected_ua,
                      stopped_early=stopped_early, resumed_from=resumed_from,
                      seconds=time.perf_counter() - started, threads=torch.get_num_threads())
-
-
-@contextlib.contextmanager
-def _interrupts_deferred():
-    """Ctrl-C, and SIGTERM (which the commands turn into Ctrl-C), wait until the block ends and then
-    act as they would have. Around an epoch's ``resume.pt`` and ``history.csv``: a run stopped between
-    the two was listed one epoch behind the one it resumed after. Only in the main thread, where
-    Python runs signal handlers, and only for handlers Python installed; SIGKILL cannot wait."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous = {}
-    try:  # a signal handled while the deferring handlers go in (SIGTERM just after SIGINT's) puts back those in
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            handler = signal.getsignal(signum)
-            if handler is not None and handler is not signal.SIG_IGN:  # None: installed outside Python
-                previous[signum] = handler  # before replacing it: putting it back is harmless either way
-                signal.signal(signum, lambda received, frame: caught.append(received))
-        yield
-    finally:
-        # Every handler goes back even when a signal is handled meanwhile (a second Ctrl-C just after
-        # SIGINT's is back raises there): the rest are put back all the same, then it is raised.
-        # Blocking the two signals instead does not hold: under torch the process has other threads,
-        # and the kernel hands a process-wide signal to one that does not block it.
-        interrupted: BaseException | None = None
-        remaining = list(previous.items())
-        while remaining:
-            try:
-                while remaining:
-                    signal.signal(*remaining[0])  # again after an interruption: putting one back twice is harmless
-                    remaining.pop(0)
-            except BaseException as exc:  # noqa: BLE001 - re-raised once every handler is back
-                interrupted = interrupted or exc
-        if interrupted is not None:
-            raise interrupted
-        if caught:
-            signal.raise_signal(caught[0])  # now handled as it would have been
 
 
 def _write_history(run: Run, history: list[dict[str, Any]]) -> None:

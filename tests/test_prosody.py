@@ -178,3 +178,49 @@ def test_what_a_killed_extraction_was_writing_is_removed_when_the_next_one_start
     assert sorted(p.name for p in cache.dir.rglob("*") if p.is_file()) == sorted(
         [".lock", "settings.json", *(p.name for p in cache.dir.glob("*/*.npy"))])
     assert all(np.array_equal(first[u], again[u]) for u, _ in items)
+
+
+@pytest.mark.parametrize("level", ["lld", "functionals"])
+def test_ctrl_c_inside_opensmile_is_raised_after_the_file_and_nothing_partial_is_cached(tmp_path, monkeypatch, level):
+    """openSMILE hands its frames to Python through a ctypes callback, and an exception raised there
+    is printed and dropped: a Ctrl-C (or the SIGTERM the commands turn into one) that landed in it was
+    lost, and so were the callback's frames. The file's LLDs came back one frame short, its
+    functionals all NaN, and both went into the cache as whole (found by Ctrl-C on `make report`
+    during the eGeMAPS step: two NaN functionals). Here the signal arrives inside the callback,
+    on its third frame (functionals: their only one); the extraction must end with the
+    KeyboardInterrupt and leave the cache without the file."""
+    import signal
+
+    from opensmile.core.lib import OpenSMILE
+
+    from emolib.cache import FeatureCache
+
+    monkeypatch.setenv("EMOLIB_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "clip.wav"
+    sf.write(path, np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32), 16000)
+    whole = prosody.extract(path, level)
+    real, frames = OpenSMILE.external_sink_set_callback_ex, []
+
+    def set_callback(self, component, callback):
+        def interrupted_on_the_third(data, meta):
+            frames.append(len(data))
+            if len(frames) == (3 if level == "lld" else 1):
+                signal.raise_signal(signal.SIGINT)  # Python's handler runs here, inside the callback
+            callback(data, meta)
+        return real(self, component, interrupted_on_the_third)
+
+    monkeypatch.setattr(OpenSMILE, "external_sink_set_callback_ex", set_callback)
+    prosody._SMILE.pop(level, None)  # a new Smile object, so that it takes the callback above
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            prosody.features([("u", path)], level, processes=1, progress=False)
+        assert len(frames) == (whole.shape[0] if level == "lld" else 1)  # the whole file first, then the Ctrl-C
+        cache = FeatureCache("egemaps", prosody._settings(level, None))
+        assert not list(cache.dir.glob("*/*.npy"))
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+        monkeypatch.undo()
+        prosody._SMILE.pop(level, None)
+        again = prosody.features([("u", path)], level, processes=1, progress=False)
+        np.testing.assert_array_equal(again["u"], whole)
+    finally:
+        prosody._SMILE.pop(level, None)

@@ -433,7 +433,7 @@ def test_ctrl_c_or_sigterm_while_an_epoch_writes_its_files_waits_until_both_are_
     # a run stopped between resume.pt and history.csv was listed one epoch behind the one it resumed after
     import signal
 
-    from emolib.train import _interrupts_deferred
+    from emolib.machine import interrupts_deferred
 
     signum = getattr(signal, signame)
 
@@ -444,14 +444,14 @@ def test_ctrl_c_or_sigterm_while_an_epoch_writes_its_files_waits_until_both_are_
     try:
         written = []
         with pytest.raises(KeyboardInterrupt):
-            with _interrupts_deferred():
+            with interrupts_deferred():
                 signal.raise_signal(signum)
                 written.append("resume.pt")
                 written.append("history.csv")
             written.append("the next epoch")  # never: the interrupt arrives as the block ends
         assert written == ["resume.pt", "history.csv"]
         assert signal.getsignal(signum) is as_interrupt  # the handler is back
-        with _interrupts_deferred():  # nothing received: nothing raised
+        with interrupts_deferred():  # nothing received: nothing raised
             written.append("again")
         assert written[-1] == "again"
     finally:
@@ -480,7 +480,7 @@ def test_a_signal_arriving_while_the_handlers_change_leaves_neither_replaced(mon
     import signal
     import types
 
-    from emolib import train
+    from emolib import machine
 
     name, to, when, sent_name = SIGNAL_MOMENTS[moment]
     target, send = getattr(signal, name), getattr(signal, sent_name)
@@ -500,13 +500,13 @@ def test_a_signal_arriving_while_the_handlers_change_leaves_neither_replaced(mon
 
     fake = types.SimpleNamespace(**{n: getattr(signal, n) for n in dir(signal) if not n.startswith("__")})
     fake.signal = setting
-    monkeypatch.setattr(train, "signal", fake)
+    monkeypatch.setattr(machine, "signal", fake)
 
     saved = {signum: real(signum, handler) for signum, handler in previous.items()}
     entered = []
     try:
         with pytest.raises(KeyboardInterrupt):
-            with train._interrupts_deferred():
+            with machine.interrupts_deferred():
                 entered.append(True)
         assert sent == [send] and entered == ([] if moment == "going_in" else [True])
         assert signal.getsignal(signal.SIGTERM) is _as_interrupt
