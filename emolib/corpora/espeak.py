@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -208,10 +209,25 @@ def synthesize(text: str, voice: str, prosody: Prosody = Prosody(), seed: int = 
     voice_name(language, variant if plus else None)  # VoiceError for names espeak-ng would silently replace
     lib = _library()
     read_fd, write_fd = os.pipe()
-    pid = os.fork()
+    # Ctrl-C reaches every process of the terminal's group, this child too. Arriving while the child
+    # ran the interpreter's after-fork hooks it printed "Exception ignored in: <function _releaseLock
+    # ...> KeyboardInterrupt" (a few per Ctrl-C of a corpus generation). So both signals wait, blocked,
+    # until the child ignores Ctrl-C (its parent is interrupted and reaps it below, 10 ms later; SIGTERM
+    # ends it at once) and until the parent is ready to reap it.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        os.close(read_fd)
+        os.close(write_fd)
+        raise
     if pid == 0:  # the child: synthesise, send "0" + samples or "1" + the error, and leave
         code = 1
         try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.close(read_fd)
             try:
                 payload = b"0" + _synthesize_here(lib, text, voice, prosody, seed)
@@ -222,10 +238,14 @@ def synthesize(text: str, voice: str, prosody: Prosody = Prosody(), seed: int = 
             code = 0
         finally:
             os._exit(code)  # never return into the parent's code (a test runner, a notebook)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as pipe:
-        payload = pipe.read()
-    _, status = os.waitpid(pid, 0)
+    try:
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as pipe:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a signal that waited is handled here
+            payload = pipe.read()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        _, status = os.waitpid(pid, 0)  # after an interruption too: no child is left a zombie
     if status != 0 or not payload:
         raise EspeakError(f"the espeak-ng child process failed (wait status {status}) for {text!r} with {voice}")
     if payload[:1] == b"1":
