@@ -799,16 +799,25 @@ def _kernel_environment() -> Iterator[None]:
     """For the kernels started meanwhile: ``EMOLIB_PROGRESS=log`` (unless set), one line per
     epoch in the executed notebooks, not a tqdm refresh per line (:mod:`emolib.progress`); every
     ``EMOLIB_*`` root absolute, since the kernels run in ``notebooks/`` and would read a relative
-    one against that folder; and cuBLAS's deterministic workspace (unless set), which cuBLAS reads
-    only when it starts (``training.deterministic`` on a GPU, :func:`emolib.train.setup`)."""
+    one against that folder; cuBLAS's deterministic workspace (unless set), which cuBLAS reads
+    only when it starts (``training.deterministic`` on a GPU, :func:`emolib.train.setup`); and, when
+    the driver runs from a checkout, that checkout first on ``PYTHONPATH``, so that the kernels import
+    the emolib the driver runs. Without it a kernel imported whatever the environment had installed:
+    with one venv (or conda env) and a second checkout or ``git worktree``, the driver ran the second
+    one's code and notebooks, the kernels the first one's emolib, which also wrote the first one's
+    ``figures/``."""
     from . import CUBLAS_WORKSPACE
 
-    previous = {var: os.environ.get(var) for var in ("EMOLIB_PROGRESS", "CUBLAS_WORKSPACE_CONFIG", *ROOT_VARIABLES)}
+    previous = {var: os.environ.get(var)
+                for var in ("EMOLIB_PROGRESS", "CUBLAS_WORKSPACE_CONFIG", "PYTHONPATH", *ROOT_VARIABLES)}
     os.environ.setdefault("EMOLIB_PROGRESS", "log")
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     for var in ROOT_VARIABLES:
         if os.environ.get(var):
             os.environ[var] = os.path.abspath(os.environ[var])
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file():  # not site-packages, which must not go before the standard library
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(checkout), *filter(None, [previous["PYTHONPATH"]])])
     try:
         yield
     finally:

@@ -569,3 +569,29 @@ def test_forked_pool_workers_stop_quietly_under_the_sigterm_handler():
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["6", "True", "True"]  # workers have the default action, the parent the handler
     assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr, done.stderr
+
+
+def test_the_kernels_import_the_emolib_the_driver_runs_not_the_one_installed(tmp_path):
+    """One environment, two checkouts (a second clone, a ``git worktree``): the driver ran from the
+    second, its kernels imported the emolib installed in the environment (here: this checkout, in
+    editable mode), ran the first one's code and wrote the first one's figures/. Found running
+    ``make report VENV=<the other checkout's .venv>`` from a fresh clone. The kernel environment
+    now puts the driver's checkout first on PYTHONPATH; a kernel is a process started with it."""
+    import shutil
+
+    other = tmp_path / "second checkout"
+    shutil.copytree(Path(driver.__file__).parent, other / "emolib", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(Path(driver.__file__).parent.parent / "pyproject.toml", other)
+    kernel = "import emolib; print(emolib.__file__)"
+    script = ("import subprocess, sys\n"
+              "from emolib import driver\n"
+              "print(driver.__file__)\n"
+              "with driver._kernel_environment():\n"
+              f"    print(subprocess.run([sys.executable, '-c', {kernel!r}], cwd={str(tmp_path)!r}, text=True,\n"
+              "                         capture_output=True, check=True).stdout.strip())\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMOLIB_")}
+    done = subprocess.run([sys.executable, "-c", script], cwd=other, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    driver_file, kernel_file = done.stdout.splitlines()
+    assert Path(driver_file) == other / "emolib" / "driver.py"
+    assert Path(kernel_file) == other / "emolib" / "__init__.py"
