@@ -34,24 +34,63 @@ def forked_map(fn: Callable[[A], R], jobs: Sequence[A], processes: int, what: st
     dies and waits for ever for the jobs it held, so one worker killed (the OOM killer) or crashed
     on a file hung the command, and every other process waiting on its cache lock, until
     interrupted. Here that raises :class:`WorkerDied`; the results already written stay (every
-    writer here writes atomically) and the next run does the rest. An interruption cancels the
-    jobs not started (closing the generator does too) and waits only for the running ones."""
+    writer here writes atomically) and the next run does the rest.
+
+    Ctrl-C is this process's to handle: it cancels the jobs not started (closing the generator does
+    too) and waits for the few already handed to a worker (keep ``chunksize`` small: 4 jobs of a few
+    ms each). The workers ignore it, so that a Ctrl-C of the terminal, which reaches them too, neither
+    fails their jobs nor prints their tracebacks; SIGTERM still ends a worker at once (then
+    :class:`WorkerDied`). A second Ctrl-C during that wait is raised once the pool has ended: one
+    that interrupted the wait left the workers waiting for ever for the pool's stop message, and the
+    command hanging after "interrupted" (found by two Ctrl-Cs of ``make report`` during the corpus
+    generation)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     context = multiprocessing.get_context("fork") if hasattr(os, "fork") else multiprocessing.get_context()
+    # blocked while the workers start (the first submit forks them all), so that none takes a Ctrl-C
+    # before it ignores it; one that arrived meanwhile is raised here once they are unblocked
+    mask = _block_stopping_signals()
     try:
-        with ProcessPoolExecutor(processes, mp_context=context) as pool:
+        pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_worker_ignores_ctrl_c,
+                                   initargs=(mask,))
+        try:
             results = pool.map(fn, jobs, chunksize=chunksize)
-            try:
-                yield from results
-            finally:
-                results.close()  # cancels the jobs not started, before the pool waits for its running ones
+            _unblock(mask)
+            yield from results
+        finally:
+            # a second Ctrl-C waits until the pool has ended: one that interrupted this wait left the
+            # workers waiting for the pool's stop message and the command hanging at exit
+            with interrupts_deferred():
+                _unblock(mask)
+                pool.shutdown(wait=True, cancel_futures=True)  # the jobs not started go, the running ones end
     except BrokenProcessPool as exc:
         raise WorkerDied(f"{what}: a worker process ended abruptly (killed, e.g. by the out-of-memory killer, or "
                          "crashed on one of its files); what the workers finished is kept: run the command again "
                          "to do the rest") from exc
+    finally:
+        _unblock(mask)
+
+
+_STOPPING = (signal.SIGINT, signal.SIGTERM)
+
+
+def _block_stopping_signals() -> set | None:
+    """Block Ctrl-C and SIGTERM in this thread (a forked child inherits that); returns the mask to put
+    back, or None where signal masks do not exist (Windows)."""
+    return signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING) if hasattr(signal, "pthread_sigmask") else None
+
+
+def _unblock(mask: set | None) -> None:
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _worker_ignores_ctrl_c(mask: set | None) -> None:
+    """A :func:`forked_map` worker's first act: ignore Ctrl-C, then take signals again."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _unblock(mask)
 
 
 @contextlib.contextmanager

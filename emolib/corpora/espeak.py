@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..machine import interrupts_deferred
+
 #: espeak-ng's native output rate; checked against what ``espeak_Initialize`` returns.
 SAMPLE_RATE = 22050
 
@@ -193,27 +195,14 @@ def _synthesize_here(lib: ctypes.CDLL, text: str, voice: str, prosody: Prosody, 
     return b"".join(_chunks)
 
 
-def synthesize(text: str, voice: str, prosody: Prosody = Prosody(), seed: int = 0) -> np.ndarray:
-    """Speak ``text`` with ``voice`` (``"en-us+f2"``, see :func:`voice_name`) and ``prosody``;
-    ``seed`` (0..2**32-1) seeds the random noise of breathy voices.
-
-    Returns int16 samples at :data:`SAMPLE_RATE`. The synthesis runs in a forked child
-    (see the module docstring), so the result depends on the arguments alone, never on
-    earlier calls or on the process's random state. Needs ``os.fork`` (Linux, macOS).
-    """
-    if not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be in 0..2**32-1, got {seed}")
-    if not hasattr(os, "fork"):
-        raise EspeakError("emolib's espeak-ng driver needs os.fork (Linux or macOS) to make synthesis reproducible")
-    language, plus, variant = voice.partition("+")
-    voice_name(language, variant if plus else None)  # VoiceError for names espeak-ng would silently replace
-    lib = _library()
+def _synthesize_in_child(lib: ctypes.CDLL, text: str, voice: str, prosody: Prosody, seed: int) -> tuple[int, bytes]:
+    """Fork, synthesise in the child (:func:`_synthesize_here`), reap it: its wait status and what it sent."""
     read_fd, write_fd = os.pipe()
     # Ctrl-C reaches every process of the terminal's group, this child too. Arriving while the child
     # ran the interpreter's after-fork hooks it printed "Exception ignored in: <function _releaseLock
     # ...> KeyboardInterrupt" (a few per Ctrl-C of a corpus generation). So both signals wait, blocked,
-    # until the child ignores Ctrl-C (its parent is interrupted and reaps it below, 10 ms later; SIGTERM
-    # ends it at once) and until the parent is ready to reap it.
+    # until the child ignores Ctrl-C (SIGTERM ends it at once) and the parent is ready to reap it,
+    # interrupted or not (an interrupted parent left its child a zombie).
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         pid = os.fork()
@@ -246,6 +235,26 @@ def synthesize(text: str, voice: str, prosody: Prosody = Prosody(), seed: int = 
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         _, status = os.waitpid(pid, 0)  # after an interruption too: no child is left a zombie
+    return status, payload
+
+
+def synthesize(text: str, voice: str, prosody: Prosody = Prosody(), seed: int = 0) -> np.ndarray:
+    """Speak ``text`` with ``voice`` (``"en-us+f2"``, see :func:`voice_name`) and ``prosody``;
+    ``seed`` (0..2**32-1) seeds the random noise of breathy voices.
+
+    Returns int16 samples at :data:`SAMPLE_RATE`. The synthesis runs in a forked child
+    (see the module docstring), so the result depends on the arguments alone, never on
+    earlier calls or on the process's random state. Needs ``os.fork`` (Linux, macOS).
+    """
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be in 0..2**32-1, got {seed}")
+    if not hasattr(os, "fork"):
+        raise EspeakError("emolib's espeak-ng driver needs os.fork (Linux or macOS) to make synthesis reproducible")
+    language, plus, variant = voice.partition("+")
+    voice_name(language, variant if plus else None)  # VoiceError for names espeak-ng would silently replace
+    lib = _library()
+    with interrupts_deferred():  # in the main thread a Ctrl-C waits (10 ms) until the child is reaped
+        status, payload = _synthesize_in_child(lib, text, voice, prosody, seed)
     if status != 0 or not payload:
         raise EspeakError(f"the espeak-ng child process failed (wait status {status}) for {text!r} with {voice}")
     if payload[:1] == b"1":
