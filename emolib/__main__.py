@@ -361,14 +361,14 @@ def _train(call: Callable[[], Any], interrupted: str = RESUMES) -> int:
     from .corpora import CorpusError
     from .machine import WorkerDied
     from .pretrained import ModelError
-    from .runs import ResultFileError, StaleRunError
+    from .runs import DiskFullError, ResultFileError, StaleRunError
 
     try:
         call()
     except RequestError as e:  # nothing was trained
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (AudioError, CorpusError, ModelError, ResultFileError, StaleRunError,
+    except (AudioError, CorpusError, DiskFullError, ModelError, ResultFileError, StaleRunError,
             WorkerDied) as e:  # complete folds are kept
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -401,13 +401,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _drive(call: Callable[[], Any]) -> int:
     """Run the driver; its errors become a message and an exit code, not a traceback."""
     from . import driver
+    from .runs import DiskFullError
 
     try:
         call()
     except driver.DriverError as e:  # a bad request: nothing was executed
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except driver.NotebookFailed as e:
+    except (driver.NotebookFailed, DiskFullError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -58,8 +58,12 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     untouched. The suffix defaults to the target's, for writers that infer the format.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp")
+    except OSError as exc:
+        _raise_if_disk_full(exc, path)
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -70,10 +74,44 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         _fsync(tmp_path)  # the bytes reach the disk before the name does: a crash cannot leave an empty file
         os.replace(tmp_path, path)
         _fsync(path.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        _raise_if_disk_full(exc, path)
         raise
+
+
+class DiskFullError(RuntimeError):
+    """A write found its device full (or the user's quota used up); the message names the file, the
+    free space, and what was kept. Not an ``OSError``: code that skips an unreadable file must not
+    skip this one."""
+
+
+#: How writers report a full device: ENOSPC / EDQUOT as an ``OSError``, or in the message of a
+#: writer that is not Python's (safetensors' Rust: "No space left on device (os error 28)").
+_DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded")
+
+
+def _raise_if_disk_full(exc: BaseException, path: Path) -> None:
+    import errno
+
+    if isinstance(exc, (KeyboardInterrupt, DiskFullError)):
+        return
+    full_errnos = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+    chain, seen = [], exc  # torch.save raises its own error "during handling of" Python's ENOSPC
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    if not any((isinstance(e, OSError) and e.errno in full_errnos) or any(t in str(e) for t in _DISK_FULL_TEXTS)
+               for e in chain):
+        return
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:,.1f} MiB free there now"
+    except OSError:
+        free = "free space unknown"
+    raise DiskFullError(f"{path}: no space left on its device ({free}). Nothing of this file was written and "
+                        "every file written before is kept: free some space (or move the root with EMOLIB_RUNS / "
+                        "EMOLIB_CACHE / EMOLIB_DATA) and run the command again, which resumes") from exc
 
 
 def _fsync(path: Path) -> None:

@@ -334,10 +334,12 @@ def fit(
         history.append(row)
         if run is not None:
             with interrupts_deferred():  # the epoch's two files together: a stopped run lists the epoch it resumes after
-                with atomic_path(resume_path) as tmp:
+                # through a Python file: torch's own writer reports a full disk as "iostream error", Python's
+                # write as ENOSPC, which atomic_path turns into one error line naming the file
+                with atomic_path(resume_path) as tmp, open(tmp, "wb") as out:
                     torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                 "scheduler": scheduler.state_dict(), "history": history, "best_ua": best_ua,
-                                "best_epoch": best_epoch, **_rng_states(device)}, tmp)
+                                "best_epoch": best_epoch, **_rng_states(device)}, out)
                 _write_history(run, history)  # after every epoch: a running run's progress, to plot or list
         _report(desc, row, optim.epochs, improved, show, bar)
     if bar is not None:

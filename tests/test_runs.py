@@ -55,6 +55,81 @@ def test_a_writer_that_fails_midway_leaves_the_old_file(tmp_path):
     assert not fresh.exists() and [p.name for p in tmp_path.iterdir()] == ["predictions.csv"]
 
 
+#: What safetensors' save_file raised when a small tmpfs as EMOLIB_RUNS filled up (recorded once:
+#: it takes a file name only, and no test may aim a writer's rename at /dev/full).
+SAFETENSORS_FULL = "Error while serializing: I/O error: No space left on device (os error 28)"
+
+
+def _write_to_a_full_disk(writer: str, tmp: Path) -> None:
+    """What each of the project's writers raises on a full disk: the writer, given a file opened on
+    /dev/full, where every write fails with ENOSPC (``tmp``, the temporary file, is written first, as
+    a writer inside atomic_path would). Never /dev/full's name: a writer that renames would replace it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from safetensors import SafetensorError
+
+    tmp.write_bytes(b"partial")
+    if writer == "safetensors":  # best.safetensors, outputs.safetensors: its Rust reports it in a message
+        raise SafetensorError(SAFETENSORS_FULL)
+    with open("/dev/full", "w" if writer in ("pandas", "text") else "wb") as out:
+        if writer == "torch.save":  # as resume.pt is written: into a Python file (emolib.train)
+            torch.save({"w": torch.zeros(100_000)}, out)
+        elif writer == "numpy":  # feature caches
+            np.save(out, np.zeros(100_000))
+        elif writer == "pandas":  # predictions.csv, history.csv
+            pd.DataFrame({"x": np.arange(100_000)}).to_csv(out)
+        elif writer == "matplotlib":  # figures
+            fig = plt.figure()
+            try:
+                fig.savefig(out, format="png")
+            finally:
+                plt.close(fig)
+        else:  # json records, text tables
+            out.write(json.dumps({"x": list(range(100_000))}))
+
+
+def _full_device() -> bool:
+    return os.path.exists("/dev/full") and stat.S_ISCHR(os.stat("/dev/full").st_mode)
+
+
+@pytest.mark.skipif(not _full_device(), reason="needs /dev/full, the device on which every write fails")
+@pytest.mark.parametrize("writer", ["torch.save", "safetensors", "numpy", "pandas", "matplotlib", "text"])
+def test_a_full_disk_is_one_error_naming_the_file_and_the_old_file_stays(tmp_path, writer, capsys):
+    """A full disk ended a run with its writer's traceback, and named no file: torch.save's said
+    "basic_ios::clear: iostream error" (ENOSPC only as the error it happened while handling),
+    safetensors' "os error 28" in a message. Measured on a small tmpfs as EMOLIB_RUNS,
+    EMOLIB_CACHE and EMOLIB_DATA, for the student, teacher and run commands."""
+    from emolib import __main__ as cli
+    from emolib.runs import DiskFullError
+
+    target = tmp_path / "result.bin"
+    target.write_bytes(b"the run's earlier result")
+    with pytest.raises(DiskFullError) as caught:
+        with atomic_path(target) as tmp:
+            _write_to_a_full_disk(writer, tmp)
+    message = str(caught.value)
+    assert message.startswith(f"{target}: no space left on its device (") and "MiB free there now" in message
+    assert "every file written before is kept" in message and "run the command again" in message
+    assert target.read_bytes() == b"the run's earlier result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.bin"]  # no temporary file left
+    assert _full_device()  # and /dev/full is still the device
+    # a command ends with that one line and exit code 1, as for a damaged file
+    capsys.readouterr()
+    assert cli._train(lambda: (_ for _ in ()).throw(caught.value)) == 1
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_an_error_that_is_not_a_full_disk_passes_through_unchanged(tmp_path):
+    with pytest.raises(PermissionError):
+        with atomic_path(tmp_path / "x.json"):
+            raise PermissionError(13, "Permission denied")
+    with pytest.raises(RuntimeError, match="iostream error"):  # torch's message alone says nothing of space
+        with atomic_path(tmp_path / "x.pt"):
+            raise RuntimeError("basic_ios::clear: iostream error")
+
+
 def test_names_in_result_tables_come_back_as_written(runs):
     # a manifest's ids, numeric labels and a speaker called NA: a plain read_csv would give the
     # numbers 1 and 0 and a missing value, and the labels would no longer be the corpus's classes
