@@ -97,14 +97,16 @@ def _worker_ignores_ctrl_c(mask: set | None) -> None:
 def interrupts_deferred() -> Iterator[None]:
     """Ctrl-C, and SIGTERM (which the commands turn into Ctrl-C), wait until the block ends and then
     act as they would have. Only in the main thread, where Python runs signal handlers, and only for
-    handlers Python installed; SIGKILL cannot wait. Two uses:
+    handlers Python installed; SIGKILL cannot wait. For short steps that must not be cut:
 
-    - around an epoch's ``resume.pt`` and ``history.csv`` (:mod:`emolib.train`): a run stopped between
-      the two was listed one epoch behind the one it resumed after;
-    - around native code that calls back into Python (openSMILE, :func:`emolib.prosody.extract`): an
-      exception raised in a ctypes callback is printed and dropped ("Exception ignored on calling ctypes
-      callback function"), so a Ctrl-C there was lost *and* cost the callback its frames: the file's
-      LLDs came back one frame short, its functionals all NaN, and both went into the cache as if whole."""
+    - an epoch's ``resume.pt`` and ``history.csv`` (:mod:`emolib.train`): a run stopped between the two
+      was listed one epoch behind the one it resumed after;
+    - native code that calls back into Python (openSMILE, :func:`emolib.prosody.extract`): an exception
+      raised in a ctypes callback is printed and dropped ("Exception ignored on calling ctypes callback
+      function"), so a Ctrl-C there was lost *and* cost the callback its frames: the file's LLDs came
+      back one frame short, its functionals all NaN, and both went into the cache as if whole;
+    - a forked child until it is reaped (:func:`emolib.corpora.espeak.synthesize`), and a worker pool
+      until it has stopped (:func:`forked_map`)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
