@@ -759,3 +759,27 @@ def test_a_run_trained_on_another_version_of_the_corpus_is_one_error_line(roots,
     (run_dir,) = (roots / "runs" / "prosodic_teacher").iterdir()
     assert code == 1 and len(err) == 1
     assert err[0].startswith(f"error: {run_dir / 'fold1'}: trained on ") and f"Delete {run_dir} to train again" in err[0]
+
+
+@pytest.mark.parametrize("entry", ["_train", "_drive"])
+def test_a_folder_the_command_cannot_write_is_one_error_line_naming_it(entry, capsys):
+    """A shared read-only corpus or cache works while it holds everything a command needs; the
+    first write it would take (a corpus still to generate, features still to extract, a runs
+    folder of another user's) ended in an OSError traceback. Measured with read-only mounts as
+    EMOLIB_DATA, EMOLIB_CACHE and EMOLIB_RUNS under the student and run commands; a root process
+    cannot be refused by chmod, so the error is raised here as the mount raised it."""
+    import errno
+
+    def refused():
+        raise OSError(errno.EROFS, "Read-only file system", "/shared/emolib-cache/egemaps")
+
+    assert getattr(cli, entry)(refused) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: /shared/emolib-cache/egemaps: Read-only file system. ") and err.count("\n") == 1
+    assert "EMOLIB_CACHE" in err and "complete results are kept" in err
+
+    def missing():  # any other OSError is not this one: its traceback stays
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", "/x")
+
+    with pytest.raises(FileNotFoundError):
+        getattr(cli, entry)(missing)
