@@ -392,8 +392,8 @@ def _unwritable(e: OSError) -> str | None:
     if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM) or not e.filename:
         return None
     return (f"{e.filename}: {e.strerror}. emolib writes the corpus, the feature caches and the runs under "
-            "EMOLIB_DATA, EMOLIB_CACHE and EMOLIB_RUNS (by default inside the checkout): point the one that "
-            "holds this path at a folder you can write, or make it writable; complete results are kept")
+            "EMOLIB_DATA, EMOLIB_CACHE and EMOLIB_RUNS (by default inside the checkout): if one of them holds "
+            "this path, point it at a folder you can write, or make the folder writable; complete results are kept")
 
 
 # -- entry point ---------------------------------------------------------------------
