@@ -23,6 +23,13 @@ def ctrl_c_twice():
     time.sleep(0.05)  # the second lands while the pool waits for the jobs handed out
     os.killpg(0, signal.SIGINT)
 
+armed = True
+
+def ctrl_c(signum, frame):  # once the outcome is known, a late second Ctrl-C (a loaded machine) is let go
+    if armed:
+        raise KeyboardInterrupt
+
+signal.signal(signal.SIGINT, ctrl_c)
 threading.Thread(target=ctrl_c_twice, daemon=True).start()
 done = []
 try:
@@ -31,6 +38,7 @@ try:
     outcome = "finished"
 except KeyboardInterrupt:
     outcome = "interrupted"
+armed = False
 print(json.dumps({"outcome": outcome, "done": len(done), "in_order": done == list(range(len(done)))}), flush=True)
 """
 

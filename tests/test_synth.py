@@ -289,19 +289,28 @@ import numpy as np
 from emolib.corpora import espeak
 text = "I cannot believe you did that to me again, after everything we said."
 whole = espeak.synthesize(text, "en-us+f2", seed=1)
+armed = False
+
+def ctrl_c(signum, frame):  # raises only while a synthesis runs: a late one lands between trials, harmlessly
+    if armed:
+        raise KeyboardInterrupt
+
+signal.signal(signal.SIGINT, ctrl_c)
 random.seed(0)
 outcomes, zombies = [], 0
 for trial in range(60):
     timer = threading.Timer(random.uniform(0.0, 0.02), os.killpg, (0, signal.SIGINT))  # Ctrl-C: the whole group
     timer.start()
     try:
+        armed = True
         samples = espeak.synthesize(text, "en-us+f2", seed=1)
-        timer.join()
-        time.sleep(0.01)  # a late one lands here
+        armed = False
         outcomes.append("same" if np.array_equal(samples, whole) else "different")
     except KeyboardInterrupt:
-        timer.join()
+        armed = False
         outcomes.append("interrupted")
+    timer.join()
+    time.sleep(0.01)  # the signal's handler has run by now
     try:
         zombies += os.waitpid(-1, os.WNOHANG)[0] != 0  # a child nobody reaped
     except ChildProcessError:  # no child at all
