@@ -376,24 +376,24 @@ def _train(call: Callable[[], Any], interrupted: str = RESUMES) -> int:
         print(f"\ninterrupted: {interrupted}", file=sys.stderr)
         return 130
     except OSError as e:
-        if (message := _unwritable(e)) is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        return 1
+        return _unwritable(e)
     return 0
 
 
-def _unwritable(e: OSError) -> str | None:
-    """The one-line message for a folder the command must write and cannot (read-only, another
-    user's), naming it; None for any other error. A shared read-only cache or corpus works as long
-    as it already holds everything a command needs; the first write it would take ended in a traceback."""
+def _unwritable(e: OSError) -> int:
+    """A folder the command must write and cannot (read-only, another user's): one ``error:`` line
+    naming it, exit code 1. Any other error is raised again. A shared read-only cache or corpus works
+    as long as it already holds everything a command needs; the first write it would take ended in a
+    traceback."""
     import errno
 
     if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM) or not e.filename:
-        return None
-    return (f"{e.filename}: {e.strerror}. emolib writes the corpus, the feature caches and the runs under "
-            "EMOLIB_DATA, EMOLIB_CACHE and EMOLIB_RUNS (by default inside the checkout): if one of them holds "
-            "this path, point it at a folder you can write, or make the folder writable; complete results are kept")
+        raise e
+    print(f"error: {e.filename}: {e.strerror}. emolib writes the corpus, the feature caches and the runs under "
+          "EMOLIB_DATA, EMOLIB_CACHE and EMOLIB_RUNS (by default inside the checkout): if one of them holds "
+          "this path, point it at a folder you can write, or make the folder writable; complete results are kept",
+          file=sys.stderr)
+    return 1
 
 
 # -- entry point ---------------------------------------------------------------------
@@ -430,10 +430,7 @@ def _drive(call: Callable[[], Any]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except OSError as e:
-        if (message := _unwritable(e)) is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        return 1
+        return _unwritable(e)
     except KeyboardInterrupt:
         print("\ninterrupted: complete notebooks are kept and skipped on the next run", file=sys.stderr)
         return 130
