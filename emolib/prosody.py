@@ -52,11 +52,23 @@ LLD_NAMES = (
 _SMILE: dict[str, object] = {}
 
 
+def _fs_bytes(text: str, encoding: str) -> bytes:
+    """What ``bytes(text, "ascii")`` becomes inside openSMILE's binding: the bytes the file system uses."""
+    return os.fsencode(text)
+
+
 def _smile(level: str):
     """One openSMILE extractor per process and level (building one costs ~50 ms)."""
     if level not in _SMILE:
         import opensmile
+        import opensmile.core.lib
 
+        # The binding hands every path to the C library as bytes(path, "ascii") (its config files
+        # sit in site-packages), so a checkout or venv under a folder such as /home/jürgen could
+        # not build an extractor: UnicodeEncodeError (audeering/opensmile-python#63, open). The C
+        # library opens the bytes it is given, and those of os.fsencode name the same files; every
+        # other string the binding encodes is an ASCII component name, encoded alike.
+        opensmile.core.lib.bytes = _fs_bytes
         feature_level = {"lld": opensmile.FeatureLevel.LowLevelDescriptors,
                          "functionals": opensmile.FeatureLevel.Functionals}[level]
         _SMILE[level] = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=feature_level)

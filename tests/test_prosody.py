@@ -106,6 +106,46 @@ def test_speaker_normalisation_takes_each_speaker_to_its_own_mean():
     np.testing.assert_allclose((pooled["u2"] - pooled["u0"]).mean(), 10 / np.sqrt(1 + 25), rtol=0.02)
 
 
+NON_ASCII_SITE = """
+import sys
+import numpy as np, opensmile
+from emolib import prosody
+
+assert "dür" in opensmile.__file__, opensmile.__file__
+audio, out = sys.argv[1:]
+np.savez(out, lld=prosody.extract(audio, "lld"), functionals=prosody.extract(audio, "functionals"))
+"""
+
+
+def test_opensmile_installed_under_a_non_ascii_folder_gives_the_same_descriptors(tmp_path):
+    """openSMILE's binding encodes the paths of its config files (in site-packages) as ASCII: with
+    the checkout and its .venv under a folder such as /home/jürgen, every extraction failed with
+    UnicodeEncodeError, so did make report and 50 tests. The package, copied under such a folder
+    and imported from there, must give what it gives here, for an audio file named alike."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import opensmile
+
+    site = tmp_path / "dür"
+    shutil.copytree(Path(opensmile.__file__).parent, site / "opensmile")
+    audio, out = tmp_path / "größe.wav", tmp_path / "out.npz"
+    t = np.arange(24000) / 16000
+    sf.write(audio, (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32), 16000)
+    repo = Path(prosody.__file__).parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(repo), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", NON_ASCII_SITE, str(audio), str(out)], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    there = np.load(out)
+    assert there["lld"].shape == (146, 25)  # 1.5 s at a 10 ms hop, less the windows that do not fit
+    np.testing.assert_array_equal(there["lld"], prosody.extract(audio, "lld"))
+    np.testing.assert_array_equal(there["functionals"], prosody.extract(audio, "functionals"))
+
+
 WORKER_KILLED = """
 import os, signal, sys
 import numpy as np, soundfile as sf
