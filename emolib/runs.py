@@ -25,13 +25,17 @@ While a process trains a run it holds an advisory lock on
 the process ends, even on ``kill -9``): a second job asked for the same run (two jobs of one
 config on a shared ``EMOLIB_RUNS``) waits for the first one, says so, and then reuses its
 result instead of training it a second time and mixing its files with the first one's.
+On a file system without such locks (Lustre mounted without ``flock``, NFS without its lock
+daemon) the commands go on without them and say so once (:func:`_acquire`).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -190,14 +194,43 @@ def _acquire(path: Path, waiting: str) -> int | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-        print(waiting.format(pid=holder), flush=True)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            print(waiting.format(pid=holder), flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        return fd
+    except BaseException as exc:  # e.g. a Ctrl-C while waiting: the descriptor is not left open
+        os.close(fd)
+        if not (isinstance(exc, OSError) and exc.errno in _NO_LOCKS):
+            raise
+        _say_no_locks(path.parent, exc)
+        return None
+
+
+# What flock gives on a file system without locks: ENOSYS (Lustre mounted without -o flock, the
+# HDF5_USE_FILE_LOCKING=FALSE case of HPC sites; some FUSE file systems), ENOLCK (NFS without its lock
+# daemon), EOPNOTSUPP (other network and FUSE file systems).
+_NO_LOCKS = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP}
+_SAID_NO_LOCKS: set[int] = set()  # the file systems (st_dev) this process has said it for
+
+
+def _say_no_locks(folder: Path, exc: OSError) -> None:
+    """The one warning, per process and file system, that the commands run there without locks. Two
+    processes on the same run or cache could then do the same work twice, and one could remove the
+    other's temporary file as a killed run's leftover; every write stays atomic, so no complete
+    file is ever torn, but the user must not run two commands on these folders at once."""
+    device = folder.stat().st_dev
+    if device in _SAID_NO_LOCKS:
+        return
+    _SAID_NO_LOCKS.add(device)
+    print(f"warning: {folder}: this file system gives no file locks ({exc.strerror}; e.g. Lustre mounted without "
+          "flock, or NFS without its lock daemon): emolib goes on without them, so run one emolib command at a time "
+          "on these folders, or point EMOLIB_RUNS, EMOLIB_CACHE and EMOLIB_DATA at a local disk", file=sys.stderr,
+          flush=True)
 
 
 def _lock(run_dir: Path) -> None:

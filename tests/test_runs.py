@@ -17,7 +17,7 @@ from emolib import runs as runs_mod
 from emolib.config import from_dict, get_config
 from emolib.cache import FeatureCache
 from emolib.runs import (_UMASK, ResultFileError, Run, StaleRunError, atomic_path, atomic_write_json,
-                         atomic_write_text, read_json)
+                         atomic_write_text, read_json, work_lock)
 
 
 @pytest.fixture
@@ -497,6 +497,62 @@ def test_a_training_that_fails_in_a_live_process_releases_the_run(runs):
     assert not _lock_is_free(run)
     run.finish({"ua": 0.5})
     assert _lock_is_free(run)
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_file_system_without_locks_is_said_once_and_the_work_goes_on(runs, tmp_path, monkeypatch, capsys):
+    """Lustre mounted without flock (the usual HPC default) gives ENOSYS, NFS without its lock
+    daemon ENOLCK: every command ended in a traceback at its first lock (measured with flock()
+    made to fail so under LD_PRELOAD). Now one warning for the file system, and the work goes on."""
+    import errno
+    import fcntl
+
+    tried = []
+
+    def no_locks(fd, operation):
+        tried.append(operation)
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    monkeypatch.setattr(runs_mod, "_SAID_NO_LOCKS", set())
+    before = _open_descriptors()
+    run = Run("prosodic_teacher", get_config("tiny"), fold=1).start()
+    (run.dir / "resume.pt").write_bytes(b"state")
+    run.finish({"ua": 0.5})
+    cache = FeatureCache("lld", {"n": 1}, root=tmp_path / "cache")
+    with cache.writing("eGeMAPS lld"):
+        cache.put("ab" * 20, np.arange(3.0))
+    assert Run("prosodic_teacher", get_config("tiny"), fold=1).metrics() == {"ua": 0.5}
+    np.testing.assert_array_equal(cache.get("ab" * 20), np.arange(3.0))
+    assert len(tried) == 2 and _open_descriptors() == before  # both tried, no lock file left open
+    err = capsys.readouterr().err
+    assert err.count("warning: ") == 1, err  # the same file system: said once
+    assert err.startswith(f"warning: {runs_mod.lock_path(run.dir).parent}: this file system gives no file locks "
+                          "(Function not implemented; e.g. Lustre mounted without flock")
+    assert "run one emolib command at a time on these folders" in err
+
+
+@pytest.mark.parametrize("failure", ["another error", "ctrl-c while waiting"])
+def test_a_lock_that_fails_otherwise_raises_and_closes_its_file(runs, tmp_path, monkeypatch, failure):
+    import errno
+    import fcntl
+
+    def flock(fd, operation):
+        if failure == "another error":
+            raise OSError(errno.EIO, "Input/output error")
+        if operation & fcntl.LOCK_NB:
+            raise BlockingIOError(errno.EWOULDBLOCK, "held by another process")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    before = _open_descriptors()
+    with pytest.raises(OSError if failure == "another error" else KeyboardInterrupt):
+        with work_lock(tmp_path / "x.lock", "x"):
+            pass
+    assert _open_descriptors() == before
 
 
 def test_file_digests_are_remembered_until_the_file_changes(tmp_path, monkeypatch):
