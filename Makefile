@@ -14,9 +14,11 @@ PRESET ?= default
 # Folds run in parallel, one process per core, each with one torch thread: small models
 # gain little from a second thread, and OpenMP threads spin-wait badly on a shared machine.
 # With GPUS (e.g. GPUS="0 1 2 3"), each running fold gets one of those GPUs and JOBS
-# defaults to one per GPU.
+# defaults to one per GPU. Cores are counted as emolib counts them (emolib/machine.py, standard
+# library only): the CPUs this process may run on, capped by a container's CPU quota, which nproc
+# does not see (docker run --cpus 4 on a 64-core host: 4, not 64).
 GPUS ?=
-JOBS ?= $(if $(strip $(GPUS)),$(words $(GPUS)),$(shell nproc 2>/dev/null || echo 1))
+JOBS ?= $(if $(strip $(GPUS)),$(words $(GPUS)),$(shell $(PYTHON) -c 'import runpy; print(runpy.run_path("emolib/machine.py")["available_cores"]())' 2>/dev/null || nproc 2>/dev/null || echo 1))
 # Extra pip options for the torch install only, e.g. TORCH_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 # (a CPU-only machine whose pip reaches only PyPI: there the Linux wheel of the pin is the CUDA build)
 TORCH_ARGS ?=

@@ -17,3 +17,12 @@ _os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
 #: emolib.pretrained.load_model, which refuses such a folder.
 _os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 _os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+#: OpenMP (torch's threads, OpenBLAS's) counts the cores a process may run on, once, when it loads, and
+#: not its container's CPU quota (docker run --cpus, a Kubernetes CPU limit): 64 threads on a 64-core
+#: host then share 4 CPUs' worth of time. Under such a quota OMP_NUM_THREADS is set to it (rounded up),
+#: unless the user set it; without one nothing changes. Processes emolib starts inherit it.
+from . import machine as _machine  # noqa: E402 - stdlib only, no heavy imports
+
+if "OMP_NUM_THREADS" not in _os.environ and _machine.available_cores() < _machine.affinity_cores():
+    _os.environ["OMP_NUM_THREADS"] = str(_machine.available_cores())

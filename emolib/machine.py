@@ -3,9 +3,11 @@ extraction and the notebook driver all ask)."""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import threading
+from pathlib import Path
 from typing import Callable, Iterator, Sequence, TypeVar
 
 A = TypeVar("A")
@@ -13,12 +15,74 @@ R = TypeVar("R")
 
 
 def available_cores() -> int:
-    """The cores this process may run on: its CPU affinity, which honours ``taskset`` and a
-    container's CPU set (``os.cpu_count`` counts the whole machine's)."""
+    """The cores this process may use: its CPU affinity, which honours ``taskset`` and a container's
+    CPU set (``os.cpu_count`` counts the whole machine's), capped by its cgroup's CPU quota, rounded
+    up (:func:`cgroup_cpu_limit`). The worker pools, the driver's jobs and torch's threads are sized
+    by it: in a container limited to 4 CPUs on a 64-core host they counted 64, and 64 processes, or
+    64 threads, then share 4 CPUs' worth of time (and memory)."""
+    cores, limit = affinity_cores(), cgroup_cpu_limit()
+    return max(1, min(cores, math.ceil(limit))) if limit is not None else cores
+
+
+def affinity_cores() -> int:
+    """The cores this process may run on (what OpenMP, and so torch, sizes its threads by)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
+
+
+def cgroup_cpu_limit(proc: Path = Path("/proc/self")) -> float | None:
+    """The CPUs this process's cgroups let it use, the tightest quota of its cgroup and of those above
+    it (``docker run --cpus``, a Kubernetes CPU limit), or None without a quota (or off Linux).
+    cgroup v2: ``cpu.max`` ("max 100000", or "<quota> <period>" in microseconds); v1: the ``cpu``
+    controller's ``cpu.cfs_quota_us`` (-1: none) over ``cpu.cfs_period_us``. The folders are found as
+    ``/proc/self/cgroup`` and ``/proc/self/mountinfo`` say (a container sees its own cgroup as its root)."""
+    try:
+        memberships = (proc / "cgroup").read_text().splitlines()
+        mounts = (proc / "mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    paths: dict[str, str] = {}  # "v2", or "v1" for the hierarchy holding the cpu controller -> cgroup path
+    for line in memberships:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            paths["v2"] = path
+        elif "cpu" in controllers.split(","):
+            paths["v1"] = path
+    limits = []
+    for line in mounts:
+        fields = line.split()
+        if "-" not in fields[6:]:
+            continue
+        tail = fields[fields.index("-", 6) + 1:]
+        root, mount_point = fields[3], Path(fields[4].replace("\\040", " "))
+        version = {"cgroup2": "v2", "cgroup": "v1"}.get(tail[0])
+        if version is None or (version == "v1" and "cpu" not in tail[2].split(",")) or version not in paths:
+            continue
+        inside = os.path.relpath(paths[version], root)
+        if inside.startswith(".."):  # a cgroup this mount does not show
+            continue
+        folder = mount_point / inside
+        while True:
+            limits.append(_quota(folder, version))
+            if folder == mount_point or mount_point not in folder.parents:
+                break
+            folder = folder.parent
+    limits = [x for x in limits if x is not None]
+    return min(limits) if limits else None
+
+
+def _quota(folder: Path, version: str) -> float | None:
+    """One cgroup folder's CPU quota in CPUs, or None (no quota, or no such file)."""
+    try:
+        if version == "v2":
+            quota, period = (folder / "cpu.max").read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        return None if quota < 0 else quota / int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
 
 
 class WorkerDied(RuntimeError):

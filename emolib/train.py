@@ -65,10 +65,20 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def set_threads(training: TrainingConfig) -> None:
-    """torch's CPU threads: ``training.num_threads``, else ``EMOLIB_THREADS``, else torch's default."""
-    threads = training.num_threads or int(os.environ.get("EMOLIB_THREADS", "0"))
+    """torch's CPU threads: ``training.num_threads``, else ``EMOLIB_THREADS``, else ``OMP_NUM_THREADS``
+    (which importing emolib sets under a container's CPU quota, ``emolib/__init__.py``; torch reads it
+    only when it loads, so a torch imported before emolib had not seen it), else torch's default."""
+    threads = training.num_threads or int(os.environ.get("EMOLIB_THREADS", "0")) or _omp_threads()
     if threads > 0:
         torch.set_num_threads(threads)
+
+
+def _omp_threads() -> int:
+    """``OMP_NUM_THREADS``'s thread count (its first level: "4,2" is 4), or 0 when unset or unreadable."""
+    try:
+        return max(0, int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0]))
+    except ValueError:
+        return 0
 
 
 def setup(training: TrainingConfig) -> torch.device:

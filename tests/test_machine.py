@@ -65,3 +65,103 @@ def test_two_ctrl_cs_during_a_forked_map_stop_it_without_a_hang_or_a_worker_trac
     assert err == ""  # no worker traceback, nothing "ignored"
     left = subprocess.run(["ps", "-o", "pid=", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert left == []  # no worker outlives the command
+
+
+def _cgroups(tmp_path: Path, memberships: str, mounts: list[tuple[str, str, str, str]],
+             files: dict[str, str]) -> Path:
+    """A fake /proc/self: its cgroup file, its mountinfo (one line per (root, mount point under
+    tmp_path, fstype, super options)), and the cgroup files below the mount points."""
+    proc = tmp_path / "proc"
+    proc.mkdir(parents=True)
+    (proc / "cgroup").write_text(memberships)
+    lines = [f"{30 + k} 1 0:{26 + k} {root} {tmp_path / point} rw,nosuid shared:{k} - {fstype} {fstype} {options}"
+             for k, (root, point, fstype, options) in enumerate(mounts)]
+    lines.insert(0, "22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw")  # not a cgroup
+    (proc / "mountinfo").write_text("\n".join(lines) + "\n")
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    return proc
+
+
+def test_a_cgroup_v2_quota_is_read_as_cpus_and_the_tightest_of_the_hierarchy_counts(tmp_path):
+    from emolib.machine import cgroup_cpu_limit
+
+    # a container that sees its own cgroup as the root: `docker run --cpus 2.5`
+    proc = _cgroups(tmp_path / "docker", "0::/\n", [("/", "cg", "cgroup2", "rw")], {"cg/cpu.max": "250000 100000\n"})
+    assert cgroup_cpu_limit(proc) == 2.5
+    # a Kubernetes pod seen from the host: the pod's limit (1.5) is tighter than its container's (none)
+    proc = _cgroups(tmp_path / "k8s", "0::/kubepods/pod1/c1\n", [("/", "cg", "cgroup2", "rw")],
+                    {"cg/cpu.max": "max 100000\n", "cg/kubepods/cpu.max": "max 100000\n",
+                     "cg/kubepods/pod1/cpu.max": "150000 100000\n", "cg/kubepods/pod1/c1/cpu.max": "max 100000\n"})
+    assert cgroup_cpu_limit(proc) == 1.5
+    # no quota anywhere
+    proc = _cgroups(tmp_path / "free", "0::/user.slice\n", [("/", "cg", "cgroup2", "rw")],
+                    {"cg/cpu.max": "max 100000\n", "cg/user.slice/cpu.max": "max 100000\n"})
+    assert cgroup_cpu_limit(proc) is None
+
+
+def test_a_cgroup_v1_quota_is_read_from_the_cpu_controller_s_hierarchy(tmp_path):
+    from emolib.machine import cgroup_cpu_limit
+
+    # this machine's layout: v1 controllers and an empty v2 hierarchy (no cpu.max there)
+    memberships = "9:name=systemd:/\n4:memory:/x\n1:cpu:/emoq\n0::/\n"
+    mounts = [("/", "cpu", "cgroup", "rw,cpu"), ("/", "memory", "cgroup", "rw,memory"),
+              ("/", "unified", "cgroup2", "rw")]
+    files = {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n",
+             "cpu/emoq/cpu.cfs_quota_us": "25000\n", "cpu/emoq/cpu.cfs_period_us": "100000\n",
+             "memory/x/cpu.cfs_quota_us": "1000\n", "memory/x/cpu.cfs_period_us": "100000\n"}  # not the cpu controller
+    assert cgroup_cpu_limit(_cgroups(tmp_path / "hybrid", memberships, mounts, files)) == 0.25
+    # Docker on cgroup v1: the mount's root is the container's own cgroup, the controllers are joined
+    proc = _cgroups(tmp_path / "docker", "3:cpu,cpuacct:/docker/abc\n",
+                    [("/docker/abc", "cpu,cpuacct", "cgroup", "rw,cpu,cpuacct")],
+                    {"cpu,cpuacct/cpu.cfs_quota_us": "400000\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"})
+    assert cgroup_cpu_limit(proc) == 4.0
+    # a cgroup the mount does not show, unreadable files and no /proc at all: no quota known
+    proc = _cgroups(tmp_path / "elsewhere", "3:cpu:/other\n", [("/docker/abc", "cpu", "cgroup", "rw,cpu")],
+                    {"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"})
+    assert cgroup_cpu_limit(proc) is None
+    proc = _cgroups(tmp_path / "garbled", "1:cpu:/\n", [("/", "cpu", "cgroup", "rw,cpu")],
+                    {"cpu/cpu.cfs_quota_us": "lots\n", "cpu/cpu.cfs_period_us": "100000\n"})
+    assert cgroup_cpu_limit(proc) is None
+    assert cgroup_cpu_limit(tmp_path / "no-proc") is None
+
+
+UNDER_A_QUOTA = """
+import json, os, sys
+with open(os.path.join(sys.argv[1], "cgroup.procs"), "w") as f:
+    f.write(str(os.getpid()))
+import emolib
+from emolib import machine
+import torch
+from emolib.config import get_config
+from emolib.train import set_threads
+imported = torch.get_num_threads()
+set_threads(get_config("tiny").training)
+print(json.dumps({"limit": machine.cgroup_cpu_limit(), "cores": machine.available_cores(),
+                  "omp": os.environ.get("OMP_NUM_THREADS"), "torch": imported, "after_setup": torch.get_num_threads()}))
+"""
+
+
+def test_a_real_cpu_quota_sizes_the_workers_and_torch_s_threads(tmp_path):
+    """A cgroup (v1, as on this machine) limited to a quarter of a CPU: torch alone would start one
+    thread per core of the machine. Needs a writable cgroup v1 cpu hierarchy (root in a container
+    that has one), else skipped."""
+    import pytest
+
+    root = Path("/sys/fs/cgroup/cpu")
+    if os.cpu_count() < 2 or not os.access(root, os.W_OK) or not (root / "cpu.cfs_quota_us").exists():
+        pytest.skip("no writable cgroup v1 cpu hierarchy here")
+    group = root / f"emolib-test-{os.getpid()}"
+    try:
+        group.mkdir()
+        (group / "cpu.cfs_period_us").write_text("100000")
+        (group / "cpu.cfs_quota_us").write_text("25000")
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "EMOLIB_THREADS")}
+        done = subprocess.run([sys.executable, "-c", UNDER_A_QUOTA, str(group)], capture_output=True, text=True,
+                              env=env, timeout=120)
+    finally:
+        group.rmdir()  # empty again once the process has ended
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen == {"limit": 0.25, "cores": 1, "omp": "1", "torch": 1, "after_setup": 1}
