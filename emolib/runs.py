@@ -97,8 +97,6 @@ _DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded")
 
 
 def _raise_if_disk_full(exc: BaseException, path: Path) -> None:
-    import errno
-
     if isinstance(exc, (KeyboardInterrupt, DiskFullError)):
         return
     full_errnos = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
