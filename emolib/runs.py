@@ -184,7 +184,8 @@ def lock_path(run_dir: Path) -> Path:
 def _acquire(path: Path, waiting: str) -> int | None:
     """An open file descriptor holding an exclusive lock on ``path`` (created), waiting while another
     process holds it after printing ``waiting`` (``{pid}``: the holder's); None where there are no
-    advisory locks (Windows, where runs and caches are not shared)."""
+    advisory locks: on Windows, where runs and caches are not shared, and on a file system that
+    refuses them (said once, :func:`_say_no_locks`)."""
     try:
         import fcntl
     except ImportError:
