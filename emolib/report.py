@@ -73,7 +73,9 @@ PAPER_FIG2_NOTE = ("paper: best prosodic temperature small (hard logits), best l
 
 
 def git_commit() -> str:
-    """The checkout's commit (``+dirty`` when there are uncommitted changes), or ``unknown``."""
+    """The checkout's commit (``+dirty`` when there are uncommitted changes); without a checkout (a
+    ``git archive`` or GitHub's "Download ZIP", extracted), the commit the archive was made from,
+    ``+archive``; else ``unknown``."""
     root = paths.project_root()
     try:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
@@ -82,7 +84,18 @@ def git_commit() -> str:
                                cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return archived_commit() or "unknown"
+
+
+def archived_commit() -> str | None:
+    """The commit ``git archive`` wrote into ``emolib/ARCHIVE_COMMIT`` (``export-subst`` in
+    ``.gitattributes``), cut to 12 digits with ``+archive``; None in a checkout, where the file
+    holds its placeholder, or without the file (a wheel)."""
+    try:
+        text = (Path(__file__).parent / "ARCHIVE_COMMIT").read_text().strip()
+    except OSError:
+        return None
+    return f"{text[:12]}+archive" if len(text) == 40 and all(c in "0123456789abcdef" for c in text) else None
 
 
 def provenance(cfg: Config, corpus_name: str, **extra: Any) -> dict[str, Any]:

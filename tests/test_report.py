@@ -578,3 +578,29 @@ def test_the_bootstrap_matches_utterances_by_id_and_refuses_other_test_sets():
         with pytest.raises(ValueError, match=f"e: fold 1's predictions list an utterance more than once "
                                              f"\\(e.g. '{ids[0]}'\\)"):
             report.paired_bootstrap_of(left, right)
+
+
+def test_an_extracted_git_archive_stamps_the_commit_it_was_made_from(tmp_path, monkeypatch):
+    """GitHub's "Download ZIP" (git archive) has no .git folder: the figures said "commit unknown".
+    export-subst writes the commit into emolib/ARCHIVE_COMMIT, and git_commit reads it there."""
+    import io
+    import subprocess
+    import tarfile
+    from pathlib import Path
+
+    root = Path(report.__file__).parents[1]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout")
+    assert report.archived_commit() is None  # in the checkout: the placeholder
+    archive = subprocess.run(["git", "archive", "--format=tar", "HEAD", "emolib/ARCHIVE_COMMIT"], cwd=root,
+                             capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tmp_path, filter="data")
+    assert (tmp_path / "emolib" / "ARCHIVE_COMMIT").read_text().strip() == head.stdout.strip()
+    # the package as extracted from the archive, in a folder that is no checkout
+    monkeypatch.setattr(report, "__file__", str(tmp_path / "emolib" / "report.py"))
+    monkeypatch.setenv("EMOLIB_ROOT", str(tmp_path))
+    assert report.git_commit() == f"{head.stdout.strip()[:12]}+archive"
+    (tmp_path / "emolib" / "ARCHIVE_COMMIT").unlink()  # installed as a wheel: nothing to read
+    assert report.git_commit() == "unknown"
