@@ -22,6 +22,8 @@ import math
 import multiprocessing
 import os
 import random
+import shutil
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -125,6 +127,50 @@ def worker_context(num_workers: int):
     if num_workers > 0 and "fork" in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("fork")
     return None
+
+
+#: Where DataLoader workers hand their batches over (torch's file-descriptor sharing: POSIX shared
+#: memory), and how many each keeps ready there (torch's default ``prefetch_factor``).
+SHARED_MEMORY = "/dev/shm"
+PREFETCH_FACTOR = 2
+
+
+def shared_memory_workers(num_workers: int, dataset: Dataset, collate: Callable | None, batch_size: int,
+                          desc: str) -> int:
+    """The DataLoader workers that shared memory can serve, at most ``num_workers``.
+
+    Each worker keeps up to ``PREFETCH_FACTOR`` batches in ``/dev/shm``. A batch that does not fit
+    is lost in the worker (it prints "unable to allocate shared memory ... No space left on device"),
+    and the training then waits for it for ever. Measured: the ``paper`` preset's 4 workers and
+    batches of 128 clips, in a container with Docker's default 64 MB ``/dev/shm``, hung at the first
+    batch. The size is measured on one batch of the first items, doubled for batches padded to
+    longer clips; fewer workers are used where they do not fit, and a warning says so."""
+    if num_workers <= 0 or len(dataset) == 0:
+        return num_workers
+    try:
+        free = shutil.disk_usage(SHARED_MEMORY).free
+    except OSError:  # no /dev/shm (macOS): torch shares memory otherwise there
+        return num_workers
+    batch = (collate or torch.utils.data.default_collate)([dataset[i] for i in range(min(batch_size, len(dataset)))])
+    per_worker = 2 * PREFETCH_FACTOR * _tensor_bytes(batch)
+    fit = min(num_workers, int(free // per_worker)) if per_worker else num_workers
+    if fit < num_workers:
+        print(f"warning: {desc}: training.num_workers={num_workers} keeps up to {num_workers * PREFETCH_FACTOR} "
+              f"batches of about {_tensor_bytes(batch) / 2**20:,.0f} MiB in {SHARED_MEMORY}, which has "
+              f"{free / 2**20:,.0f} MiB free (a container's default is 64 MB: docker run --shm-size 8g, or "
+              f"--ipc=host); training with {fit} worker(s) instead", file=sys.stderr, flush=True)
+    return fit
+
+
+def _tensor_bytes(value: Any) -> int:
+    """The bytes of every tensor in a batch (nested in dicts, lists and tuples)."""
+    if torch.is_tensor(value):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -283,6 +329,7 @@ def fit(
             print(f"{desc}: {best_path.name} holds epoch {best_epoch} (val UA {100 * best_ua:.2f}), "
                   f"trained before the interruption; it stays selected unless the redone epochs beat it", flush=True)
 
+    workers = shared_memory_workers(training.num_workers, train_set, collate, optim.batch_size, desc)
     show = progress_mode(training.progress)
     epochs = range(start_epoch, optim.epochs + 1)
     bar = None
@@ -302,9 +349,9 @@ def fit(
             train_set.set_epoch(epoch)  # e.g. a new random crop per epoch, reproducible on resume
         generator = torch.Generator().manual_seed(training.seed * 100_003 + epoch)
         loader = DataLoader(train_set, batch_size=optim.batch_size, shuffle=True, collate_fn=collate,
-                            generator=generator, num_workers=training.num_workers, drop_last=False,
+                            generator=generator, num_workers=workers, drop_last=False,
                             pin_memory=device.type == "cuda",  # pinned: to_device's copies overlap compute
-                            multiprocessing_context=worker_context(training.num_workers))
+                            multiprocessing_context=worker_context(workers))
         sums: dict[str, torch.Tensor] = {}
         seen = 0
         for batch in loader:
@@ -327,7 +374,7 @@ def fit(
         row: dict[str, Any] = {"epoch": epoch, **{f"train_{k}": float(v) / max(seen, 1) for k, v in sums.items()},
                                "lr": scheduler.get_last_lr()[0] / optimizer.param_groups[0].get("lr_scale", 1.0)}
         if val_set is not None and len(val_set):
-            out = predict(model, val_set, collate, optim.batch_size, device, training.precision, training.num_workers)
+            out = predict(model, val_set, collate, optim.batch_size, device, training.precision, workers)
             pred = out["logits"].argmax(-1)
             row["val_ua"] = unweighted_accuracy(out["labels"], pred)
             row["val_wa"] = weighted_accuracy(out["labels"], pred)

@@ -361,6 +361,7 @@ def test_gradients_are_clipped_to_the_configured_global_norm(run, clip):
 
 
 def test_the_thread_count_comes_from_the_config_else_the_environment(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setenv("EMOLIB_THREADS", "2")
     train.set_threads(TrainingConfig(num_threads=1))
     assert torch.get_num_threads() == 1
@@ -369,6 +370,66 @@ def test_the_thread_count_comes_from_the_config_else_the_environment(monkeypatch
     monkeypatch.delenv("EMOLIB_THREADS")
     train.set_threads(TrainingConfig(num_threads=0))  # neither: torch's count is left alone
     assert torch.get_num_threads() == 2
+    # OMP_NUM_THREADS (emolib sets it under a CPU quota) reaches a torch that loaded before it was set
+    monkeypatch.setenv("OMP_NUM_THREADS", "1,1")
+    train.set_threads(TrainingConfig(num_threads=0))
+    assert torch.get_num_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "many")  # unreadable: left alone
+    torch.set_num_threads(2)
+    train.set_threads(TrainingConfig(num_threads=0))
+    assert torch.get_num_threads() == 2
+
+
+class Mebibytes(torch.utils.data.Dataset):
+    """Items of 1 MiB each (262,144 float32)."""
+
+    def __init__(self, n=12):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return {"x": torch.full((262_144,), float(i)), "labels": torch.tensor(i % 2)}
+
+
+def _shared_memory_free(monkeypatch, mib):
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(train.shutil, "disk_usage",
+                        lambda path: SimpleNamespace(free=mib * 2**20) if path == "/dev/shm" else None)
+
+
+def test_dataloader_workers_are_cut_to_what_shared_memory_holds(monkeypatch, capsys):
+    """A worker keeps up to 2 batches in /dev/shm; one that does not fit is lost and the training
+    waited for it for ever (the paper preset in a container with Docker's 64 MB: hung at the first
+    batch). Batches of 4 MiB here, counted twice for longer ones: 16 MiB a worker."""
+    _shared_memory_free(monkeypatch, 40)
+    assert train.shared_memory_workers(4, Mebibytes(), None, 4, "student fold 1") == 2
+    assert capsys.readouterr().err == (
+        "warning: student fold 1: training.num_workers=4 keeps up to 8 batches of about 4 MiB in /dev/shm, which "
+        "has 40 MiB free (a container's default is 64 MB: docker run --shm-size 8g, or --ipc=host); training with "
+        "2 worker(s) instead\n")
+    _shared_memory_free(monkeypatch, 65)  # room for all 4 (a batch is 4 MiB and its 4 labels): nothing said
+    assert train.shared_memory_workers(4, Mebibytes(), None, 4, "student fold 1") == 4
+    assert capsys.readouterr().err == ""
+    _shared_memory_free(monkeypatch, 10)  # not even one: in the training process itself
+    assert train.shared_memory_workers(4, Mebibytes(), None, 4, "student fold 1") == 0
+    assert "training with 0 worker(s) instead" in capsys.readouterr().err
+
+
+def test_a_training_whose_workers_do_not_fit_runs_without_them(run, monkeypatch, capsys):
+    _shared_memory_free(monkeypatch, 0)
+    made = []
+    real = train.DataLoader
+    monkeypatch.setattr(train, "DataLoader", lambda *a, **k: made.append(k["num_workers"]) or real(*a, **k))
+    torch.manual_seed(0)
+    result = train.fit(Linear(), Points(), Points(), ce, OPTIM, TrainingConfig(progress="none", num_workers=2),
+                       run=run, desc="loop")
+    assert len(result.history) == 3 and made == [0] * 6  # a training and a validation loader an epoch, no workers
+    assert "warning: loop: training.num_workers=2 keeps up to 4 batches" in capsys.readouterr().err
+    # without workers asked for, the data is not read ahead to size them
+    assert train.shared_memory_workers(0, None, None, 4, "loop") == 0
 
 
 @pytest.mark.parametrize("user_value", [None, ":16:8"])
