@@ -151,12 +151,14 @@ def shared_memory_workers(num_workers: int, dataset: Dataset, collate: Callable 
         free = shutil.disk_usage(SHARED_MEMORY).free
     except OSError:  # no /dev/shm (macOS): torch shares memory otherwise there
         return num_workers
+    # the items' random draws are seeded by (seed, epoch, item): reading some here moves none of them
     batch = (collate or torch.utils.data.default_collate)([dataset[i] for i in range(min(batch_size, len(dataset)))])
-    per_worker = 2 * PREFETCH_FACTOR * _tensor_bytes(batch)
+    batch_bytes = _tensor_bytes(batch)
+    per_worker = 2 * PREFETCH_FACTOR * batch_bytes
     fit = min(num_workers, int(free // per_worker)) if per_worker else num_workers
     if fit < num_workers:
         print(f"warning: {desc}: training.num_workers={num_workers} keeps up to {num_workers * PREFETCH_FACTOR} "
-              f"batches of about {_tensor_bytes(batch) / 2**20:,.0f} MiB in {SHARED_MEMORY}, which has "
+              f"batches of about {batch_bytes / 2**20:,.0f} MiB in {SHARED_MEMORY}, which has "
               f"{free / 2**20:,.0f} MiB free (a container's default is 64 MB: docker run --shm-size 8g, or "
               f"--ipc=host); training with {fit} worker(s) instead", file=sys.stderr, flush=True)
     return fit
