@@ -24,5 +24,5 @@ _os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 #: unless the user set it; without one nothing changes. Processes emolib starts inherit it.
 from . import machine as _machine  # noqa: E402 - stdlib only, no heavy imports
 
-if "OMP_NUM_THREADS" not in _os.environ and _machine.available_cores() < _machine.affinity_cores():
-    _os.environ["OMP_NUM_THREADS"] = str(_machine.available_cores())
+if "OMP_NUM_THREADS" not in _os.environ and (_cores := _machine.available_cores()) < _machine.affinity_cores():
+    _os.environ["OMP_NUM_THREADS"] = str(_cores)
