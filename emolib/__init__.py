@@ -26,3 +26,13 @@ from . import machine as _machine  # noqa: E402 - stdlib only, no heavy imports
 
 if "OMP_NUM_THREADS" not in _os.environ and (_cores := _machine.available_cores()) < _machine.affinity_cores():
     _os.environ["OMP_NUM_THREADS"] = str(_cores)
+
+#: The same floats on every x86-64 CPU with AVX2 (machine.PORTABLE_ENV says which libraries and why), unless
+#: EMOLIB_NUMERICS=native or the user set a variable. Each library reads its variable once (torch and oneDNN
+#: at their first operation, numpy's OpenBLAS when numpy loads), so it is set here, before emolib imports
+#: them; a library that has already read it keeps its own kernels, and a warning says so. Processes emolib
+#: starts (workers, notebook kernels) inherit it.
+for _late in _machine.apply_portable_numerics():
+    import warnings as _warnings
+
+    _warnings.warn(_late, stacklevel=2)

@@ -11,6 +11,7 @@ command         does
 ``predict``     classify audio files with trained students (audio alone); CSV
 ``runs``        what is trained under ``runs/``: folds, mean UA and WA, changes from the preset
 ``exercises``   course handouts from ``notebooks/exercises/``: without the solutions, and with them
+``numerics``    whether this machine computes as the one that made the committed figures did
 ==============  ==================================================================
 
 Each command is one ``add_<command>_parser`` function that registers its arguments
@@ -350,6 +351,44 @@ def cmd_exercises(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_numerics_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "numerics",
+        help="whether this machine computes as the one that made the committed figures did",
+        description="Train a few steps of each kind of model on fixed inputs, with one thread, and compare "
+        "digests of the weights with those recorded (emolib.fingerprint): the same digests mean that make "
+        "report rebuilds the committed figures to the bit here. Exit code 0 when all match, 1 otherwise. "
+        "Takes about 10 s.",
+    )
+    p.set_defaults(func=cmd_numerics)
+
+
+def cmd_numerics(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import fingerprint, machine
+
+    torch.set_num_threads(1)  # before any other torch work; the figures' runs train with one thread
+    record = machine.numerics()
+    print(f"numerics: {machine.numerics_label(record)}, torch {record['torch']}, 1 thread")
+    found = fingerprint.fingerprint()
+    width = max(map(len, fingerprint.WHAT.values()))
+    for part, digest in found.items():
+        same = digest == fingerprint.RECORDED[part]
+        print(f"  {fingerprint.WHAT[part]:<{width}}  {digest}  {'as recorded' if same else 'differs from ' + fingerprint.RECORDED[part]}")
+    if found == fingerprint.RECORDED:
+        print("this machine computes as the one that made the committed figures: make report rebuilds them to the bit")
+        return 0
+    why = ("EMOLIB_NUMERICS=native, or a variable of emolib.machine.PORTABLE_ENV set otherwise: unset it"
+           if record["mode"] != "portable" else
+           "portable mode, and yet other floats: another torch build, or a CPU whose AVX2 kernels differ")
+    if not machine.has_avx2():
+        why = "this CPU has no AVX2 (or is not x86-64), so portable mode cannot apply"
+    print(f"this machine computes otherwise ({why}): make report's figures will move by float rounding, about as "
+          "much as a new training seed moves them (README, 'Results on the built-in corpus')")
+    return 1
+
+
 RESUMES = "complete folds are kept, and the next run resumes the killed one"
 
 
@@ -413,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_parser(sub)
     add_runs_parser(sub)
     add_exercises_parser(sub)
+    add_numerics_parser(sub)
     return parser
 
 

@@ -657,8 +657,13 @@ def hub_revision(name: str) -> str | None:
 def _cache(name: str, what: str, max_seconds: float | None, precision: str, index: int | None = None):
     from .cache import FeatureCache
 
+    from .machine import numerics, numerics_label
+
+    # the states' last bits depend on the kernels that computed them: a cache filled in native mode (or on
+    # another kind of CPU in native mode) is not reused in portable mode, nor the other way (machine.py)
     settings = {"backbone": name, "weights": weights_identity(name), "states": what, "index": index,
-                "max_seconds": max_seconds, "precision": precision, "version": CACHE_VERSION}
+                "max_seconds": max_seconds, "precision": precision, "version": CACHE_VERSION,
+                "numerics": numerics_label(numerics())}
     return FeatureCache("backbone", settings)
 
 

@@ -201,3 +201,114 @@ def interrupts_deferred() -> Iterator[None]:
             raise interrupted
         if caught:
             signal.raise_signal(caught[0])  # now handled as it would have been
+
+
+# -- the same floats on every x86-64 CPU -------------------------------------------------------------
+
+#: What ``EMOLIB_NUMERICS=portable`` (the default) sets, each unless the user set it. Each library that
+#: computes emolib's floats on a CPU picks its kernels for the CPU it runs on (AVX2, AVX-512, AMX), and
+#: the kernels add in different orders: a model trained on one CPU differs in the last bits from the same
+#: model trained on another, and training grows the difference into other checkpoints and other scores.
+#: Measured: the committed report, rebuilt from the same commit on a Xeon with AVX-512 and AMX, gave the
+#: prosodic teacher 54.33 UA instead of 56.00 and moved six of Table 2's eight rows by 0.2 to 1.6 points (README, "Results").
+#: Capped at AVX2 (Intel since 2013, AMD since 2015), every CPU that has it runs the same kernels:
+#: - PyTorch's own vectorised kernels (ATen dispatch, read at the first torch operation);
+#: - oneDNN, torch's convolutions (its ISA cap, read at its first use);
+#: - Intel MKL, torch's matrix products: Conditional Numerical Reproducibility (MKL's developer guide,
+#:   "Obtaining Numerically Reproducible Results"), the same results on every CPU with AVX2 for a given
+#:   number of threads;
+#: - OpenBLAS, numpy's and scipy's (the probes' logistic regressions), pinned to its Haswell kernels.
+PORTABLE_ENV = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_CBWR": "AVX2",
+    "OPENBLAS_CORETYPE": "Haswell",
+}
+NUMERICS_MODES = ("portable", "native")
+
+
+def numerics_mode(environ=os.environ) -> str:
+    """``EMOLIB_NUMERICS``: ``portable`` (default) or ``native`` (each library's fastest kernels for this
+    CPU: faster on CPUs with AVX-512, and results that only the same kind of CPU reproduces)."""
+    value = environ.get("EMOLIB_NUMERICS", "").strip().lower()
+    return value if value in NUMERICS_MODES else "portable"
+
+
+def has_avx2(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU has AVX2 and FMA (what the portable kernels use). Read from ``/proc/cpuinfo``:
+    outside Linux, or on another architecture (ARM: Apple silicon, Graviton), False."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.partition(":")[2].split())
+                    return {"avx2", "fma"} <= flags
+    except OSError:
+        pass
+    return False
+
+
+def portable_env(environ=os.environ, cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
+    """The variables :data:`PORTABLE_ENV` adds to ``environ``: none in ``native`` mode, on a CPU
+    without AVX2, or for a variable the user set."""
+    if numerics_mode(environ) != "portable" or not has_avx2(cpuinfo):
+        return {}
+    return {k: v for k, v in PORTABLE_ENV.items() if k not in environ}
+
+
+def apply_portable_numerics(environ=os.environ, modules=None) -> list[str]:
+    """Set :func:`portable_env` in ``environ``; return a warning when torch (in ``modules``, default
+    ``sys.modules``) has computed something already, and so keeps the kernels it chose."""
+    import sys
+
+    modules = sys.modules if modules is None else modules
+    added = portable_env(environ)
+    environ.update(added)
+    late = []
+    torch = modules.get("torch")
+    if "ATEN_CPU_CAPABILITY" in added and torch is not None and torch.backends.cpu.get_cpu_capability() != "AVX2":
+        late.append(f"torch computed something before emolib was imported: this process keeps its "
+                    f"{torch.backends.cpu.get_cpu_capability()} kernels")
+    # numpy's OpenBLAS reads its variable when numpy loads, which ``import torch`` does: after that import
+    # it keeps its own kernels, said nowhere, because it only computes the probes' logistic regressions
+    # (notebook 00_data, which the driver starts with the variable set) and that is common.
+    return [f"{what}, and results that depend on them match only machines with the same CPU; import emolib "
+            "first for portable numerics (EMOLIB_NUMERICS in the README)" for what in late]
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's name (``model name`` in ``/proc/cpuinfo``; else :func:`platform.processor`)."""
+    import platform
+
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return " ".join(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def numerics() -> dict[str, str]:
+    """How this process computes floats on the CPU, for a run's ``metrics.json``: ``mode`` is
+    ``portable`` when every library is capped at AVX2 (:data:`PORTABLE_ENV`), whoever set it, else
+    ``native``; ``isa`` is what PyTorch's kernels use. Results agree to the bit across machines when
+    ``mode`` is ``portable`` on both (and the thread counts match), or when ``cpu`` is the same."""
+    import platform
+
+    import torch
+
+    capped = all(os.environ.get(k) == v for k, v in PORTABLE_ENV.items())
+    return {"mode": "portable" if capped else "native", "isa": torch.backends.cpu.get_cpu_capability(),
+            "cpu": cpu_model(), "machine": platform.machine(), "torch": torch.__version__}
+
+
+def numerics_label(record: dict | None) -> str:
+    """One line for a report's stamp: ``portable (AVX2)`` or ``native AVX512 on <cpu>``; ``unrecorded``
+    for a run made before runs recorded it."""
+    if not record:
+        return "unrecorded"
+    if record.get("mode") == "portable":
+        return f"portable ({record.get('isa', '?')})"
+    return f"native {record.get('isa', '?')} on {record.get('cpu', '?')}"

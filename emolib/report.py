@@ -165,6 +165,9 @@ class Study:
     classes: tuple[str, ...]
     folds: tuple[int, ...]
     has_transcripts: bool
+    #: how the runs computed their floats (``machine.numerics_label`` of each distinct record): one entry
+    #: when every run was made alike, several when the runs come from machines that compute differently
+    numerics: tuple[str, ...] = ()
 
 
 def discover(cfg: Config, folds: Sequence[int] | None = None) -> Study:
@@ -177,7 +180,28 @@ def discover(cfg: Config, folds: Sequence[int] | None = None) -> Study:
                              "(make report, or python -m emolib run)")
     m = first.metrics()
     every = tuple(range(1, m["n_folds"] + 1))
-    return Study(m["corpus"], tuple(m["classes"]), tuple(folds) if folds else every, m["has_transcripts"])
+    chosen = tuple(folds) if folds else every
+    return Study(m["corpus"], tuple(m["classes"]), chosen, m["has_transcripts"],
+                 run_numerics(cfg, chosen, m["has_transcripts"]))
+
+
+def run_numerics(cfg: Config, folds: Sequence[int], has_transcripts: bool = True) -> tuple[str, ...]:
+    """How the report's main runs computed (the data stage, both teachers, the full student and plain
+    fine-tuning, every fold done so far): each distinct ``machine.numerics_label``, sorted. Runs that
+    disagree are said at once, since their figures then depend on which machine made which run."""
+    from .machine import numerics_label
+    from .pipeline import data_run, student_run, teacher_run
+
+    runs = [data_run(cfg, k) for k in folds] + [teacher_run(kind, cfg, k) for kind in ("prosodic", "linguistic")
+                                                 for k in folds]
+    for variant in ("full", "no_teachers"):
+        changes = student_changes(variant, None, None)
+        runs += [student_run(cfg.replace(changes) if changes else cfg, k, has_transcripts) for k in folds]
+    labels = tuple(sorted({numerics_label(r.metrics().get("numerics")) for r in runs if r.is_complete()}))
+    if len(labels) > 1:
+        print(f"note: these results were computed in {len(labels)} ways ({'; '.join(labels)}): runs made on "
+              "different kinds of CPU, or in native and portable mode, differ by float rounding (README, EMOLIB_NUMERICS)")
+    return labels
 
 
 # -- tables ------------------------------------------------------------------------------------------
@@ -452,6 +476,8 @@ def write_table(frame: pd.DataFrame, stem: str, caption: str, label: str, notes:
 
     out_dir = out_dir or paths.figures_dir()
     stamp = f"commit {prov['commit']}, preset {prov['preset']}, corpus {prov['corpus']}, config {prov['config_hash']}"
+    if prov.get("numerics"):
+        stamp += f", numerics {' + '.join(prov['numerics'])}"
     notes = list(notes) + [f"Generated from result files by emolib ({stamp})."]
     md = atomic_write_text(out_dir / f"{stem}.md", markdown_table(frame, caption, notes))
     tex = atomic_write_text(out_dir / f"{stem}.tex", latex_table(frame, caption, label, notes))

@@ -448,10 +448,14 @@ class Run:
         return self.dir / name
 
     def finish(self, metrics: dict[str, Any], predictions=None) -> None:
-        """Write the predictions, then ``metrics.json`` last: the run is complete."""
+        """Write the predictions, then ``metrics.json`` last: the run is complete. It also records how
+        this process computed floats (``numerics``: :func:`emolib.machine.numerics`), which says which
+        machines reproduce the run to the bit."""
+        from .machine import numerics
+
         if predictions is not None:
             self.write_csv("predictions.csv", predictions)
-        self.write_json(COMPLETE_MARKER, metrics)
+        self.write_json(COMPLETE_MARKER, {**metrics, "numerics": numerics()})
         # only now: a run killed before this line still has its state and resumes, not restarts
         with contextlib.suppress(FileNotFoundError):
             (self.dir / "resume.pt").unlink()

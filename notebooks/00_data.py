@@ -44,6 +44,7 @@ overrides = {}  # dotted config overrides, e.g. {"data.protocol": "speaker"}
 fold = 1  # the test fold of this run
 
 # %%
+import emolib  # first, before numpy loads: the probes' OpenBLAS then runs the portable kernels (README)
 import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Audio, Markdown, display
@@ -57,6 +58,8 @@ corpus = data.corpus
 frame = corpus.frame()
 print(f"{corpus.name}: {len(corpus)} utterances, {frame['duration'].sum() / 3600:.2f} h, "
       f"{frame['speaker'].nunique()} speakers, {frame['session'].nunique()} sessions, classes {corpus.classes}")
+# how this kernel computes floats: "portable" results match every x86-64 CPU with AVX2 (README, EMOLIB_NUMERICS)
+print("numerics:", emolib.machine.numerics_label(emolib.machine.numerics()))
 
 # %% [markdown]
 # ## The corpus card

@@ -48,7 +48,7 @@ from emolib.config import get_config
 cfg = report.with_sweep_grids(get_config(preset, overrides), taus_prosodic, taus_linguistic)
 study = report.discover(cfg, folds)
 folds, classes = study.folds, study.classes
-prov = report.provenance(cfg, study.corpus, folds=len(folds))
+prov = report.provenance(cfg, study.corpus, folds=len(folds), numerics=list(study.numerics))
 out = paths.figures_dir(cfg)  # figures/ for the default config, runs/figures/<preset>-<hash>/ otherwise
 print(f"corpus {study.corpus}, {len(folds)} folds, preset {cfg.preset}, commit {prov['commit']} -> {out}")
 

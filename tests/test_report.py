@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emolib import driver, pipeline, report
+from emolib import driver, machine, pipeline, report
 from emolib.config import CLASSES, get_config
 from emolib.corpora.synth import bayes_ceilings
 from emolib.metrics import classification_metrics, format_p, paired_bootstrap
@@ -305,6 +305,25 @@ def test_every_model_scored_on_each_channel_cell(executed):
     assert json.loads((figures / "channels.json").read_text())["corpus"] == CORPUS
 
 
+def test_runs_that_computed_in_different_ways_are_said_and_stamped(results_env, capsys):
+    fixture = results_env
+    here = machine.numerics_label(machine.numerics())
+    assert report.discover(fixture.cfg).numerics == (here,)
+    assert "computed in" not in capsys.readouterr().out
+    marker = pipeline.teacher_run("prosodic", fixture.cfg, 2).path("metrics.json")
+    saved = marker.read_text()
+    other = {"mode": "native", "isa": "AVX512", "cpu": "Some Other CPU", "machine": "x86_64", "torch": "2.13.0"}
+    marker.write_text(json.dumps({**json.loads(saved), "numerics": other}))
+    try:  # one fold's teacher trained on another kind of CPU, in native mode
+        assert report.discover(fixture.cfg).numerics == tuple(sorted({here, "native AVX512 on Some Other CPU"}))
+        out = capsys.readouterr().out
+        assert "computed in 2 ways" in out and "Some Other CPU" in out and "EMOLIB_NUMERICS" in out
+        marker.write_text(json.dumps({k: v for k, v in json.loads(saved).items() if k != "numerics"}))
+        assert "unrecorded" in report.discover(fixture.cfg).numerics  # a run made before runs recorded it
+    finally:
+        marker.write_text(saved)
+
+
 def test_the_channel_table_needs_the_channel_flags_of_every_fold(results_env):
     fixture = results_env
     study = report.discover(fixture.cfg)
@@ -325,12 +344,14 @@ def test_the_channel_table_needs_the_channel_flags_of_every_fold(results_env):
 def test_every_artefact_carries_its_provenance(executed):
     fixture, _, figures = executed
     expected = {"commit": report.git_commit(), "preset": "tiny", "corpus": CORPUS,
-                "config_hash": get_config("tiny").hash(), "folds": 3}
+                "config_hash": get_config("tiny").hash(), "folds": 3,
+                "numerics": [machine.numerics_label(machine.numerics())]}  # every run made by this process's kind
     for stem in ("table2_ablations", "table1_comparison", "teachers_vs_baselines", "fig2_temperature",
                  "fig2_temperature_values", "channels"):
         prov = json.loads((figures / f"{stem}.json").read_text())
         assert {k: prov[k] for k in expected} == expected, stem
-    stamp = f"commit {expected['commit']}, preset tiny, corpus synth, config {expected['config_hash']}"
+    stamp = (f"commit {expected['commit']}, preset tiny, corpus synth, config {expected['config_hash']}, "
+             f"numerics {expected['numerics'][0]}")
     assert f"- Generated from result files by emolib ({stamp})." in (figures / "table2_ablations.md").read_text()
     fig2 = json.loads((figures / "fig2_temperature.json").read_text())
     assert fig2["grid_prosodic"] == [0.5, 2.0] and fig2["grid_linguistic"] == [0.5, 2.0]

@@ -1,0 +1,128 @@
+"""Portable numerics: every x86-64 CPU with AVX2 computes the same floats (emolib.machine.PORTABLE_ENV),
+runs record how they computed, and ``python -m emolib numerics`` tells whether this machine computes as
+the one that made the committed figures did (emolib.fingerprint)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from emolib import machine
+
+ROOT = Path(__file__).resolve().parents[1]
+X86_FLAGS = "flags\t\t: fpu vme sse sse2 ssse3 sse4_1 sse4_2 avx fma avx2 avx512f\n"
+
+
+def _cpuinfo(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / f"cpuinfo{len(list(tmp_path.iterdir()))}"  # a file per CPU
+    path.write_text("processor\t: 0\nmodel name\t: Test CPU\n" + text)
+    return path
+
+
+def test_avx2_is_read_from_the_cpu_flags_and_other_cpus_have_none(tmp_path):
+    assert machine.has_avx2(_cpuinfo(tmp_path, X86_FLAGS))
+    assert not machine.has_avx2(_cpuinfo(tmp_path, "flags\t\t: fpu sse sse2 avx\n"))  # Sandy Bridge
+    assert not machine.has_avx2(_cpuinfo(tmp_path, "flags\t\t: avx2\n"))  # AVX2 without FMA: not the kernels' ISA
+    assert not machine.has_avx2(_cpuinfo(tmp_path, "Features\t: fp asimd evtstrm aes crc32\n"))  # ARM
+    assert not machine.has_avx2(tmp_path / "missing")  # macOS, Windows
+    assert machine.cpu_model(_cpuinfo(tmp_path, X86_FLAGS)) == "Test CPU"
+
+
+def test_portable_mode_caps_every_library_unless_native_or_set_by_the_user(tmp_path):
+    avx2 = _cpuinfo(tmp_path, X86_FLAGS)
+    assert machine.portable_env({}, avx2) == machine.PORTABLE_ENV  # the default
+    assert machine.portable_env({"EMOLIB_NUMERICS": "Portable "}, avx2) == machine.PORTABLE_ENV
+    assert machine.portable_env({"EMOLIB_NUMERICS": "native"}, avx2) == {}
+    assert machine.portable_env({}, _cpuinfo(tmp_path, "Features\t: fp asimd\n")) == {}
+    mine = machine.portable_env({"MKL_CBWR": "COMPATIBLE"}, avx2)
+    assert "MKL_CBWR" not in mine and set(mine) == set(machine.PORTABLE_ENV) - {"MKL_CBWR"}
+    assert set(machine.PORTABLE_ENV) == {"ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "OPENBLAS_CORETYPE"}
+
+
+def _fake_torch(capability: str):
+    return types.SimpleNamespace(backends=types.SimpleNamespace(cpu=types.SimpleNamespace(
+        get_cpu_capability=lambda: capability)))
+
+
+@pytest.mark.skipif(not machine.has_avx2(), reason="portable mode needs an x86-64 CPU with AVX2")
+def test_a_torch_that_already_chose_its_kernels_is_warned_about_and_a_fresh_one_is_not():
+    late = machine.apply_portable_numerics({}, {"torch": _fake_torch("AVX512")})
+    assert len(late) == 1 and "AVX512" in late[0] and "import emolib first" in late[0]
+    assert machine.apply_portable_numerics({}, {"torch": _fake_torch("AVX2")}) == []
+    assert machine.apply_portable_numerics({}, {}) == []
+    environ = {"EMOLIB_NUMERICS": "native"}
+    assert machine.apply_portable_numerics(environ, {"torch": _fake_torch("AVX512")}) == []
+    assert environ == {"EMOLIB_NUMERICS": "native"}  # native mode sets nothing
+
+
+def test_the_record_says_portable_only_when_every_library_is_capped(monkeypatch):
+    for name, value in machine.PORTABLE_ENV.items():
+        monkeypatch.setenv(name, value)
+    record = machine.numerics()
+    assert record["mode"] == "portable" and set(record) == {"mode", "isa", "cpu", "machine", "torch"}
+    assert machine.numerics_label(record) == f"portable ({record['isa']})"
+    monkeypatch.setenv("MKL_CBWR", "AUTO")
+    record = machine.numerics()
+    assert record["mode"] == "native"
+    assert machine.numerics_label(record) == f"native {record['isa']} on {record['cpu']}"
+    assert machine.numerics_label(None) == "unrecorded"
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in machine.PORTABLE_ENV and k != "EMOLIB_NUMERICS"}
+    return {**env, "PYTHONPATH": str(ROOT), **extra}
+
+
+CAPABILITY = "import emolib, torch; print(torch.backends.cpu.get_cpu_capability())"
+
+
+@pytest.mark.skipif(not machine.has_avx2(), reason="portable mode needs an x86-64 CPU with AVX2")
+def test_importing_emolib_caps_torch_at_avx2_and_native_mode_leaves_it_alone():
+    def capability(code: str, **env: str) -> str:
+        return subprocess.run([sys.executable, "-c", code], env=_clean_env(**env), capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    assert capability(CAPABILITY) == "AVX2"
+    own = capability("import torch; print(torch.backends.cpu.get_cpu_capability())")  # without emolib
+    assert capability(CAPABILITY, EMOLIB_NUMERICS="native") == own
+    # torch imported first still takes the cap when it has computed nothing yet
+    assert capability("import torch, emolib; print(torch.backends.cpu.get_cpu_capability())") == "AVX2"
+
+
+def test_a_finished_run_records_how_it_computed(tmp_path, monkeypatch):
+    from emolib.config import get_config
+    from emolib.runs import Run
+
+    monkeypatch.setenv("EMOLIB_RUNS", str(tmp_path))
+    run = Run("student", get_config("tiny"), 1).start()
+    run.finish({"ua": 0.5})
+    saved = json.loads((run.dir / "metrics.json").read_text())
+    assert saved["ua"] == 0.5 and saved["numerics"] == machine.numerics()
+
+
+def _numerics_command(**env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "emolib", "numerics"], env=_clean_env(**env), capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.skipif(not machine.has_avx2(), reason="portable mode needs an x86-64 CPU with AVX2")
+def test_this_machine_computes_the_recorded_floats_in_portable_mode():
+    """The digests were recorded on another machine's CPU (emolib.fingerprint): a CI machine of another
+    kind that matches them is the portability claim checked for real."""
+    done = _numerics_command()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("as recorded") == 4 and "rebuilds them to the bit" in done.stdout
+
+
+@pytest.mark.skipif("avx512f" not in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else True,
+                    reason="native kernels differ from the portable ones only on a CPU beyond AVX2")
+def test_native_mode_on_an_avx512_cpu_computes_otherwise_and_says_why():
+    done = _numerics_command(EMOLIB_NUMERICS="native")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "numerics: native AVX512" in done.stdout and "differs from" in done.stdout
+    assert "EMOLIB_NUMERICS=native" in done.stdout and "float rounding" in done.stdout
