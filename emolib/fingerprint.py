@@ -12,7 +12,8 @@ the report's thread counts); different digests mean its figures move by float ro
 much as a new training seed moves them (README, "Results on the built-in corpus").
 
 :data:`RECORDED` was recorded in portable mode on an Intel Xeon with AVX-512 and AMX, and gave the
-same digests under QEMU emulating an Intel Haswell and an AMD EPYC Rome (docs/ENVIRONMENT.md).
+same digests under QEMU emulating an Intel Haswell and an AMD EPYC Rome (README, "The same figures
+on every machine").
 """
 from __future__ import annotations
 

@@ -66,3 +66,14 @@ def test_bench_backbones_runs_every_part(bench):
     for label in ("whisper-tiny.en, positions cut", "whisper-tiny.en, padded to 30 s", "cached lookup",
                   "waveform / cached =", "peak resident memory"):
         assert label in out, label
+
+
+def test_bench_numerics_times_every_part_in_both_modes(bench, tmp_path):
+    out = bench("bench_numerics.py", "--repeats", "1", "--rounds", "1", "--out", str(tmp_path / "numerics.json"))
+    assert "portable / native" in out
+    figures = json.loads((tmp_path / "numerics.json").read_text())
+    assert [r["part"].split(",")[0] for r in figures["rows"]] == [
+        "prosodic teacher", "student on cached states", "linguistic teacher (MiniLM)", "Whisper base encoder"]
+    assert all(positive(r[k]) for r in figures["rows"] for k in ("native", "portable", "ratio"))
+    assert figures["numerics"]["native"].startswith("native ")
+    assert figures["numerics"]["portable"].startswith("portable (") or "AVX2" not in figures["numerics"]["native"]
