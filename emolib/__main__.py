@@ -368,7 +368,7 @@ def cmd_numerics(args: argparse.Namespace) -> int:
 
     from . import fingerprint, machine
 
-    torch.set_num_threads(1)  # before any other torch work; the figures' runs train with one thread
+    torch.set_num_threads(1)  # before any other torch work: small steps run fastest on one thread
     record = machine.numerics()
     print(f"numerics: {machine.numerics_label(record)}, torch {record['torch']}, 1 thread")
     found = fingerprint.fingerprint()

@@ -663,7 +663,7 @@ def _cache(name: str, what: str, max_seconds: float | None, precision: str, inde
     # another kind of CPU in native mode) is not reused in portable mode, nor the other way (machine.py)
     settings = {"backbone": name, "weights": weights_identity(name), "states": what, "index": index,
                 "max_seconds": max_seconds, "precision": precision, "version": CACHE_VERSION,
-                "numerics": numerics_label(numerics())}
+                "numerics": numerics_label(record := numerics()), "caps": record["caps"]}
     return FeatureCache("backbone", settings)
 
 

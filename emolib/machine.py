@@ -215,13 +215,14 @@ def interrupts_deferred() -> Iterator[None]:
 #: - PyTorch's own vectorised kernels (ATen dispatch, read at the first torch operation);
 #: - oneDNN, torch's convolutions (its ISA cap, read at its first use);
 #: - Intel MKL, torch's matrix products: Conditional Numerical Reproducibility (MKL's developer guide,
-#:   "Obtaining Numerically Reproducible Results"), the same results on every CPU with AVX2 for a given
-#:   number of threads;
+#:   "Obtaining Numerically Reproducible Results"), the same results on every CPU with AVX2, and in its
+#:   strict mode whatever the number of threads (measured: Whisper's states on 1 and 2 threads differed in
+#:   55 % of their values without it, in none with it; so a laptop's 8 cores give what CI's 2 give);
 #: - OpenBLAS, numpy's and scipy's (the probes' logistic regressions), pinned to its Haswell kernels.
 PORTABLE_ENV = {
     "ATEN_CPU_CAPABILITY": "avx2",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
-    "MKL_CBWR": "AVX2",
+    "MKL_CBWR": "AVX2,STRICT",
     "OPENBLAS_CORETYPE": "Haswell",
 }
 NUMERICS_MODES = ("portable", "native")
@@ -294,14 +295,15 @@ def numerics() -> dict[str, str]:
     """How this process computes floats on the CPU, for a run's ``metrics.json``: ``mode`` is
     ``portable`` when every library is capped at AVX2 (:data:`PORTABLE_ENV`), whoever set it, else
     ``native``; ``isa`` is what PyTorch's kernels use. Results agree to the bit across machines when
-    ``mode`` is ``portable`` on both (and the thread counts match), or when ``cpu`` is the same."""
+    ``mode`` is ``portable`` on both (with any thread counts), or when ``cpu`` is the same (with the same
+    thread counts)."""
     import platform
 
     import torch
 
-    capped = all(os.environ.get(k) == v for k, v in PORTABLE_ENV.items())
-    return {"mode": "portable" if capped else "native", "isa": torch.backends.cpu.get_cpu_capability(),
-            "cpu": cpu_model(), "machine": platform.machine(), "torch": torch.__version__}
+    caps = {k: os.environ.get(k) for k in PORTABLE_ENV}  # exactly what was set (None: unset)
+    return {"mode": "portable" if caps == PORTABLE_ENV else "native", "isa": torch.backends.cpu.get_cpu_capability(),
+            "cpu": cpu_model(), "machine": platform.machine(), "torch": torch.__version__, "caps": caps}
 
 
 def numerics_label(record: dict | None) -> str:

@@ -101,7 +101,7 @@ plots.save_figure(fig, pipeline.fold_figure_path(cfg, "teacher_confusion", fold)
 # words' Bayes ceiling (an expected value: a fold's score scatters by about 3 points around
 # it, see notebook 00), so neither can beat the other by much; the prosodic teacher matches
 # the eGeMAPS probe, both about 10 points below the voice's ceiling. On the default's 5
-# folds: linguistic teacher 71.92 vs probe 73.75 (ceiling 71.50), prosodic 55.08 vs 55.92
+# folds: linguistic teacher 71.92 vs probe 73.75 (ceiling 71.50), prosodic 56.00 vs 55.92
 # (ceiling 66.25; `figures/teachers_vs_baselines.md`).
 
 # %%

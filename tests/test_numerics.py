@@ -64,11 +64,12 @@ def test_the_record_says_portable_only_when_every_library_is_capped(monkeypatch)
     for name, value in machine.PORTABLE_ENV.items():
         monkeypatch.setenv(name, value)
     record = machine.numerics()
-    assert record["mode"] == "portable" and set(record) == {"mode", "isa", "cpu", "machine", "torch"}
+    assert record["mode"] == "portable" and set(record) == {"mode", "isa", "cpu", "machine", "torch", "caps"}
+    assert record["caps"] == machine.PORTABLE_ENV
     assert machine.numerics_label(record) == f"portable ({record['isa']})"
-    monkeypatch.setenv("MKL_CBWR", "AUTO")
+    monkeypatch.setenv("MKL_CBWR", "AVX2")  # MKL capped but not strict: results depend on the thread count
     record = machine.numerics()
-    assert record["mode"] == "native"
+    assert record["mode"] == "native" and record["caps"]["MKL_CBWR"] == "AVX2"
     assert machine.numerics_label(record) == f"native {record['isa']} on {record['cpu']}"
     assert machine.numerics_label(None) == "unrecorded"
 
@@ -126,3 +127,17 @@ def test_native_mode_on_an_avx512_cpu_computes_otherwise_and_says_why():
     assert done.returncode == 1, done.stdout + done.stderr
     assert "numerics: native AVX512" in done.stdout and "differs from" in done.stdout
     assert "EMOLIB_NUMERICS=native" in done.stdout and "float rounding" in done.stdout
+
+
+@pytest.mark.skipif(not machine.has_avx2(), reason="portable mode needs an x86-64 CPU with AVX2")
+def test_portable_floats_do_not_depend_on_the_number_of_threads():
+    """MKL's strict mode: a laptop's cores and CI's two give the same states and weights (without it,
+    MKL_CBWR=AVX2 alone, Whisper's states on 1 and 2 threads differed)."""
+    code = ("import emolib, sys, torch; torch.set_num_threads(int(sys.argv[1])); from emolib import fingerprint; "
+            "print(fingerprint.fingerprint(('prosodic', 'whisper')))")
+
+    def digests(threads: int) -> str:
+        return subprocess.run([sys.executable, "-c", code, str(threads)], env=_clean_env(), capture_output=True,
+                              text=True, check=True, timeout=600).stdout.strip()
+
+    assert digests(1) == digests(2)
