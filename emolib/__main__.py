@@ -384,6 +384,8 @@ def cmd_numerics(args: argparse.Namespace) -> int:
            "portable mode, and yet other floats: another torch build, or a CPU whose AVX2 kernels differ")
     if not machine.has_avx2():
         why = "this CPU has no AVX2 (or is not x86-64), so portable mode cannot apply"
+    elif record["mode"] == "portable" and machine.cpu_vendor() == "AuthenticAMD":
+        why = "an AMD CPU: MKL's vector math (exp) takes other paths there than on Intel's"
     print(f"this machine computes otherwise ({why}): make report's figures will move by float rounding, about as "
           "much as a new training seed moves them (README, 'Results on the built-in corpus')")
     return 1

@@ -11,9 +11,13 @@ machine that made the committed figures computed, so ``make report`` rebuilds th
 any number of cores; different digests mean its figures move by float rounding, about as
 much as a new training seed moves them (README, "Results on the built-in corpus").
 
-:data:`RECORDED` was recorded in portable mode on an Intel Xeon with AVX-512 and AMX, and gave the
-same digests under QEMU emulating an Intel Haswell and an AMD EPYC Rome (README, "The same figures
-on every machine").
+:data:`RECORDED` was recorded in portable mode on an Intel Xeon with AVX-512 and AMX
+(:data:`RECORDED_ON`). Under QEMU emulating an Intel Haswell (AVX2 only) the operations they rest
+on gave the same bits (matrix products and their gradients, exp, GELU, softmax, layer norm; the
+student's training steps). Under QEMU emulating an AMD EPYC Rome the matrix products agreed but
+``exp`` and the gradients through it did not (torch hands ``exp`` to MKL's vector math, which takes
+other paths on AMD CPUs), so every digest differed: on AMD CPUs the figures move by float rounding
+(README, "The same figures on every machine").
 """
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ RECORDED = {
     "linguistic": "d9e71a8229db",
     "whisper": "0f2439dc2c28",
 }
+#: The CPU (``machine.cpu_model``) they were recorded on.
+RECORDED_ON = "Intel(R) Xeon(R) Processor"
 #: What each digest covers, for the printed table.
 WHAT = {
     "prosodic": "prosodic teacher (2D ResNet, default preset), 10 training steps",

@@ -211,7 +211,8 @@ def interrupts_deferred() -> Iterator[None]:
 #: model trained on another, and training grows the difference into other checkpoints and other scores.
 #: Measured: the committed report, rebuilt from the same commit on a Xeon with AVX-512 and AMX, gave the
 #: prosodic teacher 54.33 UA instead of 56.00 and moved six of Table 2's eight rows by 0.2 to 1.6 points (README, "Results").
-#: Capped at AVX2 (Intel since 2013, AMD since 2015), every CPU that has it runs the same kernels:
+#: Capped at AVX2 (Intel since 2013, AMD since 2015), every Intel CPU that has it runs the same kernels
+#: (AMD CPUs differ in MKL's vector math, ``exp``: emolib.fingerprint says what was measured):
 #: - PyTorch's own vectorised kernels (ATen dispatch, read at the first torch operation);
 #: - oneDNN, torch's convolutions (its ISA cap, read at its first use);
 #: - Intel MKL, torch's matrix products: Conditional Numerical Reproducibility (MKL's developer guide,
@@ -275,6 +276,18 @@ def apply_portable_numerics(environ=os.environ, modules=None) -> list[str]:
     # (notebook 00_data, which the driver starts with the variable set) and that is common.
     return [f"{what}, and results that depend on them match only machines with the same CPU; import emolib "
             "first for portable numerics (EMOLIB_NUMERICS in the README)" for what in late]
+
+
+def cpu_vendor(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """``vendor_id`` in ``/proc/cpuinfo`` (``GenuineIntel``, ``AuthenticAMD``), None elsewhere."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return None
 
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
