@@ -236,18 +236,23 @@ def numerics_mode(environ=os.environ) -> str:
     return value if value in NUMERICS_MODES else "portable"
 
 
-def has_avx2(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Whether this CPU has AVX2 and FMA (what the portable kernels use). Read from ``/proc/cpuinfo``:
-    outside Linux, or on another architecture (ARM: Apple silicon, Graviton), False."""
+def _cpuinfo_field(name: str, cpuinfo: Path) -> str | None:
+    """The first ``name`` line's value in ``/proc/cpuinfo`` (None outside Linux, or without one)."""
     try:
         with open(cpuinfo, encoding="utf-8", errors="replace") as f:
             for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.partition(":")[2].split())
-                    return {"avx2", "fma"} <= flags
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == name:
+                    return value.strip()
     except OSError:
         pass
-    return False
+    return None
+
+
+def has_avx2(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU has AVX2 and FMA (what the portable kernels use). Read from ``/proc/cpuinfo``:
+    outside Linux, or on another architecture (ARM: Apple silicon, Graviton), False."""
+    return {"avx2", "fma"} <= set((_cpuinfo_field("flags", cpuinfo) or "").split())
 
 
 def portable_env(environ=os.environ, cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
@@ -280,28 +285,15 @@ def apply_portable_numerics(environ=os.environ, modules=None) -> list[str]:
 
 def cpu_vendor(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     """``vendor_id`` in ``/proc/cpuinfo`` (``GenuineIntel``, ``AuthenticAMD``), None elsewhere."""
-    try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return None
+    return _cpuinfo_field("vendor_id", cpuinfo)
 
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The CPU's name (``model name`` in ``/proc/cpuinfo``; else :func:`platform.processor`)."""
     import platform
 
-    try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return " ".join(line.partition(":")[2].split())
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+    name = _cpuinfo_field("model name", cpuinfo)
+    return " ".join(name.split()) if name else (platform.processor() or platform.machine() or "unknown")
 
 
 def numerics() -> dict[str, str]:
