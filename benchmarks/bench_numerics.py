@@ -83,7 +83,9 @@ PARTS = [("prosodic", "prosodic teacher, training step (32 x 4 s of LLDs)", "ms 
 
 
 def measure(mode: str, repeats: int, threads: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ATEN_CPU", "ONEDNN_MAX", "MKL_CBWR", "OPENBLAS_CORE"))}
+    from emolib.machine import PORTABLE_ENV
+
+    env = {k: v for k, v in os.environ.items() if k not in PORTABLE_ENV}  # each child applies its own mode
     env.update(EMOLIB_NUMERICS=mode, PYTHONPATH=str(ROOT))
     done = subprocess.run([sys.executable, "-c", MEASURE, str(repeats), str(threads)], env=env, capture_output=True,
                           text=True, check=True)
