@@ -15,6 +15,13 @@ that prints figures, not a test; it asserts nothing about timing:
   the whole call's wall and CPU seconds (loading, training, outputs for every
   utterance), and the test UA / WA the run printed. ``--threads`` sets
   ``training.num_threads`` (0: torch's default, one per core).
+* The prosodic teacher's inputs in memory: fitting the fold's normaliser, counting the
+  repairs and reading every utterance's ready map once (an evaluation epoch), in each
+  of ``pipeline``'s two ways (every ready map held, below ``prosody.HOLD_BYTES``; each map
+  read from the cache and normalised when asked for, above it) and the plain way it was
+  done before (every raw map loaded into a dict, the training frames stacked for the
+  statistics, every ready map kept too): the largest memory held at once
+  (``tracemalloc``), the wall seconds of each, and the ratios to the plain way.
 * Peak resident memory (``ru_maxrss``) of this process after each stage and of its
   largest child process (the extraction workers).
 
@@ -94,6 +101,55 @@ def extraction(utterances: list, max_seconds: float, processes: tuple[int, ...])
     return rows
 
 
+def _stacked_fit(arrays: list, voiced_only):
+    """The normaliser as it was fitted before it streamed: every training frame stacked in float64."""
+    import numpy as np
+
+    stacked = np.concatenate([a.reshape(-1, a.shape[-1]) for a in arrays], axis=0).astype(np.float64)
+    stacked[~np.isfinite(stacked)] = np.nan
+    stacked[:, voiced_only] = np.where(stacked[:, voiced_only] == 0, np.nan, stacked[:, voiced_only])
+    mean, std = np.nanmean(stacked, axis=0), np.nanstd(stacked, axis=0)
+    std[~np.isfinite(std) | (std < 1e-8)] = 1.0
+    mean[~np.isfinite(mean)] = 0.0
+    return prosody.Normaliser(mean.astype(np.float32), std.astype(np.float32), voiced_only)
+
+
+def lld_inputs(corpus, fold, max_seconds: float) -> list[dict]:
+    """Normaliser, repair counts and one read of every ready map: read on demand vs all held."""
+    import tracemalloc
+
+    items = [(u.id, u.path) for u in corpus]
+    feats = prosody.features(items, "lld", max_seconds, progress=False)  # extracted by now: all hits
+    ids, train = list(corpus.ids), list(fold.train_ids)
+
+    def ours(hold: bool):
+        norm = prosody.Normaliser.fit(prosody.Selection(feats, train), voiced_only=prosody.VOICED_ONLY)
+        ready, counts = prosody.prepare_lld(feats, norm, hold=hold)
+        return sum(ready[i].shape[0] for i in ids)
+
+    def held():  # the code before this benchmark's change, kept here as the baseline
+        raw = {i: feats[i] for i in ids}
+        norm = _stacked_fit([raw[i] for i in train], prosody.VOICED_ONLY)
+        ready = {i: prosody.prepare_one(x, norm)[0] for i, x in raw.items()}
+        return sum(ready[i].shape[0] for i in ids)
+
+    rows = []
+    for what, fn in (("ready maps held (small corpora)", lambda: ours(True)),
+                     ("read and normalised on demand (large ones)", lambda: ours(False)),
+                     ("raw and ready maps held (before)", held)):
+        tracemalloc.start()
+        frames = fn()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        wall = time.perf_counter()
+        fn()
+        rows.append({"what": what, "peak_mib": peak / 2**20, "wall_s": time.perf_counter() - wall, "frames": frames})
+    raw_mib = sum(feats[i].nbytes for i in ids) / 2**20
+    for row in rows:
+        row.update(utterances=len(ids), descriptors_mib=raw_mib)
+    return rows
+
+
 def train_one(kind: str, cfg, fold: int, data) -> dict:
     """Train one teacher on one fold from scratch; its timings and test metrics."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -143,6 +199,15 @@ def main() -> None:
     speedup = rows[0]["wall_s"] / rows[1]["wall_s"]
     print(f"  2 processes vs 1: {speedup:.2f}x faster (wall)")
     result.update(extraction=rows, extraction_speedup_2_vs_1=speedup, peak_rss_mib_after_extraction=peak_mib())
+
+    rows = lld_inputs(corpus, data.fold(args.folds[0]), cfg.data.max_seconds)
+    print(f"\nthe prosodic teacher's inputs, fold {args.folds[0]}: normaliser, repair counts, every ready map "
+          f"read once ({rows[0]['utterances']} utterances, {rows[0]['descriptors_mib']:.1f} MiB of raw LLDs):")
+    for row in rows:
+        row.update(memory_vs_before=row["peak_mib"] / rows[2]["peak_mib"], time_vs_before=row["wall_s"] / rows[2]["wall_s"])
+    table(rows, [("what", "", "s"), ("peak_mib", "held at once MiB", ".2f"), ("memory_vs_before", "x before", ".3f"),
+                 ("wall_s", "wall s", ".2f"), ("time_vs_before", "x before", ".2f")])
+    result.update(lld_inputs=rows)
 
     print(f"\nteacher training ({args.preset} preset, {threads} thread(s)), temporary "
           f"runs folder; load average {os.getloadavg()[0]:.2f}:")

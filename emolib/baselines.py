@@ -90,7 +90,7 @@ def run_probes(corpus: Corpus, fold: Fold, functionals: dict[str, np.ndarray] | 
     probes = [p for p in probes if (p != "text" or corpus.has_transcripts) and (p != "voice" or corpus.has_audio)
               and (p != "both" or (corpus.has_transcripts and corpus.has_audio))]
     if corpus.has_audio and functionals is None and any(p in ("voice", "both") for p in probes):
-        functionals = prosody.features([(u.id, u.path) for u in corpus], "functionals").arrays
+        functionals = prosody.features([(u.id, u.path) for u in corpus], "functionals")
     ytr, yte = np.array(corpus.labels(train_ids)), np.array(corpus.labels(test_ids))
     metrics, frame = {}, pd.DataFrame({"id": test_ids, "label": [corpus.classes[y] for y in yte]})
     n_classes = len(corpus.classes)

@@ -268,16 +268,16 @@ def _prosodic_datasets(cfg: Config, data: Data, fold: Fold):
     t = cfg.prosodic_teacher
     feats = prosody.features(audio_items(data.corpus), "lld", cfg.data.max_seconds)
     if t.normalise == "speaker":
-        normaliser = prosody.speaker_normalisers(feats.arrays, {u.id: u.speaker for u in data.corpus})
+        normaliser = prosody.speaker_normalisers(feats, {u.id: u.speaker for u in data.corpus})
     else:
-        normaliser = prosody.Normaliser.fit([feats[i] for i in fold.train_ids], voiced_only=prosody.VOICED_ONLY)
-    ready, counts = prosody.prepare_lld(feats.arrays, normaliser)
+        normaliser = prosody.Normaliser.fit(prosody.Selection(feats, fold.train_ids), voiced_only=prosody.VOICED_ONLY)
+    ready, counts = prosody.prepare_lld(feats, normaliser)  # held, or for a large corpus computed when read
     labels = dict(zip(data.corpus.ids, data.corpus.labels()))
 
     def make(ids, crop):  # crop=None: evaluation (whole utterances, no masking)
         augment = dict(time_masks=t.time_masks, time_mask_frames=t.time_mask_frames,
                        descriptor_mask=t.descriptor_mask) if crop else {}
-        return LLDDataset([ready[i] for i in ids], [labels[i] for i in ids], crop_frames=crop, seed=cfg.training.seed,
+        return LLDDataset(prosody.Selection(ready, ids), [labels[i] for i in ids], crop_frames=crop, seed=cfg.training.seed,
                           **augment)
 
     return make, counts
@@ -887,7 +887,7 @@ def run_probes(cfg: Config, fold: int, data: Data | None = None, verbose: bool =
         functionals = None
         if data.corpus.has_audio:
             functionals = prosody.features(audio_items(data.corpus), "functionals", cfg.data.max_seconds,
-                                           progress=verbose).arrays
+                                           progress=verbose)
         metrics, frame = fit_probes(data.corpus, data.fold(fold), functionals, seed=cfg.training.seed)
         f = data.fold(fold)
         run.finish({"stage": "data", "fold": fold, "corpus": data.corpus.name, "probes": metrics,

@@ -130,7 +130,7 @@ class LLDDataset(Dataset):
 
     def __init__(self, arrays: Sequence[np.ndarray], labels: Sequence[int], crop_frames: int | None = None,
                  seed: int = 0, time_masks: int = 0, time_mask_frames: int = 0, descriptor_mask: int = 0):
-        self.arrays, self.labels = list(arrays), list(labels)
+        self.arrays, self.labels = arrays, list(labels)  # a Sequence, maybe read item by item (prosody.Selection)
         self.crop_frames, self.seed, self.epoch = crop_frames, seed, 0
         self.time_masks, self.time_mask_frames, self.descriptor_mask = time_masks, time_mask_frames, descriptor_mask
 

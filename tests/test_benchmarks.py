@@ -57,6 +57,9 @@ def test_bench_teachers_on_a_fresh_machine(bench, tmp_path):
     figures = json.loads((tmp_path / "teachers.json").read_text())
     assert positive(figures["extraction_speedup_2_vs_1"])
     assert all(positive(row["x_real_time"]) for row in figures["extraction"])
+    lld = figures["lld_inputs"]
+    assert len({row["frames"] for row in lld}) == 1 and lld[0]["frames"] > 0  # the three ways read the same maps
+    assert all(positive(row["memory_vs_before"]) and positive(row["time_vs_before"]) for row in lld)
     assert sorted((t["teacher"], t["fold"]) for t in figures["teachers"]) == [("linguistic", 1), ("prosodic", 1)]
     assert all(positive(t["s_per_epoch"]) and 0 <= t["test_ua"] <= 100 for t in figures["teachers"])
 

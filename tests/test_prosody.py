@@ -264,3 +264,93 @@ def test_ctrl_c_inside_opensmile_is_raised_after_the_file_and_nothing_partial_is
         np.testing.assert_array_equal(again["u"], whole)
     finally:
         prosody._SMILE.pop(level, None)
+
+
+def _voiced_like(rng, frames):
+    """LLD-shaped frames with what real ones have: unvoiced zeros in the voiced-only columns, a NaN, an inf."""
+    x = rng.normal(loc=3.0, size=(frames, 25)).astype(np.float32)
+    x[np.ix_(rng.random(frames) < 0.3, prosody.VOICED_ONLY)] = 0.0
+    x[0, rng.integers(25)] = np.nan
+    x[-1, rng.integers(25)] = np.inf
+    return x
+
+
+@pytest.mark.parametrize("voiced_only", [None, prosody.VOICED_ONLY])
+def test_normaliser_statistics_are_nanmean_and_nanstd_over_every_valid_frame(voiced_only):
+    # the two-pass sums must give what stacking every frame and asking numpy gives
+    rng = np.random.default_rng(3)
+    arrays = [_voiced_like(rng, n) for n in (1, 7, 50, 300)]
+    stacked = np.concatenate(arrays).astype(np.float64)
+    stacked[~np.isfinite(stacked)] = np.nan
+    if voiced_only is not None:
+        stacked[:, voiced_only] = np.where(stacked[:, voiced_only] == 0, np.nan, stacked[:, voiced_only])
+    norm = prosody.Normaliser.fit(arrays, voiced_only)
+    np.testing.assert_allclose(norm.mean, np.nanmean(stacked, 0), rtol=1e-6)
+    np.testing.assert_allclose(norm.std, np.nanstd(stacked, 0), rtol=1e-6)
+
+
+def test_a_descriptor_never_valid_keeps_mean_0_and_std_1():
+    x = np.array([[1.0, 0.0], [2.0, 0.0]], np.float32)  # column 1: voiced-only and never voiced
+    norm = prosody.Normaliser.fit([x], voiced_only=np.array([False, True]))
+    np.testing.assert_array_equal(norm.mean, [1.5, 0.0])
+    np.testing.assert_array_equal(norm.std, [0.5, 1.0])
+
+
+def _cached_corpus(tmp_path, monkeypatch, n, frames):
+    """``n`` utterances whose LLDs sit in the cache already (features() then extracts nothing)."""
+    from emolib.cache import FeatureCache, file_digest
+
+    monkeypatch.setenv("EMOLIB_CACHE", str(tmp_path / "cache"))
+    cache = FeatureCache("egemaps", prosody._settings("lld", None))
+    rng, items = np.random.default_rng(0), []
+    for i in range(n):
+        path = tmp_path / f"u{i}.wav"
+        path.write_bytes(f"clip {i}".encode())  # never read as audio: its digest finds the entry
+        cache.put(file_digest(path), _voiced_like(rng, frames))
+        items.append((f"u{i}", path))
+    return items
+
+
+def test_features_are_read_from_disk_when_asked_for_and_never_held_together(tmp_path, monkeypatch):
+    # 300 utterances of 1,000 frames (30 MB of descriptors): fitting the normaliser, counting the
+    # repairs and reading every training map once must hold only a few utterances at a time
+    import tracemalloc
+
+    from emolib.teachers import LLDDataset
+
+    items = _cached_corpus(tmp_path, monkeypatch, 300, 1000)
+    tracemalloc.start()
+    try:
+        feats = prosody.features(items, "lld", progress=False)
+        ids = [uid for uid, _ in items]
+        norm = prosody.Normaliser.fit(prosody.Selection(feats, ids[:200]), voiced_only=prosody.VOICED_ONLY)
+        ready, counts = prosody.prepare_lld(feats, norm, hold=False)
+        dataset = LLDDataset(prosody.Selection(ready, ids), [0] * len(ids), crop_frames=300)
+        for i in range(len(dataset)):
+            dataset[i]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert counts["utterances"] == 300 and counts["nan_frames_replaced"] == 600  # a NaN frame and an inf frame in each
+    assert peak < 3e6, f"{peak / 1e6:.1f} MB held at once, of 30 MB of descriptors"
+    # what is read on demand is what an eager list would hold
+    eager = prosody.Normaliser.fit([feats[i] for i in ids[:200]], voiced_only=prosody.VOICED_ONLY)
+    np.testing.assert_array_equal(norm.mean, eager.mean)
+    np.testing.assert_array_equal(norm.std, eager.std)
+    np.testing.assert_array_equal(ready["u7"], prosody.prepare_one(feats["u7"], norm)[0])
+    assert prosody.Selection(ready, ids)[1:3].ids == ["u1", "u2"] and len(prosody.Selection(ready, ids)) == 300
+
+
+def test_ready_maps_are_held_up_to_a_size_and_computed_when_read_beyond_it(tmp_path, monkeypatch):
+    items = _cached_corpus(tmp_path, monkeypatch, 5, 40)
+    feats = prosody.features(items, "lld", progress=False)
+    assert feats.nbytes() == 5 * (40 * 25 * 4 + 128)  # each entry: the data and a 128-byte .npy header
+    norm = prosody.Normaliser.fit(list(feats.values()), voiced_only=prosody.VOICED_ONLY)
+    held, held_counts = prosody.prepare_lld(feats, norm)
+    assert isinstance(held, dict)  # 20 KB: far below HOLD_BYTES
+    monkeypatch.setattr(prosody, "HOLD_BYTES", feats.nbytes() - 1)
+    computed, counts = prosody.prepare_lld(feats, norm)
+    assert isinstance(computed, prosody.PreparedLLD) and counts == held_counts
+    assert list(computed) == list(held) == [uid for uid, _ in items]
+    for uid in held:
+        np.testing.assert_array_equal(computed[uid], held[uid])

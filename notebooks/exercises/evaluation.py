@@ -194,7 +194,7 @@ data = pipeline.load_data(cfg)
 split = data.fold(fold)
 print(split.summary())
 functionals = prosody.features(pipeline.audio_items(data.corpus), "functionals", cfg.data.max_seconds,
-                               progress=False).arrays
+                               progress=False)
 speaker_of = {u.id: u.speaker for u in data.corpus}
 
 # %% [markdown]
