@@ -299,23 +299,28 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
 def numerics() -> dict[str, str]:
     """How this process computes floats on the CPU, for a run's ``metrics.json``: ``mode`` is
     ``portable`` when every library is capped at AVX2 (:data:`PORTABLE_ENV`), whoever set it, else
-    ``native``; ``isa`` is what PyTorch's kernels use. Results agree to the bit across machines when
-    ``mode`` is ``portable`` on both (with any thread counts), or when ``cpu`` is the same (with the same
-    thread counts)."""
+    ``native``; ``isa`` is what PyTorch's kernels use; ``vendor`` is the CPU's. Results agree to the
+    bit across machines when ``mode`` is ``portable`` on both and both CPUs are Intel's (with any
+    thread counts; an AMD CPU's vector maths differs, see :mod:`emolib.fingerprint`), or when ``cpu``
+    is the same (with the same thread counts)."""
     import platform
 
     import torch
 
     caps = {k: os.environ.get(k) for k in PORTABLE_ENV}  # exactly what was set (None: unset)
     return {"mode": "portable" if caps == PORTABLE_ENV else "native", "isa": torch.backends.cpu.get_cpu_capability(),
-            "cpu": cpu_model(), "machine": platform.machine(), "torch": torch.__version__, "caps": caps}
+            "cpu": cpu_model(), "vendor": cpu_vendor(), "machine": platform.machine(), "torch": torch.__version__,
+            "caps": caps}
 
 
 def numerics_label(record: dict | None) -> str:
-    """One line for a report's stamp: ``portable (AVX2)`` or ``native AVX512 on <cpu>``; ``unrecorded``
-    for a run made before runs recorded it."""
+    """One line for a report's stamp: ``portable (AVX2)`` (on an Intel CPU: the same bits on any of
+    them), ``portable (AVX2) on <cpu>`` (another vendor's: its own bits), or ``native AVX512 on <cpu>``;
+    ``unrecorded`` for a run made before runs recorded it. Records from before ``vendor`` was
+    recorded were all made on Intel CPUs."""
     if not record:
         return "unrecorded"
     if record.get("mode") == "portable":
-        return f"portable ({record.get('isa', '?')})"
+        label = f"portable ({record.get('isa', '?')})"
+        return label if record.get("vendor", "GenuineIntel") == "GenuineIntel" else f"{label} on {record.get('cpu', '?')}"
     return f"native {record.get('isa', '?')} on {record.get('cpu', '?')}"

@@ -197,7 +197,9 @@ def run_numerics(cfg: Config, folds: Sequence[int], has_transcripts: bool = True
     for variant in ("full", "no_teachers"):
         changes = student_changes(variant, None, None)
         runs += [student_run(cfg.replace(changes) if changes else cfg, k, has_transcripts) for k in folds]
-    labels = tuple(sorted({numerics_label(r.metrics().get("numerics")) for r in runs if r.is_complete()}))
+    records = [rec for r in runs if r.is_complete()
+               for rec in (r.metrics().get("numerics"), *r.metrics().get("numerics_earlier", []))]
+    labels = tuple(sorted({numerics_label(rec) for rec in records}))
     if len(labels) > 1:
         print(f"note: these results were computed in {len(labels)} ways ({'; '.join(labels)}): runs made on "
               "different kinds of CPU, or in native and portable mode, differ by float rounding (README, EMOLIB_NUMERICS)")

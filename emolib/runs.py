@@ -298,6 +298,9 @@ class Run:
         self.key = _run_key(stage, cfg, extra)
         self.name = f"{label}-{self.key}" if label else self.key
         self.dir = paths.runs_dir() / stage / self.name / f"fold{self.fold}"
+        #: numerics records (machine.numerics) of earlier processes that trained this run, when they
+        #: differ from this one's (set by train.fit on resuming); finish() writes them down
+        self.earlier_numerics: list[dict] = []
 
     def __repr__(self) -> str:
         state = "complete" if self.is_complete() else ("partial" if self.dir.exists() else "new")
@@ -450,12 +453,15 @@ class Run:
     def finish(self, metrics: dict[str, Any], predictions=None) -> None:
         """Write the predictions, then ``metrics.json`` last: the run is complete. It also records how
         this process computed floats (``numerics``: :func:`emolib.machine.numerics`), which says which
-        machines reproduce the run to the bit."""
-        from .machine import numerics
+        machines reproduce the run to the bit, and under ``numerics_earlier`` those of the processes
+        that trained its earlier epochs when they computed otherwise (a run resumed in another mode)."""
+        from .machine import numerics, numerics_label
 
         if predictions is not None:
             self.write_csv("predictions.csv", predictions)
-        self.write_json(COMPLETE_MARKER, {**metrics, "numerics": numerics()})
+        record = numerics()
+        earlier = [r for r in self.earlier_numerics if numerics_label(r) != numerics_label(record)]
+        self.write_json(COMPLETE_MARKER, {**metrics, "numerics": record, **({"numerics_earlier": earlier} if earlier else {})})
         # only now: a run killed before this line still has its state and resumes, not restarts
         with contextlib.suppress(FileNotFoundError):
             (self.dir / "resume.pt").unlink()

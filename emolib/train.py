@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import CUBLAS_WORKSPACE
 from .config import OptimConfig, TrainingConfig
-from .machine import interrupts_deferred
+from .machine import interrupts_deferred, numerics, numerics_label
 from .metrics import unweighted_accuracy, weighted_accuracy
 from .progress import mode as progress_mode
 from .runs import ResultFileError, Run, atomic_path
@@ -314,6 +314,12 @@ def fit(
 
     resume_path = run.path("resume.pt") if run else None
     state = _load_resume_state(resume_path, desc) if resume_path is not None else None
+    # how each process that trained this run computed floats (machine.numerics): a run resumed in
+    # another mode, or on another kind of CPU, reproduces to the bit nowhere, and its metrics say so
+    here = numerics()
+    computed_by: list[dict] = list(state.get("numerics_seen", [])) if state is not None else []
+    if numerics_label(here) not in {numerics_label(r) for r in computed_by}:
+        computed_by.append(here)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -323,6 +329,13 @@ def fit(
         _set_rng_states(state, device)
         print(f"{desc}: resuming after epoch {state['epoch']} (best val UA {100 * best_ua:.2f} at epoch {best_epoch})",
               flush=True)
+        earlier = [r for r in computed_by if numerics_label(r) != numerics_label(here)]
+        if earlier:
+            run.earlier_numerics = earlier
+            print(f"{desc}: note: epochs before this resume were computed in numerics "
+                  f"{'; '.join(numerics_label(r) for r in earlier)}, this process computes in "
+                  f"{numerics_label(here)}; the run's metrics.json records both (it will reproduce on neither alone)",
+                  flush=True)
         saved = _saved_selection(best_path) if best_path.is_file() else None
         if saved is not None and saved[0] > state["epoch"]:
             # killed after an improving epoch saved its weights but before its resume state: those
@@ -398,7 +411,7 @@ def fit(
                 with atomic_path(resume_path) as tmp, open(tmp, "wb") as out:
                     torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                 "scheduler": scheduler.state_dict(), "history": history, "best_ua": best_ua,
-                                "best_epoch": best_epoch, **_rng_states(device)}, out)
+                                "best_epoch": best_epoch, "numerics_seen": computed_by, **_rng_states(device)}, out)
                 _write_history(run, history)  # after every epoch: a running run's progress, to plot or list
         _report(desc, row, optim.epochs, improved, show, bar)
     if bar is not None:

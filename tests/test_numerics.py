@@ -66,9 +66,15 @@ def test_the_record_says_portable_only_when_every_library_is_capped(monkeypatch)
     for name, value in machine.PORTABLE_ENV.items():
         monkeypatch.setenv(name, value)
     record = machine.numerics()
-    assert record["mode"] == "portable" and set(record) == {"mode", "isa", "cpu", "machine", "torch", "caps"}
-    assert record["caps"] == machine.PORTABLE_ENV
-    assert machine.numerics_label(record) == f"portable ({record['isa']})"
+    assert record["mode"] == "portable" and set(record) == {"mode", "isa", "cpu", "vendor", "machine", "torch", "caps"}
+    assert record["caps"] == machine.PORTABLE_ENV and record["vendor"] == machine.cpu_vendor()
+    intel = {**record, "vendor": "GenuineIntel"}
+    assert machine.numerics_label(intel) == f"portable ({record['isa']})"
+    # portable bits are shared by Intel CPUs only: on another vendor's the label names the CPU
+    amd = {**record, "vendor": "AuthenticAMD", "cpu": "AMD EPYC 7B12"}
+    assert machine.numerics_label(amd) == f"portable ({record['isa']}) on AMD EPYC 7B12"
+    # records made before the vendor was recorded came from Intel CPUs
+    assert machine.numerics_label({k: v for k, v in amd.items() if k != "vendor"}) == f"portable ({record['isa']})"
     monkeypatch.setenv("MKL_CBWR", "AVX2")  # MKL capped but not strict: results depend on the thread count
     record = machine.numerics()
     assert record["mode"] == "native" and record["caps"]["MKL_CBWR"] == "AVX2"

@@ -318,6 +318,9 @@ def test_runs_that_computed_in_different_ways_are_said_and_stamped(results_env, 
         assert report.discover(fixture.cfg).numerics == tuple(sorted({here, "native AVX512 on Some Other CPU"}))
         out = capsys.readouterr().out
         assert "computed in 2 ways" in out and "Some Other CPU" in out and "EMOLIB_NUMERICS" in out
+        # a run resumed here after epochs trained in native numerics elsewhere: both ways count
+        marker.write_text(json.dumps({**json.loads(saved), "numerics_earlier": [other]}))
+        assert report.discover(fixture.cfg).numerics == tuple(sorted({here, "native AVX512 on Some Other CPU"}))
         marker.write_text(json.dumps({k: v for k, v in json.loads(saved).items() if k != "numerics"}))
         assert "unrecorded" in report.discover(fixture.cfg).numerics  # a run made before runs recorded it
     finally:

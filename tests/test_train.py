@@ -575,3 +575,35 @@ def test_a_signal_arriving_while_the_handlers_change_leaves_neither_replaced(mon
     finally:
         for signum, handler in saved.items():
             real(signum, handler)
+
+
+def test_a_run_resumed_in_other_numerics_records_both(run, monkeypatch, capsys):
+    # epoch 1 trained by a process in native numerics on another CPU, killed; resumed here
+    other = {"mode": "native", "isa": "AVX512", "cpu": "Other CPU", "vendor": "GenuineIntel", "machine": "x86_64",
+             "torch": torch.__version__, "caps": {}}
+    here = train.numerics()
+    monkeypatch.setattr(train, "numerics", lambda: other)
+    train.fit(Linear(), Points(), Points(), ce, OptimConfig(lr=0.1, epochs=1, batch_size=4, warmup_ratio=0.0),
+              TRAINING, run=run, desc="loop")
+    assert torch.load(run.path("resume.pt"), weights_only=False)["numerics_seen"] == [other]
+    monkeypatch.setattr(train, "numerics", lambda: here)
+    capsys.readouterr()
+    resumed = Run(run.stage, run.cfg, fold=run.fold, label="loop")
+    result = train.fit(Linear(), Points(), Points(), ce, OPTIM, TRAINING, run=resumed, desc="loop")
+    assert result.resumed_from == 2
+    out = capsys.readouterr().out
+    assert ("loop: note: epochs before this resume were computed in numerics native AVX512 on Other CPU, this "
+            f"process computes in {train.numerics_label(here)}") in out
+    resumed.finish({"ua": 0.5})
+    metrics = resumed.metrics()
+    assert metrics["numerics"]["mode"] == here["mode"] and metrics["numerics_earlier"] == [other]
+
+
+def test_a_run_resumed_in_the_same_numerics_records_one(run):
+    train.fit(Linear(), Points(), Points(), ce, OptimConfig(lr=0.1, epochs=1, batch_size=4, warmup_ratio=0.0),
+              TRAINING, run=run, desc="loop")
+    resumed = Run(run.stage, run.cfg, fold=run.fold, label="loop")
+    train.fit(Linear(), Points(), Points(), ce, OPTIM, TRAINING, run=resumed, desc="loop")
+    assert torch.load(resumed.path("resume.pt"), weights_only=False)["numerics_seen"] == [train.numerics()]
+    resumed.finish({"ua": 0.5})
+    assert "numerics_earlier" not in resumed.metrics()
