@@ -284,7 +284,7 @@ class PreparedLLD(Mapping):
 #: Ready maps up to this many bytes in all are computed once and held in memory; a larger corpus's
 #: are computed from the cache each time a batch asks (:class:`PreparedLLD`). Reading one back and
 #: normalising it costs ~140 microseconds, which made the built-in corpus's prosodic teacher
-#: (1,200 utterances, 28 MiB) train 12 % slower per epoch; 2 GiB is some 60 hours of audio
+#: (1,200 utterances, 28 MiB) train 15 % slower per epoch; 2 GiB is some 60 hours of audio
 #: (IEMOCAP: 12), far from what a machine that trains needs to keep for itself. The values are
 #: the same either way.
 HOLD_BYTES = 2 << 30

@@ -455,13 +455,12 @@ class Run:
         this process computed floats (``numerics``: :func:`emolib.machine.numerics`), which says which
         machines reproduce the run to the bit, and under ``numerics_earlier`` those of the processes
         that trained its earlier epochs when they computed otherwise (a run resumed in another mode)."""
-        from .machine import numerics, numerics_label
+        from .machine import numerics
 
         if predictions is not None:
             self.write_csv("predictions.csv", predictions)
-        record = numerics()
-        earlier = [r for r in self.earlier_numerics if numerics_label(r) != numerics_label(record)]
-        self.write_json(COMPLETE_MARKER, {**metrics, "numerics": record, **({"numerics_earlier": earlier} if earlier else {})})
+        earlier = {"numerics_earlier": self.earlier_numerics} if self.earlier_numerics else {}
+        self.write_json(COMPLETE_MARKER, {**metrics, "numerics": numerics(), **earlier})
         # only now: a run killed before this line still has its state and resumes, not restarts
         with contextlib.suppress(FileNotFoundError):
             (self.dir / "resume.pt").unlink()
