@@ -75,9 +75,15 @@ PAPER_FIG2_NOTE = ("paper: best prosodic temperature small (hard logits), best l
 def git_commit() -> str:
     """The checkout's commit (``+dirty`` when there are uncommitted changes); without a checkout (a
     ``git archive`` or GitHub's "Download ZIP", extracted), the commit the archive was made from,
-    ``+archive``; else ``unknown``."""
+    ``+archive``; else ``unknown``. A repository around the project that does not track its code
+    (an archive extracted into a home folder kept in git) is not its checkout: its commit would
+    name other files. One that does (the project copied into a monorepo) is."""
     root = paths.project_root()
     try:
+        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", "--", "emolib/__init__.py"], cwd=root,
+                                 capture_output=True, timeout=10)
+        if tracked.returncode != 0:
+            return archived_commit() or "unknown"
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
                                 text=True, check=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "emolib", "notebooks"],

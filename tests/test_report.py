@@ -630,3 +630,33 @@ def test_an_extracted_git_archive_stamps_the_commit_it_was_made_from(tmp_path, m
     assert report.git_commit() == f"{head.stdout.strip()[:12]}+archive"
     (tmp_path / "emolib" / "ARCHIVE_COMMIT").unlink()  # installed as a wheel: nothing to read
     assert report.git_commit() == "unknown"
+
+
+def test_a_git_repository_around_the_project_stamps_only_if_it_tracks_the_code(tmp_path, monkeypatch):
+    """An archive extracted into a folder that another repository covers (a home folder kept in
+    git) is stamped with the archive's commit, not that repository's; a copy of the project that
+    the surrounding repository tracks (a monorepo) is stamped with the surrounding commit."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "dotfiles").write_text("unrelated\n")
+    git("add", "dotfiles")
+    git("commit", "-q", "-m", "home")
+    project = tmp_path / "emodistill"
+    (project / "emolib").mkdir(parents=True)
+    (project / "emolib" / "__init__.py").write_text("")
+    (project / "emolib" / "ARCHIVE_COMMIT").write_text("0123456789abcdef0123456789abcdef01234567\n")
+    monkeypatch.setattr(report, "__file__", str(project / "emolib" / "report.py"))
+    monkeypatch.setenv("EMOLIB_ROOT", str(project))
+    assert report.git_commit() == "0123456789ab+archive"  # untracked by the home repository
+    (project / "emolib" / "ARCHIVE_COMMIT").unlink()
+    assert report.git_commit() == "unknown"
+    git("add", "emodistill")
+    git("commit", "-q", "-m", "vendored")
+    assert report.git_commit() == git("rev-parse", "--short=12", "HEAD")
+    (project / "emolib" / "__init__.py").write_text("# edited\n")
+    assert report.git_commit() == git("rev-parse", "--short=12", "HEAD") + "+dirty"
