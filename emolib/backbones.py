@@ -716,13 +716,14 @@ def _compute_missing(name: str, items: Sequence[tuple[str, str | os.PathLike]], 
 
 def pooled_states(backbone_name: str, items: Sequence[tuple[str, str | os.PathLike]], max_seconds: float | None = None,
                   batch_size: int = 8, progress: bool = True, device: str | None = "auto",
-                  precision: str = "fp32", pooling: str = "mean") -> dict[str, np.ndarray]:
+                  precision: str = "fp32", pooling: str = "mean") -> Mapping[str, np.ndarray]:
     """id -> (num_hidden_states, D) float32: every hidden state of the frozen backbone,
     averaged over the clip's real frames (``pooling="stats"``: mean and standard
     deviation, (num_hidden_states, 2D)). What the CPU default student trains on (a
     learned weighted sum of layers, SUPERB style). Computed once per audio content and
     settings (on the GPU when there is one: ``device="auto"``), then read from the
-    cache; a killed run resumes with only the missing clips."""
+    cache; a killed run resumes with only the missing clips. Held in memory up to
+    :data:`emolib.cache.HOLD_BYTES`, beyond that read from the cache when asked for."""
     pool = POOLINGS[pooling]
 
     def store(cache, digest, out, b):
@@ -732,7 +733,9 @@ def pooled_states(backbone_name: str, items: Sequence[tuple[str, str | os.PathLi
     cache = _cache(backbone_name, "pooled" if pooling == "mean" else f"pooled-{pooling}", max_seconds, precision)
     digests = _compute_missing(backbone_name, items, cache, store, max_seconds, batch_size, progress, device,
                                precision, None, f"{backbone_name} pooled states")
-    return {uid: cache.get(d) for uid, d in digests.items()}
+    from .cache import CachedArrays
+
+    return CachedArrays(cache, digests).held()
 
 
 def feature_states(backbone_name: str, items: Sequence[tuple[str, str | os.PathLike]],

@@ -33,7 +33,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from .audio import SAMPLE_RATE, read_audio
-from .cache import CachedArrays, FeatureCache, file_digest
+from .cache import CachedArrays, FeatureCache, file_digest, fits_in_memory
 from .machine import available_cores, forked_map, interrupts_deferred
 
 MIN_FRAMES = 10  # 0.1 s of 10 ms LLD frames
@@ -281,13 +281,6 @@ class PreparedLLD(Mapping):
         return len(self.arrays)
 
 
-#: Ready maps up to this many bytes in all are computed once and held in memory; a larger corpus's
-#: are computed from the cache each time a batch asks (:class:`PreparedLLD`). Reading one back and
-#: normalising it costs ~140 microseconds, which made the built-in corpus's prosodic teacher
-#: (1,200 utterances, 28 MiB) train 15 % slower per epoch; 2 GiB is some 60 hours of audio
-#: (IEMOCAP: 12), far from what a machine that trains needs to keep for itself. The values are
-#: the same either way.
-HOLD_BYTES = 2 << 30
 
 
 def prepare_lld(arrays: Mapping[str, np.ndarray], normaliser: Normaliser | Mapping[str, Normaliser],
@@ -300,10 +293,10 @@ def prepare_lld(arrays: Mapping[str, np.ndarray], normaliser: Normaliser | Mappi
     compute each again when it is read (:class:`PreparedLLD`: a large corpus's maps never sit in
     memory together); by default held when ``arrays`` (a :class:`~emolib.cache.CachedArrays`
     whose size is known without reading it, or arrays in memory already) take at most
-    :data:`HOLD_BYTES`."""
+    :data:`emolib.cache.HOLD_BYTES`."""
     if hold is None:
         size = arrays.nbytes() if isinstance(arrays, CachedArrays) else sum(a.nbytes for a in arrays.values())
-        hold = size <= HOLD_BYTES
+        hold = fits_in_memory(size)
     held: dict[str, np.ndarray] = {}
     counts = {**dict.fromkeys(REPAIRS, 0), "utterances": len(arrays)}
     for uid, x in arrays.items():

@@ -484,6 +484,17 @@ def test_pooled_states_are_cached_reused_and_resumed(items, monkeypatch):
     assert count.clips == 8
 
 
+def test_pooled_states_beyond_the_memory_threshold_are_read_when_asked_for(items, monkeypatch):
+    import emolib.cache
+
+    held = B.pooled_states("tiny-random", items, max_seconds=2.0, progress=False)
+    assert isinstance(held, dict)  # 5 clips: far below cache.HOLD_BYTES
+    monkeypatch.setattr(emolib.cache, "HOLD_BYTES", 5 * (3 * 64 * 4 + 128) - 1)  # one byte short of the entries
+    read = B.pooled_states("tiny-random", items, max_seconds=2.0, progress=False)
+    assert isinstance(read, emolib.cache.CachedArrays) and list(read) == list(held)
+    assert all(np.array_equal(read[k], held[k]) for k in held)
+
+
 def test_a_killed_run_resumes_with_the_missing_clips(items, monkeypatch):
     import emolib.backbones
 
