@@ -220,8 +220,21 @@ def test_what_a_killed_extraction_was_writing_is_removed_when_the_next_one_start
     assert all(np.array_equal(first[u], again[u]) for u, _ in items)
 
 
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler for the test's duration. A process started in the background by
+    a shell without job control (``make test &`` in a script) inherits SIGINT ignored, and Python
+    then installs no handler: a Ctrl-C does nothing there, rightly, and emolib leaves it so."""
+    import signal
+
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, inherited)
+
+
 @pytest.mark.parametrize("level", ["lld", "functionals"])
-def test_ctrl_c_inside_opensmile_is_raised_after_the_file_and_nothing_partial_is_cached(tmp_path, monkeypatch, level):
+def test_ctrl_c_inside_opensmile_is_raised_after_the_file_and_nothing_partial_is_cached(tmp_path, monkeypatch, level,
+                                                                                       python_sigint):
     """openSMILE hands its frames to Python through a ctypes callback, and an exception raised there
     is printed and dropped: a Ctrl-C (or the SIGTERM the commands turn into one) that landed in it was
     lost, and so were the callback's frames. The file's LLDs came back one frame short, its
