@@ -262,19 +262,20 @@ def test_ctrl_c_inside_opensmile_is_raised_after_the_file_and_nothing_partial_is
             callback(data, meta)
         return real(self, component, interrupted_on_the_third)
 
-    monkeypatch.setattr(OpenSMILE, "external_sink_set_callback_ex", set_callback)
-    prosody._SMILE.pop(level, None)  # a new Smile object, so that it takes the callback above
+    prosody._SMILE.pop(level, None)  # a new Smile object, so that it takes the callback below
     try:
-        with pytest.raises(KeyboardInterrupt):
-            prosody.features([("u", path)], level, processes=1, progress=False)
+        with monkeypatch.context() as patched:  # undone before the second extraction; EMOLIB_CACHE stays
+            patched.setattr(OpenSMILE, "external_sink_set_callback_ex", set_callback)
+            with pytest.raises(KeyboardInterrupt):
+                prosody.features([("u", path)], level, processes=1, progress=False)
         assert len(frames) == (whole.shape[0] if level == "lld" else 1)  # the whole file first, then the Ctrl-C
         cache = FeatureCache("egemaps", prosody._settings(level, None))
-        assert not list(cache.dir.glob("*/*.npy"))
+        assert cache.dir.parent.parent == tmp_path / "cache" and not list(cache.dir.glob("*/*.npy"))
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
-        monkeypatch.undo()
         prosody._SMILE.pop(level, None)
         again = prosody.features([("u", path)], level, processes=1, progress=False)
         np.testing.assert_array_equal(again["u"], whole)
+        assert len(list(cache.dir.glob("*/*.npy"))) == 1  # into the test's cache, not the checkout's
     finally:
         prosody._SMILE.pop(level, None)
 
