@@ -270,17 +270,19 @@ class PreparedLLD(Mapping):
     def __init__(self, arrays: Mapping[str, np.ndarray], normaliser: Normaliser | Mapping[str, Normaliser]):
         self.arrays, self.normaliser = arrays, normaliser
 
-    def __getitem__(self, uid: str) -> np.ndarray:
+    def prepared(self, uid: str) -> tuple[np.ndarray, dict[str, int]]:
+        """:func:`prepare_one` of the utterance, with its normaliser."""
         norm = self.normaliser if isinstance(self.normaliser, Normaliser) else self.normaliser[uid]
-        return prepare_one(self.arrays[uid], norm)[0]
+        return prepare_one(self.arrays[uid], norm)
+
+    def __getitem__(self, uid: str) -> np.ndarray:
+        return self.prepared(uid)[0]
 
     def __iter__(self):
         return iter(self.arrays)
 
     def __len__(self) -> int:
         return len(self.arrays)
-
-
 
 
 def prepare_lld(arrays: Mapping[str, np.ndarray], normaliser: Normaliser | Mapping[str, Normaliser],
@@ -297,12 +299,13 @@ def prepare_lld(arrays: Mapping[str, np.ndarray], normaliser: Normaliser | Mappi
     if hold is None:
         size = arrays.nbytes() if isinstance(arrays, CachedArrays) else sum(a.nbytes for a in arrays.values())
         hold = fits_in_memory(size)
+    ready = PreparedLLD(arrays, normaliser)
     held: dict[str, np.ndarray] = {}
     counts = {**dict.fromkeys(REPAIRS, 0), "utterances": len(arrays)}
-    for uid, x in arrays.items():
-        z, repairs = prepare_one(x, normaliser if isinstance(normaliser, Normaliser) else normaliser[uid])
+    for uid in arrays:
+        z, repairs = ready.prepared(uid)
         for key, n in repairs.items():
             counts[key] += n
         if hold:
             held[uid] = z
-    return (held if hold else PreparedLLD(arrays, normaliser)), counts
+    return (held if hold else ready), counts
