@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+# the session fails if a test wrote into the checkout or the user's emolib roots
+pytest_plugins = ["fixtures.hermetic"]
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
