@@ -32,7 +32,14 @@ if "OMP_NUM_THREADS" not in _os.environ and (_cores := _machine.available_cores(
 #: at their first operation, numpy's OpenBLAS when numpy loads), so it is set here, before emolib imports
 #: them; a library that has already read it keeps its own kernels, and a warning says so. Processes emolib
 #: starts (workers, notebook kernels) inherit it.
-for _late in _machine.apply_portable_numerics():
-    import warnings as _warnings
+import warnings as _warnings  # noqa: E402
 
+for _late in _machine.apply_portable_numerics():
     _warnings.warn(_late, stacklevel=2)
+
+#: An EMOLIB_ variable that nothing reads is most likely a misspelt one (a misspelt EMOLIB_CACHE would
+#: send every feature into the checkout): say so once, when emolib is imported (emolib/envvars.py).
+from . import envvars as _envvars  # noqa: E402 - stdlib only
+
+for _unknown in _envvars.unknown():
+    _warnings.warn(_unknown, stacklevel=2)

@@ -481,6 +481,13 @@ def _drive(call: Callable[[], Any]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .envvars import check
+
+    try:
+        check()  # a value emolib cannot use fails now, not an hour into an extraction
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         with _sigterm_as_ctrl_c():
             return args.func(args)

@@ -723,7 +723,7 @@ def pooled_states(backbone_name: str, items: Sequence[tuple[str, str | os.PathLi
     learned weighted sum of layers, SUPERB style). Computed once per audio content and
     settings (on the GPU when there is one: ``device="auto"``), then read from the
     cache; a killed run resumes with only the missing clips. Held in memory up to
-    :data:`emolib.cache.HOLD_BYTES`, beyond that read from the cache when asked for."""
+    :func:`emolib.cache.hold_bytes` (``EMOLIB_HOLD``), beyond that read from the cache when asked for."""
     pool = POOLINGS[pooling]
 
     def store(cache, digest, out, b):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import time
 import tokenize
 from collections.abc import Mapping
@@ -150,13 +151,29 @@ class FeatureCache:
 #: utterances, 28 MiB) train 15 % slower per epoch when every item was read on demand. 2 GiB holds
 #: some 60 hours of LLDs, or the default student's pooled states of some 75,000 utterances (28 KB
 #: each; IEMOCAP has 5,531), far from what a machine that trains needs to keep for itself. The
-#: values are the same either way.
+#: values are the same either way. ``EMOLIB_HOLD`` moves it for a machine (:func:`hold_bytes`).
 HOLD_BYTES = 2 << 30
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def hold_bytes(environ=os.environ) -> int:
+    """How many bytes of features are held in memory: ``EMOLIB_HOLD`` when set (``16G`` on a server
+    with memory to spare, ``500M`` on a small one, ``0`` to read every entry on demand; K, M, G, T
+    are powers of 1,024, a bare number is bytes), else :data:`HOLD_BYTES`."""
+    value = environ.get("EMOLIB_HOLD", "").strip()
+    if not value:
+        return HOLD_BYTES
+    size = re.fullmatch(r"(\d+(?:\.\d*)?) *([KMGT]?)(?:i?B)?", value, re.IGNORECASE)
+    if size is None:
+        raise ValueError(f"EMOLIB_HOLD={value!r} is not a size: write e.g. 16G, 500M, or 0 to hold nothing "
+                         "(README, \"Large corpora\")")
+    return int(float(size[1]) * _UNITS[size[2].upper()])
 
 
 def fits_in_memory(nbytes: int) -> bool:
-    """Whether features of ``nbytes`` in all are held in memory (:data:`HOLD_BYTES`)."""
-    return nbytes <= HOLD_BYTES
+    """Whether features of ``nbytes`` in all are held in memory (:func:`hold_bytes`)."""
+    return nbytes <= hold_bytes()
 
 
 class CachedArrays(Mapping):
@@ -174,7 +191,7 @@ class CachedArrays(Mapping):
         return sum(self._cache.path(d).stat().st_size for d in set(self._digests.values()))
 
     def held(self) -> Mapping[str, np.ndarray]:
-        """Every entry read into a dict when they take at most :data:`HOLD_BYTES`, else ``self``."""
+        """Every entry read into a dict when they take at most :func:`hold_bytes`, else ``self``."""
         return {uid: self[uid] for uid in self} if fits_in_memory(self.nbytes()) else self
 
     def __getitem__(self, uid: str) -> np.ndarray:

@@ -233,7 +233,18 @@ def numerics_mode(environ=os.environ) -> str:
     """``EMOLIB_NUMERICS``: ``portable`` (default) or ``native`` (each library's fastest kernels for this
     CPU: faster on CPUs with AVX-512, and results that only the same kind of CPU reproduces)."""
     value = environ.get("EMOLIB_NUMERICS", "").strip().lower()
-    return value if value in NUMERICS_MODES else "portable"
+    if value and value not in NUMERICS_MODES:  # a typo must not silently give the other mode's figures
+        raise ValueError(f"EMOLIB_NUMERICS={environ['EMOLIB_NUMERICS']!r}: must be portable or native "
+                         "(README, \"The same figures on every machine\")")
+    return value or "portable"
+
+
+def env_threads(environ=os.environ) -> int:
+    """``EMOLIB_THREADS``: torch's CPU threads for training (0 or unset: not set by emolib)."""
+    value = environ.get("EMOLIB_THREADS", "").strip()
+    if value and not value.isdigit():
+        raise ValueError(f"EMOLIB_THREADS={value!r}: must be a whole number of threads (0: torch's default)")
+    return int(value or 0)
 
 
 def _cpuinfo_field(name: str, cpuinfo: Path) -> str | None:

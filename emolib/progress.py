@@ -28,12 +28,20 @@ def mode(requested: str = "auto") -> str:
         if requested not in MODES:
             raise ValueError(f"progress must be one of auto, {', '.join(MODES)}; got {requested!r}")
         return requested
-    env = os.environ.get("EMOLIB_PROGRESS")
+    env = env_mode()
     if env:
-        return mode(env)
+        return env
     if _in_kernel() or sys.stderr.isatty():
         return "bar"
     return "log"
+
+
+def env_mode(environ=os.environ) -> str | None:
+    """``EMOLIB_PROGRESS``: one of :data:`MODES`, None when unset."""
+    env = environ.get("EMOLIB_PROGRESS", "").strip()
+    if env and env not in MODES:
+        raise ValueError(f"EMOLIB_PROGRESS={env!r}: must be one of {', '.join(MODES)}")
+    return env or None
 
 
 def _in_kernel() -> bool:

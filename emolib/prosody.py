@@ -295,7 +295,7 @@ def prepare_lld(arrays: Mapping[str, np.ndarray], normaliser: Normaliser | Mappi
     compute each again when it is read (:class:`PreparedLLD`: a large corpus's maps never sit in
     memory together); by default held when ``arrays`` (a :class:`~emolib.cache.CachedArrays`
     whose size is known without reading it, or arrays in memory already) take at most
-    :data:`emolib.cache.HOLD_BYTES`."""
+    :func:`emolib.cache.hold_bytes` (``EMOLIB_HOLD``)."""
     if hold is None:
         size = arrays.nbytes() if isinstance(arrays, CachedArrays) else sum(a.nbytes for a in arrays.values())
         hold = fits_in_memory(size)

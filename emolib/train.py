@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import CUBLAS_WORKSPACE
 from .config import OptimConfig, TrainingConfig
-from .machine import interrupts_deferred, numerics, numerics_label
+from .machine import env_threads, interrupts_deferred, numerics, numerics_label
 from .metrics import unweighted_accuracy, weighted_accuracy
 from .progress import mode as progress_mode
 from .runs import ResultFileError, Run, atomic_path
@@ -70,7 +70,7 @@ def set_threads(training: TrainingConfig) -> None:
     """torch's CPU threads: ``training.num_threads``, else ``EMOLIB_THREADS``, else ``OMP_NUM_THREADS``
     (which importing emolib sets under a container's CPU quota, ``emolib/__init__.py``; torch reads it
     only when it loads, so a torch imported before emolib had not seen it), else torch's default."""
-    threads = training.num_threads or int(os.environ.get("EMOLIB_THREADS", "0")) or _omp_threads()
+    threads = training.num_threads or env_threads() or _omp_threads()
     if threads > 0:
         torch.set_num_threads(threads)
 

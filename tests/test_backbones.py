@@ -493,6 +493,9 @@ def test_pooled_states_beyond_the_memory_threshold_are_read_when_asked_for(items
     read = B.pooled_states("tiny-random", items, max_seconds=2.0, progress=False)
     assert isinstance(read, emolib.cache.CachedArrays) and list(read) == list(held)
     assert all(np.array_equal(read[k], held[k]) for k in held)
+    monkeypatch.setattr(emolib.cache, "HOLD_BYTES", 2 << 30)
+    monkeypatch.setenv("EMOLIB_HOLD", "0")  # a machine's own threshold, whatever the default
+    assert isinstance(B.pooled_states("tiny-random", items, max_seconds=2.0, progress=False), emolib.cache.CachedArrays)
 
 
 def test_a_killed_run_resumes_with_the_missing_clips(items, monkeypatch):

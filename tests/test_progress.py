@@ -22,8 +22,10 @@ def test_explicit_and_environment_modes(plain, monkeypatch):
     monkeypatch.setenv("EMOLIB_PROGRESS", "bar")
     assert progress.mode() == "bar"
     monkeypatch.setenv("EMOLIB_PROGRESS", "fancy")
-    with pytest.raises(ValueError, match="progress must be one of auto, bar, log, none; got 'fancy'"):
+    with pytest.raises(ValueError, match="EMOLIB_PROGRESS='fancy': must be one of bar, log, none"):
         progress.mode()
+    with pytest.raises(ValueError, match="progress must be one of auto, bar, log, none; got 'fancy'"):
+        progress.mode("fancy")
 
 
 def test_a_process_that_imported_ipykernel_is_not_a_kernel(plain, monkeypatch):
