@@ -198,6 +198,18 @@ class StudentDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
+    def longest(self) -> int:
+        """The index of the item that pads a batch the most (``train.shared_memory_workers`` sizes
+        the DataLoader workers on it): the most frames, or the longest clip; any for pooled states."""
+        if self.mode == "pooled":
+            return 0
+        if self.mode in ("frames", "features"):
+            table = self.inputs[self.mode]  # memory-mapped: the lengths come from the files' headers
+            return int(np.argmax([len(table[uid]) for uid in self.ids]))
+        from .audio import audio_info
+
+        return int(np.argmax([audio_info(self.audio_paths[uid]).duration for uid in self.ids]))
+
     def __getitem__(self, i: int) -> dict:
         uid = self.ids[i]
         item: dict = {"labels": self.labels[i]}

@@ -140,6 +140,11 @@ class LLDDataset(Dataset):
     def __len__(self) -> int:
         return len(self.arrays)
 
+    def longest(self) -> int:
+        """The index of the longest map (``train.shared_memory_workers`` sizes the DataLoader workers on
+        it; in training a crop of ``crop_frames`` bounds every item)."""
+        return int(np.argmax([len(x) for x in self.arrays]))
+
     def __getitem__(self, i: int):
         x = self.arrays[i]
         rng = np.random.default_rng((self.seed, self.epoch, i))

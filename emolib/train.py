@@ -143,8 +143,12 @@ def shared_memory_workers(num_workers: int, dataset: Dataset, collate: Callable 
     is lost in the worker (it prints "unable to allocate shared memory ... No space left on device"),
     and the training then waits for it for ever. Measured: the ``paper`` preset's 4 workers and
     batches of 128 clips, in a container with Docker's default 64 MB ``/dev/shm``, hung at the first
-    batch. The size is measured on one batch of the first items, doubled for batches padded to
-    longer clips; fewer workers are used where they do not fit, and a warning says so."""
+    batch. A dataset with a ``longest()`` method (the index of the item that pads a batch the
+    most: emolib's student and prosodic-teacher datasets) is sized on the largest batch it can
+    make, ``batch_size`` copies of that item, kept by every worker and one more in the training
+    process: a corpus whose first batch is short does not hang hours later at its longest clips.
+    Any other is measured on one batch of its first items, doubled for batches padded to longer
+    clips. Fewer workers are used where they do not fit, and a warning says so."""
     if num_workers <= 0 or len(dataset) == 0:
         return num_workers
     try:
@@ -152,10 +156,15 @@ def shared_memory_workers(num_workers: int, dataset: Dataset, collate: Callable 
     except OSError:  # no /dev/shm (macOS): torch shares memory otherwise there
         return num_workers
     # the items' random draws are seeded by (seed, epoch, item): reading some here moves none of them
-    batch = (collate or torch.utils.data.default_collate)([dataset[i] for i in range(min(batch_size, len(dataset)))])
-    batch_bytes = _tensor_bytes(batch)
-    per_worker = 2 * PREFETCH_FACTOR * batch_bytes
-    fit = min(num_workers, int(free // per_worker)) if per_worker else num_workers
+    collate = collate or torch.utils.data.default_collate
+    size = min(batch_size, len(dataset))
+    if callable(getattr(dataset, "longest", None)):
+        batch_bytes = _tensor_bytes(collate([dataset[dataset.longest()]] * size))
+        free, per_worker = free - batch_bytes, PREFETCH_FACTOR * batch_bytes
+    else:
+        batch_bytes = _tensor_bytes(collate([dataset[i] for i in range(size)]))
+        per_worker = 2 * PREFETCH_FACTOR * batch_bytes
+    fit = min(num_workers, max(0, int(free // per_worker))) if per_worker else num_workers
     if fit < num_workers:
         print(f"warning: {desc}: training.num_workers={num_workers} keeps up to {num_workers * PREFETCH_FACTOR} "
               f"batches of about {batch_bytes / 2**20:,.0f} MiB in {SHARED_MEMORY}, which has "

@@ -418,6 +418,65 @@ def test_dataloader_workers_are_cut_to_what_shared_memory_holds(monkeypatch, cap
     assert "training with 0 worker(s) instead" in capsys.readouterr().err
 
 
+class Lengths(torch.utils.data.Dataset):
+    """Items of ``mib[i]`` MiB, padded in a batch to its longest (as frames and clips are)."""
+
+    def __init__(self, mib, longest=True):
+        self.mib = mib
+        if longest:
+            self.longest = lambda: int(np.argmax(self.mib))
+
+    def __len__(self):
+        return len(self.mib)
+
+    def __getitem__(self, i):
+        return torch.zeros(int(self.mib[i] * 262_144))
+
+
+def pad(items):
+    out = torch.zeros(len(items), max(len(x) for x in items))
+    for i, x in enumerate(items):
+        out[i, : len(x)] = x
+    return {"x": out}
+
+
+def test_workers_are_sized_on_the_longest_batch_a_dataset_can_make(monkeypatch, capsys):
+    """The first batch of a corpus may be far shorter than its longest: sized on the first, the
+    workers would hang at the long clips, hours into the training."""
+    mib = [0.25] * 8 + [2.0]  # the first batch of 4: 1 MiB; the longest: 4 copies of 2 MiB, 8 MiB
+    _shared_memory_free(monkeypatch, 60)
+    # sized on the first items (doubled): 4 MiB a worker, so 4 workers fit, where the longest batches take 64 MiB
+    assert train.shared_memory_workers(4, Lengths(mib, longest=False), pad, 4, "student fold 1") == 4
+    # sized on the longest: 8 MiB held in training, 16 MiB a worker: (60 - 8) // 16 = 3
+    assert train.shared_memory_workers(4, Lengths(mib), pad, 4, "student fold 1") == 3
+    assert capsys.readouterr().err == (
+        "warning: student fold 1: training.num_workers=4 keeps up to 8 batches of about 8 MiB in /dev/shm, which "
+        "has 52 MiB free (a container's default is 64 MB: docker run --shm-size 8g, or --ipc=host); training with "
+        "3 worker(s) instead\n")
+    _shared_memory_free(monkeypatch, 7)  # not even the training process's own batch
+    assert train.shared_memory_workers(4, Lengths(mib), pad, 4, "student fold 1") == 0
+
+
+def test_emolib_datasets_name_their_longest_item(tmp_path):
+    from emolib.student import StudentDataset
+    from emolib.teachers import LLDDataset
+
+    maps = [np.zeros((n, 25), np.float32) for n in (30, 90, 60)]
+    assert LLDDataset(maps, [0, 1, 2]).longest() == 1
+    assert LLDDataset(maps, [0, 1, 2], crop_frames=40).longest() == 1
+    frames = {"a": np.zeros((5, 8), np.float16), "b": np.zeros((3, 8), np.float16), "c": np.zeros((9, 8), np.float16)}
+    assert StudentDataset(["a", "b", "c"], [0, 1, 2], {"frames": frames, "pooled": {}, "index": 0}, {}, "frames").longest() == 2
+    assert StudentDataset(["b", "a"], [0, 1], {"features": frames}, {}, "features").longest() == 1
+    assert StudentDataset(["a", "b"], [0, 1], {"pooled": {}}, {}, "pooled").longest() == 0
+    import soundfile as sf
+
+    paths = {}
+    for uid, seconds in (("a", 0.5), ("b", 1.5), ("c", 1.0)):
+        paths[uid] = tmp_path / f"{uid}.wav"
+        sf.write(paths[uid], np.zeros(int(seconds * 16000), np.float32), 16000)
+    assert StudentDataset(["a", "b", "c"], [0, 1, 2], {}, {}, "waveform", audio_paths=paths).longest() == 1
+
+
 def test_a_training_whose_workers_do_not_fit_runs_without_them(run, monkeypatch, capsys):
     _shared_memory_free(monkeypatch, 0)
     made = []
