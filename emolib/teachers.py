@@ -268,6 +268,10 @@ class TextDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def longest(self) -> int:
+        """The index of the longest tokenised transcript (``train.shared_memory_workers``)."""
+        return max(range(len(self.input_ids)), key=lambda i: len(self.input_ids[i]))
+
     def __getitem__(self, i: int):
         return self.input_ids[i], self.labels[i]
 

@@ -144,7 +144,7 @@ def shared_memory_workers(num_workers: int, dataset: Dataset, collate: Callable 
     and the training then waits for it for ever. Measured: the ``paper`` preset's 4 workers and
     batches of 128 clips, in a container with Docker's default 64 MB ``/dev/shm``, hung at the first
     batch. A dataset with a ``longest()`` method (the index of the item that pads a batch the
-    most: emolib's student and prosodic-teacher datasets) is sized on the largest batch it can
+    most: every dataset of emolib's) is sized on the largest batch it can
     make, ``batch_size`` copies of that item, kept by every worker and one more in the training
     process: a corpus whose first batch is short does not hang hours later at its longest clips.
     Any other is measured on one batch of its first items, doubled for batches padded to longer

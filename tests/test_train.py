@@ -459,11 +459,13 @@ def test_workers_are_sized_on_the_longest_batch_a_dataset_can_make(monkeypatch, 
 
 def test_emolib_datasets_name_their_longest_item(tmp_path):
     from emolib.student import StudentDataset
-    from emolib.teachers import LLDDataset
+    from emolib.teachers import LLDDataset, TextDataset
 
     maps = [np.zeros((n, 25), np.float32) for n in (30, 90, 60)]
     assert LLDDataset(maps, [0, 1, 2]).longest() == 1
     assert LLDDataset(maps, [0, 1, 2], crop_frames=40).longest() == 1
+    tokenizer = lambda texts, **kwargs: {"input_ids": [[101] + [7] * len(t.split()) + [102] for t in texts]}  # noqa: E731
+    assert TextDataset(["oh no", "i am so very happy", "fine"], [0, 1, 2], tokenizer, 512).longest() == 1
     frames = {"a": np.zeros((5, 8), np.float16), "b": np.zeros((3, 8), np.float16), "c": np.zeros((9, 8), np.float16)}
     assert StudentDataset(["a", "b", "c"], [0, 1, 2], {"frames": frames, "pooled": {}, "index": 0}, {}, "frames").longest() == 2
     assert StudentDataset(["b", "a"], [0, 1], {"features": frames}, {}, "features").longest() == 1
