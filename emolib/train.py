@@ -354,6 +354,9 @@ def fit(
                   f"trained before the interruption; it stays selected unless the redone epochs beat it", flush=True)
 
     workers = shared_memory_workers(training.num_workers, train_set, collate, optim.batch_size, desc)
+    # validation items may be longer (a teacher trains on crops and is validated on whole utterances)
+    val_workers = (shared_memory_workers(training.num_workers, val_set, collate, optim.batch_size, f"{desc} validation")
+                   if val_set is not None and len(val_set) else 0)
     show = progress_mode(training.progress)
     epochs = range(start_epoch, optim.epochs + 1)
     bar = None
@@ -398,7 +401,7 @@ def fit(
         row: dict[str, Any] = {"epoch": epoch, **{f"train_{k}": float(v) / max(seen, 1) for k, v in sums.items()},
                                "lr": scheduler.get_last_lr()[0] / optimizer.param_groups[0].get("lr_scale", 1.0)}
         if val_set is not None and len(val_set):
-            out = predict(model, val_set, collate, optim.batch_size, device, training.precision, workers)
+            out = predict(model, val_set, collate, optim.batch_size, device, training.precision, val_workers)
             pred = out["logits"].argmax(-1)
             row["val_ua"] = unweighted_accuracy(out["labels"], pred)
             row["val_wa"] = weighted_accuracy(out["labels"], pred)

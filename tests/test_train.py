@@ -479,6 +479,36 @@ def test_emolib_datasets_name_their_longest_item(tmp_path):
     assert StudentDataset(["a", "b", "c"], [0, 1, 2], {}, {}, "waveform", audio_paths=paths).longest() == 1
 
 
+class PaddedPoints(Points):
+    """Points with a padding field of ``mib`` MiB an item, and a ``longest()`` (every item alike)."""
+
+    def __init__(self, mib, n=8):
+        super().__init__(n)
+        self.mib = mib
+
+    def longest(self):
+        return 0
+
+    def __getitem__(self, i):
+        return {**super().__getitem__(i), "pad": torch.zeros(int(self.mib * 262_144))}
+
+
+def test_validation_workers_are_sized_on_the_validation_set(run, monkeypatch, capsys):
+    """A teacher trains on crops and is validated on whole utterances: workers sized on the training
+    batches would hang at the first validation."""
+    _shared_memory_free(monkeypatch, 12)
+    made = []
+    real = train.DataLoader
+    monkeypatch.setattr(train, "DataLoader", lambda *a, **k: made.append(k["num_workers"]) or real(*a, **k))
+    collate = torch.utils.data.default_collate
+    torch.manual_seed(0)
+    # training batches of 1 MiB: (12 - 1) // 2 = 5 workers' room, 2 asked for; validation batches of 16 MiB: none
+    train.fit(Linear(), PaddedPoints(0.25), PaddedPoints(4.0), ce, OptimConfig(lr=0.1, epochs=1, batch_size=4),
+              TrainingConfig(progress="none", num_workers=2), run=run, desc="loop", collate=collate)
+    assert made == [2, 0]
+    assert "warning: loop validation: training.num_workers=2 keeps up to 4 batches of about 16 MiB" in capsys.readouterr().err
+
+
 def test_a_training_whose_workers_do_not_fit_runs_without_them(run, monkeypatch, capsys):
     _shared_memory_free(monkeypatch, 0)
     made = []
