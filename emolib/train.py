@@ -160,11 +160,11 @@ def shared_memory_workers(num_workers: int, dataset: Dataset, collate: Callable 
     size = min(batch_size, len(dataset))
     if callable(getattr(dataset, "longest", None)):
         batch_bytes = _tensor_bytes(collate([dataset[dataset.longest()]] * size))
-        free, per_worker = free - batch_bytes, PREFETCH_FACTOR * batch_bytes
+        room, per_worker = free - batch_bytes, PREFETCH_FACTOR * batch_bytes
     else:
         batch_bytes = _tensor_bytes(collate([dataset[i] for i in range(size)]))
-        per_worker = 2 * PREFETCH_FACTOR * batch_bytes
-    fit = min(num_workers, max(0, int(free // per_worker))) if per_worker else num_workers
+        room, per_worker = free, 2 * PREFETCH_FACTOR * batch_bytes
+    fit = min(num_workers, max(0, int(room // per_worker))) if per_worker else num_workers
     if fit < num_workers:
         print(f"warning: {desc}: training.num_workers={num_workers} keeps up to {num_workers * PREFETCH_FACTOR} "
               f"batches of about {batch_bytes / 2**20:,.0f} MiB in {SHARED_MEMORY}, which has "

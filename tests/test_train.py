@@ -451,7 +451,7 @@ def test_workers_are_sized_on_the_longest_batch_a_dataset_can_make(monkeypatch, 
     assert train.shared_memory_workers(4, Lengths(mib), pad, 4, "student fold 1") == 3
     assert capsys.readouterr().err == (
         "warning: student fold 1: training.num_workers=4 keeps up to 8 batches of about 8 MiB in /dev/shm, which "
-        "has 52 MiB free (a container's default is 64 MB: docker run --shm-size 8g, or --ipc=host); training with "
+        "has 60 MiB free (a container's default is 64 MB: docker run --shm-size 8g, or --ipc=host); training with "
         "3 worker(s) instead\n")
     _shared_memory_free(monkeypatch, 7)  # not even the training process's own batch
     assert train.shared_memory_workers(4, Lengths(mib), pad, 4, "student fold 1") == 0
