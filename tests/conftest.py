@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-# the session fails if a test wrote into the checkout or the user's emolib roots
+# emolib's roots point at stand-ins; the session fails if a test wrote into them or into the checkout
 pytest_plugins = ["fixtures.hermetic"]
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

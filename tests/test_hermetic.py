@@ -3,6 +3,8 @@ or emolib's roots fails and names the files."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -42,50 +44,53 @@ def test_changes_lists_new_removed_and_changed_files_and_skips_bytecode_and_venv
     assert hermetic.snapshot([tmp_path / "missing"]) == {}
 
 
-def test_roots_are_the_checkout_and_each_root_outside_it(tmp_path, monkeypatch):
-    for var in ("EMOLIB_DATA", "EMOLIB_CACHE", "EMOLIB_RUNS", "EMOLIB_FIGURES"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("EMOLIB_ROOT", str(tmp_path / "checkout"))
-    assert hermetic.roots() == [(tmp_path / "checkout").resolve()]
-
-    monkeypatch.setenv("EMOLIB_CACHE", str(tmp_path / "scratch" / "cache"))
-    monkeypatch.setenv("EMOLIB_RUNS", str(tmp_path / "checkout" / "elsewhere"))  # inside the checkout
-    assert hermetic.roots() == [(tmp_path / "checkout").resolve(), (tmp_path / "scratch" / "cache").resolve()]
-
-
 def _session(pytester, monkeypatch, tmp_path, test_body: str):
-    """Run a pytest session with the guard loaded and one test, the user's roots under ``tmp_path``."""
+    """Run a pytest session with the guard loaded and one test; the checkout is ``tmp_path/checkout``
+    and the user exported ``EMOLIB_CACHE=tmp_path/scratch`` (which holds their work)."""
     monkeypatch.setenv("EMOLIB_ROOT", str(tmp_path / "checkout"))
     monkeypatch.setenv("EMOLIB_CACHE", str(tmp_path / "scratch"))
+    (tmp_path / "checkout").mkdir()
     (tmp_path / "scratch").mkdir()
     (tmp_path / "scratch" / "kept.npy").write_bytes(b"user's work")
     pytester.makeconftest(f"import sys\nsys.path.insert(0, {str(TESTS_DIR)!r})\n"
                           "from fixtures.hermetic import pytest_sessionfinish, pytest_sessionstart\n")
     pytester.makepyfile(test_one=textwrap.dedent(test_body))
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    stand_ins = set(Path(tempfile.gettempdir()).glob("emolib-suite-roots-*"))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert os.listdir(tmp_path / "scratch") == ["kept.npy"]  # the user's root: untouched
+    return result, set(Path(tempfile.gettempdir()).glob("emolib-suite-roots-*")) - stand_ins
 
 
-def test_a_session_that_writes_into_a_users_root_fails_and_names_the_file(pytester, monkeypatch, tmp_path):
-    result = _session(pytester, monkeypatch, tmp_path, """
+def test_a_session_that_writes_into_the_roots_or_the_checkout_fails_and_names_the_files(pytester, monkeypatch,
+                                                                                        tmp_path):
+    result, kept = _session(pytester, monkeypatch, tmp_path, f"""
+        import os
         from emolib import paths
 
         def test_forgets_to_redirect():
-            (paths.cache_dir() / "lld").mkdir()
+            assert os.environ["EMOLIB_CACHE"] != {str(tmp_path / "scratch")!r}  # a stand-in
+            (paths.cache_dir() / "lld").mkdir(parents=True)
             (paths.cache_dir() / "lld" / "entry.npy").write_bytes(b"x")
-            (paths.cache_dir() / "kept.npy").unlink()
+            (paths.project_root() / "runs").mkdir()
+            (paths.project_root() / "runs" / "r.json").write_text("{{}}")
     """)
-    assert result.ret == 1
-    result.stdout.fnmatch_lines([  # the test itself passed: the session fails
-        f"error: the suite wrote into the checkout or emolib's roots ({(tmp_path / 'checkout').resolve()}, "
-        f"{(tmp_path / 'scratch').resolve()}); a test must send its files to its own temporary folder:",
-        f"  removed  {(tmp_path / 'scratch').resolve() / 'kept.npy'}",
-        f"  new      {(tmp_path / 'scratch').resolve() / 'lld' / 'entry.npy'}",
-        "*1 passed*",
-    ])
+    assert result.ret == 1 and len(kept) == 1  # kept for a look
+    (stand_in,) = kept
+    try:
+        result.stdout.fnmatch_lines([  # the test itself passed: the session fails
+            f"error: the suite wrote into the checkout ({(tmp_path / 'checkout').resolve()}) or into the stand-ins "
+            f"for emolib's roots ({stand_in}, kept for a look); a test must send its files to its own temporary "
+            "folder:",
+            *sorted([f"  new      {stand_in / 'cache' / 'lld' / 'entry.npy'}",
+                     f"  new      {(tmp_path / 'checkout').resolve() / 'runs' / 'r.json'}"], key=lambda line: line[11:]),
+            "*1 passed*",
+        ])
+    finally:
+        shutil.rmtree(stand_in)
 
 
-def test_a_session_that_writes_only_into_its_own_folders_passes(pytester, monkeypatch, tmp_path):
-    result = _session(pytester, monkeypatch, tmp_path, """
+def test_a_session_that_writes_only_into_its_own_folders_passes_and_leaves_nothing(pytester, monkeypatch, tmp_path):
+    result, kept = _session(pytester, monkeypatch, tmp_path, """
         from emolib import paths
 
         def test_redirects(tmp_path, monkeypatch):
@@ -94,5 +99,5 @@ def test_a_session_that_writes_only_into_its_own_folders_passes(pytester, monkey
             (paths.cache_dir() / "entry.npy").write_bytes(b"x")
             assert (paths.cache_dir() / "entry.npy").exists()
     """)
-    assert result.ret == 0
+    assert result.ret == 0 and kept == set()
     result.stdout.no_fnmatch_line("*wrote into*")
