@@ -83,7 +83,8 @@ def test_the_command_refuses_a_bad_value_before_it_starts(monkeypatch, capsys):
 
 
 def test_the_list_is_every_variable_emolib_reads():
-    sources = [*(REPO / "emolib").rglob("*.py"), REPO / "Makefile", *(REPO / "notebooks").glob("*.py")]
+    sources = [*(REPO / "emolib").rglob("*.py"), REPO / "Makefile", *(REPO / "notebooks").rglob("*.py"),
+               *(REPO / "benchmarks").glob("*.py")]
     read = {name for path in sources for name in re.findall(r"EMOLIB_[A-Z_]+", path.read_text(encoding="utf-8"))}
     assert read == set(envvars.VARIABLES)
 
