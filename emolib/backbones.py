@@ -654,17 +654,35 @@ def hub_revision(name: str) -> str | None:
         return None
 
 
-def _cache(name: str, what: str, max_seconds: float | None, precision: str, index: int | None = None):
+def _cache(name: str, what: str, max_seconds: float | None, precision: str, index: int | None = None,
+           device: str | None = "cpu"):
     from .cache import FeatureCache
 
     from .machine import numerics, numerics_label
 
     # the states' last bits depend on the kernels that computed them: a cache filled in native mode (or on
-    # another kind of CPU in native mode) is not reused in portable mode, nor the other way (machine.py)
+    # another kind of CPU in native mode) is not reused in portable mode, nor the other way (machine.py);
+    # one filled on a GPU is not reused on the CPU, nor on another GPU model (CPU caches keep their key)
     settings = {"backbone": name, "weights": weights_identity(name), "states": what, "index": index,
                 "max_seconds": max_seconds, "precision": precision, "version": CACHE_VERSION,
                 "numerics": numerics_label(record := numerics()), "caps": record["caps"]}
+    if (computed_on := device_identity(device)) is not None:
+        settings["device"] = computed_on
     return FeatureCache("backbone", settings)
+
+
+def device_identity(device: str | None) -> str | None:
+    """What computes the states besides the CPU numerics: None on the CPU, else the accelerator's
+    kind and model (``cuda: NVIDIA A100-SXM4-80GB``). A run's numerics record describes its CPU, so
+    states a GPU computed must not reach a CPU run that would claim them portable, and two GPU
+    models round differently (cuDNN and cuBLAS pick their kernels per model)."""
+    from .train import resolve_device
+
+    resolved = resolve_device(device or "cpu")
+    if resolved.type == "cpu":
+        return None
+    model = torch.cuda.get_device_name(resolved) if resolved.type == "cuda" else resolved.type
+    return f"{resolved.type}: {model}"
 
 
 def _compute_missing(name: str, items: Sequence[tuple[str, str | os.PathLike]], cache, store, max_seconds,
@@ -730,7 +748,8 @@ def pooled_states(backbone_name: str, items: Sequence[tuple[str, str | os.PathLi
         mask = out.frame_mask[b : b + 1]
         cache.put(digest, torch.cat([pool(h[b : b + 1], mask) for h in out.hidden_states]).cpu().numpy())
 
-    cache = _cache(backbone_name, "pooled" if pooling == "mean" else f"pooled-{pooling}", max_seconds, precision)
+    cache = _cache(backbone_name, "pooled" if pooling == "mean" else f"pooled-{pooling}", max_seconds, precision,
+                   device=device)
     digests = _compute_missing(backbone_name, items, cache, store, max_seconds, batch_size, progress, device,
                                precision, None, f"{backbone_name} pooled states")
     from .cache import CachedArrays
@@ -751,7 +770,7 @@ def feature_states(backbone_name: str, items: Sequence[tuple[str, str | os.PathL
         n = int(out.frame_mask[b].sum())
         cache.put(digest, out.features[b, :n].to(torch.float16).cpu().numpy())
 
-    cache = _cache(backbone_name, "features", max_seconds, precision)
+    cache = _cache(backbone_name, "features", max_seconds, precision, device=device)
     digests = _compute_missing(backbone_name, items, cache, store, max_seconds, batch_size, progress, device,
                                precision, None, f"{backbone_name} feature encoder", features_only=True)
     from .cache import MappedArrays
@@ -772,7 +791,7 @@ def frame_states(backbone_name: str, items: Sequence[tuple[str, str | os.PathLik
         n = int(out.frame_mask[b].sum())
         cache.put(digest, out.hidden_states[index][b, :n].to(torch.float16).cpu().numpy())
 
-    cache = _cache(backbone_name, "frames", max_seconds, precision, index)
+    cache = _cache(backbone_name, "frames", max_seconds, precision, index, device=device)
     digests = _compute_missing(backbone_name, items, cache, store, max_seconds, batch_size, progress, device,
                                precision, index, f"{backbone_name} frame states {index}")
     from .cache import MappedArrays

@@ -229,6 +229,29 @@ def test_cache_keys_name_what_the_weights_are(monkeypatch, tmp_path):
     B.hub_revision.cache_clear()  # nothing of the fake hub stays behind for other tests
 
 
+def test_states_computed_on_a_gpu_have_a_cache_of_their_own(tmp_path, monkeypatch):
+    """A run's numerics record describes its CPU: states a GPU computed must not reach a CPU run that
+    would call its figures portable, and two GPU models round differently."""
+    import emolib.train
+
+    monkeypatch.setenv("EMOLIB_CACHE", str(tmp_path))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cpu = B._cache("tiny-random", "pooled", 2.0, "fp32")
+    assert "device" not in cpu.settings  # the CPU caches keep the key they had
+    assert B._cache("tiny-random", "pooled", 2.0, "fp32", device="auto").key == cpu.key
+    assert B.device_identity("auto") is None and B.device_identity(None) is None
+
+    monkeypatch.setattr(emolib.train, "resolve_device", lambda name: torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-80GB")
+    a100 = B._cache("tiny-random", "pooled", 2.0, "fp32", device="auto")
+    assert a100.settings["device"] == "cuda: NVIDIA A100-SXM4-80GB" and a100.key != cpu.key
+    assert json.loads((a100.dir / "settings.json").read_text())["device"] == "cuda: NVIDIA A100-SXM4-80GB"
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    assert B._cache("tiny-random", "frames", 2.0, "fp32", 1, device="cuda:0").settings["device"] == \
+        "cuda: NVIDIA H100 80GB HBM3"
+    assert B._cache("tiny-random", "pooled", 2.0, "fp32", device="cuda:0").key not in (cpu.key, a100.key)
+
+
 # -- exact padding ---------------------------------------------------------------------------------
 
 
