@@ -39,7 +39,9 @@ for _late in _machine.apply_portable_numerics():
 
 #: An EMOLIB_ variable that nothing reads is most likely a misspelt one (a misspelt EMOLIB_CACHE would
 #: send every feature into the checkout): say so once, when emolib is imported (emolib/envvars.py).
+import sys as _sys  # noqa: E402
+
 from . import envvars as _envvars  # noqa: E402 - stdlib only
 
-for _unknown in _envvars.unknown():
-    _warnings.warn(_unknown, stacklevel=2)
+for _unknown in _envvars.unknown():  # a line as emolib's other warnings (a Python warning would name runpy)
+    print(f"warning: {_unknown}", file=_sys.stderr, flush=True)

@@ -71,7 +71,8 @@ def test_importing_emolib_warns_of_a_misspelt_variable():
     env = {**os.environ, "EMOLIB_RUN": "/scratch/runs"}
     done = subprocess.run([sys.executable, "-c", "import emolib"], env=env, capture_output=True, text=True,
                           timeout=120, check=True)
-    assert "EMOLIB_RUN is set, and emolib reads no such variable (did you mean EMOLIB_RUNS?)" in done.stderr
+    assert done.stderr.startswith("warning: EMOLIB_RUN is set, and emolib reads no such variable (did you mean "
+                                  "EMOLIB_RUNS?); it reads EMOLIB_ROOT,")
 
 
 def test_the_command_refuses_a_bad_value_before_it_starts(monkeypatch, capsys):
