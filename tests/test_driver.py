@@ -595,3 +595,17 @@ def test_the_kernels_import_the_emolib_the_driver_runs_not_the_one_installed(tmp
     driver_file, kernel_file = done.stdout.splitlines()
     assert Path(driver_file) == other / "emolib" / "driver.py"
     assert Path(kernel_file) == other / "emolib" / "__init__.py"
+
+
+@pytest.mark.parametrize("source", sorted((Path(__file__).parents[1] / "notebooks").rglob("*.py")),
+                         ids=lambda p: p.relative_to(Path(__file__).parents[1] / "notebooks").as_posix())
+def test_opening_and_saving_a_notebook_leaves_its_source_unchanged(source, tmp_path):
+    """JupyterLab opens a source through jupytext and writes it back on save: without the header's
+    metadata filter, jupytext adds its own version to the header, a diff in every student's
+    checkout. The round trip goes through an .ipynb file, as `jupytext --to ipynb` and back."""
+    import jupytext
+
+    text = source.read_text(encoding="utf-8")
+    ipynb = tmp_path / "notebook.ipynb"
+    jupytext.write(jupytext.reads(text, fmt="py:percent"), ipynb)
+    assert jupytext.writes(jupytext.read(ipynb), fmt="py:percent") == text
