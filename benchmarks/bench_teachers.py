@@ -17,7 +17,7 @@ that prints figures, not a test; it asserts nothing about timing:
   ``training.num_threads`` (0: torch's default, one per core).
 * The prosodic teacher's inputs in memory: fitting the fold's normaliser, counting the
   repairs and reading every utterance's ready map once (an evaluation epoch), in each
-  of ``pipeline``'s two ways (every ready map held, below ``cache.HOLD_BYTES``; each map
+  of ``pipeline``'s two ways (every ready map held, below ``EMOLIB_HOLD``, 2 GiB by default; each map
   read from the cache and normalised when asked for, above it) and the plain way it was
   done before (every raw map loaded into a dict, the training frames stacked for the
   statistics, every ready map kept too): the largest memory held at once

@@ -51,6 +51,19 @@ def forbidden(*names: str) -> Iterator[None]:
         yield
 
 
+def kd_gradient_norm_reference(student_logits, teacher_logits, tau: float, tau_squared: bool = True) -> float:
+    """The norm of the gradient of :func:`emolib.losses.logit_kd` with respect to the student's
+    logits, with its factor tau^2 or without it: what exercise 3 of ``distillation`` checks a
+    student's answer against. It lives here, not in the check cell, so that the handout does not
+    print the answer under its stub."""
+    from . import losses
+
+    s = student_logits.detach().clone().requires_grad_(True)
+    loss = losses.logit_kd(s, teacher_logits.detach(), tau)
+    (loss if tau_squared else loss / tau**2).backward()
+    return float(s.grad.norm())
+
+
 def sources() -> list[Path]:
     """The exercise notebooks' sources, by name."""
     return sorted(paths.exercises_dir().glob("*.py"))

@@ -58,7 +58,8 @@ def summarize_folds(per_fold: Sequence[tuple[Sequence[int], Sequence[int]]], cla
     """Mean and standard deviation over folds, and the pooled score.
 
     ``per_fold`` holds ``(y_true, y_pred)`` per fold. The standard deviation is the
-    sample one (ddof=1), the usual spread reported across cross-validation folds.
+    sample one (ddof=1), the usual spread reported across cross-validation folds; NaN for one
+    fold, which has no spread (a table then prints the mean alone, not "± 0.00").
     """
     if not per_fold:
         raise ValueError("summarize_folds needs at least one fold")
@@ -67,7 +68,7 @@ def summarize_folds(per_fold: Sequence[tuple[Sequence[int], Sequence[int]]], cla
     for key in ("ua", "wa", "macro_f1"):
         values = np.array([m[key] for m in fold_metrics])
         out[f"{key}_mean"] = float(values.mean())
-        out[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        out[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
     pooled_true = np.concatenate([np.asarray(t) for t, _ in per_fold])
     pooled_pred = np.concatenate([np.asarray(p) for _, p in per_fold])
     pooled = classification_metrics(pooled_true, pooled_pred, classes)

@@ -10,8 +10,9 @@ variable           default                holds
 ``EMOLIB_DATA``    ``<root>/data``        generated corpora (the built-in ``synth``)
 ``EMOLIB_CACHE``   ``<root>/cache``       eGeMAPS descriptors, backbone states
 ``EMOLIB_RUNS``    ``<root>/runs``        result files and executed notebooks
-``EMOLIB_FIGURES`` ``<root>/figures``     the report's tables and figures (other configs
-                                          than the default: ``<runs>/figures/...``)
+``EMOLIB_FIGURES`` ``<root>/figures``     the report's tables and figures (unset, other
+                                          configs than the default: ``<runs>/figures/...``;
+                                          set, every config's report)
 =================  =====================  ===========================================
 
 Functions, not constants, so that a test (or a user) can redirect a root by

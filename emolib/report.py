@@ -12,6 +12,7 @@ sidecar JSON (and the PDF metadata for figures).
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,26 @@ def provenance(cfg: Config, corpus_name: str, **extra: Any) -> dict[str, Any]:
             "student_hash": cfg.hash("student"), "backbone": cfg.student.backbone,
             "linguistic_teacher": cfg.linguistic_teacher.model, "protocol": cfg.data.protocol,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **extra}
+
+
+def replaced_report(out_dir: Path, prov: dict[str, Any]) -> str | None:
+    """A line saying whose report ``out_dir`` holds, when it is another config's or corpus's
+    than ``prov``'s, which this report is about to replace (None otherwise): ``EMOLIB_FIGURES``
+    sends every config's report to one folder, so a `tiny` check run after a `paper` one
+    would replace the paper's tables without a word (they can be rebuilt, by ``python -m emolib
+    figures`` with that config, from the result files, which are kept)."""
+    try:
+        old = json.loads((Path(out_dir) / "table2_ablations.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # no earlier report, or one this report rewrites whole anyway
+    if not isinstance(old, dict):
+        return None
+    before = (old.get("config_hash"), old.get("corpus"))
+    if before == (prov.get("config_hash"), prov.get("corpus")):
+        return None
+    return (f"note: {paths.printable(Path(out_dir))} holds the report of preset {old.get('preset', '?')}, config "
+            f"{old.get('config_hash', '?')}, corpus {old.get('corpus', '?')}; this report (preset {prov['preset']}, "
+            f"config {prov['config_hash']}, corpus {prov['corpus']}) replaces it")
 
 
 # -- collecting results ----------------------------------------------------------------------------
@@ -293,8 +314,9 @@ def table2(cfg: Config, study: "Study") -> pd.DataFrame:
             "UA diff mean": diff["mean"] if diff else float("nan"),
             "UA diff std": diff["std"] if diff else float("nan"),
             "full higher": diff["b_higher"] if diff else None, "folds": diff["n"] if diff else None,
-            "UA diff low": -100 * boot["high"] if boot else float("nan"),  # of row - full, as the mean
-            "UA diff high": -100 * boot["low"] if boot else float("nan"),
+            # of row - full, as the mean (0 - x, not -x: a zero difference prints as +0.00, not -0.00)
+            "UA diff low": 0.0 - 100 * boot["high"] if boot else float("nan"),
+            "UA diff high": 0.0 - 100 * boot["low"] if boot else float("nan"),
             "p full not higher": boot["p_not_higher"] if boot else float("nan"),
         })
     return pd.DataFrame(rows)

@@ -40,7 +40,7 @@
 # at a real corpus instead.
 
 # %% tags=["parameters"]
-preset = "default"  # tiny | default | paper
+preset = "default"  # tiny (the tests': random models, its numbers mean nothing) | default (the CPU report) | paper (GPU)
 overrides = {}  # dotted config overrides, e.g. {"data.protocol": "speaker"}
 fold = 1  # the test fold of this run
 

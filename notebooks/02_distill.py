@@ -67,7 +67,7 @@
 # reports that too, on the default Whisper base).
 
 # %% tags=["parameters"]
-preset = "default"  # tiny | default | paper
+preset = "default"  # tiny (the tests': random models, its numbers mean nothing) | default (the CPU report) | paper (GPU)
 overrides = {}  # dotted config overrides, e.g. {"distill.gamma": 0.5}
 fold = 1  # the test fold of this run
 variant = None  # a row of Table 2: full, no_logit_kd, no_embedding_kd, ...; None: the config's (distill.variant)
@@ -128,7 +128,7 @@ for ax, kind in zip(axes[0], kinds):
     ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes)
     ax.set_ylabel("softened probability")
     ax.set_title(f"{kind} teacher on {example} ({data.corpus.by_id()[example].label})", fontsize=8)
-axes[0][0].legend(fontsize=7)
+axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the bars, never over them
 fig.tight_layout()
 plots.save_figure(fig, student.dir / "temperatures", prov);
 

@@ -30,7 +30,7 @@
 # never chosen from it.
 
 # %% tags=["parameters"]
-preset = "default"  # tiny | default | paper
+preset = "default"  # tiny (the tests': random models, its numbers mean nothing) | default (the CPU report) | paper (GPU)
 overrides = {}  # dotted config overrides
 fold = 1  # the test fold of this run
 taus_prosodic = None  # None: the config's grid (sweep.taus_prosodic)

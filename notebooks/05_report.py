@@ -34,7 +34,7 @@
 # deviation across folds, and the **pooled** score (every fold's test predictions together).
 
 # %% tags=["parameters"]
-preset = "default"  # tiny | default | paper
+preset = "default"  # tiny (the tests': random models, its numbers mean nothing) | default (the CPU report) | paper (GPU)
 overrides = {}  # dotted config overrides (must match those the runs were made with)
 folds = None  # None: every fold of the corpus; the run driver passes the folds it ran
 taus_prosodic = None  # Fig. 2's grids, as given to 03_temperature_sweep (None: sweep.taus_prosodic)
@@ -49,16 +49,19 @@ from emolib.config import get_config
 cfg = report.with_sweep_grids(get_config(preset, overrides), taus_prosodic, taus_linguistic)
 study = report.discover(cfg, folds)
 folds, classes = study.folds, study.classes
+n_folds = f"{len(folds)} fold{'s' if len(folds) != 1 else ''}"  # for the captions
 prov = report.provenance(cfg, study.corpus, folds=len(folds), numerics=list(study.numerics))
 out = paths.figures_dir(cfg)  # figures/ for the default config, runs/figures/<preset>-<hash>/ otherwise
-print(f"corpus {study.corpus}, {len(folds)} folds, preset {cfg.preset}, commit {prov['commit']} -> {out}")
+print(f"corpus {study.corpus}, {n_folds}, preset {cfg.preset}, commit {prov['commit']} -> {out}")
+if replaced := report.replaced_report(out, prov):  # EMOLIB_FIGURES takes every config's report
+    print(replaced)
 
 # %% [markdown]
 # ## Table 2: ablations
 #
 # Rows 1-6 are students (HuBERT-base in the paper; here the backbone named in the caption),
 # rows 7-8 the teachers alone. Folds differ more from one another than the rows often do
-# (the students' ± is 3.7 to 5.5 points on 5 folds), so the next-to-last column compares each
+# (the students' ± is 3.7 to 4.7 points on the default's 5 folds, `figures/table2_ablations.md`), so the next-to-last column compares each
 # row with the full student fold by fold: the mean and spread of the differences, and in how many folds the full
 # student was ahead. A difference that is consistent across folds can be read even when it
 # is smaller than the ± of the means. The last column asks how far the test utterances
@@ -72,7 +75,7 @@ t2 = report.table2(cfg, study)
 shown = report.display_table2(t2)
 caption = (f"Table 2 (ablations). Paper: IEMOCAP, HuBERT-base student. Ours: corpus '{study.corpus}', "
            f"student backbone {cfg.student.backbone} (freeze={cfg.student.freeze}), linguistic teacher "
-           f"{cfg.linguistic_teacher.model}, leave-one-{cfg.data.protocol}-out cross-validation over {len(folds)} folds; "
+           f"{cfg.linguistic_teacher.model}, leave-one-{cfg.data.protocol}-out cross-validation over {n_folds}; "
            f"UA/WA in %, mean ± std over folds, and pooled over folds.")
 report.write_table(shown, "table2_ablations", caption, "tab:ablations",
                    ["Paper rows restored from its text (the symbols were lost in extraction).",
@@ -100,7 +103,7 @@ plots.save_figure(fig, out / "fig2_temperature", {**prov, "note": report.PAPER_F
                                                   "grid_linguistic": list(cfg.sweep.taus_linguistic)})
 values = report.sweep_table(sweep)
 caption2 = (f"Figure 2's values: the student's accuracy against each teacher's temperature (the other teacher's "
-            f"logit KD removed), corpus '{study.corpus}', UA/WA in %, mean ± std over {len(folds)} folds.")
+            f"logit KD removed), corpus '{study.corpus}', UA/WA in %, mean ± std over {n_folds}.")
 report.write_table(values, "fig2_temperature_values", caption2, "tab:temperature", [], prov, out)
 display(Markdown(report.markdown_table(values, caption2)))
 
@@ -115,7 +118,7 @@ display(Markdown(report.markdown_table(values, caption2)))
 t1 = report.table1(cfg, study)
 caption1 = ("Table 1 (comparison). Literature and EmoDistill rows: IEMOCAP, as reported in the paper's Table 1 "
             "(references as numbered there). Rows marked 'ours' come from this re-implementation on the corpus "
-            f"named in the row ('{study.corpus}'), UA/WA in %, mean over {len(folds)} folds.")
+            f"named in the row ('{study.corpus}'), UA/WA in %, mean over {n_folds}.")
 report.write_table(t1, "table1_comparison", caption1, "tab:comparison", [report.TABLE1_NOTE], prov, out)
 display(Markdown(report.markdown_table(t1, caption1, [report.TABLE1_NOTE])))
 
@@ -125,7 +128,7 @@ display(Markdown(report.markdown_table(t1, caption1, [report.TABLE1_NOTE])))
 # %%
 tb = report.teachers_vs_baselines(cfg, study)
 caption3 = (f"Teachers vs logistic-regression probes of their channel, corpus '{study.corpus}', UA/WA in %, "
-            f"mean ± std over {len(folds)} folds.")
+            f"mean ± std over {n_folds}.")
 report.write_table(tb, "teachers_vs_baselines", caption3, "tab:teachers", [], prov, out)
 display(Markdown(report.markdown_table(tb, caption3)))
 
@@ -153,7 +156,7 @@ if channels is None:
     for stale in out.glob("channels.*"):  # from an earlier report on another corpus: it would not describe this one
         stale.unlink()
 else:
-    caption4 = (f"Accuracy per channel cell, corpus '{study.corpus}', pooled over {len(folds)} folds: where the words "
+    caption4 = (f"Accuracy per channel cell, corpus '{study.corpus}', pooled over {n_folds}: where the words "
                 "and/or the voice carry the emotion.")
     notes4 = [report.CHANNELS_NOTE] + ([report.ORACLE_NOTE] if report.ORACLE_ROW in set(channels["model"]) else [])
     report.write_table(channels, "channels", caption4, "tab:channels", notes4, prov, out)

@@ -179,3 +179,53 @@ def test_forbidden_switches_the_named_functions_off_inside_the_block_only():
             x.softmax(0)
         assert torch.exp(x).shape == (2,)  # everything else still works
     assert torch.allclose(torch.softmax(x, 0), x.softmax(0))  # and the functions are back afterwards
+
+
+def _part_a_until(answers: dict[str, str], number: int) -> None:
+    """Run the distillation notebook's cells in order, in this process, as a student's kernel
+    would, each solution that defines a name in ``answers`` replaced by that source, and stop
+    after exercise ``number``'s check. Part A needs no corpus: a second or two."""
+    ns: dict = {"display": lambda *args, **kwargs: None}
+    for cell in _real("distillation").cells:
+        tags = set(cell.metadata.get("tags", []))
+        if cell.cell_type != "code" or exercises.EXERCISE in tags:
+            continue
+        source = cell.source
+        if exercises.SOLUTION in tags:
+            source = next((answers[name] for name in _defined_names(source) if name in answers), source)
+        exec(compile(source, "<cell>", "exec"), ns)
+        if f'print("exercise {number}: right' in cell.source:
+            return
+    raise AssertionError(f"no check cell for exercise {number}")
+
+
+WRONG_ANSWERS = [  # (exercise, the wrong answer, what its check says)
+    (1, "def soften(logits, tau):\n    return F.log_softmax(logits / tau, dim=-1).exp()\n",
+     "log_softmax is not allowed"),  # the trick the exercise is about, done by the library
+    (1, "def soften(logits, tau):\n    e = (logits / tau).exp()\n    return e / e.sum(-1, keepdim=True)\n",
+     "not finite"),  # no shift: exp(1000) overflows
+    (2, "def logit_kd(s, t, tau):\n    return tau**2 * F.kl_div(F.log_softmax(t / tau, -1), F.log_softmax(s / tau, -1),"
+        " reduction='batchmean', log_target=True)\n", ""),  # KL the wrong way round
+    (2, "def logit_kd(s, t, tau):\n    return F.kl_div(F.log_softmax(s / tau, -1), F.log_softmax(t / tau, -1),"
+        " reduction='batchmean', log_target=True)\n", ""),  # no tau^2
+    (3, "def kd_gradient_norm(tau, tau_squared=True):\n    return reference.kd_gradient_norm_reference("
+        "student_logits, teacher_logits, tau, tau_squared)\n", "kd_gradient_norm_reference is not allowed"),
+    (3, "def kd_gradient_norm(tau, tau_squared=True):\n    s = student_logits.detach().clone().requires_grad_(True)\n"
+        "    (losses.logit_kd(s, teacher_logits, tau) / (1.0 if tau_squared else tau**2)).backward()\n"
+        "    return float(s.grad.norm())\n", "logit_kd is not allowed"),  # the library's, not the student's own
+    (4, "def embedding_kd(s, t):\n    return (F.normalize(s, dim=-1) * F.normalize(t, dim=-1)).sum(-1).mean()\n",
+     ""),  # +cos: the sign that pushes the heads away
+]  # exercise 6's check reads the fold's teachers (Part B): the tiny notebook run covers it
+
+
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")  # the notebook's own demonstration of that bug
+@pytest.mark.parametrize("number, answer, message", WRONG_ANSWERS,
+                         ids=[f"exercise{n}-{k}" for k, (n, _, _) in enumerate(WRONG_ANSWERS)])
+def test_a_wrong_answer_fails_its_check(number, answer, message):
+    with pytest.raises(AssertionError, match=message or None):
+        _part_a_until({answer.split("(")[0].removeprefix("def "): answer}, number)
+
+
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")
+def test_the_solutions_pass_part_a_in_process():
+    _part_a_until({}, 5)  # with the notebook's own answers

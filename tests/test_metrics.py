@@ -71,6 +71,13 @@ def test_fold_summary_mean_std_and_pooled():
     assert format_mean_line(s).startswith("mean UA 83.33 WA 75.00 (pooled UA 80.00 WA 75.00")
 
 
+def test_one_fold_has_no_spread():
+    s = summarize_folds([([0, 0, 1, 1], [0, 1, 1, 1])], CLASSES)  # UA (1/2 + 1)/2, WA 3/4
+    assert s["folds"] == 1 and s["ua_mean"] == pytest.approx(0.75) and s["wa_mean"] == pytest.approx(0.75)
+    assert all(np.isnan(s[f"{key}_std"]) for key in ("ua", "wa", "macro_f1"))  # not 0: one fold says nothing of it
+    assert s["ua_pooled"] == s["ua_mean"]
+
+
 def test_empty_input_is_an_error():
     with pytest.raises(ValueError):
         weighted_accuracy([], [])

@@ -660,3 +660,18 @@ def test_a_git_repository_around_the_project_stamps_only_if_it_tracks_the_code(t
     assert report.git_commit() == git("rev-parse", "--short=12", "HEAD")
     (project / "emolib" / "__init__.py").write_text("# edited\n")
     assert report.git_commit() == git("rev-parse", "--short=12", "HEAD") + "+dirty"
+
+
+def test_a_report_that_replaces_another_configs_says_so(tmp_path):
+    # EMOLIB_FIGURES takes every config's report: replacing another one's tables is said, not silent
+    prov = {"preset": "tiny", "config_hash": "bf0f6bf9c3", "corpus": "synth"}
+    assert report.replaced_report(tmp_path, prov) is None  # nothing there yet
+    (tmp_path / "table2_ablations.json").write_text("{not json")
+    assert report.replaced_report(tmp_path, prov) is None  # a damaged one is rewritten whole anyway
+    (tmp_path / "table2_ablations.json").write_text(json.dumps({**prov, "rows": []}))
+    assert report.replaced_report(tmp_path, prov) is None  # the same config's report: an update
+    (tmp_path / "table2_ablations.json").write_text(json.dumps(
+        {"preset": "paper", "config_hash": "0123456789", "corpus": "iemocap", "rows": []}))
+    assert report.replaced_report(tmp_path, prov) == (
+        f"note: {tmp_path} holds the report of preset paper, config 0123456789, corpus iemocap; this report "
+        "(preset tiny, config bf0f6bf9c3, corpus synth) replaces it")
