@@ -6,7 +6,9 @@ import contextlib
 import math
 import os
 import signal
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, TypeVar
 
@@ -118,7 +120,7 @@ def forked_map(fn: Callable[[A], R], jobs: Sequence[A], processes: int, what: st
     mask = _block_stopping_signals()
     try:
         pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_worker_ignores_ctrl_c,
-                                   initargs=(mask,))
+                                   initargs=(mask, os.getpid()))
         try:
             results = pool.map(fn, jobs, chunksize=chunksize)
             _unblock(mask)
@@ -151,10 +153,41 @@ def _unblock(mask: set | None) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
-def _worker_ignores_ctrl_c(mask: set | None) -> None:
-    """A :func:`forked_map` worker's first act: ignore Ctrl-C, then take signals again."""
+def _worker_ignores_ctrl_c(mask: set | None, parent: int | None = None) -> None:
+    """A :func:`forked_map` worker's first act: ignore Ctrl-C, end with its parent, then take
+    signals again."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent is not None:
+        end_with_parent(parent)
     _unblock(mask)
+
+
+def end_with_parent(parent: int, interval: float = 1.0) -> None:
+    """This forked process ends when ``parent`` does, however that ends (``kill -9``, the
+    out-of-memory killer). A worker inherits its parent's open files, and so the locks its parent
+    holds on a run or a cache folder (``flock`` belongs to the open file, which the fork shares):
+    a worker that outlived a killed command held them for ever, and every later command waited
+    for "another process (pid N)" that no longer existed. On Linux the kernel sends SIGKILL at the
+    parent's death (``PR_SET_PDEATHSIG``; what a worker has written is whole, every writer here
+    writes atomically); elsewhere a thread looks every ``interval`` seconds."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0:  # 1: PR_SET_PDEATHSIG
+                if os.getppid() != parent:  # the parent died before the request took effect
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass  # no prctl to call: the thread below
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="emolib-parent-watch").start()
 
 
 @contextlib.contextmanager

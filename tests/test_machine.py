@@ -1,6 +1,7 @@
 """What a process may use of the machine: the forked worker pool and the deferred Ctrl-C."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -67,6 +68,69 @@ def test_two_ctrl_cs_during_a_forked_map_stop_it_without_a_hang_or_a_worker_trac
     assert err == ""  # no worker traceback, nothing "ignored"
     left = subprocess.run(["ps", "-o", "pid=", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert left == []  # no worker outlives the command
+
+
+KILLED_WITH_A_LOCK = """
+import fcntl, os, sys, time
+from emolib.machine import forked_map
+
+lock = open(sys.argv[1], "w")
+fcntl.flock(lock, fcntl.LOCK_EX)  # as a run or a cache folder's work lock is held
+
+def slow(job):
+    time.sleep(0.2)
+    return job
+
+for job in forked_map(slow, list(range(1000)), 2, "test"):
+    if job == 2:
+        print(os.getpid(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("linux_prctl", [True, False], ids=["prctl", "watch-thread"])
+def test_a_kill_9_of_the_command_ends_its_workers_and_frees_its_locks(tmp_path, linux_prctl):
+    """A forked worker inherits the command's open files, so the flock on a run's or a cache's lock
+    file: workers that outlived a `kill -9` of the command (or the OOM killer) held it for ever, and
+    every later command waited for "another process (pid N)" that no longer existed. Found by killing
+    `python -m emolib teacher` during the eGeMAPS extraction. The other way, the thread, is what a
+    system without prctl gets."""
+    import fcntl
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH", "")])}
+    script = KILLED_WITH_A_LOCK if linux_prctl else KILLED_WITH_A_LOCK.replace(
+        "from emolib.machine import forked_map", "import emolib.machine as m; m.sys.platform = 'other'; forked_map = m.forked_map")
+    lock = tmp_path / "fold1.lock"
+    proc = subprocess.Popen([sys.executable, "-c", script, str(lock)], stdout=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == str(proc.pid)  # the workers are at work
+        workers = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True,
+                                 text=True).stdout.split()
+        assert len(workers) == 2
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        with open(lock) as f:
+            deadline = time.monotonic() + 30  # the watch thread looks once a second
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    assert time.monotonic() < deadline, "a worker still holds the dead command's lock"
+                    time.sleep(0.1)
+        while True:  # and no worker is left running (a zombie waits for whoever adopted it to reap it)
+            left = [line.split()[0] for line in subprocess.run(
+                ["ps", "-o", "pid=,stat=", "-s", str(proc.pid)], capture_output=True, text=True).stdout.splitlines()
+                if not line.split()[1].startswith("Z")]
+            if not left:
+                break
+            assert time.monotonic() < deadline, f"workers {left} outlived the command"
+            time.sleep(0.1)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
 
 
 def _cgroups(tmp_path: Path, memberships: str, mounts: list[tuple[str, str, str, str]],
