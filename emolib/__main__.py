@@ -403,6 +403,7 @@ def _train(call: Callable[[], Any], interrupted: str = RESUMES) -> int:
     from .machine import WorkerDied
     from .pretrained import ModelError
     from .runs import DiskFullError, ResultFileError, StaleRunError
+    from .train import TrainingDiverged
 
     try:
         call()
@@ -410,7 +411,7 @@ def _train(call: Callable[[], Any], interrupted: str = RESUMES) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (AudioError, CorpusError, DiskFullError, ModelError, ResultFileError, StaleRunError,
-            WorkerDied) as e:  # complete folds are kept
+            TrainingDiverged, WorkerDied) as e:  # complete folds are kept
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -428,7 +429,7 @@ def _unwritable(e: OSError) -> int:
     traceback."""
     import errno
 
-    if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM) or not e.filename:
+    if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR) or not e.filename:
         raise e
     print(f"error: {e.filename}: {e.strerror}. emolib writes the corpus, the feature caches and the runs under "
           "EMOLIB_DATA, EMOLIB_CACHE and EMOLIB_RUNS (by default inside the checkout): if one of them holds "

@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -441,6 +442,8 @@ def _coerce(name: str, current: Any, value: Any) -> Any:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ValueError(f"config {name}: expected a number, got {value!r}")
         value = float(value)
+        if not math.isfinite(value):  # 1e400 reads as inf: a loss weight of inf trains on NaN
+            raise ValueError(f"config {name}: expected a finite number, got {value!r}")
     elif isinstance(current, tuple):
         if not isinstance(value, (list, tuple)):
             value = (value,)
@@ -487,6 +490,10 @@ _COUNT = (lambda v: v >= 1, "an integer >= 1")
 _NON_NEGATIVE = (lambda v: v >= 0, "a number >= 0")
 _NONE_OR_MORE = (lambda v: v >= 0, "an integer >= 0")
 _FRACTION = (lambda v: 0 <= v < 1, "a number in [0, 1)")
+#: The shortest clip a speech model's front end takes (``corpora.MIN_SECONDS``; a test keeps the two equal).
+MIN_CLIP_SECONDS = 0.025
+_CLIP = (lambda v: v >= MIN_CLIP_SECONDS, f"a number of seconds >= {MIN_CLIP_SECONDS:g} (the shortest clip a speech "
+         "model's front end takes)")
 RANGES: dict[str, tuple[Any, str]] = {
     "lr": _POSITIVE,
     "weight_decay": _NON_NEGATIVE,
@@ -499,7 +506,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "dropout": _FRACTION,
     "data.n_folds": (lambda v: v == 0 or v >= 2, "0 (a fold per held-out group) or an integer >= 2"),
     "data.validation_speakers": (lambda v: v >= 0, "an integer >= 0 (0: no model selection, the last epoch is kept)"),
-    "data.max_seconds": _POSITIVE,
+    "data.max_seconds": _CLIP,
     "prosodic_teacher.channels": _COUNT,
     "prosodic_teacher.blocks_per_stage": _COUNT,
     "prosodic_teacher.embedding_dim": _COUNT,
@@ -510,7 +517,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "linguistic_teacher.max_tokens": (lambda v: v >= 3, "an integer >= 3 (the [CLS] and [SEP] tokens and a word)"),
     "student.head_hidden": _COUNT,
     "student.ffn_hidden": _COUNT,
-    "student.max_seconds": _POSITIVE,
+    "student.max_seconds": _CLIP,
     "student.backbone_lr_scale": (lambda v: v > 0, "a number > 0 (freeze the backbone with student.freeze=all "
                                   "instead of 0)"),
     # a temperature divides the logits (Hinton et al. 2015); 0 marks one that a variant without the term does not
@@ -523,6 +530,8 @@ RANGES: dict[str, tuple[Any, str]] = {
     "sweep.taus_prosodic": _POSITIVE,
     "sweep.taus_linguistic": _POSITIVE,
     "training.num_threads": (lambda v: v >= 0, "an integer >= 0 (0 = torch's default)"),
+    # numpy's generators take no negative seed, and torch's none above 2^64 (the loop seeds seed * 100003 + epoch)
+    "training.seed": (lambda v: 0 <= v < 2**32, "an integer in [0, 2^32)"),
     "training.num_workers": _NONE_OR_MORE,
 }
 

@@ -46,6 +46,10 @@ LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor
 # -- environment ---------------------------------------------------------------------------
 
 
+class TrainingDiverged(RuntimeError):
+    """The training loss stopped being a finite number: the run is not saved as complete."""
+
+
 class DeviceError(ValueError):
     """``training.device`` names a device this machine does not have."""
 
@@ -400,6 +404,13 @@ def fit(
                 sums[name] = sums[name] + term if name in sums else term
         row: dict[str, Any] = {"epoch": epoch, **{f"train_{k}": float(v) / max(seen, 1) for k, v in sums.items()},
                                "lr": scheduler.get_last_lr()[0] / optimizer.param_groups[0].get("lr_scale", 1.0)}
+        if not math.isfinite(row.get("train_loss", 0.0)):  # once NaN, the weights stay NaN: nothing to select or score
+            raise TrainingDiverged(
+                f"{desc}: the training loss became {row['train_loss']} in epoch {epoch} (terms: "
+                + ", ".join(f"{k.removeprefix('train_')} {v:.4g}" for k, v in row.items() if k.startswith("train_"))
+                + "); nothing of this run is kept as a result. Lower the learning rate (optim.lr) or the loss "
+                "coefficients, or check the inputs for NaN; the epochs before it stay on disk, and a run with "
+                "other settings starts afresh")
         if val_set is not None and len(val_set):
             out = predict(model, val_set, collate, optim.batch_size, device, training.precision, val_workers)
             pred = out["logits"].argmax(-1)

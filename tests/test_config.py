@@ -151,7 +151,13 @@ def test_a_word_a_setting_does_not_take_is_refused_before_anything_loads(name, v
         ("data.validation_speakers", -1, "config data.validation_speakers: -1 (must be an integer >= 0 (0: no model "
                                          "selection, the last epoch is kept))"),
         ("data.n_folds", 1, "config data.n_folds: 1 (must be 0 (a fold per held-out group) or an integer >= 2)"),
-        ("data.max_seconds", 0, "config data.max_seconds: 0.0 (must be a number > 0)"),
+        ("data.max_seconds", 0, "config data.max_seconds: 0.0 (must be a number of seconds >= 0.025 (the shortest "
+                                "clip a speech model's front end takes))"),
+        # a traceback from the backbone's front end after the teachers had trained, or teachers trained on 1 ms
+        ("student.max_seconds", 0.01, "config student.max_seconds: 0.01 (must be a number of seconds >= 0.025 (the "
+                                      "shortest clip a speech model's front end takes))"),
+        # a traceback from numpy's generator after the first teacher had trained
+        ("training.seed", -1, "config training.seed: -1 (must be an integer in [0, 2^32))"),
         ("distill.tau_linguistic", -1, "config distill.tau_linguistic: -1.0 (must be a number > 0 (0: unused, for a "
                                        "variant without the term))"),
         ("distill.gamma", -0.5, "config distill.gamma: -0.5 (must be a number >= 0)"),
@@ -171,6 +177,21 @@ def test_a_number_a_setting_does_not_take_is_refused_before_anything_loads(name,
     assert str(err.value) == message
 
 
+@pytest.mark.parametrize("value", ["1e400", "-1e400", "float('nan')", 1e400])
+def test_a_loss_weight_that_is_not_finite_is_refused(value):
+    # 1e400 reads as inf and passed "a number >= 0": every epoch's loss was NaN, and the run was saved as complete
+    with pytest.raises(ValueError, match=r"^config distill.alpha: (expected a finite number|cannot read)"):
+        get_config("default", {"distill.alpha": value})
+
+
+def test_the_shortest_clip_a_config_takes_is_the_shortest_a_corpus_keeps():
+    from emolib import corpora
+    from emolib.config import MIN_CLIP_SECONDS
+
+    assert MIN_CLIP_SECONDS == corpora.MIN_SECONDS
+    assert get_config("default", {"data.max_seconds": MIN_CLIP_SECONDS, "student.max_seconds": MIN_CLIP_SECONDS})
+
+
 def test_every_preset_and_the_edges_of_each_range_are_accepted():
     from emolib.config import RANGES, check_values
 
@@ -180,7 +201,7 @@ def test_every_preset_and_the_edges_of_each_range_are_accepted():
              "student.optim.grad_clip": 0, "student.optim.warmup_ratio": 0, "student.dropout": 0,
              "prosodic_teacher.optim.warmup_ratio": 1,
              "data.validation_speakers": 0, "data.n_folds": 2, "distill.alpha": 0, "distill.tau_prosodic": 0.05,
-             "linguistic_teacher.max_tokens": 3, "training.num_threads": 0}
+             "linguistic_teacher.max_tokens": 3, "training.num_threads": 0, "training.seed": 2**32 - 1}
     assert get_config("default", edges)
     # every rule names a setting (or the last part of an optimiser's or a dropout's): none is dead
     names = valid_names()

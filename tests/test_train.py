@@ -698,3 +698,20 @@ def test_a_run_resumed_in_the_same_numerics_records_one(run):
     assert torch.load(resumed.path("resume.pt"), weights_only=False)["numerics_seen"] == [train.numerics()]
     resumed.finish({"ua": 0.5})
     assert "numerics_earlier" not in resumed.metrics()
+
+
+def test_a_loss_that_becomes_nan_stops_the_run_instead_of_scoring_nan_weights(run):
+    """A learning rate far too high (or a loss weight of inf) made every epoch's loss NaN, and the
+    run was saved as complete with chance predictions and averaged into the tables."""
+    def exploding(model, batch):  # finite in epoch 1, NaN from the second epoch's first step on
+        loss, terms = ce(model, batch)
+        if exploding.steps >= 3:
+            loss = loss * float("nan")
+        exploding.steps += 1
+        return loss, {**terms, "kd": loss.detach()}
+
+    exploding.steps = 0
+    with pytest.raises(train.TrainingDiverged, match=r"^loop: the training loss became nan in epoch 2 \(terms: loss nan"):
+        train.fit(Linear(), Points(), Points(), exploding, OPTIM, TRAINING, run=run, desc="loop")
+    assert not run.is_complete() and not (run.dir / "metrics.json").exists()
+    assert len((run.dir / "history.csv").read_text().splitlines()) == 2  # the header and epoch 1, which is kept

@@ -37,7 +37,7 @@ SKIP_UNREADABLE_FOLDER = "folders that cannot be read and are not named as the c
 #: Shorter clips are skipped too: 400 samples at 16 kHz is the receptive field of the wav2vec 2.0 /
 #: HuBERT / WavLM convolutional front end, the shortest input those backbones accept (no emotion
 #: corpus has a turn this short; IEMOCAP's shortest is 0.58 s).
-MIN_SECONDS = 0.025
+MIN_SECONDS = 0.025  # config.MIN_CLIP_SECONDS: the shortest max_seconds a config takes
 SKIP_SHORT = f"audio shorter than {MIN_SECONDS * 1000:g} ms (too short for a speech model's front end)"
 
 
