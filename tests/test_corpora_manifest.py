@@ -261,3 +261,19 @@ def test_a_corpus_refuses_labels_outside_its_classes_and_duplicate_ids():
     with pytest.raises(CorpusError, match=r"^mine: 2 duplicate utterance ids, e\.g\. 'b' \(3 utterances\)$"):
         Corpus("mine", [utt("b"), utt("a"), utt("b"), utt("a"), utt("b")])
     assert len(Corpus("mine", [utt("a"), utt("b")])) == 2
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u0085", "\x0c"])
+def test_a_transcript_holding_a_unicode_line_separator_is_one_line(tmp_path, separator):
+    # text pasted from a web page or a word processor: pandas.to_csv and json.dumps(ensure_ascii=False) leave
+    # U+2028 (and NEL, form feed) unquoted, csv and pandas read it back as one row; str.splitlines made two
+    trees.write(tmp_path / "a.wav", trees.wav_bytes(0.1))
+    trees.write(tmp_path / "b.wav", trees.wav_bytes(0.1))
+    text = f"I said{separator}no never"
+    csv_path = trees.write(tmp_path / "m.csv", f"path,label,speaker,text\na.wav,angry,s1,{text}\nb.wav,sad,s2,fine\n")
+    jsonl_path = trees.write(tmp_path / "m.jsonl", "\n".join(json.dumps(r, ensure_ascii=False) for r in [
+        {"path": "a.wav", "label": "angry", "speaker": "s1", "text": text},
+        {"path": "b.wav", "label": "sad", "speaker": "s2", "text": "fine"}]) + "\n")
+    for path in (csv_path, jsonl_path):
+        corpus = manifest.load(path)
+        assert [u.text for u in corpus] == [text, "fine"], path

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import fnmatch
+import io
 import os
 import stat
 from dataclasses import dataclass, field
@@ -30,6 +31,24 @@ from typing import Any, Iterable
 
 from ..audio import AudioError, AudioInfo, probe_corpus_file
 from ..config import CLASSES
+
+
+def text_lines(text: str) -> list[str]:
+    """``text`` split at its line breaks, as a file's lines: ``\\n``, ``\\r\\n`` or ``\\r`` only.
+    ``str.splitlines`` also breaks at U+0085, U+2028, form feeds and other characters a line of a
+    transcript or a manifest may hold: a Windows-1252 "…" read as Latin-1 is U+0085, and cut an
+    IEMOCAP transcript there, the rest counted as a line without an utterance id."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def csv_lines(text: str) -> io.StringIO:
+    """``text`` for :mod:`csv`, which splits it at ``\\n``, ``\\r\\n`` or ``\\r`` only (the csv module's
+    ``newline=""`` reading), not at the characters :func:`text_lines` keeps."""
+    return io.StringIO(text, newline="")
+
 
 #: The skip reason every loader counts for an audio file without samples.
 SKIP_EMPTY = "empty audio (0 samples)"

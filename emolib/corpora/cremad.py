@@ -31,7 +31,7 @@ import csv
 import re
 from pathlib import Path
 
-from . import (Corpus, CorpusError, Utterance, acted_corpus, is_file, is_folder, label_set, list_folder,
+from . import (Corpus, CorpusError, Utterance, acted_corpus, csv_lines, is_file, is_folder, label_set, list_folder,
                probe_or_skip, read_file, skip_unmapped)
 
 EMOTIONS = {"ANG": "angry", "DIS": "disgusted", "FEA": "fearful", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
@@ -64,7 +64,7 @@ def _demographics(path: Path) -> dict[str, dict[str, object]]:
         text = read_file(path).decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise CorpusError(f"{path}: not UTF-8 text ({err})") from err
-    reader = csv.DictReader(text.splitlines(keepends=True))
+    reader = csv.DictReader(csv_lines(text))
     missing = {"ActorID", "Age", "Sex"} - set(reader.fieldnames or ())
     if missing:
         raise CorpusError(f"{path}: missing column(s) {sorted(missing)}")

@@ -63,7 +63,8 @@ import re
 from pathlib import Path
 
 from ..config import CLASSES
-from . import Corpus, CorpusError, Utterance, find_files, is_file, is_folder, list_folder, probe_or_skip, read_file
+from . import (Corpus, CorpusError, Utterance, find_files, is_file, is_folder, list_folder, probe_or_skip, read_file,
+               text_lines)
 
 #: The release's category codes (EmoEvaluation summary lines) and their names.
 NATIVE_NAMES = {
@@ -104,6 +105,10 @@ def _read_text(path: Path) -> str:
     try:
         return data.decode("utf-8-sig")  # a byte-order mark is not part of the first line
     except UnicodeDecodeError:
+        pass
+    try:  # Windows' Latin-1: the same letters, and typographic quotes, dashes and "…" in 0x80-0x9f
+        return data.decode("cp1252")
+    except UnicodeDecodeError:  # one of the five bytes cp1252 leaves undefined
         return data.decode("latin-1")
 
 
@@ -112,7 +117,7 @@ def _read_transcripts(path: Path, skipped: collections.Counter) -> dict[str, str
     if not is_file(path):
         return None
     texts: dict[str, str] = {}
-    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
+    for lineno, line in enumerate(text_lines(_read_text(path)), 1):
         line = line.strip()
         if not line:
             continue
@@ -188,7 +193,7 @@ def load(root: Path, labels: str = "iemocap4", on_missing: str = "error") -> Cor
         transcript_file = session_dir / "dialog" / "transcriptions" / f"{dialog}.txt"
         transcripts = _read_transcripts(transcript_file, skipped)
 
-        for lineno, line in enumerate(_read_text(label_file).splitlines(), 1):
+        for lineno, line in enumerate(text_lines(_read_text(label_file)), 1):
             if not line.lstrip().startswith("["):
                 if _OTHER_LABEL_FILE_LINE.match(line):
                     continue  # annotator lines (C-E1:, A-F2:), % headers, blank lines

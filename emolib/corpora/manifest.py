@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..config import CLASSES
-from . import Corpus, CorpusError, Utterance, is_file, is_folder, probe_or_skip, read_file
+from . import Corpus, CorpusError, Utterance, csv_lines, is_file, is_folder, probe_or_skip, read_file, text_lines
 
 REQUIRED = ("label", "speaker")
 KNOWN = ("label", "speaker", "session", "path", "text", "id")
@@ -60,7 +60,7 @@ def _read(path: Path) -> tuple[list[str], Iterator[tuple[str, int, dict[str, Any
 
     if suffix == ".csv":
         # strict: a quote that is never closed is an error, not a field that swallows the rest of the file
-        reader = csv.DictReader(text.splitlines(keepends=True), strict=True)
+        reader = csv.DictReader(csv_lines(text), strict=True)
 
         def malformed(line: int, err: csv.Error) -> CorpusError:
             return CorpusError(f"{path}:{line}: malformed CSV from this line on ({err}; a quote opened and "
@@ -95,7 +95,7 @@ def _read(path: Path) -> tuple[list[str], Iterator[tuple[str, int, dict[str, Any
 
     if suffix == ".jsonl":
         records = []
-        for lineno, line in enumerate(text.splitlines(), 1):
+        for lineno, line in enumerate(text_lines(text), 1):
             if not line.strip():
                 continue
             try:
