@@ -375,6 +375,8 @@ def predict(cfg: Config, inputs: Sequence[str | Path], folds: Sequence[int] | No
         dirs = [runs[k].dir for k in numbers]
     ignored: dict[Path, int] = {}  # folder -> files in it that are not audio
     files = audio_files(inputs, ignored)
+    if out is not None and Path(out).resolve() in {f.resolve() for f in files}:  # the CSV would replace a recording
+        raise RequestError(f"--out {str(out)!r} is one of the audio files to classify; name a new file for the CSV")
     # an unreadable file is named before any model loads, and skipped: the others are still classified
     window = _students_window(dirs, overrides)
     files, short, bad, silent, cut = _sort_audio(files, window)

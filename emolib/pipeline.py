@@ -99,6 +99,12 @@ def _load_data(data_cfg_json: str, stamp: tuple[int, int] | None = None) -> Data
     d["synth"] = SynthConfig(**d["synth"])
     data_cfg = DataConfig(**d)
     corpus = load_from_config(data_cfg)
+    present = sorted({u.label for u in corpus})
+    if len(present) < 2:  # it trained, and scored UA 100 on every fold
+        from .corpora import CorpusError
+
+        raise CorpusError(f"{corpus.name}: every utterance is labelled {present[0]!r} (after the skips above, if "
+                          f"any); a classifier needs at least two classes (data.labels={data_cfg.labels!r})")
     folds = make_folds(corpus, data_cfg.protocol, data_cfg.n_folds, data_cfg.validation_speakers)
     return Data(corpus, folds)
 

@@ -580,6 +580,11 @@ def test_predict_skips_damaged_files_counts_silent_ones_and_checks_out_first(roo
     bad_out = folder / "notes.txt" / "out.csv"
     assert run(capsys, "predict", folder, *base, "--out", bad_out) == \
         (2, [], [f"error: --out {str(bad_out)!r}: {folder / 'notes.txt'} is a file, not a folder"])
+    recording = folder / "a.wav"  # the CSV would have replaced the recording
+    before = recording.read_bytes()
+    assert run(capsys, "predict", folder, *base, "--out", recording) == \
+        (2, [], [f"error: --out {str(recording)!r} is one of the audio files to classify; name a new file for the CSV"])
+    assert recording.read_bytes() == before
     import tempfile
 
     def read_only(*args, **kwargs):  # CI runs as root, which may write anywhere: simulated
@@ -783,3 +788,25 @@ def test_a_folder_the_command_cannot_write_is_one_error_line_naming_it(entry, ca
 
     with pytest.raises(FileNotFoundError):
         getattr(cli, entry)(missing)
+
+
+def test_a_corpus_of_one_class_is_one_error_line_before_anything_trains(roots, toy, capsys):
+    # it trained, and every fold scored UA 100
+    utts = [u for u in toy["utterances"] if u.label == "angry"]
+    manifest = write_manifest(roots / "angry.csv", utts, ["path", "label", "speaker", "session", "text"])
+    code, out, err = run(capsys, "teacher", "--kind", "prosodic", "--corpus", manifest, "--protocol", "session", *FAST)
+    assert code == 2 and out == []
+    assert err == ["error: angry: every utterance is labelled 'angry' (after the skips above, if any); a classifier "
+                   "needs at least two classes (data.labels='iemocap4')"]
+    assert not (roots / "runs").exists()
+
+
+def test_a_root_under_a_regular_file_is_one_error_line_naming_it(capsys):
+    import errno
+
+    def refused():
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", "/home/me/afile/runs/.locks")
+
+    assert cli._train(refused) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: /home/me/afile/runs/.locks: Not a directory. ") and err.count("\n") == 1

@@ -277,3 +277,18 @@ def test_a_transcript_holding_a_unicode_line_separator_is_one_line(tmp_path, sep
     for path in (csv_path, jsonl_path):
         corpus = manifest.load(path)
         assert [u.text for u in corpus] == [text, "fine"], path
+
+
+def test_a_speaker_written_in_two_unicode_forms_is_one_speaker(tmp_path):
+    # "José" typed (NFC) and taken from a macOS folder name (NFD) looked like two speakers: one held out while the
+    # other, the same person, was trained on
+    nfc, nfd = "Jos\u00e9", "Jose\u0301"
+    path = trees.write(tmp_path / "m.csv", f"label,speaker,text\nsad,{nfc},Hi.\nangry,Ana,Oh.\nhappy,{nfd},No.\n")
+    corpus = manifest.load(path)
+    assert [u.speaker for u in corpus] == [nfc, "Ana", nfc] and len({u.session for u in corpus}) == 2
+
+
+def test_a_home_folder_of_an_unknown_user_is_an_error_naming_the_line(tmp_path):
+    path = trees.write(tmp_path / "m.csv", "path,label,speaker\n~nosuchuser-emolib/a.wav,sad,s1\n")
+    with pytest.raises(CorpusError, match=r"m\.csv:2: path '~nosuchuser-emolib/a\.wav': "):
+        manifest.load(path)

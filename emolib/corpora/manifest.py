@@ -38,6 +38,7 @@ from __future__ import annotations
 import collections
 import csv
 import json
+import unicodedata
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -163,7 +164,9 @@ def load(path: Path, labels: str = "iemocap4") -> Corpus:
     audio_seen: dict[Path, tuple[str, str]] = {}  # audio file -> (its utterance id, where)
     utterances: list[Utterance] = []
     for where, number, record in records:
-        label = _nonempty(where, record, "label")
+        # NFC: "José" typed on one machine and taken from a macOS folder name (NFD) on another is one name,
+        # not two speakers, one of them tested on what the other was trained on
+        label = unicodedata.normalize("NFC", _nonempty(where, record, "label"))
         if labels == "iemocap4" and label not in CLASSES:
             raise CorpusError(
                 f"{where}: unknown label {label!r}; valid labels for labels='iemocap4': {', '.join(CLASSES)} "
@@ -173,16 +176,21 @@ def load(path: Path, labels: str = "iemocap4") -> Corpus:
         if written != label:  # two spellings of one class would train as two classes
             raise CorpusError(f"{where}: label {label!r} differs from {written!r} ({first}) only in case; "
                               "write each class one way")
-        speaker = _nonempty(where, record, "speaker")
+        speaker = unicodedata.normalize("NFC", _nonempty(where, record, "speaker"))
         written, first = first_speaker.setdefault(speaker.casefold(), (speaker, where))
         if written != speaker:  # one person under two spellings would be held out in one fold, trained on in another
             raise CorpusError(f"{where}: speaker {speaker!r} differs from {written!r} ({first}) only in case; "
                               "write each speaker one way")
         session = _optional(where, record, "session")
-        session = speaker if session is None or str(session).strip() == "" else str(session).strip()
+        session = speaker if session is None or str(session).strip() == "" else unicodedata.normalize(
+            "NFC", str(session).strip())
         audio, duration = None, None
         if has_audio:
-            audio = Path(_nonempty(where, record, "path")).expanduser()
+            written_path = _nonempty(where, record, "path")
+            try:
+                audio = Path(written_path).expanduser()
+            except RuntimeError as err:  # ~user of a user this machine does not have
+                raise CorpusError(f"{where}: path {written_path!r}: {err}") from None
             if not audio.is_absolute():
                 audio = path.parent / audio
             try:
