@@ -69,12 +69,39 @@ def command_config(preset: str, overrides: dict[str, Any], named: dict[str, Any]
         raise RequestError(_message(err)) from err
 
 
+class _HeldBack(io.StringIO):
+    """Standard output held back while a corpus loads, but for a line saying that the command waits
+    for another process's lock (:data:`emolib.runs.WAITING`): held back too, a command waiting for
+    another one's corpus generation said nothing at all."""
+
+    def __init__(self, through):
+        super().__init__()
+        self.through = through
+        self.pending = ""  # a line not ended yet (print writes the text and its newline apart)
+
+    def write(self, text: str) -> int:
+        from .runs import WAITING
+
+        self.pending += text
+        while "\n" in self.pending:
+            line, self.pending = self.pending.split("\n", 1)
+            if WAITING in line:
+                self.through.write(line + "\n")
+                self.through.flush()
+            else:
+                super().write(line + "\n")
+        return len(text)
+
+    def getvalue(self) -> str:
+        return super().getvalue() + self.pending
+
+
 def _load(cfg: Config, folds: Sequence[int] | None):
     """(data, fold numbers, what the loader printed). The loader's lines (documented skips)
     are held back so that a command's first line can be a note about the corpus."""
     from . import pipeline
 
-    held = io.StringIO()
+    held = _HeldBack(sys.stdout)
     try:
         with contextlib.redirect_stdout(held):
             data = pipeline.load_data(cfg)

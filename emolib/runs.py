@@ -181,6 +181,10 @@ def lock_path(run_dir: Path) -> Path:
     return path.with_name(f"{path.name}.lock")
 
 
+#: The end of the line a command prints when it waits for another process's lock.
+WAITING = "waiting for it"
+
+
 def _acquire(path: Path, waiting: str) -> int | None:
     """An open file descriptor holding an exclusive lock on ``path`` (created), waiting while another
     process holds it after printing ``waiting`` (``{pid}``: the holder's); None where there are no
@@ -237,7 +241,7 @@ def _lock(run_dir: Path) -> None:
     docstring), waiting while another process holds it."""
     if run_dir in _HELD_LOCKS:
         return  # this process is the one training it (e.g. a notebook cell run again)
-    fd = _acquire(lock_path(run_dir), f"{run_dir}: another process (pid {{pid}}) is training this run; waiting for it")
+    fd = _acquire(lock_path(run_dir), f"{run_dir}: another process (pid {{pid}}) is training this run; {WAITING}")
     if fd is not None:
         _HELD_LOCKS[run_dir] = fd
 
@@ -247,7 +251,7 @@ def work_lock(path: Path, what: str, doing: str = "making it") -> Iterator[None]
     """Around shared work that several processes may need at once (a corpus to generate, features
     to extract into a cache): the first does it, the others wait, then find it done (re-check
     after entering). ``path``: the lock file; ``what`` and ``doing``: the waiting message's words."""
-    fd = _acquire(path, f"{what}: another process (pid {{pid}}) is {doing}; waiting for it")
+    fd = _acquire(path, f"{what}: another process (pid {{pid}}) is {doing}; {WAITING}")
     try:
         yield
     finally:

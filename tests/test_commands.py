@@ -810,3 +810,20 @@ def test_a_root_under_a_regular_file_is_one_error_line_naming_it(capsys):
     assert cli._train(refused) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: /home/me/afile/runs/.locks: Not a directory. ") and err.count("\n") == 1
+
+
+def test_a_wait_for_another_process_is_said_while_the_loader_s_lines_are_held_back():
+    # a command waiting for another one's corpus generation printed nothing at all: its loader's lines are held
+    # back (so that the command's first line can be a note about the corpus), the wait with them
+    import contextlib
+    import io
+
+    from emolib import commands, runs
+
+    through = io.StringIO()
+    held = commands._HeldBack(through)
+    with contextlib.redirect_stdout(held):
+        print("skipped 2 files (empty audio)")
+        print(f"synth corpus: another process (pid 7) is making it; {runs.WAITING}")
+    assert through.getvalue() == f"synth corpus: another process (pid 7) is making it; {runs.WAITING}\n"
+    assert held.getvalue() == "skipped 2 files (empty audio)\n"
