@@ -827,3 +827,16 @@ def test_a_wait_for_another_process_is_said_while_the_loader_s_lines_are_held_ba
         print(f"synth corpus: another process (pid 7) is making it; {runs.WAITING}")
     assert through.getvalue() == f"synth corpus: another process (pid 7) is making it; {runs.WAITING}\n"
     assert held.getvalue() == "skipped 2 files (empty audio)\n"
+
+
+def test_predict_lists_linked_folders_once(tmp_path):
+    # a linked day2/ folder was neither classified nor counted
+    from emolib.commands import audio_files
+
+    (tmp_path / "in" / "day1").mkdir(parents=True)
+    (tmp_path / "day2").mkdir()
+    for f in (tmp_path / "in" / "day1" / "a.wav", tmp_path / "day2" / "b.wav"):
+        f.write_bytes(b"RIFF")
+    (tmp_path / "in" / "day2").symlink_to(tmp_path / "day2", target_is_directory=True)
+    (tmp_path / "in" / "again").symlink_to(tmp_path / "day2", target_is_directory=True)  # the same folder twice
+    assert audio_files([tmp_path / "in"]) == [tmp_path / "in" / "again" / "b.wav", tmp_path / "in" / "day1" / "a.wav"]

@@ -112,3 +112,20 @@ def test_nothing_to_load(tmp_path):
         ravdess.load(tmp_path)
     with pytest.raises(CorpusError, match="unknown labels='iemocap6'; choose iemocap4 or native"):
         ravdess.load(tmp_path, labels="iemocap6")
+
+
+def test_a_linked_actor_folder_is_read_and_a_link_loop_is_entered_once(root, tmp_path):
+    # an actor's folder linked from another disk was passed over without a word: its speaker was left out
+    import shutil
+
+    copy = tmp_path / "ravdess"
+    shutil.copytree(root, copy, symlinks=True)
+    speech = copy / "Audio_Speech_Actors_01-24"
+    moved = tmp_path / "elsewhere" / "Actor_01"
+    moved.parent.mkdir()
+    shutil.move(speech / "Actor_01", moved)
+    (speech / "Actor_01").symlink_to(moved, target_is_directory=True)
+    (speech / "Actor_01" / "loop").symlink_to(speech, target_is_directory=True)  # a link to a folder above it
+    corpus, reference = ravdess.load(copy), ravdess.load(root)
+    assert sorted({u.speaker for u in corpus}) == ["Actor_01", "Actor_02"]
+    assert corpus.ids == reference.ids  # every recording once, neither lost nor listed twice through the loop

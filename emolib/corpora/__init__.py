@@ -119,7 +119,27 @@ def walk_folder(root: Path, may_skip=None, skipped: "collections.Counter[str] | 
             return
         raise _unreadable(folder, err, "folder") from err
 
-    yield from os.walk(root, onerror=fail)
+    yield from walk_links(root, fail)
+
+
+def walk_links(root: Path | str, onerror):
+    """``os.walk(root)`` top-down, entering symbolic links to folders (a corpus assembled from
+    links, an actor's folder linked from another disk: ``os.walk`` passed over them, and their
+    speakers were left out without a word), each real folder once: a link to a folder above it
+    would loop for ever, and a second link to one folder would list its files twice."""
+    seen: set[tuple[int, int]] = set()
+    for top, dirs, names in os.walk(root, onerror=onerror, followlinks=True):
+        try:
+            st = os.stat(top)
+        except OSError as err:
+            onerror(err)
+            dirs[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []  # reached before, through another path: neither listed nor entered again
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        yield top, dirs, names
 
 
 def _kind(path: Path, test) -> bool:
