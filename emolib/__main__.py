@@ -337,6 +337,9 @@ def add_exercises_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_exercises(args: argparse.Namespace) -> int:
     from . import exercises, paths
 
+    if args.out is not None and not args.out.strip():  # "" would write them into the current folder
+        print(f"error: --out {args.out!r}: not a folder name", file=sys.stderr)
+        return 2
     try:
         written = exercises.write_handouts(args.out)
     except exercises.ExerciseError as e:

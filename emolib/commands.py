@@ -432,7 +432,7 @@ def predict(cfg: Config, inputs: Sequence[str | Path], folds: Sequence[int] | No
             raise RequestError(str(err)) from err
         used = (f"student {first.get('variant', cfg.distill.variant)} ({' + '.join(map(str, first.get('terms', [])))}) "
                 f"of {first.get('corpus', '?')}, fold{'s' if len(dirs) > 1 else ''} "
-                f"{' '.join(str(fold_number(d)) for d in dirs)}")
+                f"{' '.join(str(_fold_of(d)) for d in dirs)}")
     else:  # --run folders of several runs
         used = f"{len(dirs)} students: {', '.join(printable(Path(d).parent.name + '/' + Path(d).name) for d in dirs)}"
     print(f"{used}{averaged}, on {len(files)} file(s)", file=info, flush=True)
@@ -466,6 +466,20 @@ def predict(cfg: Config, inputs: Sequence[str | Path], folds: Sequence[int] | No
             raise RequestError(f"--out {str(out)!r}: cannot write there ({err.strerror or err})") from err
         print(f"predictions written to {out}", flush=True)
     return frame
+
+
+def _fold_of(directory: str | Path) -> int | str:
+    """A student fold folder's fold: from its name (``fold<k>``), or, for a folder copied under
+    another name, from its ``metrics.json``."""
+    from .runs import read_json
+
+    k = fold_number(directory)
+    if k is None:
+        try:
+            k = read_json(Path(directory) / "metrics.json", dict).get("fold")
+        except Exception:  # a damaged file is named where it is read for the classes
+            k = None
+    return k if k is not None else "?"
 
 
 def _student_dirs(run_dirs: Sequence[str | Path], folds: Sequence[int] | None) -> list[Path]:

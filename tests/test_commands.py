@@ -651,6 +651,10 @@ def test_predict_reads_only_the_run_folders_which_may_be_copied_anywhere(roots, 
     code, out, err = run(capsys, "predict", *clips, "--run", copy, "--folds", "3", "--set", "training.num_threads=1")
     assert code == 0 and list(csv.DictReader(out)) == alone
     assert err[-1] == "student no_teachers (ce) of elsewhere, fold 3, on 2 file(s)"
+    renamed = tmp_path / "best student"  # a fold folder copied under another name: its fold from its metrics
+    shutil.copytree(copy / "fold3", renamed)
+    code, out, err = run(capsys, "predict", *clips, "--run", renamed, "--set", "training.num_threads=1")
+    assert code == 0 and err[-1] == "student no_teachers (ce) of elsewhere, fold 3, on 2 file(s)"
 
     # a wrong folder is one error line
     for args, message in [

@@ -168,6 +168,12 @@ def test_an_out_folder_that_cannot_be_made_is_one_error_line_naming_it(tmp_path,
     assert err.startswith(f"error: {blocker}") and "cannot write the handouts there" in err and err.count("\n") == 1
 
 
+def test_an_empty_out_is_refused_not_the_current_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["exercises", "--out", ""]) == 2
+    assert capsys.readouterr().err == "error: --out '': not a folder name\n" and list(tmp_path.iterdir()) == []
+
+
 def test_forbidden_switches_the_named_functions_off_inside_the_block_only():
     import torch
 
