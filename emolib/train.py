@@ -322,6 +322,7 @@ def fit(
                                                                        optim.warmup_ratio))
     history: list[dict[str, Any]] = []
     best_ua, best_epoch, start_epoch, resumed_from = -1.0, 0, 1, 0
+    seconds_before = 0.0
     best_path = run.path("best.safetensors") if run else None
     best_state: dict[str, torch.Tensor] | None = None
 
@@ -339,6 +340,7 @@ def fit(
         scheduler.load_state_dict(state["scheduler"])
         history, best_ua, best_epoch = state["history"], state["best_ua"], state["best_epoch"]
         start_epoch = resumed_from = state["epoch"] + 1
+        seconds_before = sum(float(row.get("seconds", 0.0)) for row in history)  # the earlier processes' epochs
         _set_rng_states(state, device)
         print(f"{desc}: resuming after epoch {state['epoch']} (best val UA {100 * best_ua:.2f} at epoch {best_epoch})",
               flush=True)
@@ -456,7 +458,7 @@ def fit(
     selected_ua = best_ua if best_ua >= 0 else None  # None without validation speakers (best_ua is NaN)
     return FitResult(history=history, best_epoch=best_epoch, best_val_ua=selected_ua,
                      stopped_early=stopped_early, resumed_from=resumed_from,
-                     seconds=time.perf_counter() - started, threads=torch.get_num_threads())
+                     seconds=seconds_before + time.perf_counter() - started, threads=torch.get_num_threads())
 
 
 def _write_history(run: Run, history: list[dict[str, Any]]) -> None:

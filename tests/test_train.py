@@ -715,3 +715,27 @@ def test_a_loss_that_becomes_nan_stops_the_run_instead_of_scoring_nan_weights(ru
         train.fit(Linear(), Points(), Points(), exploding, OPTIM, TRAINING, run=run, desc="loop")
     assert not run.is_complete() and not (run.dir / "metrics.json").exists()
     assert len((run.dir / "history.csv").read_text().splitlines()) == 2  # the header and epoch 1, which is kept
+
+
+def test_a_resumed_run_counts_the_training_time_of_every_process(run, monkeypatch):
+    # a run killed just before its result files said "best epoch 7 of 120, 0.0 s": only the last process counted
+    def clock(step):  # a reading `step` seconds after the last
+        ticks = iter(range(100_000))
+        return lambda: step * next(ticks)
+
+    monkeypatch.setattr(train.time, "perf_counter", clock(100.0))  # the first process: slow epochs
+    real_save = torch.save
+
+    def save(obj, f, *a, **kw):
+        if obj["epoch"] == 3:
+            raise KeyboardInterrupt
+        return real_save(obj, f, *a, **kw)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(Linear(), Points(), Points(), ce, OPTIM, TRAINING, run=run, desc="loop")
+    monkeypatch.setattr(torch, "save", real_save)
+    monkeypatch.setattr(train.time, "perf_counter", clock(0.001))  # the resumed one: a fast last epoch
+    result = train.fit(Linear(), Points(), Points(), ce, OPTIM, TRAINING, run=run, desc="loop")
+    assert result.resumed_from == 3 and [row["epoch"] for row in result.history] == [1, 2, 3]
+    assert result.seconds >= sum(row["seconds"] for row in result.history) >= 200
