@@ -432,6 +432,11 @@ def _unwritable(e: OSError) -> int:
     traceback."""
     import errno
 
+    if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)) and e.filename:  # a folder not made
+        print(f"error: {e.filename}: {e.strerror} (no room, or no more files allowed, on its device). Every "
+              "file written before is kept: free some space, or move the root with EMOLIB_RUNS / EMOLIB_CACHE / "
+              "EMOLIB_DATA, and run the command again, which resumes", file=sys.stderr)
+        return 1
     if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR) or not e.filename:
         raise e
     print(f"error: {e.filename}: {e.strerror}. emolib writes the corpus, the feature caches and the runs under "

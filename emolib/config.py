@@ -589,6 +589,8 @@ def _absolute_paths(name: str, value: Any) -> Any:
         return value
     if value.startswith(("~", ".")) or (not os.path.isabs(value) and os.path.exists(value)):
         return os.path.abspath(os.path.expanduser(value))
+    if os.path.isabs(value):  # "/models/hubert/" (a shell's completion) is the run of "/models/hubert"
+        return os.path.abspath(value)
     return value
 
 

@@ -759,7 +759,27 @@ def load_student_dir(directory: str | Path, cfg: Config | None = None, backbone=
     if unexpected or any(not k.startswith("backbone.") for k in missing) or (missing and s.freeze != "all"):
         raise ResultFileError(f"{weights}: does not fit the student of this config "
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]}); delete {directory} to train it again")
+    if missing:
+        _require_trained_backbone(directory, s.backbone)
     return model.eval(), list(classes)
+
+
+def _require_trained_backbone(directory: Path, backbone: str) -> None:
+    """:class:`ResultFileError` when a student whose backbone was not saved with it (``freeze=all``)
+    was trained on other weights of that backbone than those found now (a local folder saved
+    again, a new hub commit, an upgraded package): its heads would read states they never saw,
+    and classify without a word (training refuses to reuse such a run; this is classifying)."""
+    from .runs import CORPUS_RECORD, _unresolved, _weights_change, read_json
+
+    record = directory / CORPUS_RECORD
+    if not record.is_file():  # a run from before the records: nothing to compare
+        return
+    then = read_json(record, dict).get("models", {}).get("student.backbone")
+    now = model_record(backbone)
+    if then is not None and then != now and not _unresolved(then, now):
+        raise ResultFileError(f"{directory}: trained on {_weights_change('student.backbone', then, now)}; its heads "
+                              "read the backbone's states, which these weights compute otherwise. Restore the weights "
+                              f"it was trained on, or train it again (delete {directory.parent})")
 
 
 def classify(cfg: Config, fold: int | Sequence[int], audio_paths, data: Data | None = None,

@@ -194,8 +194,12 @@ def _acquire(path: Path, waiting: str) -> int | None:
         import fcntl
     except ImportError:
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    try:  # the first new file a command makes: a device out of inodes or a quota used up fails here
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    except OSError as exc:
+        _raise_if_disk_full(exc, path)
+        raise
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

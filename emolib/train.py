@@ -266,8 +266,13 @@ def _save_weights(model: torch.nn.Module, path, epoch: int, val_ua: float) -> No
     """The selected weights, with the epoch and validation UA they were selected at (read back on resume)."""
     from safetensors.torch import save_model
 
+    import json
+
+    # one metadata key: safetensors writes its metadata map in an order that varies from process to process, so
+    # with two keys ("epoch", "val_ua", as runs before 2026-11-26 have them) two identical runs' files differed
+    selection = json.dumps({"epoch": epoch, "val_ua": repr(float(val_ua))}, sort_keys=True)
     with atomic_path(path) as tmp:
-        save_model(model, str(tmp), metadata={"epoch": str(epoch), "val_ua": repr(float(val_ua))})
+        save_model(model, str(tmp), metadata={"selection": selection})
 
 
 def _saved_selection(path) -> tuple[int, float] | None:
@@ -281,8 +286,12 @@ def _saved_selection(path) -> tuple[int, float] | None:
         raise ResultFileError(f"{path}: damaged ({type(exc).__name__}: {exc}); delete {path.parent} to train "
                               "the run again") from exc
     try:
+        if "selection" in meta:
+            import json
+
+            meta = json.loads(meta["selection"])
         return int(meta["epoch"]), float(meta["val_ua"])
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, TypeError):
         return None
 
 

@@ -346,6 +346,11 @@ def test_relative_local_paths_in_overrides_become_absolute(tmp_path, monkeypatch
     home = get_config("tiny", {"linguistic_teacher.model": "~/bert"}).linguistic_teacher.model
     assert home == os.path.join(os.path.expanduser("~"), "bert")
     assert get_config("tiny", {"data.corpus": "synth"}).data.corpus == "synth"
+    # an absolute folder written with a trailing slash (a shell's completion) or a doubled one is the same run
+    plain = get_config("tiny", {"student.backbone": str(tmp_path / "hubert tiny")})
+    for written in (f"{tmp_path / 'hubert tiny'}/", f"{tmp_path}//hubert tiny", f"{tmp_path}/./hubert tiny"):
+        cfg = get_config("tiny", {"student.backbone": written})
+        assert cfg.student.backbone == str(tmp_path / "hubert tiny") and cfg.hash() == plain.hash(), written
 
 
 def test_a_corpus_kind_registered_once_loads_and_its_relative_path_becomes_absolute(tmp_path, monkeypatch):

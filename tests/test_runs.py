@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import errno
 import os
 import stat
 from pathlib import Path
@@ -120,6 +121,34 @@ def test_a_full_disk_is_one_error_naming_the_file_and_the_old_file_stays(tmp_pat
     capsys.readouterr()
     assert cli._train(lambda: (_ for _ in ()).throw(caught.value)) == 1
     assert capsys.readouterr().err == f"error: {message}\n"
+
+
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EDQUOT])
+def test_a_lock_file_on_a_device_out_of_inodes_or_quota_is_one_error_line(tmp_path, monkeypatch, capsys, error):
+    """The lock file is the first new file a command makes: on a device out of inodes, or a cluster's
+    file-count quota used up, its creation ended in a traceback. Measured on a tmpfs mounted with
+    nr_inodes=200 as EMOLIB_RUNS; as root the device cannot be filled here, so os.open fails as it did."""
+    from emolib import __main__ as cli
+    from emolib import runs as runs_module
+    from emolib.runs import DiskFullError
+
+    real_open = os.open
+
+    def full(path, flags, *args):
+        if str(path).endswith(".lock"):
+            raise OSError(error, os.strerror(error), str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(runs_module.os, "open", full)
+    with pytest.raises(DiskFullError, match=r"fold1\.lock: no space left on its device") as caught:
+        with runs_module.work_lock(tmp_path / ".locks" / "fold1.lock", "student fold 1", "training it"):
+            pass
+    monkeypatch.undo()
+    assert cli._train(lambda: (_ for _ in ()).throw(caught.value)) == 1
+    # a folder a command cannot make for the same reason, outside the lock: one line too
+    assert cli._train(lambda: (_ for _ in ()).throw(OSError(error, os.strerror(error), "/scratch/runs/student"))) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[1].startswith("error: /scratch/runs/student: ") and "run the command again" in err[1]
 
 
 def test_an_error_that_is_not_a_full_disk_passes_through_unchanged(tmp_path):

@@ -738,3 +738,27 @@ def test_an_ensemble_on_a_frozen_backbone_runs_it_once_per_file(roots, toy, monk
 def test_classify_needs_a_trained_student(roots, toy):
     with pytest.raises(FileNotFoundError, match="no trained student for fold 2"):
         pipeline.classify(_cfg(), 2, [], toy)
+
+
+def test_a_student_without_its_backbone_refuses_other_weights_of_it_when_classifying(tmp_path):
+    # a freeze=all student saves only its heads: predict ran them on a backbone folder saved again since, and its
+    # probabilities moved without a word (training refused to reuse that run, classifying did not)
+    import json
+
+    from emolib.cache import directory_digest
+    from emolib.runs import ResultFileError
+
+    folder = tmp_path / "hubert tiny"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights of the first save")
+    fold = tmp_path / "student" / "full" / "fold1"
+    fold.mkdir(parents=True)
+    (fold / "corpus.json").write_text(json.dumps({"models": {"student.backbone": directory_digest(folder)}}))
+    pipeline._require_trained_backbone(fold, str(folder))  # the weights it was trained on
+    (folder / "model.safetensors").write_bytes(b"weights of a second save, longer")
+    with pytest.raises(ResultFileError, match=r"fold1: trained on other weights of student\.backbone \(digest "
+                                              r"[0-9a-f]+; now [0-9a-f]+\): the model folder was saved again since; "
+                                              r"its heads read"):
+        pipeline._require_trained_backbone(fold, str(folder))
+    (fold / "corpus.json").write_text(json.dumps({"models": {}}))  # trained on a model with no record (tiny-random)
+    pipeline._require_trained_backbone(fold, str(folder))

@@ -739,3 +739,31 @@ def test_a_resumed_run_counts_the_training_time_of_every_process(run, monkeypatc
     result = train.fit(Linear(), Points(), Points(), ce, OPTIM, TRAINING, run=run, desc="loop")
     assert result.resumed_from == 3 and [row["epoch"] for row in result.history] == [1, 2, 3]
     assert result.seconds >= sum(row["seconds"] for row in result.history) >= 200
+
+
+SAVE_SELECTED = """
+import sys, torch
+from emolib import train
+torch.manual_seed(0)
+train._save_weights(torch.nn.Linear(3, 2), sys.argv[1], 7, 0.625)
+"""
+
+
+def test_the_selected_weights_are_the_same_bytes_in_every_process(tmp_path):
+    # safetensors writes its metadata map in an order that varies per process: with two keys, two identical runs'
+    # best.safetensors differed in about half the pairs, and a checksum comparison of runs failed
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import save_model
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    files = [tmp_path / f"best{k}.safetensors" for k in range(4)]
+    for f in files:
+        subprocess.run([sys.executable, "-c", SAVE_SELECTED, str(f)], check=True, env=env)
+    assert len({f.read_bytes() for f in files}) == 1
+    assert train._saved_selection(files[0]) == (7, 0.625)
+    old = tmp_path / "old.safetensors"  # as runs before this change wrote it: still read
+    save_model(torch.nn.Linear(3, 2), str(old), metadata={"epoch": "3", "val_ua": "0.5"})
+    assert train._saved_selection(old) == (3, 0.5)
