@@ -904,7 +904,8 @@ def _run(preset: str, folds: list[int] | None, notebooks: list[str] | None, jobs
             outcome = Outcome(t, "skipped")
         else:
             progress.start(t)
-            outcome = execute(t, used[0])
+            with _figures_lock(cfg):
+                outcome = execute(t, used[0])
         progress.finish(outcome)
         outcomes.append(outcome)
         if outcome.status == "failed":
@@ -919,6 +920,22 @@ def _run(preset: str, folds: list[int] | None, notebooks: list[str] | None, jobs
     print(format_timing(timing), file=out)
     print(f"timing written to {_show(run_dir / 'timing.json')}", file=out, flush=True)
     return Summary(run_dir, outcomes, timing)
+
+
+def _figures_lock(cfg: Config):
+    """The lock of the folder the report writes into, held while a report runs: with
+    ``EMOLIB_FIGURES`` every config's report goes to one folder, and two reports at once (say the
+    `paper` one and a `tiny` check) interleaved their tables there, each file from either, without a
+    word. The second now waits, then says whose report it replaces. Kept under the runs folder,
+    never in the figures folder itself (the committed ``figures/``)."""
+    return work_lock(figures_lock_path(cfg), f"the report in {paths.printable(paths.figures_dir(cfg))}",
+                     "writing one there")
+
+
+def figures_lock_path(cfg: Config) -> Path:
+    """:func:`_figures_lock`'s file: one per figures folder, under the runs folder's locks."""
+    folder = str(paths.figures_dir(cfg).resolve())
+    return paths.runs_dir() / ".locks" / "figures" / f"{hashlib.sha1(folder.encode()).hexdigest()[:12]}.lock"
 
 
 def _gpus_used(slots: list[str | None]) -> list[str]:

@@ -82,6 +82,14 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         _raise_if_disk_full(exc, path)
+        if isinstance(exc, FileNotFoundError) and exc.filename in (str(tmp_path), os.fspath(tmp_path)):
+            # only another process removes a temporary file under way: one that cleans up the leftovers of a
+            # killed write in this folder, which a lock keeps from running beside this one where locks exist
+            raise ResultFileError(
+                f"{path}: the temporary file it was being written to ({tmp_path.name}) was removed meanwhile, by "
+                "another process working in the same folder; on a file system without locks (see the note above, "
+                "if any) run one command at a time on these folders. Nothing of this file was written; run the "
+                "command again, which resumes") from exc
         raise
 
 

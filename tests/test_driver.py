@@ -185,6 +185,34 @@ def test_a_notebook_another_driver_is_executing_is_waited_for(runs, wait_for_std
         other.wait(timeout=60)
 
 
+def test_two_configs_reports_into_one_figures_folder_take_turns(runs, wait_for_stdout):
+    """EMOLIB_FIGURES takes every config's report: two at once (two configs, so two notebook locks)
+    interleaved their tables in it without a word. The report waits for the folder's lock."""
+    import threading
+
+    cfg = get_config("tiny", {"training.seed": 5})  # another config than the holder's: only the folder is shared
+    lock = driver.figures_lock_path(cfg)
+    assert lock.parent == runs / ".locks" / "figures"  # never in the figures folder (the committed figures/)
+    other = subprocess.Popen([sys.executable, "-c", HOLD_THE_NOTEBOOK, str(lock)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline() == "holding\n"
+        done: list = []
+        waiter = threading.Thread(target=lambda: done.append(
+            driver.run("tiny", notebooks=["05_report"], overrides={"training.seed": "5"})))
+        waiter.start()
+        out = wait_for_stdout("waiting for it")
+        assert f"another process (pid {other.pid}) is writing one there; waiting for it" in out
+        assert waiter.is_alive()
+        other.stdin.write("done\n")
+        other.stdin.flush()
+        waiter.join(timeout=120)
+        assert [o.status for o in done[0].outcomes] == ["done"]
+    finally:
+        other.stdin.close()
+        other.wait(timeout=60)
+
+
 def test_unknown_parameter_is_rejected_before_execution(runs, capsys):
     with pytest.raises(driver.DriverError) as err:
         driver.run("tiny", folds=[1], notebooks=["00_data", "05_report"], extra={"mesage": "hi"})

@@ -151,6 +151,18 @@ def test_a_lock_file_on_a_device_out_of_inodes_or_quota_is_one_error_line(tmp_pa
     assert len(err) == 2 and err[1].startswith("error: /scratch/runs/student: ") and "run the command again" in err[1]
 
 
+def test_a_temporary_file_another_process_removed_is_one_error_naming_the_file(tmp_path):
+    # on a file system without locks, a second command's clean-up of a killed write's leftovers removed the
+    # first command's temporary file under way, which ended in a FileNotFoundError traceback
+    target = tmp_path / "resume.pt"
+    with pytest.raises(ResultFileError, match=r"resume\.pt: the temporary file it was being written to \(\.resume\.pt\."
+                                              r".*\) was removed meanwhile, by another process"):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"state")
+            tmp.unlink()  # what the other process did
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_error_that_is_not_a_full_disk_passes_through_unchanged(tmp_path):
     with pytest.raises(PermissionError):
         with atomic_path(tmp_path / "x.json"):
