@@ -601,6 +601,9 @@ def _build_backbone(name: str, freeze: str, max_seconds: float | None, precision
         source = model_source(name)
         try:
             config = AutoConfig.from_pretrained(source)
+            if config.model_type not in (*WaveformBackbone.FAMILIES, "whisper"):  # e.g. a text model's folder
+                raise ModelError(f"{name}: model type {config.model_type!r} is not a supported speech backbone "
+                                 f"({', '.join(WaveformBackbone.FAMILIES)}, whisper)")
             extractor = AutoFeatureExtractor.from_pretrained(source)
             # fp32 weights (bf16 runs under autocast, the frozen parts in fp32, see _part); a folder whose
             # weights do not fit its config is refused, not trained from random weights (pretrained.py)

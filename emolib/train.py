@@ -67,6 +67,12 @@ def resolve_device(name: str = "auto") -> torch.device:
                           "(use training.device=auto or cpu)")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise DeviceError(f"training.device={name!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    if device.type not in ("cpu", "cuda"):  # an Apple or Intel GPU, when this build and machine have one
+        backend = torch.backends.mps if device.type == "mps" else getattr(torch, device.type, None)
+        is_available = getattr(backend, "is_available", None)
+        if device.type == "meta" or not callable(is_available) or not is_available():
+            raise DeviceError(f"training.device={name!r}: this PyTorch build or machine has no {device.type} device "
+                              "to train on (use training.device=auto, cpu or cuda)")
     return device
 
 

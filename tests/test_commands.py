@@ -441,6 +441,23 @@ def test_a_gpu_the_machine_lacks_is_one_error_line_before_anything_runs(roots, t
     assert not (roots / "runs").exists()
 
 
+@pytest.mark.parametrize("device", ["mps", "xpu", "meta"])
+def test_another_kind_of_device_the_machine_lacks_is_one_error_line(roots, toy, capsys, device):
+    # each was a traceback from deep in the backbone's cache filling: not linked with mps, not compiled with XPU,
+    # no autocast for meta
+    import torch
+
+    backend = torch.backends.mps if device == "mps" else getattr(torch, device, None)
+    if device != "meta" and backend is not None and backend.is_available():
+        pytest.skip(f"this machine has a {device} device")
+    code, lines, err = run(capsys, "student", "--corpus", toy["both"], "--protocol", "session", *FAST,
+                           "--set", f"training.device={device}")
+    assert (code, lines) == (2, [])
+    assert err == [f"error: training.device={device!r}: this PyTorch build or machine has no {device} device to train "
+                   "on (use training.device=auto, cpu or cuda)"]
+    assert not (roots / "runs").exists()
+
+
 def test_predict_classifies_audio_with_the_folds_students_averaged(roots, toy, capsys, tmp_path):
     base = ["--corpus", toy["both"], "--protocol", "session", *FAST]
     folder = tmp_path / "new audio"

@@ -293,6 +293,30 @@ def test_a_text_model_folder_without_its_encoder_weights_is_refused(roots):
         load_text_encoder(str(local))
 
 
+def test_a_speech_model_as_the_linguistic_teacher_and_a_text_model_as_the_backbone_are_refused(roots):
+    # each was a traceback: the HuBERT folder's CTC "tokenizer" failed with a TypeError, the BERT folder ended in two
+    # chained OSErrors about a feature extractor
+    from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
+
+    from emolib.backbones import load_backbone
+
+    speech = roots / "hubert-tiny"
+    HubertModel(HubertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                             conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=8,
+                             num_conv_pos_embedding_groups=2)).save_pretrained(speech)
+    Wav2Vec2FeatureExtractor().save_pretrained(speech)
+    with pytest.raises(ModelError, match=r"^linguistic_teacher\.model: .*hubert-tiny: model type 'hubert' is a speech "
+                                         r"model; the linguistic teacher reads transcripts with a text encoder"):
+        load_text_encoder(str(speech))
+    tokenizer, encoder = load_text_encoder("tiny-random", seed=0)
+    text = roots / "bert-tiny"
+    tokenizer.save_pretrained(text)
+    encoder.save_pretrained(text)
+    with pytest.raises(ModelError, match=r"bert-tiny: model type 'bert' is not a supported speech backbone \(hubert, "
+                                         r"wav2vec2, wavlm, whisper\)"):
+        load_backbone(str(text))
+
+
 def test_every_stage_trains_without_validation_speakers_and_keeps_its_last_epoch(roots):
     # data.validation_speakers=0: no model selection. The linguistic teacher's empty validation set made the
     # tokenizer fail (IndexError) after the prosodic teacher had trained
