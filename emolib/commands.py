@@ -233,6 +233,7 @@ def _folder_files(folder: Path) -> tuple[list[Path], int]:
     ignored. Hidden files and folders are left out without being entered; a folder that cannot
     be listed (no permission, removed meanwhile) is a :class:`RequestError` naming it, not a
     silent gap (``Path.rglob`` skips it)."""
+    from .corpora import walk_links
 
     def refuse(err: OSError) -> None:
         name = err.filename if err.filename is not None else folder
@@ -240,8 +241,6 @@ def _folder_files(folder: Path) -> tuple[list[Path], int]:
 
     found: list[Path] = []
     ignored = 0
-    from .corpora import walk_links
-
     for top, dirs, names in walk_links(folder, refuse):  # linked folders too, each once
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in names:
