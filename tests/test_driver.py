@@ -160,22 +160,22 @@ with work_lock(Path(sys.argv[1]), "00_data fold 1", "executing it"):
 """
 
 
-def test_a_notebook_another_driver_is_executing_is_waited_for(runs, wait_for_stdout):
-    """Two drivers on one runs folder: the second does not delete the first's temporary output
-    (papermill writes it until the end) nor execute the notebook beside it; it waits its turn."""
+def _wait_behind_a_held_lock(lock: Path, run, wait_for_stdout, waiting: str, while_waiting=lambda: None):
+    """Another process holds ``lock`` while ``run()`` (a driver run) starts in a thread: the run says
+    ``waiting`` (``{pid}``: the holder's) and waits; once the lock is let go it finishes."""
     import threading
 
-    lock = _out_dir(runs, "tiny") / ".locks" / "00_data" / "fold1.lock"
     other = subprocess.Popen([sys.executable, "-c", HOLD_THE_NOTEBOOK, str(lock)], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True)
     try:
         assert other.stdout.readline() == "holding\n"
         done: list = []
-        waiter = threading.Thread(target=lambda: done.append(driver.run("tiny", folds=[1], notebooks=["00_data"])))
+        waiter = threading.Thread(target=lambda: done.append(run()))
         waiter.start()
         out = wait_for_stdout("waiting for it")
-        assert f"00_data fold 1: another process (pid {other.pid}) is executing it; waiting for it" in out
-        assert waiter.is_alive() and not (_out_dir(runs, "tiny") / "00_data" / "fold1.ipynb").exists()
+        assert waiting.format(pid=other.pid) in out
+        assert waiter.is_alive()
+        while_waiting()
         other.stdin.write("done\n")
         other.stdin.flush()
         waiter.join(timeout=120)
@@ -183,34 +183,29 @@ def test_a_notebook_another_driver_is_executing_is_waited_for(runs, wait_for_std
     finally:
         other.stdin.close()
         other.wait(timeout=60)
+
+
+def test_a_notebook_another_driver_is_executing_is_waited_for(runs, wait_for_stdout):
+    """Two drivers on one runs folder: the second does not delete the first's temporary output
+    (papermill writes it until the end) nor execute the notebook beside it; it waits its turn."""
+    output = _out_dir(runs, "tiny") / "00_data" / "fold1.ipynb"
+
+    def not_written():
+        assert not output.exists()
+
+    _wait_behind_a_held_lock(_out_dir(runs, "tiny") / ".locks" / "00_data" / "fold1.lock",
+                             lambda: driver.run("tiny", folds=[1], notebooks=["00_data"]), wait_for_stdout,
+                             "00_data fold 1: another process (pid {pid}) is executing it; waiting for it", not_written)
 
 
 def test_two_configs_reports_into_one_figures_folder_take_turns(runs, wait_for_stdout):
     """EMOLIB_FIGURES takes every config's report: two at once (two configs, so two notebook locks)
     interleaved their tables in it without a word. The report waits for the folder's lock."""
-    import threading
-
     cfg = get_config("tiny", {"training.seed": 5})  # another config than the holder's: only the folder is shared
     lock = driver.figures_lock_path(cfg)
     assert lock.parent == runs / ".locks" / "figures"  # never in the figures folder (the committed figures/)
-    other = subprocess.Popen([sys.executable, "-c", HOLD_THE_NOTEBOOK, str(lock)], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
-    try:
-        assert other.stdout.readline() == "holding\n"
-        done: list = []
-        waiter = threading.Thread(target=lambda: done.append(
-            driver.run("tiny", notebooks=["05_report"], overrides={"training.seed": "5"})))
-        waiter.start()
-        out = wait_for_stdout("waiting for it")
-        assert f"another process (pid {other.pid}) is writing one there; waiting for it" in out
-        assert waiter.is_alive()
-        other.stdin.write("done\n")
-        other.stdin.flush()
-        waiter.join(timeout=120)
-        assert [o.status for o in done[0].outcomes] == ["done"]
-    finally:
-        other.stdin.close()
-        other.wait(timeout=60)
+    _wait_behind_a_held_lock(lock, lambda: driver.run("tiny", notebooks=["05_report"], overrides={"training.seed": "5"}),
+                             wait_for_stdout, "another process (pid {pid}) is writing one there; waiting for it")
 
 
 def test_unknown_parameter_is_rejected_before_execution(runs, capsys):
