@@ -18,6 +18,7 @@ autocast (GPU servers; it also runs on CPU, which is how it is tested).
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import multiprocessing
 import os
@@ -272,8 +273,6 @@ def _save_weights(model: torch.nn.Module, path, epoch: int, val_ua: float) -> No
     """The selected weights, with the epoch and validation UA they were selected at (read back on resume)."""
     from safetensors.torch import save_model
 
-    import json
-
     # one metadata key: safetensors writes its metadata map in an order that varies from process to process, so
     # with two keys ("epoch", "val_ua", as runs before 2026-11-26 have them) two identical runs' files differed
     selection = json.dumps({"epoch": epoch, "val_ua": repr(float(val_ua))}, sort_keys=True)
@@ -293,8 +292,6 @@ def _saved_selection(path) -> tuple[int, float] | None:
                               "the run again") from exc
     try:
         if "selection" in meta:
-            import json
-
             meta = json.loads(meta["selection"])
         return int(meta["epoch"]), float(meta["val_ua"])
     except (KeyError, ValueError, TypeError):
