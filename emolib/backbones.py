@@ -637,9 +637,11 @@ def weights_identity(name: str) -> dict:
 
         return {"tiny_random": TINY_RANDOM_CONFIG, "seed": TINY_RANDOM_SEED, "transformers": version("transformers")}
     local = Path(name).expanduser()
-    if local.is_dir():  # a re-saved directory is a new backbone: key on every file's size and mtime
-        return {"dir": str(local.resolve()), "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns]
-                                                       for p in sorted(local.iterdir()) if p.is_file()}}
+    if local.is_dir():  # other weights in the folder are a new backbone: key on its files' bytes, not on their
+        # sizes and times (a fine-tuned checkpoint copied over another with `cp -p` or `rsync -a` keeps both)
+        from .cache import directory_digest
+
+        return {"dir": str(local.resolve()), "digest": directory_digest(local)}
     return {"hub": name, "revision": hub_revision(name)}
 
 

@@ -50,41 +50,45 @@ def _whole_npy(path: Path) -> bool:
         return False
 
 
-_FILE_DIGESTS: dict[tuple, str] = {}  # (resolved path, size, mtime) -> digest
-#: A file modified less than this long ago is hashed again each time: the kernel stamps
+_FILE_DIGESTS: dict[tuple, str] = {}  # (resolved path, inode, size, mtime, ctime) -> digest
+#: A file changed less than this long ago is hashed again each time: the kernel stamps
 #: modification times from a coarse clock (a few ms), so a file rewritten at once with as many
 #: bytes could keep its stamp ("racy" entries, as git calls them).
 RACY_SECONDS = 2.0
 
 
 def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """SHA-1 of a file's bytes. Memoised per process on the file's size and modification time:
-    the feature caches ask for every clip of a corpus each time a model trains (some 80 times
-    in the report), and a file written again gets a new modification time."""
+    """SHA-1 of a file's bytes. Memoised per process on the file's inode, size and times: the
+    feature caches ask for every clip of a corpus each time a model trains (some 80 times in the
+    report). A file written again gets a new change time (``st_ctime``), which unlike the
+    modification time no copy can set back (``cp -p``, ``rsync -a`` and ``touch -d`` keep or set
+    ``st_mtime``), as git's index does."""
     path = Path(path)
     st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     if key in _FILE_DIGESTS:
         return _FILE_DIGESTS[key]
     h = hashlib.sha1()
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
-    if time.time() - st.st_mtime_ns / 1e9 > RACY_SECONDS:
+    if time.time() - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 > RACY_SECONDS:
         _FILE_DIGESTS[key] = h.hexdigest()
     return h.hexdigest()
 
 
-_DIR_DIGESTS: dict[tuple, str] = {}  # (folder, every file's name, size and mtime) -> digest
+_DIR_DIGESTS: dict[tuple, str] = {}  # (folder, every file's name, inode, size and times) -> digest
 
 
 def directory_digest(folder: str | os.PathLike) -> str:
     """SHA-1 over a folder's files (names and bytes, recursively): the identity of a model saved
-    with ``save_pretrained``. Memoised per process on every file's size and modification time, so
-    asking again (each reused run does) costs a ``stat`` per file, not a read of the weights."""
+    with ``save_pretrained``. Memoised per process on every file's inode, size and times (as
+    :func:`file_digest`), so asking again (each reused run does) costs a ``stat`` per file, not a
+    read of the weights."""
     folder = Path(folder).resolve()
     files = sorted(p for p in folder.rglob("*") if p.is_file())
-    key = (str(folder), tuple((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+    stats = [(str(p.relative_to(folder)), p.stat()) for p in files]
+    key = (str(folder), tuple((name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) for name, st in stats))
     if key not in _DIR_DIGESTS:
         h = hashlib.sha1()
         for p in files:

@@ -223,6 +223,7 @@ class Task:
     parameters: dict[str, Any]
     output: Path
     corpus: str = ""  # the corpus fingerprint from prepare: a changed corpus re-runs the notebook
+    audio: str = ""  # the digest of its audio files' bytes from prepare (a file rewritten with as many bytes)
 
     @property
     def label(self) -> str:
@@ -249,7 +250,8 @@ class Task:
     def is_complete(self) -> bool:
         """The executed notebook exists, as large as its sidecar recorded it (a copy cut short, or a
         full disk, leaves a notebook that no longer opens: it runs again), and its sidecar matches
-        this source, these parameters and this version of the corpus."""
+        this source, these parameters and this version of the corpus (its audio compared when both
+        the sidecar and prepare give a digest: sidecars written before it was recorded are trusted)."""
         if not self.output.is_file() or not self.sidecar.is_file():
             return False
         try:
@@ -259,6 +261,7 @@ class Task:
             return False
         return isinstance(record, dict) and (record.get("source_sha1") == self.sha1 and record.get("parameters") == self.parameters
                 and record.get("corpus", "") == self.corpus
+                and (not record.get("audio") or not self.audio or record["audio"] == self.audio)
                 and record.get("output_bytes", size) == size)  # sidecars written before it was recorded: trusted
 
 
@@ -395,6 +398,7 @@ def _execute(task: Task, nb, sha1: str, gpu: str | None) -> Outcome:
             "fold": task.fold,
             "parameters": task.parameters,
             "corpus": task.corpus,
+            **({"audio": task.audio} if task.audio else {}),
             "kernel": KERNEL,
             **({"gpu": gpu} if gpu is not None else {}),
             "started": started.isoformat(timespec="milliseconds"),
@@ -729,16 +733,16 @@ def _build_config(preset: str, overrides: dict[str, Any]) -> tuple[Config, dict[
 
 
 def _resolve_folds(cfg: Config, folds: list[int] | None, prepare: Prepare | None,
-                   out: TextIO) -> tuple[list[int], float | None, str]:
+                   out: TextIO) -> tuple[list[int], float | None, tuple[str, str]]:
     """The folds to run, the preparation time (``None`` when there was no hook) and the
-    corpus fingerprint (empty when the hook gives none)."""
+    corpus's identity: its fingerprint and its audio's digest (each empty when the hook gives none)."""
     requested = sorted({int(f) for f in folds}) if folds else None
     if prepare is None:
         if requested is None:
             raise DriverError("emolib.pipeline.prepare does not exist yet, so the folds are unknown: pass --folds")
         if min(requested) < 1:
             raise DriverError(f"folds are numbered from 1, got {requested}")
-        return requested, None, ""
+        return requested, None, ("", "")
     print("prepare: corpus and shared features", file=out, flush=True)  # prepare prints its own progress
     t0 = time.perf_counter()
     try:
@@ -746,7 +750,7 @@ def _resolve_folds(cfg: Config, folds: list[int] | None, prepare: Prepare | None
     except (ValueError, FileNotFoundError, WorkerDied) as e:  # a corpus or audio file, a model folder, a device,
         # a feature-extraction worker that died: named
         raise DriverError(f"prepare: {e}") from e
-    corpus = str(getattr(prepared, "corpus", ""))
+    corpus = (str(getattr(prepared, "corpus", "")), str(getattr(prepared, "audio", "") or ""))
     available = [int(f) for f in getattr(prepared, "folds", prepared)]
     seconds = time.perf_counter() - t0
     print(f"prepare: done in {seconds:.1f} s ({len(available)} folds)", file=out, flush=True)
@@ -851,7 +855,7 @@ def _run(preset: str, folds: list[int] | None, notebooks: list[str] | None, jobs
     per_fold = [nb for nb in selected if nb.per_fold]
     once = [nb for nb in selected if not nb.per_fold]
     fold_list: list[int] = []
-    prepare_seconds, corpus = None, ""
+    prepare_seconds, corpus = None, ("", "")
     if per_fold:
         hook = prepare or default_prepare()
         if on_cuda and hook is not None:
@@ -876,7 +880,7 @@ def _run(preset: str, folds: list[int] | None, notebooks: list[str] | None, jobs
             params["folds"] = report_folds
         params.update({k: v for k, v in extra.items() if k in nb.parameters})
         name = f"fold{fold}.ipynb" if fold is not None else "all.ipynb"
-        return Task(nb.name, nb.path, nb.sha1, fold, params, run_dir / nb.name / name, corpus)
+        return Task(nb.name, nb.path, nb.sha1, fold, params, run_dir / nb.name / name, *corpus)
 
     chains = {fold: [task(nb, fold) for nb in per_fold] for fold in fold_list}
     finals = [task(nb, None) for nb in once]

@@ -44,8 +44,13 @@ class Data:
 
     @functools.cached_property
     def corpus_record(self) -> dict[str, Any]:
-        """What a run records of the corpus it was trained on (``corpus.json``)."""
-        return {"corpus": self.corpus.name, "utterances": len(self.corpus), "fingerprint": self.corpus.fingerprint()}
+        """What a run records of the corpus it was trained on (``corpus.json``): its name, size,
+        fingerprint (ids, labels, speakers, transcripts, file names and sizes) and the digest of
+        its audio files' bytes (``audio``, when it has audio: a file rewritten in place with as
+        many bytes keeps the fingerprint)."""
+        record = {"corpus": self.corpus.name, "utterances": len(self.corpus), "fingerprint": self.corpus.fingerprint()}
+        audio = self.corpus.audio_digest()
+        return record if audio is None else {**record, "audio": audio}
 
 
 #: The model settings each stage's result depends on (a student's on its teachers' too).
@@ -141,6 +146,7 @@ class Prepared(NamedTuple):
     folds: list[int]  # the fold numbers
     corpus: str  # the corpus fingerprint (Corpus.fingerprint), with the digests of local model folders when the
     # config names any: the driver re-runs notebooks when it changes
+    audio: str = ""  # the digest of the corpus's audio bytes (Corpus.audio_digest; empty without audio): likewise
 
 
 def prepare(cfg: Config, progress: bool = True) -> Prepared:
@@ -159,7 +165,8 @@ def prepare(cfg: Config, progress: bool = True) -> Prepared:
             student.cached_inputs(cfg, data.corpus, progress=progress)
     models = run_record(data, cfg, "student")["models"]  # every model any stage reads
     fingerprint = data.corpus_record["fingerprint"]
-    return Prepared([f.index for f in data.folds], config_hash([fingerprint, models]) if models else fingerprint)
+    return Prepared([f.index for f in data.folds], config_hash([fingerprint, models]) if models else fingerprint,
+                    data.corpus_record.get("audio", ""))
 
 
 # -- teachers --------------------------------------------------------------------------------

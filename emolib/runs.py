@@ -5,7 +5,7 @@ data probes for one fold) is a *run*: a folder
 
     runs/<stage>/<label>-<config hash>/fold<k>/
         config.json        the resolved config (written first)
-        corpus.json        the corpus it is trained on: name, size, fingerprint
+        corpus.json        the corpus it is trained on: name, size, fingerprint, audio digest
         resume.pt          training state after the last finished epoch (while running)
         best.safetensors   the weights selected on the validation speakers
         history.csv        one row per epoch (rewritten after each: a running run's progress)
@@ -44,7 +44,7 @@ from . import paths
 from .config import STAGE_SECTIONS, Config, config_hash, from_dict, stage_hash
 
 COMPLETE_MARKER = "metrics.json"
-#: What the run was trained on (:meth:`Run.start`): corpus name, utterance count, fingerprint.
+#: What the run was trained on (:meth:`Run.start`): corpus name, utterance count, fingerprint, audio digest.
 CORPUS_RECORD = "corpus.json"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -403,7 +403,9 @@ class Run:
         """Whether the run was trained on this corpus and with these models (``corpus``: the
         record ``pipeline.run_record`` makes). The config names a corpus (``synth``, a path) and a
         model (a folder), not their contents: a manifest edited in place, a corpus folder with
-        more files or a model folder saved again keeps its name, and so does a hub id whose
+        more files, audio rewritten in place (the record's ``audio`` digest; a record written
+        before emolib kept one is compared without it) or a model folder saved again keeps its
+        name, and so does a hub id whose
         repository got a new commit or a packaged model whose package was upgraded. True when either
         side has no record; a model is compared when the saved record lists it, and a hub commit
         only when it can be resolved now."""
@@ -421,6 +423,10 @@ class Run:
                 changes.append(f"another version of corpus {corpus['corpus']!r} ({then.get('utterances', '?')} "
                                f"utterances, fingerprint {then.get('fingerprint', '?')}; now {corpus['utterances']}, "
                                f"{corpus['fingerprint']}): its labels, transcripts or files changed since")
+            elif then.get("audio") and corpus.get("audio") and then["audio"] != corpus["audio"]:
+                # recorded since emolib hashed the audio's bytes: older records are compared as before
+                changes.append(f"other audio of corpus {corpus['corpus']!r} (audio digest {then['audio']}; now "
+                               f"{corpus['audio']}): files were rewritten since, with the same names and sizes")
             now = corpus.get("models", {})
             changes += [_weights_change(name, then_model, now.get(name))
                         for name, then_model in sorted(then.get("models", {}).items())

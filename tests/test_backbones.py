@@ -228,6 +228,21 @@ def test_cache_keys_name_what_the_weights_are(monkeypatch, tmp_path):
                                                                                  "revision": "0123abcd"}
     B.hub_revision.cache_clear()  # nothing of the fake hub stays behind for other tests
 
+    # a local folder: its files' bytes. Other weights of the same size copied in with their old times (cp -p,
+    # rsync -a: a fine-tuned checkpoint over another) are another backbone, whose states are not the cached ones
+    folder = tmp_path / "model"
+    folder.mkdir()
+    weights = folder / "model.safetensors"
+    weights.write_bytes(b"\x01" * 32)
+    os.utime(weights, ns=(10**18, 10**18))
+    before = B.weights_identity(str(folder))
+    assert before == {"dir": str(folder.resolve()), "digest": before["digest"]}
+    weights.write_bytes(b"\x02" * 32)
+    os.utime(weights, ns=(10**18, 10**18))
+    assert B.weights_identity(str(folder))["digest"] != before["digest"]
+    weights.write_bytes(b"\x01" * 32)
+    assert B.weights_identity(str(folder)) == before  # the same bytes again: the same states
+
 
 def test_states_computed_on_a_gpu_have_a_cache_of_their_own(tmp_path, monkeypatch):
     """A run's numerics record describes its CPU: states a GPU computed must not reach a CPU run that

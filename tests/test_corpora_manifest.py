@@ -1,5 +1,6 @@
 """Manifest loader (CSV, JSONL, JSON): any other corpus, audio and/or text."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -237,6 +238,29 @@ def test_the_fingerprint_sees_an_audio_file_replaced_by_another_length(tmp_path)
     first = load_corpus(str(path)).fingerprint()
     trees.write(tmp_path / "clips" / "a.wav", trees.wav_bytes(0.3))
     assert load_corpus(str(path)).fingerprint() != first
+
+
+def test_the_audio_digest_sees_a_file_rewritten_with_as_many_bytes(tmp_path):
+    """A clip loudness-normalised or denoised in place keeps its name and size, so the fingerprint; the
+    audio digest (a run's corpus.json, the driver's sidecars) changes, also when the copy sets the old
+    modification time back (cp -p)."""
+    path = trees.build_manifest_csv(tmp_path)
+    clip = tmp_path / "clips" / "a.wav"
+    before = load_corpus(str(path))
+    fingerprint, digest = before.fingerprint(), before.audio_digest()
+    old = clip.read_bytes()
+    louder = old[:44] + bytes(b ^ 1 for b in old[44:])  # the same header and size, other samples
+    assert louder != old and len(louder) == len(old)
+    times = clip.stat().st_atime_ns, clip.stat().st_mtime_ns
+    clip.write_bytes(louder)
+    os.utime(clip, ns=times)
+    after = load_corpus(str(path))
+    assert after.fingerprint() == fingerprint
+    assert after.audio_digest() != digest
+    clip.write_bytes(old)
+    assert load_corpus(str(path)).audio_digest() == digest
+    # a text-only corpus has no audio to digest
+    assert manifest.load(trees.build_manifest_jsonl(tmp_path / "text"), labels="native").audio_digest() is None
 
 
 @pytest.mark.parametrize("spec", ["iemocap", "iemocap:", "foo:bar", "corpus.txt", "ravdess"])

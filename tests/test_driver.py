@@ -127,6 +127,24 @@ def test_parameters_are_injected_and_a_second_run_skips(runs, capsys):
         assert f"00_data fold 2 ... {status}" in capsys.readouterr().out, fingerprint
         assert json.loads((out / "fold2.json").read_text())["corpus"] == fingerprint
 
+    # audio rewritten with as many bytes keeps the fingerprint, not the audio's digest: executed again. A
+    # sidecar written before the digest was recorded (none in it) is trusted, as is a hook that gives none.
+    class WithAudio(Prepared):
+        def __init__(self, corpus, audio):
+            super().__init__(corpus)
+            self.audio = audio
+
+    for fingerprint, audio, status in (("cafe", "a1", "done in"), ("cafe", "a1", "skip (complete)"),
+                                       ("cafe", "a2", "done in"), ("cafe", "", "skip (complete)")):
+        driver.run("tiny", prepare=lambda cfg: WithAudio(fingerprint, audio), **again)
+        assert f"00_data fold 2 ... {status}" in capsys.readouterr().out, audio
+    assert json.loads((out / "fold2.json").read_text())["audio"] == "a2"
+    sidecar = json.loads((out / "fold2.json").read_text())
+    del sidecar["audio"]
+    (out / "fold2.json").write_text(json.dumps(sidecar))
+    driver.run("tiny", prepare=lambda cfg: WithAudio("cafe", "a3"), **again)
+    assert "00_data fold 2 ... skip (complete)" in capsys.readouterr().out
+
 
 def test_an_interrupted_re_execution_leaves_the_notebook_incomplete(runs, capsys, monkeypatch):
     """Ctrl-C or a kill while a complete notebook runs again (e.g. the report, after new results)

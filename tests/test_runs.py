@@ -6,6 +6,8 @@ import json
 import errno
 import os
 import stat
+import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -400,6 +402,22 @@ def test_a_run_refuses_to_be_reused_on_another_version_of_its_corpus(runs, capsy
     run.require_corpus(before)
 
 
+def test_a_run_refuses_to_be_reused_on_audio_rewritten_in_place(runs):
+    """Same ids, labels, file names and sizes (the fingerprint), other bytes (the audio digest): stale. A record
+    written before the audio was digested is compared on its fingerprint alone, as it was then."""
+    cfg = get_config("tiny")
+    then = {"corpus": "m", "utterances": 3, "fingerprint": "aaaa", "audio": "0123"}
+    run = Run("student", cfg, 1, label="full").start(then)
+    run.finish({"ua": 0.5})
+    run.require_corpus(then)
+    with pytest.raises(StaleRunError, match=r"fold1: trained on other audio of corpus 'm' \(audio digest 0123; "
+                                            r"now 4567\): files were rewritten since, with the same names and sizes"):
+        run.require_corpus({**then, "audio": "4567"})
+    atomic_write_json(run.dir / "corpus.json", {k: v for k, v in then.items() if k != "audio"})
+    run.require_corpus({**then, "audio": "4567"})
+    assert not run.same_corpus({**then, "fingerprint": "bbbb", "audio": "4567"})
+
+
 
 def test_a_run_records_which_weights_a_hub_or_packaged_model_had(runs, monkeypatch, tmp_path):
     """The config names a model; the run records its weights (pipeline.model_record): a hub id's commit,
@@ -602,7 +620,9 @@ def test_file_digests_are_remembered_until_the_file_changes(tmp_path, monkeypatc
 
     path = tmp_path / "clip.bin"
     path.write_bytes(b"a" * 64)
-    os.utime(path, ns=(10**18, 10**18))  # an old file (2001): remembered after the first read
+    os.utime(path, ns=(10**18, 10**18))  # an old file (2001)
+    later = types.SimpleNamespace(time=lambda: time.time() + 60)  # asked a minute on: remembered after a read
+    monkeypatch.setattr(cache, "time", later)
     first = cache.file_digest(path)
     assert first == hashlib.sha1(b"a" * 64).hexdigest()
     reads = []
@@ -613,11 +633,25 @@ def test_file_digests_are_remembered_until_the_file_changes(tmp_path, monkeypatc
     path.write_bytes(b"b" * 64)
     os.utime(path, ns=(10**18 + 1, 10**18 + 1))
     assert cache.file_digest(path) == hashlib.sha1(b"b" * 64).hexdigest() and reads == [path]
-    # a file modified just now is read every time (its stamp may not change on a quick rewrite)
+
+    # ... and so when the copy keeps the size and sets the old modification time back (cp -p, rsync -a):
+    # the change time, which no copy sets, differs (the kernel's clock ticks every few ms: wait for a tick)
+    def change_time():
+        return path.stat().st_ctime_ns
+
+    stamped = change_time()
+    path.write_bytes(b"c" * 64)
+    while change_time() == stamped:
+        os.utime(path, ns=(10**18 + 1, 10**18 + 1))
+    os.utime(path, ns=(10**18 + 1, 10**18 + 1))
+    assert cache.file_digest(path) == hashlib.sha1(b"c" * 64).hexdigest() and reads == [path, path]
+    # a file changed just now is read every time (its stamps may not change on a quick rewrite)
+    monkeypatch.setattr(cache, "time", time)
     fresh = tmp_path / "fresh.bin"
     fresh.write_bytes(b"c" * 8)
+    os.utime(fresh, ns=(10**18, 10**18))  # an old modification time, but changed now: still read every time
     cache.file_digest(fresh), cache.file_digest(fresh)
-    assert reads == [path, fresh, fresh]
+    assert reads == [path, path, fresh, fresh]
 
 
 def _predictions(run: Run, n: int = 3) -> Path:

@@ -75,10 +75,18 @@ def test_prosodic_teacher_learns_separable_toy_set_and_writes_results(roots):
     assert json.loads(run.path("corpus.json").read_text()) == {**data.corpus_record, "models": {}}
     # the same config on a relabelled corpus (a manifest edited in place) is not reused
     relabelled = data.corpus.utterances[0]
+    label = relabelled.label
     relabelled.label = "happy" if relabelled.label != "happy" else "sad"
     edited = pipeline.Data(data.corpus, data.folds)
     with pytest.raises(StaleRunError, match=r"trained on another version of corpus 'toy'"):
         pipeline.train_teacher("prosodic", cfg, 1, edited, verbose=False)
+    # nor when a clip is rewritten in place with as many bytes (loudness-normalised, denoised): its audio digest
+    relabelled.label = label
+    assert run.is_complete() and "audio" in data.corpus_record
+    clip = relabelled.path.read_bytes()
+    relabelled.path.write_bytes(clip[:44] + bytes(b ^ 1 for b in clip[44:]))
+    with pytest.raises(StaleRunError, match=r"trained on other audio of corpus 'toy' .*the same names and sizes"):
+        pipeline.train_teacher("prosodic", cfg, 1, pipeline.Data(data.corpus, data.folds), verbose=False)
 
 
 @pytest.mark.parametrize("normalise", ["fold", "speaker"])

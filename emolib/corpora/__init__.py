@@ -274,6 +274,33 @@ class Corpus:
                       for u in self.utterances)
         return hashlib.sha1(json.dumps([list(self.classes), rows]).encode()).hexdigest()[:12]
 
+    def audio_digest(self) -> str | None:
+        """A hash of every audio file's bytes (with its utterance's id); None for a corpus without
+        audio. :meth:`fingerprint` sees a file replaced by one of another size; this sees one
+        rewritten in place with as many bytes (loudness-normalised, denoised, re-cut to the same
+        length), which would otherwise reuse runs trained on the old audio. Reading every file
+        costs a second a gigabyte, but the feature caches key their entries on the same digests
+        (:func:`emolib.cache.file_digest`, memoised per process), so a command that extracts or
+        reads features pays it once either way. A file that cannot be read counts as missing: the
+        loader or the extractor names it."""
+        import hashlib
+
+        from ..cache import file_digest
+
+        if not self.has_audio:
+            return None
+
+        def digest(path: Path | None) -> str:
+            try:
+                return file_digest(path) if path is not None else "-"
+            except OSError:
+                return "?"
+
+        h = hashlib.sha1()
+        for uid, path in sorted((u.id, u.path) for u in self.utterances):
+            h.update(f"{uid}\0{digest(path)}\n".encode())
+        return h.hexdigest()[:12]
+
     def frame(self):
         """One row per utterance (id, label, speaker, session, path, text, duration, meta columns)."""
         import pandas as pd
