@@ -120,9 +120,9 @@ def _header(stage: str, cfg: Config, data, numbers: list[int], results) -> str:
             f"results in {results}")
 
 
-def _fold_line(run, reused: bool) -> str:
+def _fold_line(run) -> str:
     m = run.metrics()
-    how = "reused" if reused else f"best epoch {m['best_epoch']} of {m['epochs_run']}, {m['train_seconds']:.1f} s"
+    how = "reused" if run.reused else f"best epoch {m['best_epoch']} of {m['epochs_run']}, {m['train_seconds']:.1f} s"
     return (f"fold {run.fold}: UA {100 * m['ua']:.2f} WA {100 * m['wa']:.2f} "
             f"macro-F1 {100 * m['macro_f1']:.2f} ({how})")
 
@@ -153,9 +153,8 @@ def teacher(kind: str, cfg: Config, folds: Sequence[int] | None = None) -> dict:
           flush=True)
     runs = []
     for k in numbers:
-        reused = pipeline.teacher_run(kind, cfg, k).is_complete()
         runs.append(pipeline.train_teacher(kind, cfg, k, data, verbose=False))
-        print(_fold_line(runs[-1], reused), flush=True)
+        print(_fold_line(runs[-1]), flush=True)
     return _close(runs, data)
 
 
@@ -222,9 +221,8 @@ def student(cfg: Config, folds: Sequence[int] | None = None) -> dict:
         _fill_backbone_cache(cfg, data)
     runs = []
     for k in numbers:
-        reused = k not in todo
         runs.append(pipeline.train_student(cfg, k, data, verbose=False))
-        print(_fold_line(runs[-1], reused), flush=True)
+        print(_fold_line(runs[-1]), flush=True)
     return _close(runs, data)
 
 

@@ -317,6 +317,10 @@ class Run:
         #: numerics records (machine.numerics) of earlier processes that trained this run, when they
         #: differ from this one's (set by train.fit on resuming); finish() writes them down
         self.earlier_numerics: list[dict] = []
+        #: whether this process took the run as it found it (:meth:`reuse`) rather than training it: also when
+        #: another process trained it while this one waited, so that a command's fold line does not give that
+        #: training's epochs and seconds as its own
+        self.reused = False
 
     def __repr__(self) -> str:
         state = "complete" if self.is_complete() else ("partial" if self.dir.exists() else "new")
@@ -453,6 +457,7 @@ class Run:
         self.require_corpus(corpus)
         with contextlib.suppress(OSError):
             (self.dir / "resume.pt").unlink()
+        self.reused = True
         return self
 
     def _saved_config_matches(self) -> bool:

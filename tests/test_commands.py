@@ -21,6 +21,7 @@ import torch
 
 from emolib import __main__ as cli
 from emolib import pipeline, train
+from emolib import runs as runs_mod
 from emolib.config import get_config
 from emolib.metrics import format_p, paired_bootstrap
 
@@ -119,6 +120,27 @@ def test_teacher_trains_every_fold_then_reuses_them(roots, toy, capsys, monkeypa
     assert code == 0
     assert [how for *_, how in fold_lines(again).values()] == ["reused"] * 3
     assert len(again) == 5 and again[0] == lines[0] and again[-1] == lines[-1]
+
+
+def test_a_fold_another_process_trained_while_this_one_waited_is_said_to_be_reused(roots, toy, capsys, monkeypatch):
+    """Two commands asked for the same fold: the second waits behind the first's lock and then reuses its result
+    (Run.start). Its fold line says so, not "best epoch 3 of 3, 0.4 s" as if it had trained it itself."""
+    argv = ["teacher", "--kind", "prosodic", "--corpus", toy["both"], "--protocol", "session", "--folds", "1", *FAST]
+    assert run(capsys, *argv)[0] == 0
+    looked = set()
+    complete = runs_mod.Run.is_complete
+
+    def completed_meanwhile(self):  # incomplete when first looked at; complete once start() got the lock
+        if self.dir not in looked:
+            looked.add(self.dir)
+            return False
+        return complete(self)
+
+    monkeypatch.setattr(runs_mod.Run, "is_complete", completed_meanwhile)
+    monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("trained again"))
+    code, lines, _ = run(capsys, *argv)
+    assert code == 0 and looked
+    assert [how for *_, how in fold_lines(lines).values()] == ["reused"]
 
 
 def test_a_run_killed_after_its_metrics_loses_its_resume_state_when_reused(roots, toy, capsys, monkeypatch):
