@@ -211,6 +211,28 @@ class SpeechBackbone(nn.Module, abc.ABC):
                                          default=self.num_hidden_states)
         self.train(False)
 
+    def regularise(self, layerdrop: float = -1.0, activation_dropout: float = -1.0, spec_augment: bool = True) -> None:
+        """Set the training-time regularisation of the learning layers (``student.layerdrop``,
+        ``student.activation_dropout``, ``student.spec_augment``; -1 keeps the checkpoint config's value).
+        Frozen parts run in eval mode and cached states are computed without it, so neither changes."""
+        if layerdrop != -1:
+            self.layerdrop = float(layerdrop)
+        if activation_dropout != -1:
+            self._set_activation_dropout(float(activation_dropout))
+        if not spec_augment:
+            self._disable_spec_augment()
+
+    def _set_activation_dropout(self, p: float) -> None:
+        for layer in self._layers():
+            layer.feed_forward.intermediate_dropout.p = p
+
+    def _disable_spec_augment(self) -> None:
+        """Never masks: Whisper's encoder is not masked here (transformers masks Whisper's input features in
+        WhisperModel, not in its encoder); the waveform models' time masks are switched off by their config."""
+
+    def _layers(self) -> list[nn.Module]:
+        return list(self.net.layers)
+
     # -- parts -------------------------------------------------------------------------
     @abc.abstractmethod
     def _parts(self) -> dict[str, list[str]]:
@@ -462,6 +484,12 @@ class WaveformBackbone(SpeechBackbone):
 
         return create_bidirectional_mask(config=self.net.config, inputs_embeds=hidden, attention_mask=mask)
 
+    def _layers(self):
+        return list(self.net.encoder.layers)
+
+    def _disable_spec_augment(self):
+        self.net.config.apply_spec_augment = False  # transformers' _mask_hidden_states then returns its input
+
     def _layer(self, i, hidden, context):
         layer = self.net.encoder.layers[i]
         if self.family == "wavlm":
@@ -543,6 +571,10 @@ class WhisperBackbone(SpeechBackbone):
         from transformers.masking_utils import create_bidirectional_mask
 
         return create_bidirectional_mask(config=self.net.config, inputs_embeds=hidden, attention_mask=mask)
+
+    def _set_activation_dropout(self, p):
+        for layer in self._layers():
+            layer.activation_dropout = p  # a float that WhisperEncoderLayer passes to nn.functional.dropout
 
     def _layer(self, i, hidden, context):
         return self.net.layers[i](hidden, attention_mask=context)

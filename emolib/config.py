@@ -219,6 +219,15 @@ class StudentConfig:
     # 2021, the SpeechBrain IEMOCAP recipe: 1e-4 for the head, 1e-5 for wav2vec 2.0 / HuBERT). 1 = one rate
     # for all; no effect while the backbone is frozen (freeze="all").
     backbone_lr_scale: float = _added(1.0)
+    # The learning backbone's regularisation in training (no effect while it is frozen, freeze="all"): -1 keeps
+    # the checkpoint config's value. transformers' facebook/hubert-base-ls960 config trains with LayerDrop 0.1
+    # (Fan et al. 2019), dropout 0.1 inside every feed-forward block and SpecAugment time masks (mask_time_prob
+    # 0.05, Park et al. 2019); the paper's HuBERT came from TorchAudio, whose HUBERT_BASE bundle builds it with
+    # LayerDrop 0.05, no feed-forward dropout and no masking: the paper preset sets those. Whisper's encoder
+    # (encoder_layerdrop, activation_dropout: 0 in its configs) is never masked, so spec_augment changes nothing there.
+    layerdrop: float = _added(-1.0)
+    activation_dropout: float = _added(-1.0)
+    spec_augment: bool = _added(True)
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=1e-2, epochs=40, batch_size=32, patience=10)
     )  # heads on a frozen backbone: the SUPERB downstream recipe uses 1e-4..1e-3 with Adam(W); early stopping
@@ -233,7 +242,8 @@ class DistillConfig:
     tau_linguistic: float = 4.0  # soft logits suit the linguistic teacher (paper, Fig. 2 right); value lost
     tau_prosodic: float = 1.0  # hard logits suit the prosodic teacher (paper, Fig. 2 left); value lost
     # The coefficients' values were lost; 1 each gives every term its own scale (the tau^2 factor keeps the
-    # logit terms' gradients at the cross-entropy's, Hinton et al. 2015; a cosine is bounded by 1). On the
+    # logit terms' gradients at the cross-entropy's for tau well above 1, Hinton et al. 2015, and weakens them below
+    # 1: tau = 0.5 halves the gradient, losses.py; a cosine is bounded by 1). On the
     # validation speakers, beta = 2, gamma = 2 or alpha = 0.1 / 0.3 did no better (docs/distillation_gap.md).
     alpha: float = 1.0  # cross-entropy coefficient
     beta: float = 1.0  # logit-KD coefficient (applied to each teacher's term)
@@ -375,6 +385,12 @@ def _paper() -> Config:
     # 5e-5 for HuBERT (backbone_lr_scale); 30 epochs as in that recipe (about 780 steps)
     cfg.student.optim = OptimConfig(lr=5e-4, epochs=30, batch_size=128, warmup_ratio=0.1, patience=8)
     cfg.student.backbone_lr_scale = 0.1
+    # HuBERT regularised as TorchAudio's HUBERT_BASE bundle builds it, where the paper took its weights from
+    # (torchaudio.pipelines.HUBERT_BASE: encoder_layer_drop 0.05, encoder_ff_interm_dropout 0.0, and its
+    # Wav2Vec2Model applies no SpecAugment), not as the hub config says (0.1, 0.1, time masks 0.05)
+    cfg.student.layerdrop = 0.05
+    cfg.student.activation_dropout = 0.0
+    cfg.student.spec_augment = False
     cfg.training.device = "auto"
     cfg.training.precision = "bf16"
     cfg.training.num_workers = 4
@@ -518,6 +534,9 @@ RANGES: dict[str, tuple[Any, str]] = {
     "student.head_hidden": _COUNT,
     "student.ffn_hidden": _COUNT,
     "student.max_seconds": _CLIP,
+    "student.layerdrop": (lambda v: v == -1 or 0 <= v < 1, "a probability in [0, 1), or -1 for the checkpoint's own"),
+    "student.activation_dropout": (lambda v: v == -1 or 0 <= v < 1,
+                                   "a probability in [0, 1), or -1 for the checkpoint's own"),
     "student.backbone_lr_scale": (lambda v: v > 0, "a number > 0 (freeze the backbone with student.freeze=all "
                                   "instead of 0)"),
     # a temperature divides the logits (Hinton et al. 2015); 0 marks one that a variant without the term does not

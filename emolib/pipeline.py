@@ -428,7 +428,7 @@ def canonical_student_config(cfg: Config, has_transcripts: bool = True) -> Confi
     have to 1 (cross-fitting off without logit targets, oracle teachers off without any teacher
     term), so that e.g. ``no_teachers`` is one run whatever the temperatures (no duplicated
     training in the sweep) or the KD coefficients; a frozen backbone
-    ignores its learning-rate scale. On a corpus without transcripts the linguistic teacher's
+    ignores its learning-rate scale and its regularisation. On a corpus without transcripts the linguistic teacher's
     terms count as unused too."""
     variant = _variant(cfg, has_transcripts)
     changes = {}
@@ -445,8 +445,11 @@ def canonical_student_config(cfg: Config, has_transcripts: bool = True) -> Confi
             cfg.distill.teacher_targets == "oracle" and not (logits or variant.embedding_linguistic
                                                              or variant.embedding_prosodic)):
         changes["distill.teacher_targets"] = "in_sample"  # no target of that kind: nothing to replace
-    if cfg.student.freeze == "all" and cfg.student.backbone_lr_scale != 1.0:
-        changes["student.backbone_lr_scale"] = 1.0  # no backbone weight learns: the same run as without it
+    if cfg.student.freeze == "all":  # no backbone weight learns: the same run without its rate and regularisation
+        unused = {"student.backbone_lr_scale": 1.0, "student.layerdrop": -1.0, "student.activation_dropout": -1.0,
+                  "student.spec_augment": True}
+        changes.update({name: value for name, value in unused.items()
+                        if getattr(cfg.student, name.split(".")[1]) != value})
     return cfg.replace(changes) if changes else cfg
 
 
@@ -609,8 +612,10 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
             from .backbones import load_backbone
 
             # what learns runs under the training precision (bf16 autocast on a GPU server); fit() moves it
-            return load_backbone(s.backbone, freeze=s.freeze, max_seconds=s.max_seconds,
-                                 precision=cfg.training.precision)
+            backbone = load_backbone(s.backbone, freeze=s.freeze, max_seconds=s.max_seconds,
+                                     precision=cfg.training.precision)
+            backbone.regularise(s.layerdrop, s.activation_dropout, s.spec_augment)
+            return backbone
 
         # top:K: loaded before the cache, as it tells the cached layer (loaded once); feature_encoder: after,
         # so that it is not in memory beside the copy a cold cache loads to extract

@@ -8,7 +8,11 @@
 
 The two heads are disjoint (no shared parameters) GELU feed-forward projections,
 each sized to its teacher's embedding so the cosine of Eq. 4 needs no extra
-projection. At inference the student needs audio only.
+projection: Linear -> GELU -> dropout -> Linear. The output layer is left linear on
+purpose: a GELU's output is almost never negative, and could not point where the
+teachers' embeddings have negative components. Through the hidden width
+(``student.head_hidden``) each embedding spans at most that many dimensions (256 of
+BERT's 768 in the ``paper`` preset). At inference the student needs audio only.
 
 Four ways to feed it, chosen by ``student.freeze``:
 

@@ -727,3 +727,34 @@ def test_a_checkpoint_saved_in_half_precision_loads_as_fp32_weights(local_dirs, 
     assert {p.dtype for p in backbone.parameters()} == {torch.float32}
     out = backbone(**backbone.prepare([_noise(1.0, 0)]))
     assert out.hidden_states[-1].dtype == torch.float32 and torch.isfinite(out.hidden_states[-1]).all()
+
+
+@pytest.mark.parametrize("family", ["hubert", "hubert_large", "wav2vec2", "wavlm", "whisper"])
+def test_the_learning_layers_regularisation_follows_the_student_config(local_dirs, family):
+    """student.layerdrop / activation_dropout / spec_augment (the paper preset: TorchAudio's HUBERT_BASE, 0.05, 0 and
+    no time masks, not the hub config's 0.1, 0.1 and masks): -1 and True keep the checkpoint's own."""
+    folder, _ = local_dirs[family]
+    backbone = load_backbone(str(folder), freeze="none")
+    layers = backbone._layers()
+
+    def feed_forward_dropout():
+        return [layer.activation_dropout if family == "whisper" else layer.feed_forward.intermediate_dropout.p
+                for layer in layers]
+
+    before = backbone.layerdrop, feed_forward_dropout()
+    backbone.regularise()
+    assert (backbone.layerdrop, feed_forward_dropout()) == before
+    backbone.regularise(0.05, 0.0, False)
+    assert backbone.layerdrop == 0.05 and feed_forward_dropout() == [0.0] * len(layers)
+    backbone.regularise(0.3, 0.2)
+    assert backbone.layerdrop == 0.3 and feed_forward_dropout() == [0.2] * len(layers)
+    if family == "whisper":
+        return  # never masked: spec_augment changes nothing
+    # the time masks transformers draws in training: on by the checkpoint's config, off once switched off
+    fresh = load_backbone(str(folder), freeze="none")
+    fresh.net.config.mask_time_prob, fresh.net.config.mask_time_length = 0.5, 2
+    fresh.train()
+    hidden, mask = torch.ones(2, 40, fresh.hidden_size), torch.ones(2, 40, dtype=torch.bool)
+    assert not torch.equal(fresh.net._mask_hidden_states(hidden.clone(), attention_mask=mask), hidden)
+    fresh.regularise(spec_augment=False)
+    assert torch.equal(fresh.net._mask_hidden_states(hidden.clone(), attention_mask=mask), hidden)

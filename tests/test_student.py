@@ -600,17 +600,22 @@ def test_a_top_k_student_loads_its_backbone_once(roots, toy, monkeypatch):
     from emolib import backbones
     from emolib import student as st
 
-    cfg = _cfg(**{"student.freeze": "top:1", "student.optim.epochs": 1, "distill.variant": "no_teachers"})
+    # regularised as the paper preset's HuBERT (the layer that learns trains with it; the cache is the same)
+    cfg = _cfg(**{"student.freeze": "top:1", "student.optim.epochs": 1, "distill.variant": "no_teachers",
+                  "student.layerdrop": 0.05, "student.activation_dropout": 0.0, "student.spec_augment": False})
     st.cached_inputs(cfg, toy.corpus, progress=False)  # the frozen layers' cache, filled beforehand
-    real, loaded = backbones.load_backbone, []
+    real, loaded, made = backbones.load_backbone, [], []
 
     def counting(*args, **kwargs):
         loaded.append(kwargs.get("freeze"))
-        return real(*args, **kwargs)
+        made.append(real(*args, **kwargs))
+        return made[-1]
 
     monkeypatch.setattr(backbones, "load_backbone", counting)
     run = pipeline.train_student(cfg, 1, toy, verbose=False)
     assert loaded == ["top:1"] and run.is_complete()
+    assert made[0].layerdrop == 0.05 and not made[0].net.config.apply_spec_augment
+    assert {layer.feed_forward.intermediate_dropout.p for layer in made[0]._layers()} == {0.0}
     given = st.cached_inputs(cfg, toy.corpus, progress=False, backbone=real("tiny-random", freeze="top:1"))
     assert given["index"] == 1 and loaded == ["top:1"]  # the index from the backbone given: no load
     assert st.cached_inputs(cfg, toy.corpus, progress=False)["index"] == 1 and loaded == ["top:1", "top:1"]
@@ -677,6 +682,9 @@ def test_a_frozen_backbone_ignores_its_rate_and_a_bad_rate_is_refused(roots, toy
         return pipeline.student_run(_cfg(**kw), 1).dir
 
     assert run_dir(**{"student.backbone_lr_scale": 0.1}) == run_dir()  # tiny freezes everything
+    regularised = {"student.layerdrop": 0.05, "student.activation_dropout": 0.0, "student.spec_augment": False}
+    assert run_dir(**regularised) == run_dir()
+    assert run_dir(**{"student.freeze": "top:1", **regularised}) != run_dir(**{"student.freeze": "top:1"})
     assert (run_dir(**{"student.freeze": "top:1", "student.backbone_lr_scale": 0.1})
             != run_dir(**{"student.freeze": "top:1"}))
     with pytest.raises(ValueError, match=r"config student.backbone_lr_scale: 0.0 \(must be a number > 0 \(freeze the backbone"):
