@@ -499,6 +499,10 @@ def latex_table(frame: pd.DataFrame, caption: str, label: str, notes: Sequence[s
     return "\n".join(lines) + "\n"
 
 
+#: Said under every table that gives a standard deviation (metrics.summarize_folds computes it).
+STD_NOTE = "std: the sample standard deviation over folds (divided by n - 1)."
+
+
 def write_table(frame: pd.DataFrame, stem: str, caption: str, label: str, notes: Sequence[str],
                 prov: dict[str, Any], out_dir: Path | None = None) -> list[Path]:
     """``<stem>.md``, ``<stem>.tex`` and ``<stem>.json`` (provenance) in ``figures/``."""
@@ -508,10 +512,15 @@ def write_table(frame: pd.DataFrame, stem: str, caption: str, label: str, notes:
     stamp = f"commit {prov['commit']}, preset {prov['preset']}, corpus {prov['corpus']}, config {prov['config_hash']}"
     if prov.get("numerics"):
         stamp += f", numerics {' + '.join(prov['numerics'])}"
-    notes = list(notes) + [f"Generated from result files by emolib ({stamp})."]
+    notes = list(notes)
+    if any("std" in str(text) for text in (caption, *frame.columns)):
+        notes.append(STD_NOTE)
+    notes.append(f"Generated from result files by emolib ({stamp}).")
     md = atomic_write_text(out_dir / f"{stem}.md", markdown_table(frame, caption, notes))
     tex = atomic_write_text(out_dir / f"{stem}.tex", latex_table(frame, caption, label, notes))
-    js = atomic_write_json(out_dir / f"{stem}.json", {**prov, "caption": caption, "rows": frame.to_dict("records")})
+    # an empty cell (a reference that gives no WA) is null, not NaN, which strict JSON parsers (jq, JSON.parse) refuse
+    rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    js = atomic_write_json(out_dir / f"{stem}.json", {**prov, "caption": caption, "rows": rows})
     return [md, tex, js]
 
 

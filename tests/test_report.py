@@ -248,6 +248,14 @@ def test_table1_quotes_the_paper_and_names_our_corpus(executed):
     tex = (figures / "table1_comparison.tex").read_text()
     assert r"paper Table 1 & [12] & " not in tex and r"paper Table 1 & {[}12{]} & " in tex
     assert r"MFCNN+BERT & multimodal & IEMOCAP & -- & 72.60 \\" in tex
+    # the reference without a WA is null in the json, which strict parsers read (NaN is not JSON)
+    text = (figures / "table1_comparison.json").read_text()
+    rows = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in table1_comparison.json"))["rows"]
+    assert [r["WA"] for r in rows if r["ref"] == "[12]"] == [None]
+    # no table without a spread says what std is; every one with one does
+    assert report.STD_NOTE not in md
+    for stem in ("table2_ablations", "teachers_vs_baselines", "channels", "fig2_temperature_values"):
+        assert report.STD_NOTE in (figures / f"{stem}.md").read_text(), stem
 
 
 def test_teachers_against_the_probes_of_their_channel(executed):
