@@ -149,6 +149,11 @@ def write_results(cfg, seed: int = 0) -> Fixture:
     return Fixture(cfg, runs, truth, probes, channels)
 
 
+def _header(markdown: str) -> list[str]:
+    """The header cells of the one table in a Markdown file."""
+    return next(line for line in markdown.splitlines() if line.startswith("| "))[2:-2].split(" | ")
+
+
 def _rows(markdown: str) -> list[list[str]]:
     """The body rows of the one table in a Markdown file, split into cells."""
     lines = [line for line in markdown.splitlines() if line.startswith("| ")]
@@ -279,6 +284,16 @@ def test_teachers_against_the_probes_of_their_channel(executed):
         ["text", "linguistic teacher (fine-tuned on transcripts)", stat(fixture.truth["teacher:linguistic"]), "71.50"],
         ["both", "logistic regression probe", probe("both"), f"{100 * ceilings['both']['UA']:.2f}"],
     ]
+    # beside it, the same closed forms at the cue shares the fixture's test turns hold: text p + (1 - p) / 4,
+    # voice (1 + 3 p) / 4, both p_l + (1 - p_l) * voice
+    p_l = np.concatenate([lx for lx, _ in fixture.channels]).mean()
+    p_v = np.concatenate([vc for _, vc in fixture.channels]).mean()
+    voice = (1 + 3 * p_v) / 4
+    by_hand = {"text": p_l + (1 - p_l) / 4, "voice": voice, "both": p_l + (1 - p_l) * voice}
+    header = _header((figures / "teachers_vs_baselines.md").read_text())
+    assert header[-1] == report.REALISED_CEILING
+    assert [r[5] for r in rows] == [f"{100 * by_hand[r[0]]:.2f}" for r in rows]
+    assert report.CEILING_NOTE in (figures / "teachers_vs_baselines.md").read_text()
 
 
 def test_every_model_scored_on_each_channel_cell(executed):
