@@ -61,7 +61,7 @@ if replaced := report.replaced_report(out, prov):  # EMOLIB_FIGURES takes every 
 #
 # Rows 1-6 are students (HuBERT-base in the paper; here the backbone named in the caption),
 # rows 7-8 the teachers alone. Folds differ more from one another than the rows often do
-# (the students' ± is 3.7 to 4.7 points on the default's 5 folds, `figures/table2_ablations.md`), so the next-to-last column compares each
+# (the students' ± in the table below is several points on the default's 5 folds), so the next-to-last column compares each
 # row with the full student fold by fold: the mean and spread of the differences, and in how many folds the full
 # student was ahead. A difference that is consistent across folds can be read even when it
 # is smaller than the ± of the means. The last column asks how far the test utterances
