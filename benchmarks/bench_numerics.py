@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import table  # noqa: E402
+from measure import table  # noqa: E402  (the scripts' folder is on sys.path)
 
 MEASURE = r"""
 import json, sys, time

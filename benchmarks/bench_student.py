@@ -70,7 +70,7 @@ from emolib.losses import distillation_loss, get_variant  # noqa: E402
 from emolib.runs import atomic_write_json  # noqa: E402
 from emolib.train import make_optimizer  # noqa: E402
 
-from _common import peak_mib, spread, table  # noqa: E402
+from measure import peak_mib, spread, table  # noqa: E402
 from emolib.teachers import LinguisticTeacher, ProsodicResNet, load_text_encoder  # noqa: E402
 
 BATCH = 8  # clips per backbone batch, pooled_states' default

@@ -50,7 +50,7 @@ from emolib import pipeline, prosody  # noqa: E402
 from emolib.config import PRESETS, get_config  # noqa: E402
 from emolib.runs import atomic_write_json  # noqa: E402
 
-from _common import peak_mib, spread, table  # noqa: E402
+from measure import peak_mib, spread, table  # noqa: E402
 
 TEACHERS = pipeline.TEACHER_KINDS
 

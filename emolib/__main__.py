@@ -30,13 +30,9 @@ import threading
 from typing import Any, Callable
 
 from .audio import AUDIO_SUFFIXES
-from .config import PRESETS, student_changes
+from .config import PRESETS, TEACHER_KINDS, student_changes
 from .folds import PROTOCOLS
 from .inventory import TRAINED_STAGES
-
-#: ``pipeline.TEACHER_KINDS``, repeated because the pipeline imports torch, which ``--help``
-#: must not wait for; a test keeps the two equal.
-TEACHER_KINDS = ("prosodic", "linguistic")
 
 
 def _name_value(text: str) -> tuple[str, str]:

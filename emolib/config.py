@@ -42,6 +42,7 @@ LAYER_MIXES = ("last", "shared", "per_head", "split", "concat")  # student.layer
 INPUT_NORMS = ("standardise", "layer")  # student.input_norm
 PROSODIC_NORMS = ("fold", "speaker")  # prosodic_teacher.normalise, see prosody.py
 TEACHER_TARGETS = ("in_sample", "cross_fit", "oracle")  # distill.teacher_targets, see pipeline.py
+TEACHER_KINDS = ("prosodic", "linguistic")  # the two teachers (pipeline.train_teacher, the teacher command)
 PRECISIONS = ("fp32", "bf16")  # training.precision
 PROGRESS_MODES = ("auto", "bar", "log", "none")  # training.progress, see progress.py
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -81,7 +82,7 @@ def _added(default):
 class SynthConfig:
     """The built-in espeak-ng corpus (see ``emolib/corpora/synth.py`` and its corpus card)."""
 
-    utterances_per_speaker: int = 120  # 10 speakers -> 1,200 utterances; sized to the ~10-minute CPU report
+    utterances_per_speaker: int = 120  # 10 speakers -> 1,200 utterances; sized to the CPU report (about 20 min)
     # The two cue probabilities are the one place where the corpus was fitted to the paper: the
     # words are the stronger channel and the voice the weaker, complementary one, as the paper's
     # teachers on IEMOCAP (linguistic 71.8 UA, prosodic 50.1 UA, Table 2 rows 8 and 7).
@@ -126,14 +127,14 @@ class DataConfig:
 class OptimConfig:
     """AdamW with linear warm-up then linear decay, gradient clipping, early stopping on validation UA."""
 
-    lr: float = 1e-3
+    lr: float = 1e-3  # peak rate after warm-up: Adam's default (Kingma & Ba 2015); each model's optim sets its own
     weight_decay: float = 0.01  # PyTorch's AdamW default, and BERT's (Devlin et al. 2019)
-    epochs: int = 30
-    batch_size: int = 32
+    epochs: int = 30  # the most epochs; the best on the validation speakers is kept
+    batch_size: int = 32  # utterances per step: the common SER fine-tuning batch (SUPERB, BERT's 16-32)
     warmup_ratio: float = 0.1  # BERT fine-tuning recipe (Devlin et al. 2019)
     grad_clip: float = 1.0  # global-norm clipping at 1.0: the transformers Trainer's default (max_grad_norm)
     patience: int = 0  # epochs without a better validation UA before stopping; 0 = never stop early
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # Szegedy et al. 2016's smoothing of the hard labels; 0 = off, as the paper gives none
 
 
 @dataclass
@@ -276,7 +277,7 @@ class TrainingConfig:
     # spelling shares one hash (as "auto" did on a CPU and on a GPU): --set training.device=cuda:1 reuses runs
     device: str = _hashed_as("auto", "auto")
     precision: str = "fp32"  # "bf16": autocast on GPU (and CPU in tests); "fp32"
-    seed: int = 0
+    seed: int = 0  # one seed for weights, batches and masks of every run (train.seed_everything); seeds 1, 2 for spread
     deterministic: bool = True  # torch.use_deterministic_algorithms; on a GPU also deterministic cuDNN and
     # cuBLAS (CUBLAS_WORKSPACE_CONFIG), so that a resumed run continues exactly; false: faster GPU training
     num_threads: int = _nohash(0)  # torch threads; 0 = leave torch's default
@@ -336,7 +337,7 @@ def _tiny() -> Config:
 
 
 def _default() -> Config:
-    """The CPU report on the built-in corpus (about 17 minutes on 2 cores, README)."""
+    """The CPU report on the built-in corpus (about 20 minutes on 2 cores, README)."""
     return Config(preset="default")
 
 

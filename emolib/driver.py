@@ -870,7 +870,7 @@ def _run(preset: str, folds: list[int] | None, notebooks: list[str] | None, jobs
     # (a report over `--folds 1 2` must not look for folds 3-5); otherwise it keeps its default.
     report_folds = fold_list or (sorted({int(f) for f in folds}) if folds else None)
 
-    run_dir = paths.executed_notebooks_dir() / f"{preset}-{cfg.hash()}"
+    run_dir = paths.executed_notebooks_dir(cfg)
 
     def task(nb: Notebook, fold: int | None) -> Task:
         params: dict[str, Any] = {"preset": preset, "overrides": overrides}
@@ -939,7 +939,7 @@ def _figures_lock(cfg: Config):
 def figures_lock_path(cfg: Config) -> Path:
     """:func:`_figures_lock`'s file: one per figures folder, under the runs folder's locks."""
     folder = str(paths.figures_dir(cfg).resolve())
-    return paths.runs_dir() / ".locks" / "figures" / f"{hashlib.sha1(folder.encode()).hexdigest()[:12]}.lock"
+    return paths.locks_dir() / "figures" / f"{hashlib.sha1(folder.encode()).hexdigest()[:12]}.lock"
 
 
 def _gpus_used(slots: list[str | None]) -> list[str]:

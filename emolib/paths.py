@@ -50,9 +50,26 @@ def runs_dir() -> Path:
     return _root("EMOLIB_RUNS", "runs")
 
 
-def executed_notebooks_dir() -> Path:
-    """Notebooks executed by papermill (never paired with the sources)."""
-    return runs_dir() / "notebooks"
+def config_folder(cfg) -> str:
+    """``<preset>-<config hash>``: the folder name of one config's executed notebooks, per-fold
+    figures and (for another config than the default) report."""
+    return f"{cfg.preset}-{cfg.hash()}"
+
+
+def executed_notebooks_dir(cfg=None) -> Path:
+    """Notebooks executed by papermill (never paired with the sources); ``cfg``: that config's."""
+    root = runs_dir() / "notebooks"
+    return root if cfg is None else root / config_folder(cfg)
+
+
+def fold_figures_dir(cfg) -> Path:
+    """Each fold's own plots of a config (learning curves, confusions, Fig. 2, ablations)."""
+    return runs_dir() / "fold-figures" / config_folder(cfg)
+
+
+def locks_dir() -> Path:
+    """The lock files of runs and reports, beside the runs and never among their folders."""
+    return runs_dir() / ".locks"
 
 
 def figures_dir(cfg=None) -> Path:
@@ -66,7 +83,7 @@ def figures_dir(cfg=None) -> Path:
         from .config import get_config
 
         if cfg.hash() != get_config("default").hash():
-            return runs_dir() / "figures" / f"{cfg.preset}-{cfg.hash()}"
+            return runs_dir() / "figures" / config_folder(cfg)
     return project_root() / "figures"
 
 

@@ -22,13 +22,11 @@ import pandas as pd
 import torch
 
 from . import paths, prosody
-from .config import TEACHER_TARGETS, Config, check_values, config_hash
+from .config import TEACHER_KINDS, TEACHER_TARGETS, Config, check_values, config_hash
 from .corpora import Corpus, load_from_config
 from .folds import Fold, get_fold, make_folds
 from .metrics import classification_metrics
 from .runs import COMPLETE_MARKER, ResultFileError, Run, atomic_path, fold_number
-
-TEACHER_KINDS = ("prosodic", "linguistic")
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -958,4 +956,4 @@ def write_channels(run: Run, corpus: Corpus, ids) -> bool:
 
 def fold_figure_path(cfg: Config, name: str, fold: int):
     """Where a per-fold diagnostic figure goes (beside the runs, not in ``figures/``)."""
-    return paths.runs_dir() / "fold-figures" / f"{cfg.preset}-{cfg.hash()}" / f"{name}_fold{fold}"
+    return paths.fold_figures_dir(cfg) / f"{name}_fold{fold}"

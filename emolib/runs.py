@@ -183,7 +183,7 @@ _HELD_LOCKS: dict[Path, int] = {}  # run folder -> the open lock file this proce
 def lock_path(run_dir: Path) -> Path:
     """The run's lock file, beside the runs, not among their folders: ``<runs>/.locks/<stage>/<name>/fold<k>.lock``."""
     try:
-        path = paths.runs_dir() / ".locks" / run_dir.relative_to(paths.runs_dir())
+        path = paths.locks_dir() / run_dir.relative_to(paths.runs_dir())
     except ValueError:  # EMOLIB_RUNS changed since the Run was made
         path = run_dir.parent / ".locks" / run_dir.name
     return path.with_name(f"{path.name}.lock")

@@ -170,6 +170,11 @@ table = pd.DataFrame({name: {**{f"recall {c}": (None if m["recall"][c] is None e
                              "UA": 100 * m["ua"], "WA": 100 * m["wa"]} for name, m in rows.items()}).T.round(2)
 display(table)
 
+# %% [markdown]
+# Where the two students go wrong: the confusion matrices of the distilled student and of plain
+# fine-tuning on the same test speakers (rows: the true class, normalised to 1, so the diagonal
+# holds each class's recall).
+
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(6.8, 3.0))
 for ax, (name, run) in zip(axes, (("student", student), ("no teachers", baseline))):

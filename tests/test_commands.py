@@ -430,10 +430,6 @@ def test_unknown_names_are_one_line_errors(roots, toy, capsys):
     assert not (roots / "runs").exists()
 
 
-def test_teacher_kinds_match_the_pipeline():
-    assert cli.TEACHER_KINDS == pipeline.TEACHER_KINDS
-
-
 def test_gap_over_seeds_averages_each_students_difference_by_hand(capsys):
     from emolib.commands import gap_over_seeds
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..audio import AudioError, AudioInfo, probe_corpus_file
-from ..config import CLASSES
+from ..config import CLASSES, MIN_CLIP_SECONDS
 
 
 def text_lines(text: str) -> list[str]:
@@ -56,7 +56,7 @@ SKIP_UNREADABLE_FOLDER = "folders that cannot be read and are not named as the c
 #: Shorter clips are skipped too: 400 samples at 16 kHz is the receptive field of the wav2vec 2.0 /
 #: HuBERT / WavLM convolutional front end, the shortest input those backbones accept (no emotion
 #: corpus has a turn this short; IEMOCAP's shortest is 0.58 s).
-MIN_SECONDS = 0.025  # config.MIN_CLIP_SECONDS: the shortest max_seconds a config takes
+MIN_SECONDS = MIN_CLIP_SECONDS  # the shortest max_seconds a config takes: shorter audio is skipped
 SKIP_SHORT = f"audio shorter than {MIN_SECONDS * 1000:g} ms (too short for a speech model's front end)"
 
 

@@ -1,4 +1,4 @@
-"""What every benchmark script shares: peak memory, an even sample of the corpus, and the
+"""What every benchmark measures with: peak memory, an even sample of the corpus, and the
 printed tables. Imported by the scripts, which put the checkout on ``sys.path`` first."""
 from __future__ import annotations
 
