@@ -420,7 +420,7 @@ def greedy_decode(model, input_features: torch.Tensor, prompt: Sequence[int], ma
     suppress = torch.tensor(config.suppress_tokens or [], dtype=torch.long)
     suppress_begin = torch.tensor(config.begin_suppress_tokens or [], dtype=torch.long)
     # transformers 5.x renamed the key-value cache argument and output ``past_key_values`` to ``cache``
-    # (the old name warns from 5.24 and goes in 5.40); pyproject allows 4.46 to <6, so ask the model
+    # (the old name warns from 5.24 and goes in 5.40); pyproject allows 5.16 to <6, so ask the model
     cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     out: list[int] = []
     past = None
