@@ -18,7 +18,12 @@ PRESET ?= default
 # library only): the CPUs this process may run on, capped by a container's CPU quota, which nproc
 # does not see (docker run --cpus 4 on a 64-core host: 4, not 64).
 GPUS ?=
-JOBS ?= $(if $(strip $(GPUS)),$(words $(GPUS)),$(shell $(PYTHON) -c 'import runpy; print(runpy.run_path("emolib/machine.py")["available_cores"]())' 2>/dev/null || nproc 2>/dev/null || echo 1))
+CORES := $(shell $(PYTHON) -c 'import runpy; print(runpy.run_path("emolib/machine.py")["available_cores"]())' 2>/dev/null || nproc 2>/dev/null || echo 1)
+JOBS ?= $(if $(strip $(GPUS)),$(words $(GPUS)),$(CORES))
+# make test runs the suite in this many pytest-xdist workers: one per core, at most 4, as past that the
+# notebooks' end-to-end tests (one worker runs them all, about 3 minutes: they share one tiny notebook run)
+# set the time. TEST_JOBS=1 runs it in one process.
+TEST_JOBS ?= $(shell n=$(CORES); echo $$(( n < 4 ? n : 4 )))
 # Extra pip options for the torch install only, e.g. TORCH_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 # (a CPU-only machine whose pip reaches only PyPI: there the Linux wheel of the pin is the CUDA build)
 TORCH_ARGS ?=
@@ -49,7 +54,7 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-10s %s\n", $$1, $$2 }'
-	@echo "  variables: PRESET=$(PRESET) (tiny, default, paper)  JOBS=$(JOBS) (folds in parallel)  GPUS=$(GPUS) (one per running fold)  ARGS=... (more options for python -m emolib run)"
+	@echo "  variables: PRESET=$(PRESET) (tiny, default, paper)  JOBS=$(JOBS) (folds in parallel)  TEST_JOBS=$(TEST_JOBS) (test workers)  GPUS=$(GPUS) (one per running fold)  ARGS=... (more options for python -m emolib run)"
 	@echo "             CONSTRAINTS=$(CONSTRAINTS) (the exact versions make venv installs; CONSTRAINTS= for the newest within pyproject.toml's ranges)"
 
 venv: $(STAMP) ## create .venv and install the package (torch pin first); a no-op when up to date
@@ -89,8 +94,8 @@ report: $(STAMP) ## every notebook for every fold, then the tables and figures (
 figures: $(STAMP) ## rebuild tables and figures from result files only (05_report, no training)
 	$(PY) -m emolib figures --preset $(PRESET) $(ARGS)
 
-test: $(STAMP) ## run the test suite
-	EMOLIB_CONSTRAINTS='$(CONSTRAINTS)' $(PY) -m pytest -q
+test: $(STAMP) ## run the test suite (TEST_JOBS workers)
+	EMOLIB_CONSTRAINTS='$(CONSTRAINTS)' $(PY) -m pytest -q $(if $(filter-out 0 1,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadgroup)
 
 $(LAB_OVERRIDES): | $(STAMP)
 	mkdir -p $(@D)

@@ -15,6 +15,13 @@ pytest_plugins = ["fixtures.hermetic"]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The notebooks' end-to-end tests first. make test's pytest-xdist workers take tests in collection
+    order, and one worker runs all of test_pipeline_e2e.py (about 3 minutes: its tests share one tiny
+    notebook run). Collected last, as the alphabet has it, they ran alone at the end while the others waited."""
+    items.sort(key=lambda item: item.path.name != "test_pipeline_e2e.py")  # stable: the rest keep their order
+
+
 @pytest.fixture
 def wait_for_stdout(capsys):
     """``wait_for_stdout(text)``: what this test prints (from any thread) until it contains ``text``;

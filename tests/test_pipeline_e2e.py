@@ -37,7 +37,9 @@ import torch
 from emolib import __main__ as cli
 from emolib import driver, report, train
 
-pytestmark = pytest.mark.slow
+# One pytest-xdist worker runs the whole file (make test: --dist loadgroup), so that the tiny notebook run
+# its tests share (the `clean` fixture, about a minute) is made once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("notebooks")]
 
 PER_FOLD = ("00_data", "01_teachers", "02_distill", "03_temperature_sweep", "04_ablations")
 FIGURES = sorted(f"{stem}.{ext}" for stem, exts in [
