@@ -8,13 +8,18 @@ Every test runs twice, with the ``deny`` fixture:
   file cannot be opened). This runs everywhere, also as root, where chmod stops nothing.
 * ``chmod``: the real ``chmod``; skipped when this process can still list a ``chmod 000`` folder
   (root with CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH). To run it as root, drop them:
-  ``setpriv --bounding-set=-dac_override,-dac_read_search python -m pytest tests/test_corpora_unreadable.py``.
+  ``setpriv --bounding-set=-dac_override,-dac_read_search python -m pytest tests/test_corpora_unreadable.py``,
+  which the last test does for them when this process is root (CI's is).
 """
 from __future__ import annotations
 
 import errno
 import os
 import pathlib
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -258,3 +263,23 @@ def test_a_command_on_a_corpus_folder_it_cannot_read_is_one_error_line(tmp_path,
     code = cli.main(["teacher", "--kind", "prosodic", "--corpus", f"emodb:{root}", "--protocol", "speaker"])
     out, err = capsys.readouterr()
     assert (code, out, err.splitlines()) == (2, "", [f"error: {root / 'wav'}: cannot read this folder ({DENIED})"])
+
+
+def test_as_root_the_real_permission_variants_run_in_a_child_without_the_dac_capabilities(tmp_path):
+    """Root reads chmod-000 folders, so above every ``chmod`` variant skips: they run again in a child
+    that setpriv started without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, where chmod stops root too."""
+    if _chmod_stops_this_process(tmp_path):
+        pytest.skip("chmod stops this process: the chmod variants ran above")
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("no setpriv (util-linux) to start a child without root's DAC capabilities")
+    child = subprocess.run(
+        [setpriv, "--bounding-set=-dac_override,-dac_read_search", sys.executable, "-m", "pytest", "-q",
+         "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "child"), "-k", "chmod", "-rs", __file__],
+        cwd=Path(__file__).parent, capture_output=True, text=True, timeout=600)
+    out = child.stdout + child.stderr
+    assert child.returncode == 0, out
+    # only "passed" and "deselected" (the simulated variants, the tests without deny, this one): no chmod
+    # variant skipped (chmod stopped the child), failed or errored
+    summary = re.search(r"^(\d+) passed, \d+ deselected in ", out, re.M)
+    assert summary and int(summary.group(1)) > 0, out
