@@ -23,6 +23,7 @@ import math
 import multiprocessing
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -499,22 +500,36 @@ def _set_rng_states(state: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda_rng"], device)
 
 
+# Beyond tensors and Python's own types, a resume state holds torch's version string (in numerics_seen)
+# and numpy's generator state, a uint32 array: the names that rebuild one, under numpy 2's module name
+# and numpy 1's (a state written under either loads).
+_RECONSTRUCT = np.zeros(0).__reduce__()[0]
+_RESUME_GLOBALS = [torch.torch_version.TorchVersion, np.ndarray, np.dtype, type(np.dtype(np.uint32)),
+                   (_RECONSTRUCT, "numpy._core.multiarray._reconstruct"), (_RECONSTRUCT, "numpy.core.multiarray._reconstruct")]
+
+
 def _load_resume_state(path, desc: str) -> dict[str, Any] | None:
     """The state saved after the last finished epoch; None when there is none, or when it cannot
     be read (then the run starts again from epoch 1, and says so).
 
+    Read with torch's weights-only unpickler, which builds tensors, Python's own types and the
+    numpy names above, and nothing else: a resume.pt put into a shared runs folder (a GPU server's
+    EMOLIB_RUNS) cannot run code in the process that resumes from it, as a full pickle could.
     Loaded onto the CPU whatever the training device: the generator states must be CPU byte
     tensors, and ``load_state_dict`` moves the model's and the optimiser's tensors to the
     device of the parameters they are loaded into."""
     if not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(_RESUME_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except (ImportError, MemoryError, OSError):  # not the file's fault (a changed environment, no memory,
         raise  # no permission): the state is kept for a run that can read it
     except Exception as exc:  # a damaged zip archive or pickle: torch raises several types
-        print(f"{desc}: {path} is damaged ({type(exc).__name__}: {exc}); starting this run again from epoch 1",
-              flush=True)
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        why = (f"refers to {refused.group(1)}, which no resume state holds: not loaded, as loading it could run "
+               "code" if refused else f"is damaged ({type(exc).__name__}: {exc})")
+        print(f"{desc}: {path} {why}; starting this run again from epoch 1", flush=True)
         path.unlink(missing_ok=True)
         return None
 

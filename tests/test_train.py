@@ -1,8 +1,11 @@
 """The shared training loop's resume state: damaged files and a kill between two of its writes."""
 from __future__ import annotations
 
+import io
 import os
+import random
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,6 +67,46 @@ def test_a_damaged_resume_state_restarts_the_run_and_says_so(run, capsys):
     out = capsys.readouterr().out
     assert f"loop: {run.path('resume.pt')} is damaged" in out and "starting this run again from epoch 1" in out
     assert [row["epoch"] for row in result.history] == [1, 2, 3] and result.resumed_from == 0
+
+
+class Payload:
+    """Pickled as a call: Path.touch on the marker. A full unpickler makes that call while it loads."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def test_a_resume_state_that_would_run_code_is_not_loaded(run, tmp_path, capsys):
+    # a resume.pt planted in a shared runs folder: the weights-only unpickler refuses the call
+    marker = tmp_path / "ran"
+    torch.save({"epoch": 2, "model": Linear().state_dict(), "payload": Payload(marker)}, run.path("resume.pt"))
+    torch.manual_seed(0)
+    result = train.fit(Linear(), Points(), Points(), ce, OPTIM, TRAINING, run=run, desc="loop")
+    out = capsys.readouterr().out
+    assert not marker.exists()
+    assert (f"loop: {run.path('resume.pt')} refers to getattr, which no resume state holds: not loaded, as loading "
+            "it could run code; starting this run again from epoch 1") in out
+    assert [row["epoch"] for row in result.history] == [1, 2, 3] and result.resumed_from == 0
+
+
+def test_a_resume_state_with_numpy_s_generator_loads_under_either_numpy_s_module_name(tmp_path):
+    # numpy 2 pickles its arrays as numpy._core.multiarray._reconstruct, numpy 1 as numpy.core...: a state
+    # written under either loads (the legacy format keeps the pickle's names as plain bytes to rewrite)
+    np.random.seed(7)
+    state = {"rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}
+    buffer = io.BytesIO()
+    torch.save(state, buffer, _use_new_zipfile_serialization=False)
+    numpy2 = buffer.getvalue()
+    assert numpy2.count(b"numpy._core.multiarray") == 1
+    for name, blob in (("numpy2.pt", numpy2), ("numpy1.pt", numpy2.replace(b"numpy._core.", b"numpy.core."))):
+        (tmp_path / name).write_bytes(blob)
+        loaded = train._load_resume_state(tmp_path / name, "loop")
+        assert loaded is not None, name
+        assert loaded["numpy_rng"][0] == "MT19937" and loaded["numpy_rng"][1].dtype == np.uint32
+        assert np.array_equal(loaded["numpy_rng"][1], state["numpy_rng"][1]) and loaded["python_rng"] == state["python_rng"]
 
 
 def test_a_kill_between_the_best_weights_and_the_resume_state_keeps_them_selected(run, monkeypatch, capsys):
