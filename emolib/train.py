@@ -29,6 +29,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -300,9 +301,16 @@ def _saved_selection(path) -> tuple[int, float] | None:
 
 
 def load_weights(model: torch.nn.Module, path) -> None:
+    """The weights in ``path`` into ``model``; :class:`ResultFileError` naming the file when they are
+    other weights (other names or shapes: a file copied from another run)."""
     from safetensors.torch import load_model
 
-    load_model(model, str(path), strict=True)
+    try:
+        load_model(model, str(path), strict=True)
+    except RuntimeError as exc:  # torch's "Error(s) in loading state_dict ...: Missing key(s) ..."
+        problem = " ".join(str(exc).split())
+        raise ResultFileError(f"{path}: holds other weights than this model's ({problem[:300]}); delete "
+                              f"{Path(path).parent} to train it again") from exc
 
 
 def fit(
@@ -508,6 +516,10 @@ _RESUME_GLOBALS = [torch.torch_version.TorchVersion, np.ndarray, np.dtype, type(
                    (_RECONSTRUCT, "numpy._core.multiarray._reconstruct"), (_RECONSTRUCT, "numpy.core.multiarray._reconstruct")]
 
 
+#: what fit() reads from a resume state (numpy_rng, python_rng and numerics_seen came later: read when there)
+_RESUME_KEYS = ("epoch", "model", "optimizer", "scheduler", "history", "best_ua", "best_epoch", "rng")
+
+
 def _load_resume_state(path, desc: str) -> dict[str, Any] | None:
     """The state saved after the last finished epoch; None when there is none, or when it cannot
     be read (then the run starts again from epoch 1, and says so).
@@ -522,16 +534,22 @@ def _load_resume_state(path, desc: str) -> dict[str, Any] | None:
         return None
     try:
         with torch.serialization.safe_globals(_RESUME_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except (ImportError, MemoryError, OSError):  # not the file's fault (a changed environment, no memory,
         raise  # no permission): the state is kept for a run that can read it
     except Exception as exc:  # a damaged zip archive or pickle: torch raises several types
         refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         why = (f"refers to {refused.group(1)}, which no resume state holds: not loaded, as loading it could run "
                "code" if refused else f"is damaged ({type(exc).__name__}: {exc})")
-        print(f"{desc}: {path} {why}; starting this run again from epoch 1", flush=True)
-        path.unlink(missing_ok=True)
-        return None
+    else:
+        missing = [k for k in _RESUME_KEYS if k not in state] if isinstance(state, dict) else None
+        if missing == []:
+            return state
+        why = (f"is not a training state (it holds a {type(state).__name__})" if missing is None else
+               f"is not a training state (no {', '.join(missing)})")
+    print(f"{desc}: {path} {why}; starting this run again from epoch 1", flush=True)
+    path.unlink(missing_ok=True)
+    return None
 
 
 def _report(desc: str, row: dict, epochs: int, improved: bool, show: str, bar) -> None:

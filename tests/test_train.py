@@ -4,13 +4,14 @@ from __future__ import annotations
 import io
 import os
 import random
+import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from emolib import train
 from emolib.config import OptimConfig, TrainingConfig, get_config
@@ -96,7 +97,8 @@ def test_a_resume_state_with_numpy_s_generator_loads_under_either_numpy_s_module
     # numpy 2 pickles its arrays as numpy._core.multiarray._reconstruct, numpy 1 as numpy.core...: a state
     # written under either loads (the legacy format keeps the pickle's names as plain bytes to rewrite)
     np.random.seed(7)
-    state = {"rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}
+    state = {"epoch": 1, "model": {}, "optimizer": {}, "scheduler": {}, "history": [], "best_ua": 0.5, "best_epoch": 1,
+             "rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}
     buffer = io.BytesIO()
     torch.save(state, buffer, _use_new_zipfile_serialization=False)
     numpy2 = buffer.getvalue()
@@ -170,6 +172,29 @@ def test_damaged_best_weights_are_named_on_resume(run, monkeypatch):
     run.path("best.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":")
     with pytest.raises(ResultFileError, match=r"best\.safetensors: damaged .* delete .*fold1 to train the run again"):
         train.fit(Linear(), Points(), Points(), ce, OPTIM, TRAINING, run=run, desc="loop")
+
+
+def test_best_weights_of_another_model_are_named_on_resume(run, monkeypatch):
+    # a best.safetensors copied in from another run: readable, but not this model's weights
+    scripted_ua(monkeypatch, [0.1, 0.5, 0.4])
+    torch.manual_seed(0)
+    train.fit(Linear(), Points(), Points(), ce, OPTIM, TRAINING, run=run, desc="loop")
+    save_file({"w": torch.zeros(2)}, run.path("best.safetensors"), metadata={"epoch": "2", "val_ua": "0.5"})
+    with pytest.raises(ResultFileError, match=r"best\.safetensors: holds other weights than this model's \(Error\(s\) "
+                                              r"in loading state_dict for Linear: .*\); delete .*fold1 to train it again"):
+        train.fit(Linear(), Points(), Points(), ce, OPTIM, TRAINING, run=run, desc="loop")
+
+
+@pytest.mark.parametrize("state, why", [({"epoch": 1}, r"is not a training state \(no model, optimizer, scheduler, "
+                                                       r"history, best_ua, best_epoch, rng\)"),
+                                        ([1, 2], r"is not a training state \(it holds a list\)")])
+def test_a_resume_state_of_another_shape_restarts_the_run_and_says_so(run, capsys, state, why):
+    # readable by the weights-only unpickler, but not what fit() saves: it failed at every rerun (KeyError: 'model')
+    torch.save(state, run.path("resume.pt"))
+    torch.manual_seed(0)
+    result = train.fit(Linear(), Points(), Points(), ce, OPTIM, TRAINING, run=run, desc="loop")
+    assert re.search(rf"loop: .*resume\.pt {why}; starting this run again from epoch 1", capsys.readouterr().out)
+    assert [row["epoch"] for row in result.history] == [1, 2, 3] and result.resumed_from == 0
 
 
 def test_the_resume_state_is_read_onto_the_cpu_whatever_the_device(run, monkeypatch):
