@@ -121,7 +121,7 @@ def _header(stage: str, cfg: Config, data, numbers: list[int], results) -> str:
 
 
 def _fold_line(run) -> str:
-    m = run.metrics()
+    m = run.metrics("ua", "wa", "macro_f1", *(() if run.reused else ("best_epoch", "epochs_run", "train_seconds")))
     how = "reused" if run.reused else f"best epoch {m['best_epoch']} of {m['epochs_run']}, {m['train_seconds']:.1f} s"
     return (f"fold {run.fold}: UA {100 * m['ua']:.2f} WA {100 * m['wa']:.2f} "
             f"macro-F1 {100 * m['macro_f1']:.2f} ({how})")
@@ -562,7 +562,7 @@ def gap(cfg: Config, folds: Sequence[int] | None = None, oracle: bool = True) ->
         runs = {kind: pipeline.train_teacher(kind, cfg, k, data, verbose=False) for kind in kinds}
         runs.update({name: pipeline.train_student(c, k, data, verbose=False) for name, c in students.items()})
         for name, run in runs.items():
-            m = run.metrics()
+            m = run.metrics("best_val_ua", "ua")
             scores["validation"][name].append(m["best_val_ua"])
             scores["test"][name].append(m["ua"])
             if name in predictions:

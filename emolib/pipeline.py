@@ -26,7 +26,7 @@ from .config import TEACHER_KINDS, TEACHER_TARGETS, Config, check_values, config
 from .corpora import Corpus, load_from_config
 from .folds import Fold, get_fold, make_folds
 from .metrics import classification_metrics
-from .runs import COMPLETE_MARKER, ResultFileError, Run, atomic_path, fold_number
+from .runs import COMPLETE_MARKER, ResultFileError, Run, atomic_path, check_metrics, fold_number
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -725,7 +725,7 @@ def student_dir_shape(directory: str | Path) -> tuple[list[str], tuple[int, int]
             shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
     except (SafetensorError, OSError) as exc:
         raise ResultFileError(f"{weights}: unreadable weights ({exc})") from exc
-    classes = read_json(directory / COMPLETE_MARKER, dict).get("classes")
+    classes = check_metrics(read_json(directory / COMPLETE_MARKER, dict), directory / COMPLETE_MARKER, "classes")["classes"]
     widths = [shapes.get(f"{k}_head.3.bias") for k in ("linguistic", "prosodic")]
     if not classes or None in widths or shapes.get("ffn.3.bias") != [len(classes)]:
         raise ResultFileError(f"{directory}: metrics.json's classes and best.safetensors's heads do not make "

@@ -164,7 +164,7 @@ def _summarise(name: str, runs, classes) -> Summary:
 
     _require_complete(name, runs)
     frames = [r.predictions() for r in runs]
-    return Summary(name, [r.metrics() for r in runs], collect(runs, list(classes), frames), frames)
+    return Summary(name, [r.metrics("ua", "wa") for r in runs], collect(runs, list(classes), frames), frames)
 
 
 def teacher_summary(kind: str, cfg: Config, folds: Sequence[int], classes) -> Summary:
@@ -205,7 +205,7 @@ def discover(cfg: Config, folds: Sequence[int] | None = None) -> Study:
     if not first.is_complete():
         raise MissingResults(f"no data results for preset {cfg.preset!r} at {first.dir}: run the notebooks first "
                              "(make report, or python -m emolib run)")
-    m = first.metrics()
+    m = first.metrics("n_folds", "corpus", "classes", "has_transcripts")
     every = tuple(range(1, m["n_folds"] + 1))
     chosen = tuple(folds) if folds else every
     return Study(m["corpus"], tuple(m["classes"]), chosen, m["has_transcripts"],
@@ -351,7 +351,7 @@ def teachers_vs_baselines(cfg: Config, study: "Study") -> pd.DataFrame:
     missing = [str(r.dir) for r in probe_runs if not r.is_complete()]
     if missing:
         raise MissingResults(f"data probes missing, e.g. {missing[0]}")
-    probes = [r.metrics()["probes"] for r in probe_runs]
+    probes = [r.metrics("probes")["probes"] for r in probe_runs]
     ceilings = realised = None
     if study.corpus == "synth":
         from .corpora.synth import bayes_ceilings, corpus_ceilings

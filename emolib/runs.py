@@ -38,7 +38,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from . import paths
 from .config import STAGE_SECTIONS, Config, config_hash, from_dict, stage_hash
@@ -286,6 +286,8 @@ def read_json(path: str | os.PathLike, expect: type | None = None) -> Any:
             value = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ResultFileError(f"{path}: not readable JSON ({exc})") from exc
+    except RecursionError as exc:  # arrays nested thousands deep: no record of a run is
+        raise ResultFileError(f"{path}: not readable JSON (nested too deeply)") from exc
     except FileNotFoundError:
         raise
     except OSError as exc:  # no permission, a folder of that name, an I/O error
@@ -331,14 +333,15 @@ class Run:
 
     def is_complete(self) -> bool:
         """``metrics.json`` is there and readable; a damaged one marks the run partial, so it is redone."""
-        marker = self.dir / COMPLETE_MARKER
-        if not marker.is_file():
-            return False
+        return (self.dir / COMPLETE_MARKER).is_file() and self._damaged_marker() is None
+
+    def _damaged_marker(self) -> str | None:
+        """What is wrong with the run's ``metrics.json`` when it is there but cannot be read; else None."""
         try:
-            read_json(marker, dict)
-        except ResultFileError:
-            return False
-        return True
+            read_json(self.dir / COMPLETE_MARKER, dict)
+        except (ResultFileError, FileNotFoundError) as exc:
+            return str(exc) if isinstance(exc, ResultFileError) else None
+        return None
 
     def is_partial(self) -> bool:
         return self.dir.exists() and not self.is_complete()
@@ -361,6 +364,9 @@ class Run:
             _unlock(self.dir)
             return self
         if self.is_partial():
+            damaged = self._damaged_marker()
+            if damaged:  # a complete run's record, damaged since: its results cannot be read, so it is redone
+                print(f"{damaged}; training the run again", flush=True)
             # e.g. a folder written by an older version of the hashing, or on another version of
             # the corpus: its state is not ours to resume
             why = ("its config.json is not this run's (damaged, or from an older emolib)"
@@ -436,13 +442,18 @@ class Run:
                         for name, then_model in sorted(then.get("models", {}).items())
                         if then_model != now.get(name) and not _unresolved(then_model, now.get(name))]
             return changes
-        except (ResultFileError, AttributeError, TypeError):
-            return ["a damaged corpus record"]
+        except ResultFileError as exc:  # names the file and its fault
+            return [f"a damaged corpus record ({exc})"]
+        except (AttributeError, TypeError, KeyError):
+            return [f"a damaged corpus record ({saved}: not a record of a corpus)"]
 
     def require_corpus(self, corpus: dict[str, Any]) -> None:
         """Raise :class:`StaleRunError` when a complete run was trained on another version of the
         corpus, or with other weights of a model (:func:`emolib.pipeline.model_record`)."""
         changes = self._changes(corpus)
+        if changes and all(c.startswith("a damaged corpus record") for c in changes):
+            raise StaleRunError(f"{self.dir}: trained on {changes[0]}: which corpus it was trained on cannot be "
+                                f"told. Delete {self.dir} to train this fold again")
         if changes:
             raise StaleRunError(
                 f"{self.dir}: trained on {'; and on '.join(changes)}. Delete {self.dir.parent} to train again on "
@@ -493,8 +504,9 @@ class Run:
             (self.dir / "resume.pt").unlink()
         _unlock(self.dir)
 
-    def metrics(self) -> dict[str, Any]:
-        return read_json(self.dir / COMPLETE_MARKER, dict)
+    def metrics(self, *required: str) -> dict[str, Any]:
+        """``metrics.json``; ``required``: the entries the caller reads by name, checked (:func:`check_metrics`)."""
+        return check_metrics(read_json(self.dir / COMPLETE_MARKER, dict), self.dir / COMPLETE_MARKER, *required)
 
     def predictions(self):
         """``predictions.csv``, checked whole: :class:`ResultFileError` naming the file when it
@@ -525,6 +537,39 @@ class Run:
             raise ResultFileError(f"{path}: missing from a complete run ({COMPLETE_MARKER} is there); delete "
                                   f"{self.dir} to compute the run again")
         return path
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+#: the entries of a metrics.json that readers take by name, and what each must be
+METRIC_KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    **{k: ("a number", _number) for k in ("ua", "wa", "macro_f1", "train_seconds")},
+    "best_val_ua": ("a number or null", lambda v: v is None or _number(v)),  # null: no validation speakers
+    **{k: ("an integer >= 0", _count) for k in ("best_epoch", "epochs_run", "n", "n_test", "n_folds")},
+    "corpus": ("a name", lambda v: isinstance(v, str) and v != ""),
+    "has_transcripts": ("true or false", lambda v: isinstance(v, bool)),
+    "classes": ("a list of distinct class names", lambda v: isinstance(v, list) and len(v) > 0
+                and all(isinstance(c, str) and c for c in v) and len(set(v)) == len(v)),
+    "probes": ("an object", lambda v: isinstance(v, dict)),
+}
+
+
+def check_metrics(record: dict[str, Any], path: str | os.PathLike, *required: str) -> dict[str, Any]:
+    """``record`` (a run's ``metrics.json``) when each ``required`` entry is there and of its kind
+    (:data:`METRIC_KINDS`); else :class:`ResultFileError` naming the file and the entry: a record
+    edited by hand or damaged on the way, which would end in a KeyError or a wrong table."""
+    for key in required:
+        kind, fits = METRIC_KINDS[key]
+        if not fits(record.get(key)):
+            found = "missing" if key not in record else f"{json.dumps(record[key])[:40]}, not {kind}"
+            raise ResultFileError(f"{path}: {key} is {found}; delete {Path(path).parent} to compute the run again")
+    return record
 
 
 def fold_number(folder: str | os.PathLike) -> int | None:

@@ -5,6 +5,7 @@ import hashlib
 import json
 import errno
 import os
+import re
 import stat
 import time
 import types
@@ -309,6 +310,41 @@ def test_a_damaged_metrics_file_marks_the_run_partial_and_is_named(runs):
     assert not run.is_complete()
 
 
+def test_a_damaged_metrics_file_of_a_complete_run_is_said_when_the_run_is_trained_again(runs, capsys):
+    # a 0-byte metrics.json: the run was redone without a word (hours of a paper-preset run)
+    run = Run("student", get_config("tiny"), 1, label="full").start()
+    run.finish({"ua": 0.5})
+    for damaged, problem in (("", "not readable JSON"), ("[" * 100_000 + "]" * 100_000, r"not readable JSON \(nested "
+                                                                                     r"too deeply\)")):
+        (run.dir / "metrics.json").write_text(damaged)
+        Run("student", get_config("tiny"), 1, label="full").start()
+        assert re.fullmatch(rf"{re.escape(str(run.dir))}/metrics\.json: {problem}.*; training the run again\n",
+                            capsys.readouterr().out)
+    (run.dir / "metrics.json").unlink()
+    Run("student", get_config("tiny"), 1, label="full").start()  # a run never finished: nothing to say
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("record, required, problem", [
+    ({}, ("ua",), "ua is missing"),
+    ({"ua": "0.25"}, ("ua",), 'ua is "0.25", not a number'),
+    ({"ua": True}, ("ua",), "ua is true, not a number"),
+    ({"ua": 0.5, "n": -1}, ("ua", "n"), "n is -1, not an integer >= 0"),
+    ({"classes": "nash"}, ("classes",), 'classes is "nash", not a list of distinct class names'),
+    ({"classes": ["a", {}]}, ("classes",), 'classes is \\["a", {}\\], not a list of distinct class names'),
+    ({"classes": ["a", "a"]}, ("classes",), "classes is .*, not a list of distinct class names"),
+    ({"best_val_ua": None, "has_transcripts": 1}, ("best_val_ua", "has_transcripts"), "has_transcripts is 1, not true or false"),
+])
+def test_an_entry_a_reader_takes_from_metrics_json_is_checked_and_named(runs, record, required, problem):
+    # a metrics.json edited by hand: KeyError 'ua', "Unknown format code 'f' for str", or a classifier
+    # whose classes were the letters of "nash"
+    run = Run("student", get_config("tiny"), 1, label="full").start()
+    run.finish(record)
+    assert run.is_complete() and run.metrics() == {**record, "numerics": machine.numerics()}  # nothing asked
+    with pytest.raises(ResultFileError, match=rf"fold1/metrics\.json: {problem}; delete .*fold1 to compute the run again$"):
+        run.metrics(*required)
+
+
 def test_damaged_cache_entries_are_computed_again(tmp_path):
     cache = FeatureCache("egemaps", {"level": "lld"}, root=tmp_path)
     whole = np.arange(50 * 25, dtype=np.float32).reshape(50, 25)
@@ -400,6 +436,14 @@ def test_a_run_refuses_to_be_reused_on_another_version_of_its_corpus(runs, capsy
         run.require_corpus(before)
     (run.dir / "corpus.json").unlink()  # runs made before the record existed are taken as they are
     run.require_corpus(before)
+    # a damaged record names itself, and only this fold is to be trained again
+    for damaged, problem in (("", "not readable JSON"), ('[1]', "not a record of a corpus")):
+        (run.dir / "corpus.json").write_text(damaged)
+        with pytest.raises(StaleRunError) as err:
+            run.require_corpus(after)
+        assert re.fullmatch(rf"{re.escape(str(run.dir))}: trained on a damaged corpus record \({re.escape(str(run.dir))}"
+                            rf"/corpus\.json: {problem}.*\): which corpus it was trained on cannot be told\. Delete "
+                            rf"{re.escape(str(run.dir))} to train this fold again", str(err.value)), str(err.value)
 
 
 def test_a_run_refuses_to_be_reused_on_audio_rewritten_in_place(runs):
