@@ -254,7 +254,11 @@ def save_outputs(run: Run, ids, outputs: dict[str, np.ndarray]) -> None:
         save_file(tensors, str(tmp), metadata={"ids": json.dumps(list(ids))})
 
 
-def load_outputs(run: Run) -> tuple[list[str], dict[str, np.ndarray]]:
+def load_outputs(run: Run, needed=None, num_classes: int | None = None) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The utterance ids and the ``logits`` and ``embedding`` (a row per id) a teacher saved.
+    :class:`ResultFileError` naming the file when it cannot be read, lacks one of them, has rows
+    for other ids than it lists, no row for an utterance of ``needed``, or logits of another
+    width than ``num_classes`` (a hand edit, a bad copy: the student would fail in its loss)."""
     import json
 
     from safetensors import safe_open
@@ -267,10 +271,35 @@ def load_outputs(run: Run) -> tuple[list[str], dict[str, np.ndarray]]:
     try:
         with safe_open(str(path), framework="np") as f:
             ids = json.loads(f.metadata()["ids"])
-            return ids, {k: f.get_tensor(k) for k in f.keys()}
+            outputs = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # safetensors raises its own error types for a damaged header or body
         raise ResultFileError(f"{path}: the teacher's cached outputs are damaged ({type(exc).__name__}: {exc}); "
                               f"delete {run.dir} to train that teacher again") from exc
+    problem = _outputs_problem(ids, outputs, needed, num_classes)
+    if problem:
+        raise ResultFileError(f"{path}: the teacher's cached outputs {problem}; delete {run.dir} to train that "
+                              "teacher again")
+    return ids, outputs
+
+
+def _outputs_problem(ids, outputs: dict[str, np.ndarray], needed, num_classes: int | None) -> str | None:
+    """What is wrong with a teacher's saved outputs (see :func:`load_outputs`), in words; None when nothing is."""
+    if not isinstance(ids, list) or not all(isinstance(u, str) for u in ids):
+        return "list no utterance ids"
+    missing = [k for k in ("logits", "embedding") if k not in outputs]
+    if missing:
+        return f"have no tensor {', '.join(missing)}"
+    for k in ("logits", "embedding"):
+        if outputs[k].ndim != 2 or len(outputs[k]) != len(ids):
+            return f"have {k} of shape {tuple(outputs[k].shape)} for {len(ids)} utterance ids"
+    if needed is not None:
+        known = set(ids)
+        absent = [u for u in needed if u not in known]
+        if absent:
+            return f"have no row for {len(absent)} of the {len(needed)} utterances needed (e.g. {absent[0]!r})"
+    if num_classes is not None and outputs["logits"].shape[1] != num_classes:
+        return f"have logits {outputs['logits'].shape[1]} wide for the corpus's {num_classes} classes"
+    return None
 
 
 def _prosodic_datasets(cfg: Config, data: Data, fold: Fold):
@@ -484,7 +513,8 @@ def cross_fitted_logits(kind: str, cfg: Config, fold: int, data: Data, verbose: 
     """Logits for every training utterance of ``fold`` from the teacher that did not see its speakers."""
     out: dict[str, np.ndarray] = {}
     for g, inner in enumerate(cross_fit_folds(data.corpus, data.fold(fold))):
-        ids, outputs = load_outputs(train_teacher(kind, cfg, fold, data, verbose=verbose, without=g))
+        ids, outputs = load_outputs(train_teacher(kind, cfg, fold, data, verbose=verbose, without=g), inner.test_ids,
+                                    len(data.corpus.classes))
         pos = {uid: i for i, uid in enumerate(ids)}
         out.update({u: outputs["logits"][pos[u]] for u in inner.test_ids})
     return out
@@ -586,7 +616,8 @@ def train_student(cfg: Config, fold: int, data: Data | None = None, verbose: boo
             dim = text_embedding_dim(cfg) if kind == "linguistic" else cfg.prosodic_teacher.embedding_dim
             targets = oracle_targets(kind, cfg, data.corpus, f.train_ids, dim)
         else:
-            ids, outputs = load_outputs(train_teacher(kind, cfg, fold, data, verbose=verbose))
+            ids, outputs = load_outputs(train_teacher(kind, cfg, fold, data, verbose=verbose), f.train_ids,
+                                        len(data.corpus.classes))
             targets = {name: {u: outputs[name][i] for i, u in enumerate(ids)} for name in ("logits", "embedding")}
         if getattr(variant, f"logit_{kind}"):
             teacher[f"teacher_logits_{kind}"] = targets["logits"]

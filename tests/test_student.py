@@ -476,6 +476,31 @@ def test_cross_fitted_targets_come_from_the_teacher_that_did_not_see_the_speaker
         assert pipeline.teacher_run(kind, cfg, 1, without=0).dir != pipeline.teacher_run(kind, cfg, 1).dir
 
 
+@pytest.mark.parametrize("content, message", [
+    (lambda ids: {"logits": np.zeros((len(ids), 4))}, "have no tensor embedding"),
+    (lambda ids: {"logits": np.zeros((3, 4)), "embedding": np.zeros((3, 8))},
+     r"have logits of shape \(3, 4\) for 48 utterance ids"),
+    (lambda ids: {"logits": np.zeros((3, 4)), "embedding": np.zeros((3, 8)), "ids": ["a", "b", "c"]},
+     r"have no row for 16 of the 16 utterances needed \(e\.g\. '.+'\)"),
+    (lambda ids: {"logits": np.zeros((len(ids), 7)), "embedding": np.zeros((len(ids), 8))},
+     "have logits 7 wide for the corpus's 4 classes"),
+])
+def test_teacher_outputs_of_the_wrong_content_are_named_with_the_folder_to_delete(roots, toy, monkeypatch, content,
+                                                                                   message):
+    """A readable outputs.safetensors without an embedding, with rows for other utterances than the
+    fold trains on, or logits of another width (a hand edit, a bad copy) ended in a KeyError or in
+    a size mismatch inside kl_div."""
+    cfg = _cfg()
+    teacher = runs.Run("linguistic_teacher", cfg, 1, label="planted").start()
+    outputs = content(list(toy.corpus.ids))
+    pipeline.save_outputs(teacher, outputs.pop("ids", toy.corpus.ids), outputs)
+    teacher.finish({"ua": 0.5})
+    monkeypatch.setattr(pipeline, "train_teacher", lambda *args, **kwargs: teacher)
+    with pytest.raises(runs.ResultFileError, match=rf"outputs\.safetensors: the teacher's cached outputs {message}; "
+                                                   rf"delete {teacher.dir} to train that teacher again$"):
+        pipeline.train_student(cfg, 1, toy, verbose=False)
+
+
 def test_cross_fitting_is_off_where_no_logit_target_exists_and_checked(roots, toy):
     plain = pipeline.student_run(_cfg(**{"distill.variant": "no_teachers"}), 1)
     assert pipeline.student_run(_cfg(**{"distill.variant": "no_teachers", "distill.teacher_targets": "cross_fit"}),
