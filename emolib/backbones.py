@@ -705,7 +705,10 @@ def _cache(name: str, what: str, max_seconds: float | None, precision: str, inde
                 "numerics": numerics_label(record := numerics()), "caps": record["caps"]}
     if (computed_on := device_identity(device)) is not None:
         settings["device"] = computed_on
-    return FeatureCache("backbone", settings)
+    # the widths are the backbone's, not known before it is loaded: an entry of another number of dimensions
+    # or dtype is damaged (pooled states are float32, frame-level ones float16)
+    return FeatureCache("backbone", settings,
+                        entry=((None, None), "float32" if what.startswith("pooled") else "float16"))
 
 
 def device_identity(device: str | None) -> str | None:

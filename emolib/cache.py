@@ -33,8 +33,27 @@ from .runs import ResultFileError, atomic_path, atomic_write_json, work_lock
 NPY_ERRORS = (ValueError, EOFError, OSError, SyntaxError, tokenize.TokenError)
 
 
-def _whole_npy(path: Path) -> bool:
-    """Whether a ``.npy`` file holds as many bytes as its header promises (reads the header only).
+#: What a cache's entries hold: their shape, ``None`` for a length that varies (frames), and dtype.
+Entry = tuple[tuple[int | None, ...], str]
+
+
+def _entry_problem(shape: tuple, dtype: np.dtype, entry: Entry | None) -> str | None:
+    """Why an array of ``shape`` and ``dtype`` is not an entry of a cache holding ``entry``
+    (in words); None when it is one, or when the cache does not say what it holds."""
+    if entry is None:
+        return None
+    want, want_dtype = entry
+    if (len(shape) == len(want) and all(w is None or n == w for n, w in zip(shape, want))
+            and np.dtype(dtype) == np.dtype(want_dtype)):
+        return None
+    described = "(" + ", ".join("n" if w is None else str(w) for w in want) + ("," if len(want) == 1 else "") + ")"
+    return f"holds a {np.dtype(dtype)} array of shape {tuple(shape)} where this cache holds {want_dtype} {described}"
+
+
+def _whole_npy(path: Path, entry: Entry | None = None) -> bool:
+    """Whether a ``.npy`` file holds as many bytes as its header promises (reads the header only),
+    and an array of the shape and dtype the cache holds (``entry``: a valid file of another array,
+    copied or written over it, is damaged as well).
     A file that cannot be read at all (permissions, an I/O error, a stale NFS handle) is not
     damaged, and may be another process's good entry: :class:`ResultFileError` naming it."""
     try:
@@ -43,7 +62,7 @@ def _whole_npy(path: Path) -> bool:
             read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
             shape, _, dtype = read_header(f)
             expected = f.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        return path.stat().st_size == expected
+        return path.stat().st_size == expected and _entry_problem(shape, dtype, entry) is None
     except OSError as exc:
         raise ResultFileError(f"{path}: cannot read this cache entry ({exc}); it was left as it is") from exc
     except NPY_ERRORS:
@@ -98,11 +117,13 @@ def directory_digest(folder: str | os.PathLike) -> str:
 
 
 class FeatureCache:
-    """One kind of feature under one set of settings."""
+    """One kind of feature under one set of settings; ``entry``: the shape and dtype of every entry
+    (``((None, 25), "float32")``), as far as it is known before anything is computed."""
 
-    def __init__(self, kind: str, settings: dict[str, Any], root: Path | None = None):
+    def __init__(self, kind: str, settings: dict[str, Any], root: Path | None = None, entry: Entry | None = None):
         self.kind = kind
         self.settings = settings
+        self.entry = entry
         self.key = config_hash(settings)
         self.dir = (root or paths.cache_dir()) / kind / self.key
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -114,11 +135,11 @@ class FeatureCache:
 
     def has(self, digest: str) -> bool:
         """The entry exists and is whole; a damaged one (cut short by a crash, emptied by a full
-        disk) is deleted here, so the caller computes it again."""
+        disk, another array of the wrong shape or dtype) is deleted here, so the caller computes it again."""
         path = self.path(digest)
         if not path.is_file():
             return False
-        if _whole_npy(path):
+        if _whole_npy(path, self.entry):
             return True
         path.unlink(missing_ok=True)
         return False
@@ -126,9 +147,17 @@ class FeatureCache:
     def get(self, digest: str) -> np.ndarray:
         path = self.path(digest)
         try:
-            return np.load(path)
+            return self.checked(path, np.load(path))
         except NPY_ERRORS as exc:
             raise ResultFileError(f"{path}: damaged cache entry ({exc}); delete it and it is computed again") from exc
+
+    def checked(self, path: Path, array: np.ndarray) -> np.ndarray:
+        """``array``, read from the entry ``path``; :class:`ResultFileError` naming it when it is not of
+        the shape and dtype the cache holds (written over since :meth:`has` looked at it)."""
+        problem = _entry_problem(array.shape, array.dtype, self.entry)
+        if problem:
+            raise ResultFileError(f"{path}: damaged cache entry ({problem}); delete it and it is computed again")
+        return array
 
     @contextlib.contextmanager
     def writing(self, what: str) -> Iterator[None]:
@@ -215,4 +244,5 @@ class MappedArrays(CachedArrays):
     with "Too many open files". Read one, use it, drop it, as a dataset item does."""
 
     def __getitem__(self, uid: str) -> np.ndarray:
-        return np.load(self._cache.path(self._digests[uid]), mmap_mode="r")
+        path = self._cache.path(self._digests[uid])
+        return self._cache.checked(path, np.load(path, mmap_mode="r"))

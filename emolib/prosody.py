@@ -94,11 +94,15 @@ def _settings(level: str, max_seconds: float | None) -> dict:
             "max_seconds": max_seconds, "opensmile": opensmile.__version__}
 
 
+#: The shape and dtype of a cached entry by level (:func:`extract`'s output).
+ENTRIES = {"lld": ((None, len(LLD_NAMES)), "float32"), "functionals": ((88,), "float32")}
+
+
 def _work(job):
     path, digest, level, max_seconds, cache_dir = job
     from pathlib import Path
 
-    cache = FeatureCache("egemaps", _settings(level, max_seconds), root=Path(cache_dir))
+    cache = FeatureCache("egemaps", _settings(level, max_seconds), root=Path(cache_dir), entry=ENTRIES.get(level))
     if not cache.has(digest):
         cache.put(digest, extract(path, level, max_seconds))
     return digest
@@ -133,7 +137,7 @@ def features(
     from . import paths
 
     items = list(items)
-    cache = FeatureCache("egemaps", _settings(level, max_seconds))
+    cache = FeatureCache("egemaps", _settings(level, max_seconds), entry=ENTRIES.get(level))
     digests = {uid: file_digest(path) for uid, path in items}
 
     def to_do() -> list[tuple]:

@@ -522,6 +522,32 @@ def test_pooled_states_are_cached_reused_and_resumed(items, monkeypatch):
     assert count.clips == 8
 
 
+def test_a_cache_entry_of_the_wrong_shape_or_dtype_is_computed_again_or_named(items, monkeypatch):
+    """A valid .npy of another array over an entry (a bad copy, a hand edit) counted as whole: the
+    student's batch then failed in torch.stack ("stack expects each tensor to be equal size"),
+    naming no file."""
+    from emolib.cache import file_digest
+    from emolib.runs import ResultFileError
+
+    count = _Counting(monkeypatch)
+    first = B.pooled_states("tiny-random", items, max_seconds=2.0, batch_size=2, progress=False)
+    cache = B._cache("tiny-random", "pooled", 2.0, "fp32")
+    entry = cache.path(file_digest(items[3][1]))
+    written = entry.read_bytes()
+    for wrong in (np.zeros((3,), np.float32), np.zeros((3, 64), np.float16)):
+        np.save(entry, wrong)
+        again = B.pooled_states("tiny-random", items, max_seconds=2.0, batch_size=2, progress=False)
+        assert entry.read_bytes() == written and all(np.array_equal(again[k], first[k]) for k in first)
+    assert count.loads == 3  # computed again each time
+    # frame-level entries are memory-mapped when asked for: one written over since is named
+    frames = B.frame_states("tiny-random", items, 1, max_seconds=2.0, batch_size=2, progress=False)
+    entry = B._cache("tiny-random", "frames", 2.0, "fp32", 1).path(file_digest(items[0][1]))
+    np.save(entry, np.zeros((4,), np.float16))
+    with pytest.raises(ResultFileError, match=rf"^{entry}: damaged cache entry \(holds a float16 array of shape "
+                                              r"\(4,\) where this cache holds float16 \(n, n\)\); delete it"):
+        frames["u0"]
+
+
 def test_pooled_states_beyond_the_memory_threshold_are_read_when_asked_for(items, monkeypatch):
     import emolib.cache
 

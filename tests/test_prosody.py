@@ -220,6 +220,27 @@ def test_what_a_killed_extraction_was_writing_is_removed_when_the_next_one_start
     assert all(np.array_equal(first[u], again[u]) for u, _ in items)
 
 
+@pytest.mark.parametrize("level, wrong", [("lld", np.zeros((3,), np.float32)), ("lld", np.zeros((50, 24), np.float32)),
+                                          ("lld", np.zeros((50, 25), np.float64)),
+                                          ("functionals", np.zeros((87,), np.float32))])
+def test_a_cache_entry_of_the_wrong_shape_or_dtype_is_extracted_again(tmp_path, monkeypatch, level, wrong):
+    """A valid .npy of another array over an entry (a bad copy, a hand edit) was read as whole."""
+    from emolib.cache import FeatureCache
+    from emolib.runs import ResultFileError
+
+    monkeypatch.setenv("EMOLIB_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "clip.wav"
+    sf.write(path, np.random.default_rng(0).normal(0, 0.1, 8000).astype(np.float32), 16000)
+    first = prosody.features([("u", path)], level, processes=1, progress=False)["u"]
+    entry = next(FeatureCache("egemaps", prosody._settings(level, None)).dir.glob("*/*.npy"))
+    np.save(entry, wrong)
+    read = prosody.features([("u", path)], level, processes=1, progress=False)  # it is computed again
+    assert np.array_equal(read["u"], first)
+    np.save(entry, wrong)  # written over after it was looked at: named when read
+    with pytest.raises(ResultFileError, match=rf"^{entry}: damaged cache entry \(holds a {wrong.dtype} array of shape "):
+        read["u"]
+
+
 @pytest.fixture
 def python_sigint():
     """Python's own Ctrl-C handler for the test's duration. A process started in the background by
