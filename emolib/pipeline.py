@@ -985,6 +985,43 @@ def write_channels(run: Run, corpus: Corpus, ids) -> bool:
     return True
 
 
+def read_channels(run: Run) -> pd.DataFrame:
+    """The ``channels.csv`` of a data run, checked whole as :func:`~emolib.runs.check_predictions` checks
+    predictions: :class:`ResultFileError` naming it when a column is missing, a flag is not True or
+    False (a row cut short), its last line has no line end, or it has other than ``n_test`` rows
+    (``metrics.json``): a file cut at a line end gave the report shares of half the test utterances."""
+    import os
+
+    from .runs import read_table
+
+    path = run.path("channels.csv")
+    frame = read_table(path)
+    todo = f"delete {run.dir} to compute it again"
+    missing = [c for c in ("id", *CHANNEL_FLAGS) if c not in frame.columns]
+    if missing:
+        raise ResultFileError(f"{path}: no column {', '.join(missing)}; {todo}")
+    cut = frame["id"].isna() | (frame["id"] == "")
+    for flag in CHANNEL_FLAGS:
+        cut |= ~frame[flag].astype(str).isin(["True", "False"])
+    if cut.any():
+        row = int(cut.to_numpy().nonzero()[0][0])
+        raise ResultFileError(f"{path}: row {row + 2} is cut short or not True/False flags (a crash or a full disk "
+                              f"while it was written?); {todo}")
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell():
+            f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+    if last != b"\n":
+        raise ResultFileError(f"{path}: its last line (row {len(frame) + 1}) has no line end: cut short, or written "
+                              f"by another program? {todo[0].upper()}{todo[1:]}")
+    n = run.metrics().get("n_test") if run.is_complete() else None
+    if isinstance(n, int) and not isinstance(n, bool) and n != len(frame):
+        raise ResultFileError(f"{path}: holds {len(frame)} rows but the fold has {n} test utterances "
+                              f"(metrics.json; cut short by a crash or a full disk?); {todo}")
+    return frame.assign(**{flag: frame[flag].astype(str) == "True" for flag in CHANNEL_FLAGS})
+
+
 def fold_figure_path(cfg: Config, name: str, fold: int):
     """Where a per-fold diagnostic figure goes (beside the runs, not in ``figures/``)."""
     return paths.fold_figures_dir(cfg) / f"{name}_fold{fold}"

@@ -25,7 +25,6 @@ from . import paths
 from .config import Config, student_changes
 from .losses import ABLATION_VARIANTS
 from .metrics import format_p, paired_bootstrap, paired_difference, unweighted_accuracy
-from .runs import read_table
 
 # -- the paper's numbers ------------------------------------------------------------------------
 
@@ -344,7 +343,7 @@ def table1(cfg: Config, study: "Study") -> pd.DataFrame:
 def teachers_vs_baselines(cfg: Config, study: "Study") -> pd.DataFrame:
     """Each teacher beside the logistic-regression probe of its channel (and, on the
     built-in corpus, the channel's Bayes ceiling from the corpus card)."""
-    from .pipeline import data_run
+    from .pipeline import data_run, read_channels
 
     folds, classes = study.folds, study.classes
     probe_runs = [data_run(cfg, k) for k in folds]
@@ -359,7 +358,7 @@ def teachers_vs_baselines(cfg: Config, study: "Study") -> pd.DataFrame:
         ceilings = corpus_ceilings(cfg.data.synth)
         if all(r.path("channels.csv").is_file() for r in probe_runs):
             # the same closed forms at the shares of cues the test turns hold (a finite draw of the design)
-            flags = pd.concat([read_table(r.path("channels.csv")) for r in probe_runs])
+            flags = pd.concat([read_channels(r) for r in probe_runs])
             realised = bayes_ceilings(float(flags["lexical_cue"].astype(bool).mean()),
                                       float(flags["vocal_cue"].astype(bool).mean()),
                                       label_noise=cfg.data.synth.label_noise)
@@ -428,12 +427,12 @@ def channel_breakdown(cfg: Config, study: "Study") -> pd.DataFrame | None:
     channel each model uses: a linguistic teacher is right only where the words carry the
     label, a prosodic teacher where the voice does, and a student that learned from both
     should be right where either does."""
-    from .pipeline import data_run, student_run, teacher_run
+    from .pipeline import data_run, read_channels, student_run, teacher_run
 
     data_runs = [data_run(cfg, k) for k in study.folds]
     if not all(r.path("channels.csv").is_file() for r in data_runs):
         return None
-    flags = pd.concat([read_table(r.path("channels.csv")) for r in data_runs]).set_index("id")
+    flags = pd.concat([read_channels(r) for r in data_runs]).set_index("id")
     probes = [r.predictions().set_index("id") for r in data_runs]
     models: list[tuple[str, list[pd.DataFrame]]] = []  # a model's predictions, one frame per fold
     for channel in ("text", "voice", "both"):

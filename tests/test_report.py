@@ -367,6 +367,32 @@ def test_the_channel_table_needs_the_channel_flags_of_every_fold(results_env):
         hidden.rename(flags)
 
 
+@pytest.mark.parametrize("damage, problem", [
+    (lambda text: text[:[i for i, c in enumerate(text) if c == ord("\n")][10] + 1],
+     "holds 10 rows but the fold has 20 test utterances"),  # cut at a line end: shares of half the fold
+    (lambda text: text[:text.rindex(b"\n", 0, -1) + 12], "row 21 is cut short"),  # cut inside the last row
+    (lambda text: text[:-1], r"its last line \(row 21\) has no line end"),
+    (lambda text: text.replace(b"lexical_cue", b"lexical"), "no column lexical_cue"),
+    (lambda text: text.replace(b"True", b"yes", 1), "row [0-9]+ is cut short or not True/False flags"),
+])
+def test_a_damaged_channels_file_is_named(tmp_path, monkeypatch, damage, problem):
+    """channels.csv was read unchecked: cut at a line end, the channel table gave each cell's
+    share and accuracy on part of the test utterances; cut in a row, every cell NaN ("n = 0 %")."""
+    from emolib.runs import ResultFileError
+
+    monkeypatch.setenv("EMOLIB_RUNS", str(tmp_path / "runs"))
+    cfg = get_config("tiny")
+    write_results(cfg)
+    study = report.discover(cfg)
+    flags = pipeline.data_run(cfg, 2).path("channels.csv")
+    assert len(pd.read_csv(flags)) == sum(PER_CLASS[2]) == 20
+    flags.write_bytes(damage(flags.read_bytes()))
+    for table in (report.channel_breakdown, report.teachers_vs_baselines):
+        with pytest.raises(ResultFileError, match=rf"^{flags}: {problem}.*[dD]elete {flags.parent} to compute it "
+                                                  r"again$"):
+            table(cfg, study)
+
+
 def test_every_artefact_carries_its_provenance(executed):
     fixture, _, figures = executed
     expected = {"commit": report.git_commit(), "preset": "tiny", "corpus": CORPUS,
