@@ -304,14 +304,13 @@ def _students_window(dirs: Sequence[Path], overrides: dict[str, Any] | None) -> 
     """The longest stretch of audio any of the students reads (``student.max_seconds`` of each
     run's config): the checks decode no more of a file (an hour-long recording is not read
     whole). None (all of it) when a config cannot be read: classifying then names the problem."""
-    from .config import from_dict
-    from .runs import ResultFileError, read_json
+    from .config import read_config
+    from .runs import ResultFileError
 
     windows = []
     for d in dirs:
         try:
-            windows.append(from_dict(read_json(Path(d) / "config.json", dict)).replace(overrides or {})
-                           .student.max_seconds)
+            windows.append(read_config(Path(d) / "config.json").replace(overrides or {}).student.max_seconds)
         except (OSError, ResultFileError, ValueError, KeyError, TypeError):
             return None
     return max(windows) if windows and all(windows) else None

@@ -437,9 +437,11 @@ def valid_names(cfg: Config | None = None) -> list[str]:
     return out
 
 
-def _coerce(name: str, current: Any, value: Any) -> Any:
-    """Convert a string from the command line (or a JSON value) to the field's type."""
-    if isinstance(value, str) and not isinstance(current, str):
+def _coerce(name: str, current: Any, value: Any, text: bool = True) -> Any:
+    """Convert a string from the command line (or a JSON value) to the field's type. ``text=False``
+    (a value read from a JSON file, :func:`from_dict`): no string is read as another type ("6" is not
+    a number there), and a list setting takes a list only."""
+    if isinstance(value, str) and not isinstance(current, str) and text:
         try:
             value = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -463,9 +465,11 @@ def _coerce(name: str, current: Any, value: Any) -> Any:
             raise ValueError(f"config {name}: expected a finite number, got {value!r}")
     elif isinstance(current, tuple):
         if not isinstance(value, (list, tuple)):
+            if not text:
+                raise ValueError(f"config {name}: expected a list, got {value!r}")
             value = (value,)
         if current:  # elements take the default's element type: [0.5, 2] must hash like (0.5, 2.0)
-            value = [_coerce(f"{name}[{i}]", current[0], v) for i, v in enumerate(value)]
+            value = [_coerce(f"{name}[{i}]", current[0], v, text) for i, v in enumerate(value)]
         value = tuple(value)
     elif isinstance(current, str) and not isinstance(value, str):
         raise ValueError(f"config {name}: expected a string, got {value!r}")
@@ -614,24 +618,82 @@ def _absolute_paths(name: str, value: Any) -> Any:
     return value
 
 
-def from_dict(d: dict[str, Any]) -> Config:
-    """Rebuild a Config from ``config.json`` (the inverse of ``to_dict``)."""
+def _optional(f: dataclasses.Field) -> bool:
+    """A setting a run's ``config.json`` may lack: one added after results were published (``_added``:
+    its default is what the older code did), or one that changes no result (``_nohash``,
+    ``_hashed_as``: threads, progress, the device), which an older version may not have saved."""
+    return f.metadata.get("hash", True) is not True
 
-    def build(cls: type, values: dict[str, Any]) -> Any:
+
+def from_dict(d: dict[str, Any], source: Any = None, complete: bool = False) -> Config:
+    """Rebuild a Config from ``config.json`` (the inverse of ``to_dict``), checked as an override is
+    (:func:`_coerce`, the valid words, :func:`check_values`) but reading no text as another type: a
+    section that is not a JSON object, a value of another type (an integer where a number is
+    expected is fine; true/false is not an integer) or out of range raises
+    :class:`emolib.runs.ResultFileError` naming ``source`` (the file; ``config.json`` when not
+    given) and the setting. ``complete``: a setting missing from ``d`` raises too (a run's config
+    about to be used: its default may not be what the run did), except those that may be missing
+    (:func:`_optional`); without it they take their defaults, as for a run written before a
+    setting existed, which :mod:`emolib.inventory` lists as such. Names this version does not
+    know are ignored."""
+
+    def build(cls: type, values: Any, prefix: str) -> Any:
+        if not isinstance(values, dict):
+            where = f"{prefix[:-1]}: expected a section (a JSON object)" if prefix else "expected a JSON object"
+            raise ValueError(f"{where}, got {values!r}")
         kwargs = {}
+        defaults = cls()
         for f in fields(cls):
+            name = prefix + f.name
             if f.name not in values:
+                if complete and not _optional(f):
+                    missing.append(name)
                 continue
             v = values[f.name]
-            default = getattr(cls(), f.name) if f.default_factory is not dataclasses.MISSING or f.default is not dataclasses.MISSING else None
+            default = getattr(defaults, f.name)
             if is_dataclass(default):
-                v = build(type(default), v)
-            elif isinstance(default, tuple):
-                v = tuple(v)
-            kwargs[f.name] = v
+                kwargs[f.name] = build(type(default), v, f"{name}.")
+                continue
+            checked = _coerce(name, default, v, text=False)
+            _check_choice(name, checked)
+            kwargs[f.name] = _as_saved(v, checked)
         return cls(**kwargs)
 
-    return build(Config, d)
+    from .runs import ResultFileError  # runs imports this module
+
+    missing: list[str] = []
+    try:
+        cfg = build(Config, d, "")
+        check_values(cfg)
+    except ValueError as err:
+        problem = re.sub(r"(^|; )config ", r"\1", str(err))
+        raise ResultFileError(f"{source or 'config.json'}: {problem}. A damaged or hand-edited file: restore it "
+                              "from where the run came from, or train the run again") from None
+    if missing:  # its default may not be what the run did
+        raise ResultFileError(
+            f"{source or 'config.json'}: {', '.join(missing)} missing (a run saves every setting but those added "
+            "later): written by an older emolib, or damaged. Restore it from where the run came from, or train the "
+            "run again")
+    return cfg
+
+
+def _as_saved(saved: Any, checked: Any) -> Any:
+    """The checked value of a setting, with an integer saved where a number is expected kept as it
+    was saved (``6``, not ``6.0``): the config hashes as the one that wrote it."""
+    if isinstance(checked, tuple):
+        return tuple(_as_saved(s, c) for s, c in zip(saved, checked))
+    if isinstance(checked, float) and isinstance(saved, int) and not isinstance(saved, bool):
+        return saved
+    return checked
+
+
+def read_config(path: str | os.PathLike) -> Config:
+    """The config of a run saved in ``path`` (its ``config.json``), for using what it trained:
+    :func:`from_dict` with ``complete=True``; :class:`emolib.runs.ResultFileError` naming the file
+    when it is not a config this version can use, ``FileNotFoundError`` when there is none."""
+    from .runs import read_json  # runs imports this module
+
+    return from_dict(read_json(path, dict), path, complete=True)
 
 
 # -- hashing -----------------------------------------------------------------------

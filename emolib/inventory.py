@@ -174,16 +174,18 @@ def summarise_run(stage: str, run_dir: Path) -> RunSummary:
                     summary.hub = _hub_weights(record)
                     summary.corpus = summary.corpus or _name(record.get("corpus"), fold_dir / CORPUS_RECORD, summary)
             if saved is None:
-                saved = _read_record(fold_dir / "config.json", summary)
+                saved, saved_path = _read_record(fold_dir / "config.json", summary), fold_dir / "config.json"
         except OSError as err:  # a fold folder that cannot be searched: its files cannot even be looked for
             summary.problems.append(f"{fold_dir}: cannot be read ({err.strerror or err})")
     if saved is not None:
         try:
-            cfg = from_dict(saved)
+            cfg = from_dict(saved, saved_path)
             summary.preset, summary.changes = cfg.preset, config_changes(stage, cfg)
             summary.unrecorded = unrecorded_settings(stage, saved)
             # the key Run gives this config now (runs._run_key, as a partial run's resume check uses it)
             summary.stale = _run_key(stage, cfg, None) != run_dir.name.rsplit("-", 1)[-1]
+        except ResultFileError as err:  # from_dict: names the file and the setting
+            summary.problems.append(str(err))
         except (ValueError, TypeError, KeyError, AttributeError) as err:
             summary.problems.append(f"{run_dir}/fold*/config.json: not a config this version reads ({err})")
     return summary

@@ -781,7 +781,7 @@ def load_student_dir(directory: str | Path, cfg: Config | None = None, backbone=
     directory = Path(directory)
     weights = directory / "best.safetensors"
     classes, widths = student_dir_shape(directory)
-    cfg = cfg or from_dict(read_json(directory / "config.json", dict))
+    cfg = cfg or from_dict(read_json(directory / "config.json", dict), directory / "config.json", complete=True)
     try:
         saved = load_file(str(weights))
     except (SafetensorError, OSError) as exc:
@@ -850,7 +850,7 @@ def classify_dirs(directories: Sequence[str | Path], audio_paths, overrides: dic
     for d in map(Path, directories):
         if not (d / "config.json").is_file():
             raise ResultFileError(f"{d}: not a complete student run (no config.json)")
-        cfg = from_dict(read_json(d / "config.json", dict)).replace(overrides or {})
+        cfg = from_dict(read_json(d / "config.json", dict), d / "config.json", complete=True).replace(overrides or {})
         students.append((cfg, lambda backbone, d=d, cfg=cfg: load_student_dir(d, cfg, backbone)))
     return _classify(students, audio_paths, batch_size)
 

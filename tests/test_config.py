@@ -388,3 +388,64 @@ def test_student_changes_leave_what_is_not_given_to_the_config():
     cfg = get_config("tiny", student_changes("full", tau_prosodic=8.0))
     assert (cfg.distill.variant, cfg.distill.tau_prosodic) == ("full", 8.0)
     assert cfg.distill.tau_linguistic == get_config("tiny").distill.tau_linguistic
+
+
+def _edited(change):
+    saved = json.loads(json.dumps(get_config("tiny").to_dict()))
+    change(saved)
+    return saved
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda d: d["student"].update(backbone=5), "student.backbone: expected a string, got 5"),
+    (lambda d: d["student"].update(max_seconds="6"), "student.max_seconds: expected a number, got '6'"),
+    (lambda d: d.update(student=[1]), "student: expected a section (a JSON object), got [1]"),
+    (lambda d: d["student"].update(head_hidden=True), "student.head_hidden: expected an integer, got True"),
+    (lambda d: d["prosodic_teacher"].update(channels="8"), "prosodic_teacher.channels: expected a list, got '8'"),
+    (lambda d: d["student"].update(pooling="max"), "student.pooling: 'max' is not one of mean, stats"),
+    (lambda d: d["student"]["optim"].update(batch_size=0), "student.optim.batch_size: 0 (must be an integer >= 1)"),
+])
+def test_a_saved_config_of_another_type_is_named_with_its_file(change, problem):
+    """A damaged or hand-edited config.json is one message naming the file and the setting, not a
+    TypeError deep in loading, nor a section silently replaced by its defaults."""
+    from emolib.runs import ResultFileError
+
+    with pytest.raises(ResultFileError) as err:
+        from_dict(_edited(change), "/runs/student/full-x/fold1/config.json")
+    assert str(err.value).startswith(f"/runs/student/full-x/fold1/config.json: {problem}. ")
+    assert "\n" not in str(err.value)
+
+
+def test_a_run_s_config_missing_a_setting_is_refused_unless_it_was_added_later():
+    from emolib.runs import ResultFileError
+
+    cfg = get_config("tiny")
+    # an integer where a number is expected is fine, and kept as saved (the config hashes as the one that wrote it)
+    six = from_dict(_edited(lambda d: d["student"].update(max_seconds=6)), complete=True)
+    assert six.student.max_seconds == 6 and six == cfg
+    # student.max_seconds deleted: not the default 12 s instead of the run's 6 s
+    without = _edited(lambda d: d["student"].pop("max_seconds"))
+    with pytest.raises(ResultFileError, match=r"^config\.json: student\.max_seconds missing "):
+        from_dict(without, complete=True)
+    assert from_dict(without).student.max_seconds == 12.0  # an older run, as the inventory reads it (stale)
+
+    def older(d):  # settings added later (their defaults are what the older code did), or that change no result
+        del d["student"]["layerdrop"], d["distill"]["teacher_targets"], d["training"]["progress"], d["preset"]
+        del d["training"]["device"]
+
+    old = from_dict(_edited(older), complete=True)
+    assert old.hash("student") == cfg.hash("student") and old.student.layerdrop == -1.0
+
+
+def test_classifying_with_a_damaged_run_config_names_it(tmp_path):
+    from emolib import pipeline
+    from emolib.runs import ResultFileError
+
+    fold = tmp_path / "fold1"
+    fold.mkdir()
+    (fold / "config.json").write_text(json.dumps(_edited(lambda d: d["student"].update(backbone=5))))
+    with pytest.raises(ResultFileError, match=f"^{fold / 'config.json'}: student.backbone: expected a string"):
+        pipeline.classify_dirs([fold], [])
+    (fold / "config.json").write_text(json.dumps(_edited(lambda d: d["student"].pop("max_seconds"))))
+    with pytest.raises(ResultFileError, match=f"^{fold / 'config.json'}: student.max_seconds missing"):
+        pipeline.classify_dirs([fold], [])

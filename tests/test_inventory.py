@@ -233,3 +233,12 @@ def test_a_run_from_hub_models_says_which_commit_it_was_trained_from(runs, capsy
     lines = capsys.readouterr().out.splitlines()
     assert "      from the hub: student.backbone=facebook/hubert-base-ls960@c0ffee" in lines
     assert sum("from the hub" in line for line in lines) == 1
+
+
+def test_a_config_json_of_another_type_is_a_problem_naming_it(runs):
+    run = finished("student", get_config("tiny"), 1, "full", ua=0.5, wa=0.5, val=0.5)
+    saved = json.loads(run.path("config.json").read_text())
+    run.path("config.json").write_text(json.dumps({**saved, "student": {**saved["student"], "backbone": 5}}))
+    (summary,) = inventory.list_runs()
+    assert summary.problems == [f"{run.path('config.json')}: student.backbone: expected a string, got 5. A damaged or "
+                                "hand-edited file: restore it from where the run came from, or train the run again"]
