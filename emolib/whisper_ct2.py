@@ -42,6 +42,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .pretrained import ModelError
+
 FORMAT_VERSION = 6  # CTranslate2's CURRENT_BINARY_VERSION since 3.x; the only one read here
 SPEC_NAME = "WhisperSpec"
 SPEC_REVISION = 3  # WhisperSpec.revision in CTranslate2 4.x
@@ -55,9 +57,10 @@ _GELU = 3  # ctranslate2.specs.common_spec.Activation.GELU
 _UNUSED_SETTINGS = ("decoder/alignment_heads", "decoder/alignment_layer")
 
 
-class CT2FormatError(ValueError):
-    """A ``model.bin`` is not a CTranslate2 Whisper model this reader understands;
-    the message names the file and the problem."""
+class CT2FormatError(ModelError):
+    """A ``model.bin`` (or the ``tokenizer.json`` or ``config.json`` beside it) is not part of a
+    CTranslate2 Whisper model this reader understands; the message names the file and the problem.
+    A :class:`~emolib.pretrained.ModelError`: the commands print it as one ``error:`` line."""
 
 
 @dataclass
@@ -265,7 +268,7 @@ def whisper_config(ckpt: CT2Checkpoint, model_dir: Path, max_source_positions: i
     ids = {tok: tokenizer.token_to_id(tok) for tok in ("<|endoftext|>", "<|startoftranscript|>")}
     if None in ids.values():
         raise CT2FormatError(f"{model_dir / 'tokenizer.json'}: missing Whisper special tokens {ids}")
-    ct2_config = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
+    ct2_config = _read_config(model_dir / "config.json")
     return WhisperConfig(
         vocab_size=v["decoder/embeddings/weight"].shape[0],
         num_mel_bins=int(num_mel_bins),
@@ -288,6 +291,21 @@ def whisper_config(ckpt: CT2Checkpoint, model_dir: Path, max_source_positions: i
         suppress_tokens=ct2_config.get("suppress_ids"),
         begin_suppress_tokens=ct2_config.get("suppress_ids_begin"),
     )
+
+
+def _read_config(path: Path) -> dict:
+    """The ``config.json`` beside a ``model.bin`` (suppressed tokens), ``{}`` if there is none."""
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_bytes())
+    except ValueError as err:  # not JSON, or not UTF-8
+        raise CT2FormatError(f"{path}: not a JSON file ({err}); copy it again from the model, or delete it "
+                             "(it only lists the tokens decoding suppresses)") from None
+    if not isinstance(config, dict):
+        raise CT2FormatError(f"{path}: holds a JSON {type(config).__name__}, not an object; copy it again from "
+                             "the model, or delete it (it only lists the tokens decoding suppresses)")
+    return config
 
 
 # -- packaged models --------------------------------------------------------------------
@@ -329,8 +347,13 @@ def load_tokenizer(model_dir: str | Path):
 
     path = Path(model_dir) / "tokenizer.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing (a CTranslate2 Whisper directory ships its tokenizer.json)")
-    return Tokenizer.from_file(str(path))
+        raise CT2FormatError(f"{path}: missing (a CTranslate2 Whisper directory ships its tokenizer.json)")
+    data = path.read_bytes()  # an unreadable file stays an OSError naming it
+    try:
+        return Tokenizer.from_str(data.decode("utf-8"))
+    except Exception as err:  # not UTF-8, or tokenizers' bare Exception ("EOF while parsing a value ...")
+        raise CT2FormatError(f"{path}: not a tokenizers tokenizer.json ({err}); copy it again from the "
+                             "model") from None
 
 
 def feature_extractor(num_mel_bins: int = 80):

@@ -397,6 +397,22 @@ def test_a_model_that_cannot_be_used_is_one_error_line_not_a_traceback(roots, to
     assert err[0].startswith(f"error: {bert}: the saved weights do not fit the BertModel its config.json describes: ")
 
 
+def test_a_damaged_ctranslate2_folder_is_one_error_line(roots, toy, capsys):
+    # a truncated model.bin was a CT2FormatError traceback: it is a ModelError, refused before any teacher trains
+    from emolib.whisper_ct2 import packaged_model
+
+    packaged = packaged_model("tiny.en")[0]
+    folder = roots / "models" / "cut"
+    folder.mkdir(parents=True)
+    (folder / "model.bin").write_bytes((packaged / "model.bin").read_bytes()[:4096])
+    code, _, err = run(capsys, "student", "--corpus", toy["audio"], "--protocol", "session", *FAST,
+                       "--set", f"student.backbone={folder}")
+    assert (code, err) == (2, [f"error: student.backbone: {folder / 'model.bin'}: truncated: data of "
+                               "decoder/embeddings/weight needs 39831552 bytes at offset 187, but the file has "
+                               "4096 bytes"])
+    assert not (roots / "runs").exists()  # no teacher trained
+
+
 def test_unknown_names_are_one_line_errors(roots, toy, capsys):
     base = ["--corpus", toy["audio"], "--protocol", "session", *FAST]
     code, out, err = run(capsys, "student", "--variant", "everything", *base)

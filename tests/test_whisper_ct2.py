@@ -1,6 +1,7 @@
 """emolib.whisper_ct2: the CTranslate2 model.bin reader, checked against values recorded once
 from CTranslate2 itself (tests/fixtures/whisper_make_reference.py); ctranslate2 is not needed."""
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 
 from emolib import whisper_ct2 as W
 from emolib.audio import read_audio
+from emolib.pretrained import ModelError
 
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -137,6 +139,32 @@ def test_bad_files_name_the_file_and_the_problem(tmp_path):
         W.read_model_bin(dangling)
     with pytest.raises(W.CT2FormatError, match=r"missing\.bin: no such file"):
         W.read_model_bin(tmp_path / "missing.bin")
+
+
+def test_bad_files_beside_the_model_bin_name_the_file(tmp_path, checkpoint):
+    # an empty or non-object config.json, an empty or non-UTF-8 tokenizer.json: each was a raw JSONDecodeError,
+    # AttributeError or tokenizers' bare Exception ("EOF while parsing a value"), naming no file
+    packaged = W.packaged_model("tiny.en")[0]
+    folder = tmp_path / "ct2"
+    folder.mkdir()
+    (folder / "tokenizer.json").write_bytes((packaged / "tokenizer.json").read_bytes())
+    config = folder / "config.json"
+    for text, problem in [(b"", "not a JSON file"), (b"\xff\xfe", "not a JSON file"),
+                          (b"[]", "holds a JSON list, not an object")]:
+        config.write_bytes(text)
+        with pytest.raises(W.CT2FormatError, match=rf"^{re.escape(str(config))}: {problem}"):
+            W.whisper_config(checkpoint, folder)
+    config.unlink()
+    assert W.whisper_config(checkpoint, folder).suppress_tokens is None  # none: nothing suppressed, as before
+    tokenizer = folder / "tokenizer.json"
+    for text in (b"", b"\xff\xfe{}"):
+        tokenizer.write_bytes(text)
+        with pytest.raises(W.CT2FormatError, match=rf"^{re.escape(str(tokenizer))}: not a tokenizers tokenizer.json"):
+            W.whisper_config(checkpoint, folder)
+    tokenizer.unlink()
+    with pytest.raises(W.CT2FormatError, match=rf"^{re.escape(str(tokenizer))}: missing"):
+        W.load_tokenizer(folder)
+    assert issubclass(W.CT2FormatError, ModelError)  # the commands print a ModelError as one error: line
 
 
 def test_split_model_bin_parts_are_read_in_order(tmp_path, checkpoint):
