@@ -641,6 +641,9 @@ def _build_backbone(name: str, freeze: str, max_seconds: float | None, precision
             # weights do not fit its config is refused, not trained from random weights (pretrained.py)
             model = load_model(source)
         except OSError as err:
+            if err.errno is None and Path(source).is_dir():  # transformers' word on a file of the folder (not JSON)
+                raise ModelError(f"{name}: {str(err).rstrip('.')}. A local backbone is a folder written by "
+                                 "save_pretrained (model + feature extractor): save it again") from err
             raise OSError(f"cannot load speech backbone {name!r} ({err}). Offline, use 'whisper-base', "
                           "'whisper-tiny.en', 'tiny-random' or a local directory written by save_pretrained "
                           "(model + feature extractor)") from err

@@ -39,6 +39,23 @@ def _some(keys) -> str:
     return ", ".join(keys[:SHOWN]) + more
 
 
+def _damaged(source: str) -> str:
+    """The weights files of the folder ``source`` that safetensors cannot open (``source`` itself if
+    none is found, such as a hub id's)."""
+    from pathlib import Path
+
+    from safetensors import SafetensorError, safe_open
+
+    bad = []
+    for path in sorted(Path(source).glob("*.safetensors")) if Path(source).is_dir() else []:
+        try:
+            with safe_open(path, "pt"):
+                pass
+        except SafetensorError:
+            bad.append(str(path))
+    return ", ".join(bad) or source
+
+
 def load_model(source: str):
     """``AutoModel.from_pretrained(source)`` in fp32, refusing a checkpoint that lacks weights the
     model uses or holds them in other shapes (:class:`ModelError` naming ``source`` and the weights).
@@ -46,10 +63,15 @@ def load_model(source: str):
     fp32 whatever dtype the checkpoint was saved in: transformers 5 loads the saved dtype
     (``dtype="auto"``), and a float16 folder (``openai/whisper-large-v3``, a half model saved
     again) would fail on fp32 audio or train half-precision weights; bf16 runs under autocast."""
+    from safetensors import SafetensorError
     from transformers import AutoModel
 
-    # shapes that differ are reported below, by name, instead of transformers' error pointing at its report
-    model, info = AutoModel.from_pretrained(source, output_loading_info=True, ignore_mismatched_sizes=True)
+    try:
+        # shapes that differ are reported below, by name, instead of transformers' error pointing at its report
+        model, info = AutoModel.from_pretrained(source, output_loading_info=True, ignore_mismatched_sizes=True)
+    except SafetensorError as err:  # a damaged weights file: "header too large", naming no file
+        raise ModelError(f"{_damaged(source)}: not a readable safetensors file ({err}). Save the folder again with "
+                         "save_pretrained, or copy it again") from None
     missing = [k for k in info["missing_keys"] if not k.startswith(UNUSED_IF_MISSING)]
     # (name, saved shape, shape of the config's model)
     mismatched = [f"{k} saved {tuple(saved)}, config {tuple(shape)}" for k, saved, shape in info["mismatched_keys"]]

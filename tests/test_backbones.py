@@ -711,6 +711,26 @@ def test_a_folder_whose_weights_do_not_fit_its_model_is_refused_not_trained_from
         load_backbone(str(wide))
 
 
+def test_a_damaged_file_of_a_saved_folder_is_a_model_error_naming_it(local_dirs, tmp_path):
+    # random bytes in model.safetensors were safetensors' "header too large", naming no file; a config.json or
+    # preprocessor_config.json that is not JSON was named, but as an OSError the commands print as a traceback
+    import shutil
+
+    d, _ = local_dirs["hubert"]
+    for file, data in [("model.safetensors", np.random.default_rng(0).bytes(5000)), ("model.safetensors", b""),
+                       ("config.json", b"garbage"), ("preprocessor_config.json", b"garbage")]:
+        damaged = tmp_path / f"damaged-{file}-{len(data)}"
+        shutil.copytree(d, damaged)
+        (damaged / file).write_bytes(data)
+        if file == "model.safetensors":
+            named = f"{damaged / file}: not a readable safetensors file ("
+        else:
+            named = f"{damaged}: It looks like the config file at '{damaged / file}' is not a valid JSON file. "
+        with pytest.raises(ModelError) as err:
+            load_backbone(str(damaged))
+        assert str(err.value).startswith(named) and "save_pretrained" in str(err.value), str(err.value)
+
+
 def test_pre_training_heads_and_a_missing_spec_augment_vector_load_without_complaint(tmp_path, speech):
     # a wav2vec 2.0 pre-training checkpoint (facebook/wav2vec2-base) holds the quantiser and project_q, which
     # the encoder has no place for; a fine-tuned one may lack masked_spec_embed (initialised afresh)

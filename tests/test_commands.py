@@ -413,6 +413,24 @@ def test_a_damaged_ctranslate2_folder_is_one_error_line(roots, toy, capsys):
     assert not (roots / "runs").exists()  # no teacher trained
 
 
+def test_a_saved_folder_with_a_file_that_is_not_json_is_one_error_line(roots, toy, capsys):
+    # transformers named the file, but in an OSError that the commands printed as a traceback
+    from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
+
+    folder = roots / "models" / "hubert"
+    HubertModel(HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                             conv_dim=(16,) * 7, num_conv_pos_embeddings=8,
+                             num_conv_pos_embedding_groups=2)).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor().save_pretrained(folder)
+    (folder / "config.json").write_text("garbage")
+    code, _, err = run(capsys, "student", "--corpus", toy["audio"], "--protocol", "session", *FAST,
+                       "--set", f"student.backbone={folder}")
+    assert (code, err) == (2, [f"error: student.backbone: {folder}: It looks like the config file at "
+                               f"'{folder / 'config.json'}' is not a valid JSON file. A local backbone is a folder "
+                               "written by save_pretrained (model + feature extractor): save it again"])
+    assert not (roots / "runs").exists()  # no teacher trained
+
+
 def test_unknown_names_are_one_line_errors(roots, toy, capsys):
     base = ["--corpus", toy["audio"], "--protocol", "session", *FAST]
     code, out, err = run(capsys, "student", "--variant", "everything", *base)
