@@ -517,3 +517,11 @@ def test_a_malformed_manifest_line_names_the_file_and_line(data_root):
     manifest.write_text("\n".join(lines) + "\n")
     with pytest.raises(CorpusError, match=r"manifest\.jsonl, line 3"):
         synth.load(TINY, progress=False)
+    # bytes that are not UTF-8 (a line of another file appended): they were "'utf-8' codec can't decode byte
+    # 0xff in position ...", naming neither the file nor the line
+    manifest.write_text("\n".join(lines[:2] + lines[3:]) + "\n")
+    with manifest.open("ab") as f:
+        f.write(b"\xff\xfe\n")
+    with pytest.raises(CorpusError, match=rf"^{re.escape(str(manifest))}, line {len(lines)}: not a synth manifest "
+                                          r"row \(UnicodeDecodeError\(.*\)\); delete the file to regenerate it$"):
+        synth.load(TINY, progress=False)

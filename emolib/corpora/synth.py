@@ -763,15 +763,15 @@ def _read_manifest(folder: Path, expected: int) -> list[Utterance] | None:
     if not manifest.is_file():
         return None
     utterances = []
-    with open(manifest, encoding="utf-8") as f:
+    with open(manifest, "rb") as f:  # decoded line by line: bytes that are not UTF-8 are named with their line
         for line_no, line in enumerate(f, 1):
             try:
-                row = json.loads(line)
+                row = json.loads(line.decode("utf-8"))
                 utt = Utterance(id=row["id"], label=row["label"], speaker=row["speaker"], session=row["session"],
                                 path=folder / row["path"], text=row["text"], duration=row["duration"],
                                 meta=row["meta"])
                 whole = _whole(utt.path, utt.duration)
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
+            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
                 raise CorpusError(f"{manifest}, line {line_no}: not a synth manifest row ({err!r}); "
                                   "delete the file to regenerate it") from err
             if not whole:
