@@ -219,6 +219,11 @@ def load_text_encoder(name: str, seed: int = 0):
         tokenizer = AutoTokenizer.from_pretrained(source)
         encoder = load_model(source)  # fp32; refuses weights that do not fit the config (pretrained.py)
     except OSError as err:
+        if err.errno is None and Path(source).is_dir():  # transformers' word on a file of the folder (not JSON)
+            from .pretrained import ModelError
+
+            raise ModelError(f"linguistic_teacher.model: {name}: {str(err).rstrip('.')}. A local text model is a "
+                             "folder written by save_pretrained (model + tokenizer): save it again") from err
         raise OSError(
             f"could not load the linguistic teacher {name!r}: {err}\n"
             "Hub ids need a connection to the Hugging Face hub (or a filled HF cache). Offline, use "

@@ -395,6 +395,11 @@ def test_a_model_that_cannot_be_used_is_one_error_line_not_a_traceback(roots, to
     code, _, err = run(capsys, "teacher", "--kind", "linguistic", *text, "--set", f"linguistic_teacher.model={bert}")
     assert (code, len(err)) == (1, 1), err
     assert err[0].startswith(f"error: {bert}: the saved weights do not fit the BertModel its config.json describes: ")
+    (bert / "config.json").write_text("garbage")  # transformers names the file, in an OSError that was a traceback
+    code, _, err = run(capsys, "teacher", "--kind", "linguistic", *text, "--set", f"linguistic_teacher.model={bert}")
+    assert (code, err) == (1, [f"error: linguistic_teacher.model: {bert}: It looks like the config file at "
+                               f"'{bert / 'config.json'}' is not a valid JSON file. A local text model is a folder "
+                               "written by save_pretrained (model + tokenizer): save it again"])
 
 
 def test_a_damaged_ctranslate2_folder_is_one_error_line(roots, toy, capsys):
