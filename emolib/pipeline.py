@@ -756,7 +756,8 @@ def student_dir_shape(directory: str | Path) -> tuple[list[str], tuple[int, int]
             shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
     except (SafetensorError, OSError) as exc:
         raise ResultFileError(f"{weights}: unreadable weights ({exc})") from exc
-    classes = check_metrics(read_json(directory / COMPLETE_MARKER, dict), directory / COMPLETE_MARKER, "classes")["classes"]
+    marker = directory / COMPLETE_MARKER
+    classes = check_metrics(read_json(marker, dict), marker, "classes")["classes"]
     widths = [shapes.get(f"{k}_head.3.bias") for k in ("linguistic", "prosodic")]
     if not classes or None in widths or shapes.get("ffn.3.bias") != [len(classes)]:
         raise ResultFileError(f"{directory}: metrics.json's classes and best.safetensors's heads do not make "

@@ -513,7 +513,8 @@ def _set_rng_states(state: dict[str, Any], device: torch.device) -> None:
 # and numpy 1's (a state written under either loads).
 _RECONSTRUCT = np.zeros(0).__reduce__()[0]
 _RESUME_GLOBALS = [torch.torch_version.TorchVersion, np.ndarray, np.dtype, type(np.dtype(np.uint32)),
-                   (_RECONSTRUCT, "numpy._core.multiarray._reconstruct"), (_RECONSTRUCT, "numpy.core.multiarray._reconstruct")]
+                   (_RECONSTRUCT, "numpy._core.multiarray._reconstruct"),
+                   (_RECONSTRUCT, "numpy.core.multiarray._reconstruct")]
 
 
 #: what fit() reads from a resume state (numpy_rng, python_rng and numerics_seen came later: read when there)
