@@ -1016,8 +1016,8 @@ def read_channels(run: Run) -> pd.DataFrame:
     if last != b"\n":
         raise ResultFileError(f"{path}: its last line (row {len(frame) + 1}) has no line end: cut short, or written "
                               f"by another program? {todo[0].upper()}{todo[1:]}")
-    n = run.metrics().get("n_test") if run.is_complete() else None
-    if isinstance(n, int) and not isinstance(n, bool) and n != len(frame):
+    n = run.metrics("n_test")["n_test"] if run.is_complete() else None
+    if n is not None and n != len(frame):
         raise ResultFileError(f"{path}: holds {len(frame)} rows but the fold has {n} test utterances "
                               f"(metrics.json; cut short by a crash or a full disk?); {todo}")
     return frame.assign(**{flag: frame[flag].astype(str) == "True" for flag in CHANNEL_FLAGS})

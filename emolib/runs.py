@@ -339,8 +339,10 @@ class Run:
         """What is wrong with the run's ``metrics.json`` when it is there but cannot be read; else None."""
         try:
             read_json(self.dir / COMPLETE_MARKER, dict)
-        except (ResultFileError, FileNotFoundError) as exc:
-            return str(exc) if isinstance(exc, ResultFileError) else None
+        except FileNotFoundError:
+            return None
+        except ResultFileError as exc:
+            return str(exc)
         return None
 
     def is_partial(self) -> bool:
